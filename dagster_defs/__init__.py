@@ -1,0 +1,1 @@
+"""Dagster side of Takeflow: compiler, runner, instance setup and the code location."""

@@ -1,0 +1,190 @@
+"""Compile a validated graph into a Dagster job: one op per node, links as dependencies.
+
+Literal input values travel in run config (so the Dagster UI shows them and re-executions use
+them), which lets one compiled job serve every graph of the same shape: jobs are cached by
+structure, template versions and whether the run makes takes.
+"""
+
+import logging
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from dagster import (
+    DependencyDefinition,
+    Field,
+    GraphDefinition,
+    In,
+    JobDefinition,
+    Nothing,
+    OpDefinition,
+    OpExecutionContext,
+    Out,
+    Output,
+    Permissive,
+    in_process_executor,
+    logger,
+)
+from dagster._core.definitions.dependency import NodeInvocation
+
+from graph_runtime.validation import ExecutionPlan, PlannedNode
+
+TAKES_OP = "takeflow_takes"
+_NAME_RE = re.compile(r"[^A-Za-z0-9_]")
+
+# Called by each node's op: (run_id, node_id, values) -> outputs. Set by the runner.
+NodeCall = Callable[[Any, PlannedNode, dict[str, Any]], Mapping[str, Any]]
+TakesCall = Callable[[Any, dict[str, Mapping[str, Any]]], Iterator[Any]]
+
+
+@logger
+def _quiet_logger(_init_context: Any) -> logging.Logger:
+    """Dagster's default console logger formats every event; Takeflow has its own events."""
+    log = logging.getLogger("takeflow.dagster")
+    if not log.handlers:
+        log.addHandler(logging.NullHandler())
+        log.propagate = False
+    log.setLevel(logging.WARNING)
+    return log
+
+
+def op_names(plan: ExecutionPlan) -> dict[str, str]:
+    """Node id -> unique Dagster op name."""
+    names: dict[str, str] = {}
+    used: set[str] = {TAKES_OP}
+    for node in plan.nodes:
+        base = _NAME_RE.sub("_", node.node_id)
+        name, i = base, 2
+        while name in used:
+            name, i = f"{base}_{i}", i + 1
+        used.add(name)
+        names[node.node_id] = name
+    return names
+
+
+def job_name(plan: ExecutionPlan) -> str:
+    base = _NAME_RE.sub("_", plan.graph.name).strip("_")[:40] or "graph"
+    if not base[0].isalpha():
+        base = f"g_{base}"
+    return f"{base}__{plan.structure_hash[:10]}"
+
+
+def run_config(plan: ExecutionPlan) -> dict[str, Any]:
+    names = op_names(plan)
+    return {
+        "loggers": {"console": {}},
+        "ops": {
+            names[n.node_id]: {
+                "config": {
+                    "inputs": dict(n.literals),
+                    "quality": plan.graph.node(n.node_id).properties.quality.value,  # type: ignore[union-attr]
+                }
+            }
+            for n in plan.nodes
+        }
+    }
+
+
+def _node_op(node: PlannedNode, op_name: str, upstream_ops: dict[str, str], call: NodeCall) -> OpDefinition:
+    input_for = {f"from_{upstream_ops[u]}": u for u in node.upstream}
+
+    def compute(context: OpExecutionContext, inputs: Mapping[str, Any]) -> Iterator[Output[Any]]:
+        values = dict(context.op_config.get("inputs", {}))
+        upstream = {input_for[k]: v for k, v in inputs.items()}
+        for port, (source, output) in node.links.items():
+            values[port] = upstream[source][output]
+        yield Output(dict(call(context, node, values)), "result")
+
+    return OpDefinition(
+        compute_fn=compute,
+        name=op_name,
+        ins={k: In() for k in input_for},
+        outs={"result": Out()},
+        config_schema={
+            "inputs": Field(Permissive(), is_required=False, default_value={}),
+            "quality": Field(str, is_required=False, default_value="standard"),
+        },
+        tags={"takeflow/node": node.node_id, "takeflow/template": node.template.ref},
+        description=f"{node.template.name} ({node.template.ref})",
+        code_version=node.template.version,
+    )
+
+
+def _takes_op(terminal_ops: dict[str, str], call: TakesCall) -> OpDefinition:
+    input_for = {f"from_{op}": node_id for node_id, op in terminal_ops.items()}
+
+    def compute(context: OpExecutionContext, inputs: Mapping[str, Any]) -> Iterator[Any]:
+        yield from call(context, {input_for[k]: v for k, v in inputs.items()})
+        yield Output(None, "result")
+
+    return OpDefinition(
+        compute_fn=compute,
+        name=TAKES_OP,
+        ins={k: In() for k in input_for},
+        outs={"result": Out(Nothing, is_required=False)},
+        description="Store the graph's terminal outputs as a take and record materializations",
+    )
+
+
+class JobCompiler:
+    """Builds (and caches) Dagster jobs for execution plans."""
+
+    def __init__(self, node_call: NodeCall, takes_call: TakesCall, max_cached: int = 256) -> None:
+        self._node_call = node_call
+        self._takes_call = takes_call
+        self._cache: OrderedDict[tuple[Any, ...], JobDefinition] = OrderedDict()
+        self._lock = threading.Lock()
+        self.builds = 0
+
+    @staticmethod
+    def cache_key(plan: ExecutionPlan, with_takes: bool) -> tuple[Any, ...]:
+        return (
+            plan.structure_hash,
+            plan.graph.name,
+            tuple(n.template.ref for n in plan.nodes),
+            with_takes,
+        )
+
+    def job_for(self, plan: ExecutionPlan, with_takes: bool) -> JobDefinition:
+        key = self.cache_key(plan, with_takes)
+        with self._lock:
+            job = self._cache.get(key)
+            if job is not None:
+                self._cache.move_to_end(key)
+                return job
+        job = self._build(plan, with_takes)
+        with self._lock:
+            self._cache[key] = job
+            self.builds += 1
+            while len(self._cache) > 256:
+                self._cache.popitem(last=False)
+        return job
+
+    def _build(self, plan: ExecutionPlan, with_takes: bool) -> JobDefinition:
+        names = op_names(plan)
+        ops = [_node_op(n, names[n.node_id], names, self._node_call) for n in plan.nodes]
+        deps: dict[str | NodeInvocation, dict[str, DependencyDefinition]] = {
+            names[n.node_id]: {
+                f"from_{names[u]}": DependencyDefinition(names[u], "result") for u in n.upstream
+            }
+            for n in plan.nodes
+        }
+        if with_takes:
+            terminal_ops = {nid: names[nid] for nid in plan.terminal}
+            ops.append(_takes_op(terminal_ops, self._takes_call))
+            deps[TAKES_OP] = {
+                f"from_{op}": DependencyDefinition(op, "result") for op in terminal_ops.values()
+            }
+        graph = GraphDefinition(
+            name=job_name(plan),
+            node_defs=ops,
+            dependencies=deps,
+            description=f"Takeflow graph '{plan.graph.name}'",
+        )
+        return graph.to_job(
+            executor_def=in_process_executor,
+            logger_defs={"console": _quiet_logger},
+            tags={"takeflow/graph": plan.graph.name},
+        )

@@ -1,0 +1,583 @@
+"""The task runner: validated graphs become Dagster runs on the persistent instance, their
+events a durable, sequenced stream, their terminal outputs takes committed to git.
+
+Runs execute in process on worker threads (no interpreter start-up per run); the instance's
+storage is tuned so that its bookkeeping costs milliseconds (see docs/runner-design.md).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from importlib import metadata as importlib_metadata
+from typing import Any
+
+from dagster import AssetKey, AssetMaterialization, DagsterInstance, MetadataValue
+
+from dagster_defs.compiler import JobCompiler, job_name, run_config
+from graph_runtime.canvas import CanvasGraph
+from graph_runtime.errors import (
+    GitError,
+    TakeflowError,
+    TaskCancelledError,
+    TaskNotFoundError,
+    TemplateExecutionError,
+)
+from graph_runtime.events import EventSink, EventType, TaskEvent
+from graph_runtime.registry import TemplateRegistry
+from graph_runtime.takes import Take
+from graph_runtime.tasks import TaskRecord, TaskStatus
+from graph_runtime.templates import Quality
+from graph_runtime.validation import ExecutionPlan, PlannedNode, validate_graph
+from nodes.values import summarize, to_output_file
+from stores.projects import Project, ProjectAssets, ProjectCatalog
+from stores.sqlite_state import SqliteState
+
+log = logging.getLogger(__name__)
+_VERSIONED = ("takeflow", "dagster", "torch", "diffusers", "pillow")
+
+
+def _versions() -> dict[str, str]:
+    found = {}
+    for dist in _VERSIONED:
+        try:
+            found[dist] = importlib_metadata.version(dist)
+        except importlib_metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+VERSIONS = _versions()
+
+
+def new_task_id() -> str:
+    return f"task_{uuid.uuid4().hex[:16]}"
+
+
+@dataclass
+class _Execution:
+    """Live state of one running task, reachable from its ops by Dagster run id."""
+
+    record: TaskRecord
+    plan: ExecutionPlan
+    project: Project | None
+    cancel: threading.Event = field(default_factory=threading.Event)
+    node_states: dict[str, str] = field(default_factory=dict)
+    node_progress: dict[str, float] = field(default_factory=dict)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    error: TakeflowError | None = None
+    take: Take | None = None
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def overall_progress(self) -> float:
+        total = len(self.plan.nodes) or 1
+        return min(1.0, sum(self.node_progress.values()) / total)
+
+
+class _NodeReporter:
+    """The ``ProgressReporter`` a template sees while it runs inside its op."""
+
+    def __init__(
+        self, runner: TaskRunner, execution: _Execution, node: PlannedNode, services: Mapping[str, Any]
+    ) -> None:
+        self._runner = runner
+        self._execution = execution
+        self.node_id = node.node_id
+        self.task_id = execution.record.task_id
+        node_props = execution.plan.graph.node(node.node_id)
+        self.quality = node_props.properties.quality if node_props else Quality.STANDARD
+        self.services = services
+        self._started = time.perf_counter()
+        self._previews = itertools.count(1)
+
+    def check_cancelled(self) -> None:
+        if self._execution.cancel.is_set():
+            raise TaskCancelledError("task was cancelled", node_id=self.node_id)
+
+    def progress(
+        self, fraction: float, stage: str = "", message: str = "", preview: bytes | None = None
+    ) -> None:
+        self.check_cancelled()
+        fraction = max(0.0, min(1.0, float(fraction)))
+        elapsed = time.perf_counter() - self._started
+        eta = elapsed / fraction * (1.0 - fraction) if fraction > 0 else None
+        self._execution.node_progress[self.node_id] = fraction
+        data: dict[str, Any] = {
+            "node_id": self.node_id,
+            "progress": self._execution.overall_progress,
+            "node_progress": fraction,
+            "stage": stage,
+            "message": message,
+            "eta": round(eta, 3) if eta is not None else None,
+            "preview_url": self._store_preview(preview) if preview else None,
+        }
+        self._runner._emit(self._execution, EventType.TASK_PROGRESS, data)
+
+    def _store_preview(self, png: bytes) -> str | None:
+        project = self._execution.project
+        if project is None:
+            return None
+        rel = f"05_Cache/previews/{self.task_id}/{self.node_id}_{next(self._previews):03d}.png"
+        project.fs.pipe_file(project.abs(rel), png)
+        return f"/api/v1/projects/{project.id}/files/{rel}"
+
+
+class TaskRunner:
+    """Queues, runs, cancels and reports tasks. Thread-safe; ``workers`` runs at once."""
+
+    def __init__(
+        self,
+        registry: TemplateRegistry,
+        projects: ProjectCatalog,
+        state: SqliteState,
+        instance: DagsterInstance,
+        workers: int = 2,
+        services: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.registry = registry
+        self.projects = projects
+        self.state = state
+        self.instance = instance
+        self.services = dict(services or {})
+        self.compiler = JobCompiler(self._run_node, self._make_take)
+        self._sinks: list[EventSink] = []
+        self._queue: queue.PriorityQueue[tuple[int, int, str]] = queue.PriorityQueue()
+        self._order = itertools.count()
+        self._plans: dict[str, ExecutionPlan] = {}
+        self._active: dict[str, _Execution] = {}  # by Dagster run id
+        self._by_task: dict[str, _Execution] = {}
+        self._lock = threading.RLock()
+        self._done = threading.Condition(self._lock)
+        self._uncommitted: dict[str, set[str]] = {}
+        self.git_error: str | None = None
+        self._closed = False
+        self._workers = [
+            threading.Thread(target=self._work, name=f"takeflow-worker-{i}", daemon=True)
+            for i in range(workers)
+        ]
+        self._recover()
+        for w in self._workers:
+            w.start()
+
+    # -- public API ------------------------------------------------------------------------
+
+    def add_sink(self, sink: EventSink) -> None:
+        with self._lock:
+            self._sinks = [*self._sinks, sink]
+
+    def remove_sink(self, sink: EventSink) -> None:
+        with self._lock:
+            self._sinks = [s for s in self._sinks if s is not sink]
+
+    def plan(self, graph: CanvasGraph) -> ExecutionPlan:
+        """Validate a graph (raises ``GraphValidationError`` with every issue)."""
+        return validate_graph(graph, self.registry)
+
+    def submit(
+        self,
+        graph: CanvasGraph,
+        *,
+        project_id: str | None = None,
+        shot: str | None = None,
+        user: str | None = None,
+        priority: int = 0,
+        batch_id: str | None = None,
+        task_id: str | None = None,
+        extra_metadata: Mapping[str, Any] | None = None,
+    ) -> TaskRecord:
+        """Validate and queue a graph. Nothing is stored when validation fails."""
+        plan = self.plan(graph)
+        project_id = project_id or graph.context.project
+        if project_id is not None:
+            self.projects.get(project_id)  # raises for unknown or unsafe ids
+        record = TaskRecord(
+            task_id=task_id or new_task_id(),
+            graph=graph.model_dump(mode="json"),
+            project_id=project_id,
+            shot=shot or graph.context.shot,
+            user=user or graph.context.user,
+            priority=priority,
+            batch_id=batch_id,
+            node_states={n.node_id: "queued" for n in plan.nodes},
+        )
+        if extra_metadata:
+            record.graph["x-metadata"] = dict(extra_metadata)
+        with self._lock:
+            self.state.save(record)
+            self._plans[record.task_id] = plan
+            self._emit_raw(
+                record,
+                EventType.TASK_SUBMITTED,
+                {
+                    "status": "queued",
+                    "shot_id": record.shot,
+                    "nodes": [n.node_id for n in plan.nodes],
+                    "estimated_time": self.estimate_seconds(plan),
+                    "batch_id": batch_id,
+                },
+            )
+            self._queue.put((-priority, next(self._order), record.task_id))
+        return record
+
+    def estimate_seconds(self, plan: ExecutionPlan) -> float:
+        """A rough estimate for ``estimated_completion``: queue length times a small per-op cost."""
+        return round(0.02 * len(plan.nodes) + 0.02 * self._queue.qsize(), 3)
+
+    def get(self, task_id: str) -> TaskRecord:
+        record = self.state.get(task_id)
+        if record is None:
+            raise TaskNotFoundError(f"no task '{task_id}'", task_id=task_id)
+        live = self._by_task.get(task_id)
+        if live is not None and not record.status.terminal:
+            from dataclasses import replace
+
+            record = replace(
+                record, node_states=dict(live.node_states), progress=live.overall_progress
+            )
+        return record
+
+    def cancel(self, task_id: str) -> TaskRecord:
+        """Cancel a queued task at once, or a running one at its template's next progress point."""
+        with self._lock:
+            record = self.get(task_id)
+            if record.status == TaskStatus.QUEUED:
+                record = self.state.update(
+                    task_id, status=TaskStatus.CANCELLED, finished_at=time.time()
+                )
+                self._emit_raw(record, EventType.TASK_CANCELLED, {"status": "cancelled"})
+                self._done.notify_all()
+            elif record.status == TaskStatus.RUNNING and task_id in self._by_task:
+                self._by_task[task_id].cancel.set()
+            return record
+
+    def wait(self, task_id: str, timeout: float = 60.0) -> TaskRecord:
+        deadline = time.monotonic() + timeout
+        with self._done:
+            while True:
+                record = self.get(task_id)
+                if record.status.terminal:
+                    return record
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"task {task_id} still {record.status} after {timeout}s")
+                self._done.wait(remaining)
+
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
+    def running(self) -> int:
+        return len(self._by_task)
+
+    def close(self) -> None:
+        self._closed = True
+        for _ in self._workers:
+            self._queue.put((10**9, next(self._order), ""))
+        for w in self._workers:
+            w.join(timeout=10)
+
+    # -- events ----------------------------------------------------------------------------
+
+    def _emit_raw(self, record: TaskRecord, type_: EventType, data: dict[str, Any]) -> TaskEvent:
+        event = self.state.append(type_.value, record.task_id, record.project_id, data)
+        for sink in self._sinks:
+            try:
+                sink.emit(event)
+            except Exception:  # a broken sink must not break the run
+                log.exception("event sink %r failed", sink)
+        return event
+
+    def _emit(self, execution: _Execution, type_: EventType, data: dict[str, Any]) -> TaskEvent:
+        return self._emit_raw(execution.record, type_, data)
+
+    def _node_state(self, execution: _Execution, node_id: str, state: str, **data: Any) -> None:
+        execution.node_states[node_id] = state
+        self._emit(execution, EventType.NODE_STATE, {"node_id": node_id, "state": state, **data})
+
+    # -- execution -------------------------------------------------------------------------
+
+    def _recover(self) -> None:
+        """After a restart: running tasks failed (``interrupted``), queued tasks queued again."""
+        for record in self.state.list(status=TaskStatus.RUNNING):
+            record = self.state.update(
+                record.task_id,
+                status=TaskStatus.FAILED,
+                finished_at=time.time(),
+                error={"code": "interrupted", "message": "the server stopped while it ran"},
+            )
+            self._emit_raw(
+                record,
+                EventType.TASK_FAILED,
+                {"code": "interrupted", "message": "the server stopped while this task ran"},
+            )
+        for record in self.state.list(status=TaskStatus.QUEUED):
+            try:
+                self._plans[record.task_id] = self.plan(CanvasGraph.model_validate(
+                    {k: v for k, v in record.graph.items() if k != "x-metadata"}
+                ))
+            except TakeflowError as exc:
+                record = self.state.update(
+                    record.task_id, status=TaskStatus.FAILED, error=exc.to_dict()
+                )
+                self._emit_raw(record, EventType.TASK_FAILED, exc.to_dict())
+                continue
+            self._queue.put((-record.priority, next(self._order), record.task_id))
+
+    def _work(self) -> None:
+        while True:
+            _, _, task_id = self._queue.get()
+            if self._closed or not task_id:
+                return
+            try:
+                self._execute(task_id)
+            except Exception:
+                log.exception("task %s crashed the worker loop", task_id)
+
+    def _claim(self, task_id: str) -> _Execution | None:
+        with self._lock:
+            record = self.state.get(task_id)
+            plan = self._plans.pop(task_id, None)
+            if record is None or record.status != TaskStatus.QUEUED or plan is None:
+                return None
+            record = self.state.update(
+                task_id, status=TaskStatus.RUNNING, started_at=time.time()
+            )
+            project = self.projects.get(record.project_id) if record.project_id else None
+            execution = _Execution(record, plan, project)
+            self._by_task[task_id] = execution
+            return execution
+
+    def _execute(self, task_id: str) -> None:
+        execution = self._claim(task_id)
+        if execution is None:
+            return
+        record, plan = execution.record, execution.plan
+        run_id = str(uuid.uuid4())
+        self._emit(
+            execution,
+            EventType.TASK_STARTED,
+            {"status": "running", "dagster_run_id": run_id, "job_name": job_name(plan)},
+        )
+        self._active[run_id] = execution
+        dagster_error: str | None = None
+        try:
+            job = self.compiler.job_for(plan, with_takes=execution.project is not None)
+            result = job.execute_in_process(
+                run_config=run_config(plan),
+                instance=self.instance,
+                run_id=run_id,
+                raise_on_error=False,
+                tags=self._tags(record, plan),
+            )
+            success = result.success
+        except Exception as exc:  # Dagster itself failed (config, storage)
+            log.exception("dagster failed to run task %s", task_id)
+            success, dagster_error = False, f"{type(exc).__name__}: {exc}"
+        finally:
+            self._active.pop(run_id, None)
+        elapsed = time.perf_counter() - execution.started
+        if success:
+            self._complete(execution, run_id, elapsed)
+        elif execution.cancel.is_set() or isinstance(execution.error, TaskCancelledError):
+            self._finish(
+                execution,
+                TaskStatus.CANCELLED,
+                EventType.TASK_CANCELLED,
+                {"status": "cancelled", "node_id": getattr(execution.error, "details", {}).get("node_id")},
+                run_id,
+            )
+        else:
+            error = (
+                execution.error.to_dict()
+                if execution.error
+                else {"code": "internal_error", "message": dagster_error or "the run failed"}
+            )
+            self._finish(execution, TaskStatus.FAILED, EventType.TASK_FAILED, error, run_id, error)
+
+    def _tags(self, record: TaskRecord, plan: ExecutionPlan) -> dict[str, str]:
+        tags = {
+            "takeflow/task_id": record.task_id,
+            "takeflow/shot": record.shot,
+            "takeflow/graph_hash": plan.content_hash,
+            "takeflow/user": record.user,
+        }
+        if record.project_id:
+            tags["takeflow/project"] = record.project_id
+        if record.batch_id:
+            tags["takeflow/batch_id"] = record.batch_id
+        return tags
+
+    def _complete(self, execution: _Execution, run_id: str, elapsed: float) -> None:
+        take = execution.take
+        commit: str | None = None
+        if take is not None and execution.project is not None:
+            commit = self._commit(execution.project, take, execution.record)
+        data: dict[str, Any] = {
+            "status": "completed",
+            "execution_time": round(elapsed, 4),
+            "takes": [take.take_id] if take else [],
+            "outputs": {k: v.to_dict() for k, v in take.outputs.items()} if take else {},
+            "take": take.to_dict() if take else None,
+            "commit": commit,
+            "timings_ms": execution.timings_ms,
+        }
+        self._finish(execution, TaskStatus.COMPLETED, EventType.TASK_COMPLETED, data, run_id)
+
+    def _commit(self, project: Project, take: Take, record: TaskRecord) -> str | None:
+        pending = self._uncommitted.setdefault(project.id, set())
+        paths = sorted({take.directory, *pending})
+        message = (
+            f"{take.take_id} of {take.shot} ({record.graph.get('name', 'graph')})\n\n"
+            f"Takeflow-Task: {record.task_id}\n"
+        )
+        try:
+            sha = project.repo.commit(paths, message)
+        except GitError as exc:
+            log.warning("git commit failed in project %s: %s", project.id, exc.message)
+            pending.add(take.directory)
+            self.git_error = exc.message
+            return None
+        pending.clear()
+        self.git_error = None
+        return sha
+
+    def _finish(
+        self,
+        execution: _Execution,
+        status: TaskStatus,
+        event: EventType,
+        data: dict[str, Any],
+        run_id: str,
+        error: dict[str, Any] | None = None,
+    ) -> None:
+        with self._lock:
+            record = self.state.update(
+                execution.record.task_id,
+                status=status,
+                finished_at=time.time(),
+                node_states=dict(execution.node_states),
+                progress=1.0 if status == TaskStatus.COMPLETED else execution.overall_progress,
+                takes=[execution.take.take_id] if execution.take else [],
+                error=error,
+                dagster_run_id=run_id,
+            )
+            self._by_task.pop(record.task_id, None)
+            self._emit_raw(record, event, data)
+            self._done.notify_all()
+
+    # -- called from inside Dagster ops ----------------------------------------------------
+
+    def _run_node(self, context: Any, node: PlannedNode, values: dict[str, Any]) -> Mapping[str, Any]:
+        execution = self._active.get(context.run_id)
+        if execution is None:
+            raise RuntimeError(
+                "this run was not started by Takeflow; re-run the graph from Takeflow "
+                "(`takeflow run` or the API)"
+            )
+        execution.cancel.is_set() and self._raise_cancel(execution, node)
+        services = dict(self.services)
+        if execution.project is not None:
+            services["assets"] = ProjectAssets(execution.project)
+        reporter = _NodeReporter(self, execution, node, services)
+        self._node_state(execution, node.node_id, "running", template=node.template.ref)
+        started = time.perf_counter()
+        try:
+            outputs = dict(node.template.fn(reporter, values))
+        except TaskCancelledError as exc:
+            execution.error = exc
+            self._node_state(execution, node.node_id, "cancelled")
+            raise
+        except Exception as exc:
+            error = TemplateExecutionError(node.node_id, node.template.id, exc)
+            execution.error = error
+            self._node_state(execution, node.node_id, "failed", error=error.to_dict())
+            raise error from exc
+        duration = (time.perf_counter() - started) * 1000
+        missing = [o.name for o in node.template.outputs if o.name not in outputs]
+        if missing:
+            error = TemplateExecutionError(
+                node.node_id, node.template.id, ValueError(f"returned no value for {missing}")
+            )
+            execution.error = error
+            self._node_state(execution, node.node_id, "failed", error=error.to_dict())
+            raise error
+        execution.timings_ms[node.node_id] = round(duration, 3)
+        execution.node_progress[node.node_id] = 1.0
+        self._node_state(
+            execution,
+            node.node_id,
+            "completed",
+            duration_ms=round(duration, 3),
+            outputs={k: summarize(v) for k, v in outputs.items()},
+        )
+        return outputs
+
+    def _raise_cancel(self, execution: _Execution, node: PlannedNode) -> None:
+        execution.error = TaskCancelledError("task was cancelled", node_id=node.node_id)
+        raise execution.error
+
+    def _make_take(
+        self, context: Any, terminal_outputs: dict[str, Mapping[str, Any]]
+    ) -> Iterator[AssetMaterialization]:
+        execution = self._active[context.run_id]
+        project, plan, record = execution.project, execution.plan, execution.record
+        assert project is not None
+        port_counts: dict[str, int] = {}
+        for nid in plan.terminal:
+            for out in plan.node(nid).template.outputs:
+                port_counts[out.name] = port_counts.get(out.name, 0) + 1
+        files = []
+        for nid in plan.terminal:
+            for out in plan.node(nid).template.outputs:
+                key = out.name if port_counts[out.name] == 1 else f"{nid}.{out.name}"
+                files.append(to_output_file(key, out.type, terminal_outputs[nid][out.name]))
+        seeds = {
+            n.node_id: n.literals["seed"] for n in plan.nodes if n.literals.get("seed") is not None
+        }
+        for nid in plan.terminal:
+            if "seed" in terminal_outputs[nid]:
+                seeds[nid] = terminal_outputs[nid]["seed"]
+        metadata = {
+            "task_id": record.task_id,
+            "user_id": record.user,
+            "graph_name": plan.graph.name,
+            "graph_hash": plan.content_hash,
+            "dagster_run_id": context.run_id,
+            "templates": [
+                {"node_id": n.node_id, "template": n.template.id, "version": n.template.version}
+                for n in plan.nodes
+            ],
+            "inputs": {n.node_id: dict(n.literals) for n in plan.nodes},
+            "quality": {
+                n.id: n.properties.quality.value for n in plan.graph.nodes
+            },
+            "seed": next(iter(seeds.values())) if len(set(seeds.values())) == 1 else None,
+            "seeds": seeds,
+            "timings_ms": dict(execution.timings_ms),
+            "versions": VERSIONS,
+            **record.graph.get("x-metadata", {}),
+        }
+        take = project.takes.create(record.shot, files, metadata)
+        execution.take = take
+        self._emit(execution, EventType.TAKE_CREATED, {"take": take.to_dict()})
+        chapter, scene, shot = record.shot.split("/")
+        for name, stored in take.outputs.items():
+            yield AssetMaterialization(
+                asset_key=AssetKey(["takeflow", project.id, chapter, scene, shot, name.replace(".", "__")]),
+                description=f"{take.take_id} of {record.shot}",
+                metadata={
+                    "take_id": take.take_id,
+                    "take_number": take.number,
+                    "path": MetadataValue.path(project.abs(stored.path)),
+                    "task_id": record.task_id,
+                    "content_type": stored.content_type,
+                    "size": stored.size,
+                    "seed": MetadataValue.json(seeds),
+                },
+            )

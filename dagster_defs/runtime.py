@@ -1,0 +1,48 @@
+"""Wires one Takeflow home into a working runtime: registry, projects, state, Dagster, runner."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dagster import DagsterInstance
+
+from dagster_defs.instance import open_runner_instance
+from dagster_defs.runner import TaskRunner
+from graph_runtime.registry import TemplateRegistry
+from stores.home import TakeflowHome
+from stores.projects import ProjectCatalog
+from stores.sqlite_state import SqliteState
+
+
+@dataclass
+class Runtime:
+    home: TakeflowHome
+    registry: TemplateRegistry
+    projects: ProjectCatalog
+    state: SqliteState
+    instance: DagsterInstance
+    runner: TaskRunner
+
+    def close(self) -> None:
+        self.runner.close()
+        self.state.close()
+        self.instance.dispose()
+
+
+def open_runtime(
+    home: str | Path | None = None,
+    workers: int = 2,
+    services: Mapping[str, Any] | None = None,
+    registry: TemplateRegistry | None = None,
+) -> Runtime:
+    """Open (creating if needed) the Takeflow home and start its runner."""
+    takeflow_home = TakeflowHome.resolve(home)
+    registry = registry or TemplateRegistry.discover()
+    projects = ProjectCatalog(takeflow_home.path)
+    state = SqliteState(takeflow_home.state_db)
+    instance = open_runner_instance(takeflow_home.dagster_home)
+    runner = TaskRunner(registry, projects, state, instance, workers=workers, services=services)
+    return Runtime(takeflow_home, registry, projects, state, instance, runner)

@@ -1,0 +1,149 @@
+"""One exception root for Takeflow, with families that carry the data a person needs to act."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class TakeflowError(Exception):
+    """Root of every error Takeflow raises on purpose. ``code`` is stable; the API exposes it."""
+
+    code = "takeflow_error"
+    http_status = 400
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = {k: v for k, v in details.items() if v is not None}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, **self.details}
+
+
+@dataclass(frozen=True)
+class GraphIssue:
+    """One problem found in a canvas graph, pinned to its node and port."""
+
+    code: str
+    message: str
+    node_id: str | None = None
+    port: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.node_id is not None:
+            out["node_id"] = self.node_id
+        if self.port is not None:
+            out["port"] = self.port
+        out.update(self.extra)
+        return out
+
+
+class GraphValidationError(TakeflowError):
+    """A graph failed validation; ``issues`` holds every problem found, not just the first."""
+
+    code = "invalid_graph"
+    http_status = 422
+
+    def __init__(self, issues: Sequence[GraphIssue]) -> None:
+        self.issues = list(issues)
+        lines = "\n".join(
+            f"- [{i.code}] {i.node_id + ': ' if i.node_id else ''}{i.message}" for i in self.issues
+        )
+        super().__init__(f"graph has {len(self.issues)} error(s):\n{lines}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "message": f"graph has {len(self.issues)} error(s)",
+            "errors": [i.to_dict() for i in self.issues],
+        }
+
+
+class TemplateError(TakeflowError):
+    """Base of template lookup and execution failures."""
+
+
+class TemplateNotFoundError(TemplateError):
+    code = "unknown_template"
+    http_status = 404
+
+
+class TemplateExecutionError(TemplateError):
+    """A template raised while running; names the node and template and keeps the cause."""
+
+    code = "template_failed"
+    http_status = 500
+
+    def __init__(self, node_id: str, template_id: str, cause: BaseException) -> None:
+        super().__init__(
+            f"node '{node_id}' (template '{template_id}') failed: "
+            f"{type(cause).__name__}: {cause}",
+            node_id=node_id,
+            template_id=template_id,
+        )
+        self.node_id = node_id
+        self.template_id = template_id
+        self.__cause__ = cause
+
+
+class TaskCancelledError(TakeflowError):
+    """Raised inside a template at its next progress point once its task is cancelled."""
+
+    code = "cancelled"
+    http_status = 409
+
+
+class TaskNotFoundError(TakeflowError):
+    code = "task_not_found"
+    http_status = 404
+
+
+class ProjectError(TakeflowError):
+    """Bad project, shot or path: unknown, malformed or trying to leave the project."""
+
+    code = "invalid_project"
+    http_status = 400
+
+
+class ProjectNotFoundError(ProjectError):
+    code = "project_not_found"
+    http_status = 404
+
+
+class UnsafePathError(ProjectError):
+    code = "unsafe_path"
+    http_status = 400
+
+
+class AssetNotFoundError(ProjectError):
+    code = "asset_not_found"
+    http_status = 404
+
+
+class TakeStoreError(TakeflowError):
+    code = "take_store_error"
+    http_status = 500
+
+
+class TakeNotFoundError(TakeStoreError):
+    code = "take_not_found"
+    http_status = 404
+
+
+class StorageError(TakeflowError):
+    code = "storage_error"
+    http_status = 503
+
+
+class GitError(TakeflowError):
+    code = "git_error"
+    http_status = 503
+
+
+class ModelNotFoundError(TakeflowError):
+    code = "model_not_found"
+    http_status = 422

@@ -1,0 +1,103 @@
+"""Task records: what was asked, where it stands, what it made."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any, Protocol
+
+
+class TaskStatus(StrEnum):
+    PENDING = "pending"
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    task_id: str
+    graph: dict[str, Any]
+    project_id: str | None
+    shot: str
+    user: str
+    priority: int = 0
+    status: TaskStatus = TaskStatus.QUEUED
+    created_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+    batch_id: str | None = None
+    node_states: dict[str, str] = field(default_factory=dict)
+    progress: float = 0.0
+    takes: list[str] = field(default_factory=list)
+    error: dict[str, Any] | None = None
+    dagster_run_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task_id": self.task_id,
+            "status": self.status.value,
+            "project_id": self.project_id,
+            "shot_id": self.shot,
+            "user_id": self.user,
+            "priority": self.priority,
+            "batch_id": self.batch_id,
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "progress": self.progress,
+            "nodes": self.node_states,
+            "takes": self.takes,
+            "error": self.error,
+            "dagster_run_id": self.dagster_run_id,
+        }
+
+
+class TaskStore(Protocol):
+    def save(self, record: TaskRecord) -> None: ...
+
+    def get(self, task_id: str) -> TaskRecord | None: ...
+
+    def update(self, task_id: str, **changes: Any) -> TaskRecord: ...
+
+    def list(
+        self, status: TaskStatus | None = None, batch_id: str | None = None
+    ) -> list[TaskRecord]: ...
+
+
+class MemoryTaskStore:
+    """In-memory twin of the task store."""
+
+    def __init__(self) -> None:
+        self._tasks: dict[str, TaskRecord] = {}
+        self._lock = threading.Lock()
+
+    def save(self, record: TaskRecord) -> None:
+        with self._lock:
+            self._tasks[record.task_id] = record
+
+    def get(self, task_id: str) -> TaskRecord | None:
+        return self._tasks.get(task_id)
+
+    def update(self, task_id: str, **changes: Any) -> TaskRecord:
+        with self._lock:
+            record = replace(self._tasks[task_id], **changes)
+            self._tasks[task_id] = record
+            return record
+
+    def list(
+        self, status: TaskStatus | None = None, batch_id: str | None = None
+    ) -> list[TaskRecord]:
+        return [
+            r
+            for r in list(self._tasks.values())
+            if (status is None or r.status == status) and (batch_id is None or r.batch_id == batch_id)
+        ]

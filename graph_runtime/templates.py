@@ -1,0 +1,232 @@
+"""The function template contract: what a canvas node does, apart from its use in a graph."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+from graph_runtime.errors import TaskCancelledError
+
+
+class PortType(StrEnum):
+    """Types carried by edges. ``ANY`` accepts every type; new types may be added freely."""
+
+    TEXT = "text"
+    INTEGER = "integer"
+    FLOAT = "float"
+    BOOLEAN = "boolean"
+    IMAGE = "image"
+    MASK = "mask"
+    ASSET = "asset"
+    JSON = "json"
+    ANY = "any"
+
+
+# A link from an output of type key may feed an input of any type in the value set.
+_WIDENINGS: dict[PortType, frozenset[PortType]] = {
+    PortType.INTEGER: frozenset({PortType.FLOAT}),
+    PortType.MASK: frozenset({PortType.IMAGE}),
+    PortType.ASSET: frozenset({PortType.IMAGE}),
+}
+
+
+def link_compatible(source: PortType, target: PortType) -> bool:
+    """Whether an output of type ``source`` may feed an input of type ``target``."""
+    if source == target or PortType.ANY in (source, target):
+        return True
+    return target in _WIDENINGS.get(source, frozenset())
+
+
+class Quality(StrEnum):
+    DRAFT = "draft"
+    STANDARD = "standard"
+    HIGH = "high"
+    ULTRA = "ultra"
+
+
+_JSON_TYPES: dict[PortType, dict[str, Any]] = {
+    PortType.TEXT: {"type": "string"},
+    PortType.INTEGER: {"type": "integer"},
+    PortType.FLOAT: {"type": "number"},
+    PortType.BOOLEAN: {"type": "boolean"},
+    PortType.IMAGE: {"type": "string", "format": "image", "description": "image (PNG in takes)"},
+    PortType.MASK: {"type": "string", "format": "mask"},
+    PortType.ASSET: {"type": "string", "pattern": "^asset://[A-Za-z0-9._/-]+$"},
+    PortType.JSON: {},
+    PortType.ANY: {},
+}
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """A typed input port. Literal values are checked against default, range and choices."""
+
+    name: str
+    type: PortType
+    description: str = ""
+    default: Any = None
+    required: bool = False
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[Any, ...] | None = None
+    multiline: bool = False
+
+    def json_schema(self) -> dict[str, Any]:
+        schema: dict[str, Any] = dict(_JSON_TYPES[self.type])
+        schema["x-port-type"] = self.type.value
+        if self.description:
+            schema["description"] = self.description
+        if self.default is not None:
+            schema["default"] = self.default
+        if self.minimum is not None:
+            schema["minimum"] = self.minimum
+        if self.maximum is not None:
+            schema["maximum"] = self.maximum
+        if self.choices is not None:
+            schema["enum"] = list(self.choices)
+        if self.multiline:
+            schema["x-multiline"] = True
+        return schema
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    name: str
+    type: PortType
+    description: str = ""
+
+    def json_schema(self) -> dict[str, Any]:
+        schema = dict(_JSON_TYPES[self.type])
+        schema["x-port-type"] = self.type.value
+        if self.description:
+            schema["description"] = self.description
+        return schema
+
+
+@dataclass(frozen=True)
+class ResourceHints:
+    gpu: bool = False
+    vram_gb: float = 0.0
+
+
+class ProgressReporter(Protocol):
+    """What a running template sees: report progress, notice cancel, reach shared services."""
+
+    node_id: str
+    task_id: str
+    quality: Quality
+    services: Mapping[str, Any]
+
+    def progress(
+        self,
+        fraction: float,
+        stage: str = "",
+        message: str = "",
+        preview: bytes | None = None,
+    ) -> None:
+        """Report progress in 0..1. Raises ``TaskCancelledError`` once the task is cancelled."""
+        ...
+
+    def check_cancelled(self) -> None: ...
+
+
+TemplateFn = Callable[[ProgressReporter, Mapping[str, Any]], Mapping[str, Any]]
+
+_ID_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+_SEMVER_RE = re.compile(r"^\d+\.\d+\.\d+$")
+
+
+@dataclass(frozen=True)
+class FunctionTemplate:
+    """A node kind: id, semantic version, typed ports, quality presets and the function itself."""
+
+    id: str
+    version: str
+    name: str
+    category: str
+    description: str
+    inputs: tuple[InputSpec, ...]
+    outputs: tuple[OutputSpec, ...]
+    fn: TemplateFn = field(compare=False, repr=False)
+    quality_presets: Mapping[Quality, Mapping[str, Any]] = field(default_factory=dict)
+    resources: ResourceHints = ResourceHints()
+    cacheable: bool = True
+    aliases: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not _ID_RE.match(self.id):
+            raise ValueError(f"template id {self.id!r} must be snake_case")
+        if not _SEMVER_RE.match(self.version):
+            raise ValueError(f"template {self.id!r}: version {self.version!r} is not semantic")
+        names = [p.name for p in self.inputs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"template {self.id!r} has duplicate input names")
+
+    @property
+    def ref(self) -> str:
+        return f"{self.id}@{self.version}"
+
+    def input(self, name: str) -> InputSpec | None:
+        return next((p for p in self.inputs if p.name == name), None)
+
+    def output(self, name: str) -> OutputSpec | None:
+        return next((p for p in self.outputs if p.name == name), None)
+
+    def inputs_schema(self) -> dict[str, Any]:
+        return {
+            "type": "object",
+            "properties": {p.name: p.json_schema() for p in self.inputs},
+            "required": [p.name for p in self.inputs if p.required],
+            "additionalProperties": False,
+        }
+
+    def outputs_schema(self) -> dict[str, Any]:
+        return {
+            "type": "object",
+            "properties": {p.name: p.json_schema() for p in self.outputs},
+        }
+
+    def describe(self) -> dict[str, Any]:
+        """The public description of this template (the API and the editor's palette use it)."""
+        return {
+            "id": self.id,
+            "version": self.version,
+            "name": self.name,
+            "category": self.category,
+            "description": self.description,
+            "aliases": list(self.aliases),
+            "inputs_schema": self.inputs_schema(),
+            "outputs_schema": self.outputs_schema(),
+            "quality_presets": {q.value: dict(v) for q, v in self.quality_presets.items()},
+            "resources": {"gpu": self.resources.gpu, "vram_gb": self.resources.vram_gb},
+            "cacheable": self.cacheable,
+        }
+
+
+class NullReporter:
+    """A reporter that records nothing; for calling a template directly (tests, benchmarks)."""
+
+    def __init__(
+        self,
+        node_id: str = "node",
+        task_id: str = "direct",
+        quality: Quality = Quality.STANDARD,
+        services: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.task_id = task_id
+        self.quality = quality
+        self.services: Mapping[str, Any] = services or {}
+        self.cancelled = False
+
+    def progress(
+        self, fraction: float, stage: str = "", message: str = "", preview: bytes | None = None
+    ) -> None:
+        self.check_cancelled()
+
+    def check_cancelled(self) -> None:
+        if self.cancelled:
+            raise TaskCancelledError("task was cancelled", node_id=self.node_id)

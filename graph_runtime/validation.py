@@ -1,0 +1,267 @@
+"""Validate a canvas graph against the template registry: every error at once, then a plan."""
+
+from __future__ import annotations
+
+import difflib
+import graphlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from graph_runtime.canvas import CanvasGraph, CanvasNode, LinkInput, LiteralInput
+from graph_runtime.errors import GraphIssue, GraphValidationError, TemplateNotFoundError
+from graph_runtime.registry import TemplateRegistry, split_ref
+from graph_runtime.templates import FunctionTemplate, InputSpec, PortType, link_compatible
+
+
+@dataclass(frozen=True)
+class PlannedNode:
+    """A validated node: its template, literal values (defaults and presets applied), links."""
+
+    node_id: str
+    template: FunctionTemplate
+    literals: Mapping[str, Any]
+    links: Mapping[str, tuple[str, str]]
+    upstream: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ExecutionPlan:
+    """A graph that passed validation, in topological order."""
+
+    graph: CanvasGraph
+    nodes: tuple[PlannedNode, ...]
+    terminal: tuple[str, ...]
+    content_hash: str
+    structure_hash: str
+    by_id: Mapping[str, PlannedNode] = field(repr=False, default_factory=dict)
+
+    def node(self, node_id: str) -> PlannedNode:
+        return self.by_id[node_id]
+
+
+def _did_you_mean(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _check_literal(node: CanvasNode, spec: InputSpec, value: Any) -> GraphIssue | None:
+    def issue(code: str, message: str) -> GraphIssue:
+        return GraphIssue(code, message, node_id=node.id, port=spec.name)
+
+    kind = spec.type
+    ok_type = {
+        PortType.TEXT: isinstance(value, str),
+        PortType.INTEGER: isinstance(value, int) and not isinstance(value, bool),
+        PortType.FLOAT: isinstance(value, int | float) and not isinstance(value, bool),
+        PortType.BOOLEAN: isinstance(value, bool),
+        PortType.ASSET: isinstance(value, str) and value.startswith("asset://"),
+        PortType.IMAGE: False,
+        PortType.MASK: False,
+    }.get(kind, True)
+    if value is None and not spec.required:
+        return None
+    if not ok_type:
+        if kind in (PortType.IMAGE, PortType.MASK):
+            return issue(
+                "type_mismatch",
+                f"input '{spec.name}' takes an {kind.value}: connect it to a node's "
+                f"{kind.value} output (or use load_asset for a file)",
+            )
+        expected = "an 'asset://<id>' reference" if kind == PortType.ASSET else f"a {kind.value}"
+        return issue(
+            "invalid_type",
+            f"input '{spec.name}' expects {expected}, got {type(value).__name__} {value!r:.40}",
+        )
+    if spec.choices is not None and value not in spec.choices:
+        hint = ""
+        if isinstance(value, str):
+            hint = _did_you_mean(value, [str(c) for c in spec.choices])
+        allowed = ", ".join(repr(c) for c in spec.choices)
+        return issue(
+            "invalid_choice", f"input '{spec.name}' is {value!r}, not one of {allowed}{hint}"
+        )
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if spec.minimum is not None and value < spec.minimum:
+            return issue(
+                "out_of_range",
+                f"input '{spec.name}' is {value}, below the minimum {spec.minimum:g}",
+            )
+        if spec.maximum is not None and value > spec.maximum:
+            return issue(
+                "out_of_range",
+                f"input '{spec.name}' is {value}, above the maximum {spec.maximum:g}",
+            )
+    return None
+
+
+def _resolve_template(
+    node: CanvasNode, registry: TemplateRegistry, issues: list[GraphIssue]
+) -> FunctionTemplate | None:
+    try:
+        return registry.get(node.template)
+    except TemplateNotFoundError as exc:
+        _, version = split_ref(node.template)
+        code = "unknown_template_version" if "version" in exc.details else "unknown_template"
+        if version is None:
+            code = "unknown_template"
+        issues.append(GraphIssue(code, exc.message, node_id=node.id))
+        return None
+
+
+def validate_graph(graph: CanvasGraph, registry: TemplateRegistry) -> ExecutionPlan:
+    """Check the whole graph; raise ``GraphValidationError`` with every issue, else plan it."""
+    issues: list[GraphIssue] = []
+    if not graph.nodes:
+        issues.append(GraphIssue("empty_graph", "the graph has no nodes; add at least one"))
+
+    nodes: dict[str, CanvasNode] = {}
+    for node in graph.nodes:
+        if node.id in nodes:
+            issues.append(
+                GraphIssue(
+                    "duplicate_node_id",
+                    f"node id '{node.id}' is used more than once; node ids must be unique",
+                    node_id=node.id,
+                )
+            )
+            continue
+        nodes[node.id] = node
+
+    templates = {nid: _resolve_template(n, registry, issues) for nid, n in nodes.items()}
+    planned_literals: dict[str, dict[str, Any]] = {}
+    planned_links: dict[str, dict[str, tuple[str, str]]] = {}
+    deps: dict[str, set[str]] = {nid: set() for nid in nodes}
+
+    for nid, node in nodes.items():
+        template = templates[nid]
+        literals: dict[str, Any] = {}
+        links: dict[str, tuple[str, str]] = {}
+        for port, value in node.inputs.items():
+            if isinstance(value, LinkInput):
+                source = nodes.get(value.node)
+                if source is None:
+                    issues.append(
+                        GraphIssue(
+                            "dangling_link",
+                            f"input '{port}' links to node '{value.node}', which is not in the "
+                            f"graph{_did_you_mean(value.node, list(nodes))}",
+                            node_id=nid,
+                            port=port,
+                        )
+                    )
+                    continue
+                deps[nid].add(value.node)
+                links[port] = (value.node, value.output)
+        if template is None:
+            planned_links[nid] = links
+            continue
+
+        port_names = [p.name for p in template.inputs]
+        for port in node.inputs:
+            if template.input(port) is None:
+                issues.append(
+                    GraphIssue(
+                        "unknown_input",
+                        f"template '{template.id}' has no input '{port}'"
+                        f"{_did_you_mean(port, port_names)}",
+                        node_id=nid,
+                        port=port,
+                    )
+                )
+
+        preset = template.quality_presets.get(node.properties.quality, {})
+        for spec in template.inputs:
+            raw = node.inputs.get(spec.name)
+            if isinstance(raw, LinkInput):
+                source_template = templates.get(raw.node)
+                if source_template is None:
+                    continue
+                out = source_template.output(raw.output)
+                if out is None:
+                    names = [o.name for o in source_template.outputs]
+                    issues.append(
+                        GraphIssue(
+                            "unknown_output",
+                            f"input '{spec.name}' links to output '{raw.output}' of node "
+                            f"'{raw.node}', but template '{source_template.id}' has no such "
+                            f"output{_did_you_mean(raw.output, names)}",
+                            node_id=nid,
+                            port=spec.name,
+                        )
+                    )
+                elif not link_compatible(out.type, spec.type):
+                    issues.append(
+                        GraphIssue(
+                            "type_mismatch",
+                            f"input '{spec.name}' takes {spec.type.value} but '{raw.node}."
+                            f"{raw.output}' gives {out.type.value}",
+                            node_id=nid,
+                            port=spec.name,
+                        )
+                    )
+                continue
+            if isinstance(raw, LiteralInput):
+                value = raw.value
+            elif spec.name in preset:
+                value = preset[spec.name]
+            else:
+                value = spec.default
+            if value is None:
+                if spec.required:
+                    issues.append(
+                        GraphIssue(
+                            "missing_input",
+                            f"required input '{spec.name}' ({spec.type.value}) has no value; "
+                            "type one in or connect a node to it",
+                            node_id=nid,
+                            port=spec.name,
+                        )
+                    )
+                literals[spec.name] = None
+                continue
+            problem = _check_literal(node, spec, value)
+            if problem:
+                issues.append(problem)
+            literals[spec.name] = value
+        planned_literals[nid] = literals
+        planned_links[nid] = links
+
+    order: list[str] = []
+    sorter = graphlib.TopologicalSorter(deps)
+    try:
+        order = list(sorter.static_order())
+    except graphlib.CycleError as exc:
+        cycle: list[str] = list(dict.fromkeys(exc.args[1]))
+        loop = " -> ".join([*cycle, cycle[0]])
+        issues.append(
+            GraphIssue(
+                "cycle",
+                f"nodes form a cycle ({loop}); remove one of these links",
+                node_id=cycle[0],
+                extra={"nodes": cycle},
+            )
+        )
+
+    if issues:
+        raise GraphValidationError(issues)
+
+    consumed = {src for links in planned_links.values() for src, _ in links.values()}
+    planned = tuple(
+        PlannedNode(
+            node_id=nid,
+            template=templates[nid],  # type: ignore[arg-type]
+            literals=planned_literals[nid],
+            links=planned_links[nid],
+            upstream=tuple(sorted(deps[nid])),
+        )
+        for nid in order
+    )
+    return ExecutionPlan(
+        graph=graph,
+        nodes=planned,
+        terminal=tuple(n.node_id for n in planned if n.node_id not in consumed),
+        content_hash=graph.content_hash(),
+        structure_hash=graph.structure_hash(),
+        by_id={n.node_id: n for n in planned},
+    )

@@ -1,0 +1,1 @@
+"""Function templates: what canvas nodes do."""

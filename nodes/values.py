@@ -1,0 +1,46 @@
+"""Turning template output values into files (for takes) and short summaries (for events)."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+from PIL import Image
+
+from graph_runtime.takes import OutputFile
+from graph_runtime.templates import PortType
+
+
+def to_output_file(name: str, port_type: PortType, value: Any) -> OutputFile:
+    """Serialize one output value the way a take stores it."""
+    if isinstance(value, Image.Image):
+        buf = io.BytesIO()
+        value.save(buf, format="PNG")
+        return OutputFile(name, buf.getvalue(), ".png", "image/png")
+    if port_type == PortType.TEXT and isinstance(value, str):
+        return OutputFile(name, value.encode(), ".txt", "text/plain")
+    if isinstance(value, bytes | bytearray):
+        return OutputFile(name, bytes(value), ".bin", "application/octet-stream")
+    data = json.dumps(value, indent=2, default=str).encode()
+    return OutputFile(name, data, ".json", "application/json")
+
+
+def summarize(value: Any) -> Any:
+    """A small JSON-safe description of a value for node events."""
+    if isinstance(value, Image.Image):
+        return {"kind": "image", "width": value.width, "height": value.height, "mode": value.mode}
+    if isinstance(value, str):
+        return value if len(value) <= 200 else value[:197] + "..."
+    if isinstance(value, int | float | bool) or value is None:
+        return value
+    return {"kind": type(value).__name__}
+
+
+def png_preview(image: Image.Image, max_side: int = 128) -> bytes:
+    """A small PNG thumbnail for progress previews."""
+    thumb = image.copy()
+    thumb.thumbnail((max_side, max_side))
+    buf = io.BytesIO()
+    thumb.convert("RGB").save(buf, format="PNG")
+    return buf.getvalue()

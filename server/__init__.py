@@ -1,0 +1,1 @@
+"""Takeflow's Litestar server and command line."""

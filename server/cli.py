@@ -1,0 +1,198 @@
+"""The ``takeflow`` command line: init, run, templates, serve, ui."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from graph_runtime.errors import GraphValidationError, TakeflowError
+from graph_runtime.events import TERMINAL_EVENTS, EventType, TaskEvent
+
+
+class ProgressBars:
+    """An event sink that draws one progress line per node on a terminal."""
+
+    def __init__(self, task_id: str, nodes: list[str], stream: Any = sys.stderr) -> None:
+        self.task_id = task_id
+        self.stream = stream
+        self.interactive = bool(getattr(stream, "isatty", lambda: False)())
+        self.state = {n: ("queued", 0.0, "") for n in nodes}
+        self._lock = threading.Lock()
+        self._drawn = False
+        self.finished = threading.Event()
+        self.terminal: TaskEvent | None = None
+
+    def emit(self, event: TaskEvent) -> None:
+        if event.task_id != self.task_id:
+            return
+        node = event.data.get("node_id")
+        with self._lock:
+            if event.type == EventType.NODE_STATE and node in self.state:
+                state = event.data["state"]
+                frac = 1.0 if state == "completed" else self.state[node][1]
+                self.state[node] = (state, frac, "")
+                self._draw(force=not self.interactive, node=node)
+            elif event.type == EventType.TASK_PROGRESS and node in self.state:
+                stage = event.data.get("stage") or ""
+                self.state[node] = ("running", event.data.get("node_progress", 0.0), stage)
+                self._draw()
+            elif event.type in TERMINAL_EVENTS:
+                self.terminal = event
+                self.finished.set()
+
+    def _draw(self, force: bool = False, node: str | None = None) -> None:
+        if not self.interactive:
+            if force and node:
+                state, frac, _ = self.state[node]
+                self.stream.write(f"  {node:<20} {state}\n")
+            return
+        if self._drawn:
+            self.stream.write(f"\x1b[{len(self.state)}A")
+        for name, (state, frac, stage) in self.state.items():
+            filled = int(frac * 24)
+            bar = "#" * filled + "-" * (24 - filled)
+            self.stream.write(f"\x1b[2K  {name:<20} [{bar}] {frac * 100:5.1f}% {state} {stage}\n")
+        self._drawn = True
+        self.stream.flush()
+
+
+def _print_errors(exc: TakeflowError) -> None:
+    if isinstance(exc, GraphValidationError):
+        print(f"error: the graph is invalid ({len(exc.issues)} problem(s)):", file=sys.stderr)
+        for issue in exc.issues:
+            where = f"{issue.node_id}" + (f".{issue.port}" if issue.port else "") if issue.node_id else "graph"
+            print(f"  {where}: [{issue.code}] {issue.message}", file=sys.stderr)
+    else:
+        print(f"error: [{exc.code}] {exc.message}", file=sys.stderr)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from stores.home import TakeflowHome
+    from stores.projects import ProjectCatalog
+
+    home = TakeflowHome.resolve(args.home)
+    folder = Path(args.project_dir).resolve()
+    project_id = args.id or folder.name.lower().replace(" ", "-")
+    project = ProjectCatalog(home.path).create(project_id, args.name, folder)
+    print(f"created project '{project.id}' in {project.path} (home {home.path})")
+    return 0
+
+
+def _project_for(runtime: Any, project: str | None) -> str | None:
+    if project is None:
+        return None
+    candidate = Path(project)
+    if candidate.exists() and (candidate / "project.json").exists():
+        found = runtime.projects.find_by_path(candidate)
+        return (found or runtime.projects.register(candidate)).id
+    return project
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from dagster_defs.runtime import open_runtime
+    from graph_runtime.canvas import CanvasGraph
+
+    try:
+        graph = CanvasGraph.model_validate_json(Path(args.graph).read_text())
+    except (OSError, ValueError) as exc:
+        print(f"error: cannot read graph {args.graph}: {exc}", file=sys.stderr)
+        return 2
+    runtime = open_runtime(args.home, workers=1)
+    try:
+        project_id = _project_for(runtime, args.project)
+        plan = runtime.runner.plan(graph)
+        record = None
+        bars = None
+        try:
+            task_id = f"task_{__import__('uuid').uuid4().hex[:16]}"
+            bars = ProgressBars(task_id, [n.node_id for n in plan.nodes])
+            runtime.runner.add_sink(bars)
+            record = runtime.runner.submit(
+                graph, project_id=project_id, shot=args.shot, task_id=task_id
+            )
+        except TakeflowError as exc:
+            _print_errors(exc)
+            return 2
+        record = runtime.runner.wait(record.task_id, timeout=args.timeout)
+        print(f"task {record.task_id}: {record.status.value}")
+        if record.error:
+            _print_errors(TakeflowError(record.error.get("message", "failed")))
+            return 1
+        if project_id:
+            project = runtime.projects.get(project_id)
+            for take in project.takes.list(task_id=record.task_id):
+                for name, out in take.outputs.items():
+                    print(f"  {take.take_id} {name}: {project.abs(out.path)}")
+        return 0 if record.status.value == "completed" else 1
+    except TakeflowError as exc:
+        _print_errors(exc)
+        return 2
+    finally:
+        runtime.close()
+
+
+def cmd_templates(args: argparse.Namespace) -> int:
+    from graph_runtime.registry import TemplateRegistry
+
+    registry = TemplateRegistry.discover()
+    if args.json:
+        print(json.dumps([t.describe() for t in registry.latest()], indent=2))
+        return 0
+    for t in registry.latest():
+        ports = ", ".join(f"{p.name}:{p.type.value}" for p in t.inputs)
+        outs = ", ".join(f"{p.name}:{p.type.value}" for p in t.outputs)
+        print(f"{t.ref:<28} {t.category:<10} ({ports}) -> ({outs})")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from server.app import serve
+
+    return serve(home=args.home, host=args.host, port=args.port, workers=args.workers)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="takeflow", description=__doc__)
+    parser.add_argument("--home", help="Takeflow home (default: $TAKEFLOW_HOME or ~/.takeflow)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("init", help="create a project folder (git repository with LFS)")
+    p.add_argument("project_dir")
+    p.add_argument("--id", help="project id (default: the folder name)")
+    p.add_argument("--name")
+    p.set_defaults(fn=cmd_init)
+
+    p = sub.add_parser("run", help="run a graph JSON file and print the takes it made")
+    p.add_argument("graph")
+    p.add_argument("--project", help="project id or folder (omit to run without takes)")
+    p.add_argument("--shot", help="chapter/scene/shot (default: the graph's context)")
+    p.add_argument("--timeout", type=float, default=3600.0)
+    p.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser("templates", help="list the available templates")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_templates)
+
+    p = sub.add_parser("serve", help="start the server on loopback")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8470)
+    p.add_argument("--workers", type=int, default=2)
+    p.set_defaults(fn=cmd_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except TakeflowError as exc:
+        _print_errors(exc)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

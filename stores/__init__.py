@@ -1,0 +1,1 @@
+"""Real adapters for Takeflow's side effects: takes on fsspec, git + LFS, SQLite state."""

@@ -1,0 +1,160 @@
+"""A project's git repository: media through Git LFS, one serialized (grouped) commit path."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import threading
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import git
+
+from graph_runtime.errors import GitError
+from graph_runtime.takes import GIT_IGNORED_DIRS
+
+log = logging.getLogger(__name__)
+
+LFS_PATTERNS = (
+    "*.png", "*.jpg", "*.jpeg", "*.webp", "*.gif", "*.tif", "*.tiff", "*.exr", "*.psd",
+    "*.mp4", "*.mov", "*.webm", "*.mkv", "*.wav", "*.mp3", "*.flac", "*.ogg",
+    "*.safetensors", "*.ckpt", "*.pt", "*.pth", "*.bin", "*.onnx",
+)  # fmt: skip
+
+_lfs_checked: bool | None = None
+_lfs_guard = threading.Lock()
+
+
+def lfs_available() -> bool:
+    """Whether ``git lfs`` works here; warns once in the log when it does not."""
+    global _lfs_checked
+    with _lfs_guard:
+        if _lfs_checked is None:
+            try:
+                subprocess.run(["git", "lfs", "version"], check=True, capture_output=True)
+                _lfs_checked = True
+            except (OSError, subprocess.CalledProcessError):
+                _lfs_checked = False
+                log.warning("git-lfs is not installed: media will be committed as plain blobs")
+        return _lfs_checked
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    sha: str
+    message: str
+    time: float
+    files: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"sha": self.sha, "message": self.message, "time": self.time, "files": self.files}
+
+
+class ProjectRepository:
+    """Git access for one project folder. Concurrent commits are grouped, never raced."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._pending: list[tuple[list[str], str, Future[str]]] = []
+        self._pending_lock = threading.Lock()
+        self._commit_lock = threading.Lock()
+        self.uses_lfs = False
+
+    @classmethod
+    def create(cls, path: Path) -> ProjectRepository:
+        """Make ``path`` a repository with LFS attributes and ignores, and commit them."""
+        path.mkdir(parents=True, exist_ok=True)
+        repo = cls(path)
+        if not (path / ".git").exists():
+            repo._git("init", "-q", "-b", "main")
+        repo.uses_lfs = lfs_available()
+        if repo.uses_lfs:
+            repo._git("lfs", "install", "--local")
+            attrs = "".join(f"{p} filter=lfs diff=lfs merge=lfs -text\n" for p in LFS_PATTERNS)
+        else:
+            attrs = "".join(f"{p} binary\n" for p in LFS_PATTERNS)
+        (path / ".gitattributes").write_text(attrs)
+        (path / ".gitignore").write_text("".join(f"/{d}/\n" for d in GIT_IGNORED_DIRS))
+        repo.commit([".gitattributes", ".gitignore", "."], "Initialise Takeflow project")
+        return repo
+
+    def _git(self, *args: str) -> str:
+        env_args = ["-c", "commit.gpgsign=false"]
+        try:
+            done = subprocess.run(
+                ["git", *env_args, *args],
+                cwd=self.path,
+                check=True,
+                capture_output=True,
+                text=True,
+                errors="replace",
+            )
+        except FileNotFoundError as exc:
+            raise GitError("git is not installed") from exc
+        except subprocess.CalledProcessError as exc:
+            raise GitError(
+                f"git {args[0]} failed in {self.path.name}: {exc.stderr.strip() or exc.stdout}"
+            ) from exc
+        return done.stdout
+
+    def commit(self, paths: Sequence[str], message: str) -> str:
+        """Commit ``paths`` (relative to the project); callers arriving together share a commit."""
+        future: Future[str] = Future()
+        with self._pending_lock:
+            self._pending.append((list(paths), message, future))
+        with self._commit_lock:
+            if not future.done():
+                with self._pending_lock:
+                    batch, self._pending = self._pending, []
+                try:
+                    sha = self._commit_batch(batch)
+                except Exception as exc:
+                    for *_, f in batch:
+                        f.set_exception(exc)
+                else:
+                    for *_, f in batch:
+                        f.set_result(sha)
+        return future.result()
+
+    def _commit_batch(self, batch: list[tuple[list[str], str, Future[str]]]) -> str:
+        paths = sorted({p for ps, _, _ in batch for p in ps})
+        # The git CLI runs LFS clean filters; GitPython's index.add would store full blobs.
+        self._git("add", "--", *paths)
+        if len(batch) == 1:
+            message = batch[0][1]
+        else:
+            message = f"Takeflow: {len(batch)} takes\n\n" + "\n".join(m for _, m, _ in batch)
+        status = self._git("status", "--porcelain", "--untracked-files=no")
+        if not status.strip():
+            return self._git("rev-parse", "HEAD").strip()
+        self._git("commit", "-q", "--no-verify", "-m", message)
+        return self._git("rev-parse", "HEAD").strip()
+
+    def recent_commits(self, limit: int = 20) -> list[CommitInfo]:
+        repo = git.Repo(self.path)
+        try:
+            commits = list(repo.iter_commits(max_count=limit))
+        except ValueError:  # no commits yet
+            return []
+        return [
+            CommitInfo(
+                c.hexsha,
+                str(c.message).strip(),
+                float(c.committed_date),
+                sorted(str(f) for f in c.stats.files),
+            )
+            for c in commits
+        ]
+
+    def is_lfs_pointer(self, rel_path: str) -> bool:
+        """Whether HEAD stores ``rel_path`` as an LFS pointer rather than the file itself."""
+        blob = self._git("cat-file", "-p", f"HEAD:{rel_path}")
+        return blob.startswith("version https://git-lfs.github.com/spec/v1")
+
+    @staticmethod
+    def git_installed() -> bool:
+        return shutil.which("git") is not None

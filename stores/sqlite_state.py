@@ -1,0 +1,181 @@
+"""Takeflow's durable state in one SQLite file: the sequenced event log and task records."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from graph_runtime.errors import TaskNotFoundError
+from graph_runtime.events import TaskEvent
+from graph_runtime.tasks import TaskRecord, TaskStatus
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    task_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    timestamp REAL NOT NULL,
+    project_id TEXT,
+    data TEXT NOT NULL,
+    UNIQUE (task_id, seq)
+);
+CREATE INDEX IF NOT EXISTS events_project ON events (project_id, id);
+CREATE TABLE IF NOT EXISTS tasks (
+    task_id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    batch_id TEXT,
+    created_at REAL NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tasks_status ON tasks (status);
+CREATE INDEX IF NOT EXISTS tasks_batch ON tasks (batch_id);
+"""
+
+
+class SqliteState:
+    """One connection, serialized by a lock; WAL with ``synchronous=NORMAL`` (durable on commit
+    order, survives process crashes; an OS crash may drop the last few ms)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+        self._seq: dict[str, int] = {}
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    # -- event log -------------------------------------------------------------------------
+
+    def append(
+        self, type: str, task_id: str, project_id: str | None, data: dict[str, Any]
+    ) -> TaskEvent:
+        payload = json.dumps(data, default=str, separators=(",", ":"))
+        with self._lock:
+            seq = self._seq.get(task_id)
+            if seq is None:
+                row = self._conn.execute(
+                    "SELECT COALESCE(MAX(seq), 0) FROM events WHERE task_id = ?", (task_id,)
+                ).fetchone()
+                seq = int(row[0])
+            seq += 1
+            now = time.time()
+            cur = self._conn.execute(
+                "INSERT INTO events (task_id, seq, type, timestamp, project_id, data) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (task_id, seq, type, now, project_id, payload),
+            )
+            self._seq[task_id] = seq
+            event_id = int(cur.lastrowid or 0)
+        return TaskEvent(type, task_id, seq, event_id, now, project_id, data)
+
+    @staticmethod
+    def _event(row: tuple[Any, ...]) -> TaskEvent:
+        event_id, task_id, seq, type_, ts, project_id, data = row
+        return TaskEvent(type_, task_id, seq, event_id, ts, project_id, json.loads(data))
+
+    def read_task(self, task_id: str, after_seq: int = 0) -> list[TaskEvent]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT id, task_id, seq, type, timestamp, project_id, data FROM events "
+                "WHERE task_id = ? AND seq > ? ORDER BY seq",
+                (task_id, after_seq),
+            ).fetchall()
+        return [self._event(r) for r in rows]
+
+    def read_since(
+        self, after_id: int = 0, project_ids: Iterable[str] | None = None, limit: int = 10_000
+    ) -> list[TaskEvent]:
+        query = (
+            "SELECT id, task_id, seq, type, timestamp, project_id, data FROM events WHERE id > ?"
+        )
+        params: list[Any] = [after_id]
+        if project_ids is not None:
+            ids = list(project_ids)
+            query += f" AND project_id IN ({','.join('?' * len(ids))})"
+            params += ids
+        query += " ORDER BY id LIMIT ?"
+        params.append(limit)
+        with self._lock:
+            rows = self._conn.execute(query, params).fetchall()
+        return [self._event(r) for r in rows]
+
+    def last_id(self) -> int:
+        with self._lock:
+            row = self._conn.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()
+        return int(row[0])
+
+    # -- task records ----------------------------------------------------------------------
+
+    @staticmethod
+    def _dump(record: TaskRecord) -> str:
+        body = asdict(record)
+        body["status"] = record.status.value
+        return json.dumps(body, default=str)
+
+    @staticmethod
+    def _load(raw: str) -> TaskRecord:
+        body = json.loads(raw)
+        body["status"] = TaskStatus(body["status"])
+        return TaskRecord(**body)
+
+    def save(self, record: TaskRecord) -> None:
+        with self._lock:
+            self._conn.execute(
+                "INSERT OR REPLACE INTO tasks (task_id, status, batch_id, created_at, record) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (
+                    record.task_id,
+                    record.status.value,
+                    record.batch_id,
+                    record.created_at,
+                    self._dump(record),
+                ),
+            )
+
+    def get(self, task_id: str) -> TaskRecord | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT record FROM tasks WHERE task_id = ?", (task_id,)
+            ).fetchone()
+        return self._load(row[0]) if row else None
+
+    def update(self, task_id: str, **changes: Any) -> TaskRecord:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT record FROM tasks WHERE task_id = ?", (task_id,)
+            ).fetchone()
+            if row is None:
+                raise TaskNotFoundError(f"no task {task_id!r}", task_id=task_id)
+            record = replace(self._load(row[0]), **changes)
+            self._conn.execute(
+                "UPDATE tasks SET status = ?, record = ? WHERE task_id = ?",
+                (record.status.value, self._dump(record), task_id),
+            )
+        return record
+
+    def list(
+        self, status: TaskStatus | None = None, batch_id: str | None = None
+    ) -> list[TaskRecord]:
+        query, params = "SELECT record FROM tasks WHERE 1=1", []
+        if status is not None:
+            query += " AND status = ?"
+            params.append(status.value)
+        if batch_id is not None:
+            query += " AND batch_id = ?"
+            params.append(batch_id)
+        with self._lock:
+            rows = self._conn.execute(query + " ORDER BY created_at", params).fetchall()
+        return [self._load(r[0]) for r in rows]

@@ -1,0 +1,170 @@
+"""Takes on any fsspec filesystem: staged in the cache folder, then moved into place."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import fsspec
+
+from graph_runtime.errors import StorageError, TakeNotFoundError
+from graph_runtime.takes import (
+    ACTIVE_TAKE_FILE,
+    TAKE_ID_RE,
+    TAKE_METADATA_FILE,
+    OutputFile,
+    StoredOutput,
+    Take,
+    check_shot,
+    shot_takes_dir,
+    take_id,
+    take_number,
+)
+
+_locks: dict[tuple[int, str], threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+def _shot_lock(fs: fsspec.AbstractFileSystem, path: str) -> threading.Lock:
+    with _locks_guard:
+        return _locks.setdefault((id(fs), path), threading.Lock())
+
+
+class FsspecTakeStore:
+    """Takes of one project rooted at ``root`` on ``fs`` (local by default, memory in tests)."""
+
+    def __init__(self, project_id: str, root: str, fs: fsspec.AbstractFileSystem) -> None:
+        self.project_id = project_id
+        self.root = root.rstrip("/")
+        self.fs = fs
+
+    def _abs(self, rel: str) -> str:
+        return f"{self.root}/{rel}"
+
+    def create(
+        self, shot: str, files: Sequence[OutputFile], metadata: Mapping[str, Any]
+    ) -> Take:
+        takes_dir = shot_takes_dir(shot)
+        staging = self._abs(f"05_Cache/staging/{uuid.uuid4().hex}")
+        outputs: dict[str, tuple[str, int, str, str]] = {}
+        try:
+            self.fs.makedirs(staging, exist_ok=True)
+            for f in files:
+                filename = f"{f.name}{f.extension}"
+                self.fs.pipe_file(f"{staging}/{filename}", f.data)
+                outputs[f.name] = (
+                    filename,
+                    len(f.data),
+                    f.content_type,
+                    hashlib.sha256(f.data).hexdigest(),
+                )
+            with _shot_lock(self.fs, self._abs(takes_dir)):
+                number = self._next_number(takes_dir)
+                tid = take_id(number)
+                final_dir = f"{takes_dir}/{tid}"
+                stored = {
+                    name: StoredOutput(f"{final_dir}/{fn}", size, ctype, digest)
+                    for name, (fn, size, ctype, digest) in outputs.items()
+                }
+                record = {
+                    "take_id": tid,
+                    "number": number,
+                    "project_id": self.project_id,
+                    "shot_id": shot,
+                    "created_at": time.time(),
+                    "outputs": {k: v.to_dict() for k, v in stored.items()},
+                    **{k: v for k, v in metadata.items() if k not in ("outputs",)},
+                }
+                self.fs.pipe_file(
+                    f"{staging}/{TAKE_METADATA_FILE}",
+                    json.dumps(record, indent=2, sort_keys=True, default=str).encode(),
+                )
+                self.fs.makedirs(self._abs(takes_dir), exist_ok=True)
+                self.fs.mv(staging, self._abs(final_dir), recursive=True)
+                active = number == 1 or not self.fs.exists(self._abs(f"{takes_dir}/{ACTIVE_TAKE_FILE}"))
+                if active:
+                    self._write_active(takes_dir, tid)
+        except OSError as exc:
+            self._discard(staging)
+            raise StorageError(f"could not store take for shot {shot}: {exc}") from exc
+        return Take(tid, number, self.project_id, shot, stored, record, active)
+
+    def _discard(self, path: str) -> None:
+        try:
+            if self.fs.exists(path):
+                self.fs.rm(path, recursive=True)
+        except OSError:
+            pass
+
+    def _next_number(self, takes_dir: str) -> int:
+        path = self._abs(takes_dir)
+        if not self.fs.exists(path):
+            return 1
+        numbers = [
+            int(m.group(1))
+            for entry in self.fs.ls(path, detail=False)
+            if (m := TAKE_ID_RE.match(entry.rstrip("/").rsplit("/", 1)[-1]))
+        ]
+        return max(numbers, default=0) + 1
+
+    def _write_active(self, takes_dir: str, tid: str) -> None:
+        tmp = self._abs(f"{takes_dir}/.{ACTIVE_TAKE_FILE}.{uuid.uuid4().hex}")
+        self.fs.pipe_file(tmp, json.dumps({"take_id": tid}).encode())
+        self.fs.mv(tmp, self._abs(f"{takes_dir}/{ACTIVE_TAKE_FILE}"))
+
+    def _active(self, takes_dir: str) -> str | None:
+        path = self._abs(f"{takes_dir}/{ACTIVE_TAKE_FILE}")
+        try:
+            return str(json.loads(self.fs.cat_file(path))["take_id"])
+        except (FileNotFoundError, KeyError, ValueError):
+            return None
+
+    def _load(self, meta_path: str, active_by_shot: dict[str, str | None]) -> Take:
+        record = json.loads(self.fs.cat_file(meta_path))
+        shot = record["shot_id"]
+        if shot not in active_by_shot:
+            active_by_shot[shot] = self._active(shot_takes_dir(shot))
+        outputs = {k: StoredOutput(**v) for k, v in record.get("outputs", {}).items()}
+        return Take(
+            record["take_id"],
+            record["number"],
+            self.project_id,
+            shot,
+            outputs,
+            record,
+            active_by_shot[shot] == record["take_id"],
+        )
+
+    def list(self, shot: str | None = None, task_id: str | None = None) -> list[Take]:
+        pattern = (
+            f"{shot_takes_dir(shot)}/take_*/{TAKE_METADATA_FILE}"
+            if shot
+            else f"03_Renders/*/*/*/takes/take_*/{TAKE_METADATA_FILE}"
+        )
+        active: dict[str, str | None] = {}
+        takes = [self._load(p, active) for p in self.fs.glob(self._abs(pattern))]
+        if task_id is not None:
+            takes = [t for t in takes if t.metadata.get("task_id") == task_id]
+        return sorted(takes, key=lambda t: (t.shot, t.number))
+
+    def get(self, shot: str, take_id_: str) -> Take:
+        take_number(take_id_)
+        path = self._abs(f"{shot_takes_dir(shot)}/{take_id_}/{TAKE_METADATA_FILE}")
+        if not self.fs.exists(path):
+            raise TakeNotFoundError(
+                f"shot {shot} has no take {take_id_}", shot_id=shot, take_id=take_id_
+            )
+        return self._load(path, {})
+
+    def set_active(self, shot: str, take_id_: str) -> Take:
+        check_shot(shot)
+        self.get(shot, take_id_)
+        takes_dir = shot_takes_dir(shot)
+        with _shot_lock(self.fs, self._abs(takes_dir)):
+            self._write_active(takes_dir, take_id_)
+        return self.get(shot, take_id_)

@@ -1,0 +1,1 @@
+"""Canvas editor <-> runtime: editor document format, node state, per-node errors."""
