@@ -1,0 +1,41 @@
+"""Shared fixtures: every test gets its own Takeflow home, real Dagster instance and git repos."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from graph_runtime.canvas import CanvasGraph
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "takeflow-home"
+    monkeypatch.setenv("TAKEFLOW_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def runtime(_isolated_home: Path) -> Iterator[object]:
+    from dagster_defs.runtime import open_runtime
+
+    rt = open_runtime(_isolated_home, workers=2)
+    try:
+        yield rt
+    finally:
+        rt.close()
+
+
+@pytest.fixture
+def project(runtime: object) -> object:
+    return runtime.projects.create("demo", "Demo project")  # type: ignore[attr-defined]
+
+
+def load_graph(name: str) -> CanvasGraph:
+    """A canvas fixture from tests/fixtures/graphs/<name>.json."""
+    return CanvasGraph.model_validate(json.loads((FIXTURES / "graphs" / f"{name}.json").read_text()))
