@@ -136,7 +136,19 @@ class JobCompiler:
         self._takes_call = takes_call
         self._cache: OrderedDict[tuple[Any, ...], JobDefinition] = OrderedDict()
         self._lock = threading.Lock()
+        self._plans_by_job: dict[str, ExecutionPlan] = {}
         self.builds = 0
+
+    def register_plan(self, plan: ExecutionPlan) -> str:
+        """Remember which plan a job name stands for (runs Dagster starts itself need it)."""
+        name = job_name(plan)
+        with self._lock:
+            self._plans_by_job[name] = plan
+        return name
+
+    def plan_for_job(self, name: str) -> ExecutionPlan | None:
+        with self._lock:
+            return self._plans_by_job.get(name)
 
     @staticmethod
     def cache_key(plan: ExecutionPlan, with_takes: bool) -> tuple[Any, ...]:
@@ -155,6 +167,7 @@ class JobCompiler:
                 self._cache.move_to_end(key)
                 return job
         job = self._build(plan, with_takes)
+        self.register_plan(plan)
         with self._lock:
             self._cache[key] = job
             self.builds += 1

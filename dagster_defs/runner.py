@@ -21,6 +21,7 @@ from typing import Any
 from dagster import AssetKey, AssetMaterialization, DagsterInstance, MetadataValue
 
 from dagster_defs.compiler import JobCompiler, job_name, run_config
+from graph_runtime.caching import NodeOutputCache, node_cache_keys
 from graph_runtime.canvas import CanvasGraph
 from graph_runtime.errors import (
     GitError,
@@ -74,6 +75,9 @@ class _Execution:
     error: TakeflowError | None = None
     take: Take | None = None
     started: float = field(default_factory=time.perf_counter)
+    cache_keys: dict[str, str | None] = field(default_factory=dict)
+    cached_nodes: list[str] = field(default_factory=list)
+    adopted: bool = False
 
     @property
     def overall_progress(self) -> float:
@@ -140,12 +144,14 @@ class TaskRunner:
         instance: DagsterInstance,
         workers: int = 2,
         services: Mapping[str, Any] | None = None,
+        node_cache: NodeOutputCache | None = None,
     ) -> None:
         self.registry = registry
         self.projects = projects
         self.state = state
         self.instance = instance
         self.services = dict(services or {})
+        self.node_cache = node_cache
         self.compiler = JobCompiler(self._run_node, self._make_take)
         self._sinks: list[EventSink] = []
         self._queue: queue.PriorityQueue[tuple[int, int, str]] = queue.PriorityQueue()
@@ -349,9 +355,73 @@ class TaskRunner:
                 task_id, status=TaskStatus.RUNNING, started_at=time.time()
             )
             project = self.projects.get(record.project_id) if record.project_id else None
-            execution = _Execution(record, plan, project)
+            execution = _Execution(record, plan, project, cache_keys=self._cache_keys(plan))
             self._by_task[task_id] = execution
             return execution
+
+    def _cache_keys(self, plan: ExecutionPlan) -> dict[str, str | None]:
+        if self.node_cache is None:
+            return {}
+        quality = {n.id: n.properties.quality.value for n in plan.graph.nodes}
+        return node_cache_keys(plan, quality)
+
+    def _execution_for(self, context: Any) -> _Execution:
+        """The live task of a Dagster run; runs Dagster started itself (schedule ticks, UI
+        re-execution) are adopted as new tasks on first sight."""
+        execution = self._active.get(context.run_id)
+        if execution is not None:
+            return execution
+        with self._lock:
+            execution = self._active.get(context.run_id)
+            if execution is None:
+                execution = self._adopt(context)
+            return execution
+
+    def _adopt(self, context: Any) -> _Execution:
+        plan = self.compiler.plan_for_job(context.job_name)
+        if plan is None:
+            raise RuntimeError(
+                f"job {context.job_name!r} is not a Takeflow graph this code location knows"
+            )
+        tags = dict(context.run.tags)
+        task_id = tags.get("takeflow/task_id") or ""
+        if not task_id or self.state.get(task_id) is not None:
+            task_id = f"task_{context.run_id.replace('-', '')[:16]}"
+        project_id = tags.get("takeflow/project") or plan.graph.context.project
+        record = TaskRecord(
+            task_id=task_id,
+            graph=plan.graph.model_dump(mode="json"),
+            project_id=project_id,
+            shot=tags.get("takeflow/shot") or plan.graph.context.shot,
+            user=tags.get("takeflow/user") or "dagster",
+            status=TaskStatus.RUNNING,
+            started_at=time.time(),
+            node_states={n.node_id: "queued" for n in plan.nodes},
+            dagster_run_id=context.run_id,
+        )
+        self.state.save(record)
+        project = self.projects.get(project_id) if project_id else None
+        execution = _Execution(
+            record, plan, project, cache_keys=self._cache_keys(plan), adopted=True
+        )
+        self._active[context.run_id] = execution
+        self._by_task[task_id] = execution
+        self._emit(
+            execution,
+            EventType.TASK_STARTED,
+            {"status": "running", "dagster_run_id": context.run_id, "adopted": True,
+             "job_name": context.job_name},
+        )
+        return execution
+
+    def _finish_adopted(self, execution: _Execution, run_id: str) -> None:
+        self._active.pop(run_id, None)
+        elapsed = time.perf_counter() - execution.started
+        if execution.error is None:
+            self._complete(execution, run_id, elapsed)
+        else:
+            error = execution.error.to_dict()
+            self._finish(execution, TaskStatus.FAILED, EventType.TASK_FAILED, error, run_id, error)
 
     def _execute(self, task_id: str) -> None:
         execution = self._claim(task_id)
@@ -474,13 +544,37 @@ class TaskRunner:
     # -- called from inside Dagster ops ----------------------------------------------------
 
     def _run_node(self, context: Any, node: PlannedNode, values: dict[str, Any]) -> Mapping[str, Any]:
-        execution = self._active.get(context.run_id)
-        if execution is None:
-            raise RuntimeError(
-                "this run was not started by Takeflow; re-run the graph from Takeflow "
-                "(`takeflow run` or the API)"
-            )
-        execution.cancel.is_set() and self._raise_cancel(execution, node)
+        execution = self._execution_for(context)
+        try:
+            outputs = self._call_template(execution, node, values)
+        except Exception:
+            if execution.adopted:
+                self._finish_adopted(execution, context.run_id)
+            raise
+        if execution.adopted and execution.project is None and node is execution.plan.nodes[-1]:
+            self._finish_adopted(execution, context.run_id)
+        return outputs
+
+    def _call_template(
+        self, execution: _Execution, node: PlannedNode, values: dict[str, Any]
+    ) -> Mapping[str, Any]:
+        if execution.cancel.is_set():
+            self._raise_cancel(execution, node)
+        key = execution.cache_keys.get(node.node_id)
+        if key is not None and self.node_cache is not None:
+            cached = self.node_cache.get(key)
+            if cached is not None:
+                execution.node_progress[node.node_id] = 1.0
+                execution.cached_nodes.append(node.node_id)
+                self._node_state(
+                    execution,
+                    node.node_id,
+                    "completed",
+                    cached=True,
+                    duration_ms=0.0,
+                    outputs={k: summarize(v) for k, v in cached.items()},
+                )
+                return cached
         services = dict(self.services)
         if execution.project is not None:
             services["assets"] = ProjectAssets(execution.project)
@@ -509,6 +603,8 @@ class TaskRunner:
             raise error
         execution.timings_ms[node.node_id] = round(duration, 3)
         execution.node_progress[node.node_id] = 1.0
+        if key is not None and self.node_cache is not None:
+            self.node_cache.put(key, outputs)
         self._node_state(
             execution,
             node.node_id,
@@ -525,7 +621,7 @@ class TaskRunner:
     def _make_take(
         self, context: Any, terminal_outputs: dict[str, Mapping[str, Any]]
     ) -> Iterator[AssetMaterialization]:
-        execution = self._active[context.run_id]
+        execution = self._execution_for(context)
         project, plan, record = execution.project, execution.plan, execution.record
         assert project is not None
         port_counts: dict[str, int] = {}
@@ -560,6 +656,7 @@ class TaskRunner:
             "seed": next(iter(seeds.values())) if len(set(seeds.values())) == 1 else None,
             "seeds": seeds,
             "timings_ms": dict(execution.timings_ms),
+            "cached_nodes": list(execution.cached_nodes),
             "versions": VERSIONS,
             **record.graph.get("x-metadata", {}),
         }
@@ -581,3 +678,5 @@ class TaskRunner:
                     "seed": MetadataValue.json(seeds),
                 },
             )
+        if execution.adopted:
+            self._finish_adopted(execution, context.run_id)

@@ -13,6 +13,7 @@ from dagster_defs.instance import open_runner_instance
 from dagster_defs.runner import TaskRunner
 from graph_runtime.registry import TemplateRegistry
 from stores.home import TakeflowHome
+from stores.node_cache import DiskNodeCache
 from stores.projects import ProjectCatalog
 from stores.sqlite_state import SqliteState
 
@@ -44,5 +45,13 @@ def open_runtime(
     projects = ProjectCatalog(takeflow_home.path)
     state = SqliteState(takeflow_home.state_db)
     instance = open_runner_instance(takeflow_home.dagster_home)
-    runner = TaskRunner(registry, projects, state, instance, workers=workers, services=services)
+    runner = TaskRunner(
+        registry,
+        projects,
+        state,
+        instance,
+        workers=workers,
+        services=services,
+        node_cache=DiskNodeCache(takeflow_home.cache_dir / "nodes"),
+    )
     return Runtime(takeflow_home, registry, projects, state, instance, runner)

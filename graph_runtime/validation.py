@@ -185,7 +185,8 @@ def validate_graph(graph: CanvasGraph, registry: TemplateRegistry) -> ExecutionP
                             "unknown_output",
                             f"input '{spec.name}' links to output '{raw.output}' of node "
                             f"'{raw.node}', but template '{source_template.id}' has no such "
-                            f"output{_did_you_mean(raw.output, names)}",
+                            f"output{_did_you_mean(raw.output, names)} (its outputs: "
+                            f"{', '.join(names)})",
                             node_id=nid,
                             port=spec.name,
                         )

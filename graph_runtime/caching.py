@@ -1,0 +1,78 @@
+"""Node output caching: a node whose template version and inputs (and everything upstream) are
+unchanged reuses its stored outputs instead of running again."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from graph_runtime.validation import ExecutionPlan, PlannedNode
+
+
+def _uncacheable(node: PlannedNode) -> bool:
+    seed = node.literals.get("seed")
+    # A template that reads the clock, or a request for a random seed, must run every time.
+    return not node.template.cacheable or (isinstance(seed, int) and seed < 0)
+
+
+def node_cache_keys(plan: ExecutionPlan, quality: Mapping[str, str]) -> dict[str, str | None]:
+    """Cache key per node (``None``: never cached). Keys chain through links, so a change
+    anywhere upstream changes every key below it."""
+    keys: dict[str, str | None] = {}
+    salts: dict[str, str] = {}
+    for node in plan.nodes:
+        if _uncacheable(node):
+            keys[node.node_id] = None
+            salts[node.node_id] = uuid.uuid4().hex  # descendants must not hit either
+            continue
+        links = {
+            port: [keys[src] or salts[src], output]
+            for port, (src, output) in sorted(node.links.items())
+        }
+        if any(keys[src] is None for src, _ in node.links.values()):
+            keys[node.node_id] = None
+            salts[node.node_id] = uuid.uuid4().hex
+            continue
+        body = {
+            "template": node.template.ref,
+            "quality": quality.get(node.node_id, "standard"),
+            "literals": dict(sorted(node.literals.items())),
+            "links": links,
+        }
+        raw = json.dumps(body, sort_keys=True, default=str, separators=(",", ":"))
+        keys[node.node_id] = hashlib.sha256(raw.encode()).hexdigest()
+    return keys
+
+
+class NodeOutputCache(Protocol):
+    def get(self, key: str) -> Mapping[str, Any] | None: ...
+
+    def put(self, key: str, outputs: Mapping[str, Any]) -> None: ...
+
+
+class MemoryNodeCache:
+    """In-memory LRU twin of the node output cache."""
+
+    def __init__(self, max_entries: int = 256) -> None:
+        self._items: OrderedDict[str, Mapping[str, Any]] = OrderedDict()
+        self._max = max_entries
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> Mapping[str, Any] | None:
+        with self._lock:
+            found = self._items.get(key)
+            if found is not None:
+                self._items.move_to_end(key)
+            return found
+
+    def put(self, key: str, outputs: Mapping[str, Any]) -> None:
+        with self._lock:
+            self._items[key] = dict(outputs)
+            self._items.move_to_end(key)
+            while len(self._items) > self._max:
+                self._items.popitem(last=False)

@@ -1,0 +1,54 @@
+"""Project repositories: media through Git LFS, serialized and grouped commits."""
+
+from __future__ import annotations
+
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from graph_runtime.errors import GitError
+from stores.git_repo import ProjectRepository, lfs_available
+
+
+def test_png_is_committed_as_lfs_pointer(tmp_path: Path) -> None:
+    if not lfs_available():
+        pytest.fail("git-lfs must be installed (scripts/install installs it)")
+    repo = ProjectRepository.create(tmp_path / "p")
+    (tmp_path / "p" / "a.png").write_bytes(b"\x89PNG" + bytes(2048))
+    (tmp_path / "p" / "a.json").write_text("{}")
+    sha = repo.commit(["a.png", "a.json"], "take_001\n\nTakeflow-Task: task_abc")
+    assert repo.is_lfs_pointer("a.png")
+    assert not repo.is_lfs_pointer("a.json")
+    newest = repo.recent_commits(1)[0]
+    assert newest.sha == sha and "Takeflow-Task: task_abc" in newest.message
+    assert newest.files == ["a.json", "a.png"]
+    fsck = subprocess.run(["git", "fsck"], cwd=tmp_path / "p", capture_output=True, text=True)
+    assert fsck.returncode == 0, fsck.stderr
+
+
+def test_concurrent_commits_are_serialized_and_keep_every_task_id(tmp_path: Path) -> None:
+    repo = ProjectRepository.create(tmp_path / "p")
+
+    def commit(i: int) -> str:
+        (tmp_path / "p" / f"f{i}.txt").write_text(str(i))
+        return repo.commit([f"f{i}.txt"], f"file {i}\n\nTakeflow-Task: task_{i}")
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        shas = list(pool.map(commit, range(16)))
+    log = "\n".join(c.message for c in repo.recent_commits(50))
+    assert all(f"Takeflow-Task: task_{i}" in log for i in range(16))
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=tmp_path / "p", capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert {f"f{i}.txt" for i in range(16)} <= set(tracked)
+    assert len(set(shas)) <= 16
+
+
+def test_held_index_lock_is_a_git_error(tmp_path: Path) -> None:
+    repo = ProjectRepository.create(tmp_path / "p")
+    (tmp_path / "p" / ".git" / "index.lock").write_text("")
+    (tmp_path / "p" / "x.txt").write_text("x")
+    with pytest.raises(GitError, match="index.lock"):
+        repo.commit(["x.txt"], "x")
