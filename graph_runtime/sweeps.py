@@ -192,9 +192,10 @@ def combinations(sweep: Sweep) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(run, values)`` for every combination, runs outermost, then the groups' product."""
     _check(sweep)
     zipped = [
-        [dict(zip((f.input for f in group), row, strict=True)) for row in zip(
-            *(f.values for f in group), strict=True
-        )]
+        [
+            dict(zip((f.input for f in group), row, strict=True))
+            for row in zip(*(f.values for f in group), strict=True)
+        ]
         for group in sweep.groups
     ]
     for run in range(1, sweep.runs + 1):

@@ -1,0 +1,306 @@
+"""The code location: every saved canvas of every project as a Dagster job, its schedules, and
+asset specs that draw lineage from uploaded assets through node outputs to the takes.
+
+Loaded by ``workspace.yaml`` (``python_module: dagster_defs.definitions``, attribute
+``takeflow_definitions``) or ``dagster code-server start -m dagster_defs.definitions -a
+takeflow_definitions``, with ``TAKEFLOW_HOME`` naming the Takeflow home.
+
+- A saved canvas is ``<project>/02_Source_Creative/<name>.json`` (a ``takeflow.graph/v1``
+  document). It becomes the job that ``compiler.job_for(plan, with_takes=True)`` builds, so its
+  name is the one runs started from the server or CLI carry (``compiler.job_name``) and those runs
+  sit under it; the job's default run config holds the canvas's values, so a launch from the UI
+  runs the graph as saved. Runs Dagster starts itself are adopted by the runner as tasks.
+- Its schedules live in the sidecar ``<name>.schedules.json`` (see ``dagster_defs.schedules``).
+- Asset keys: an uploaded asset ``["takeflow", project, "01_Assets", *id]``; a node's outputs
+  ``["takeflow", project, canvas, node_id]``; a shot's take output
+  ``["takeflow", project, chapter, scene, shot, output]`` (the key the runner's take
+  materializations use).
+
+A canvas that does not parse or validate is skipped with a warning, so one broken file does not
+take the location down; ``load_errors`` in the location's metadata lists them.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import re
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dagster import (
+    AssetKey,
+    AssetSpec,
+    Definitions,
+    JobDefinition,
+    ScheduleDefinition,
+    in_process_executor,
+)
+from pydantic import ValidationError
+
+from dagster_defs.compiler import run_config
+from dagster_defs.runtime import Runtime, open_runtime
+from dagster_defs.schedules import SCHEDULES_SUFFIX, build_schedule, load_schedules
+from graph_runtime.canvas import CanvasGraph
+from graph_runtime.errors import TakeflowError
+from graph_runtime.validation import ExecutionPlan
+from stores.projects import Project
+
+log = logging.getLogger(__name__)
+
+SOURCE_DIR = "02_Source_Creative"
+LOCATION_NAME = "takeflow"
+_GROUP_RE = re.compile(r"[^A-Za-z0-9_]")
+
+
+@dataclass(frozen=True)
+class SavedCanvas:
+    """One saved canvas of a project, validated."""
+
+    project_id: str
+    name: str
+    path: Path
+    plan: ExecutionPlan
+
+    @property
+    def graph(self) -> CanvasGraph:
+        return self.plan.graph
+
+
+def saved_canvas_paths(project: Project) -> list[Path]:
+    """The canvas documents of a project (not their schedule sidecars)."""
+    folder = project.path / SOURCE_DIR
+    return sorted(
+        p for p in folder.glob("*.json") if p.is_file() and not p.name.endswith(SCHEDULES_SUFFIX)
+    )
+
+
+def take_output_names(plan: ExecutionPlan) -> dict[str, tuple[str, str]]:
+    """Take output key (as in the take's asset key) -> (terminal node id, output port).
+
+    Mirrors the runner: a port name alone when it is unique among the terminal nodes, else
+    ``<node>.<port>``; the asset key writes ``.`` as ``__``.
+    """
+    counts: dict[str, int] = {}
+    for nid in plan.terminal:
+        for out in plan.node(nid).template.outputs:
+            counts[out.name] = counts.get(out.name, 0) + 1
+    names: dict[str, tuple[str, str]] = {}
+    for nid in plan.terminal:
+        for out in plan.node(nid).template.outputs:
+            key = out.name if counts[out.name] == 1 else f"{nid}.{out.name}"
+            names[key.replace(".", "__")] = (nid, out.name)
+    return names
+
+
+def uploaded_asset_key(project_id: str, uri: str) -> AssetKey:
+    return AssetKey(["takeflow", project_id, "01_Assets", *uri.removeprefix("asset://").split("/")])
+
+
+def node_asset_key(project_id: str, canvas: str, node_id: str) -> AssetKey:
+    return AssetKey(["takeflow", project_id, canvas, node_id])
+
+
+def take_asset_key(project_id: str, shot: str, output: str) -> AssetKey:
+    chapter, scene, shot_name = shot.split("/")
+    return AssetKey(["takeflow", project_id, chapter, scene, shot_name, output])
+
+
+def group_name(project_id: str) -> str:
+    return _GROUP_RE.sub("_", f"takeflow_{project_id}")
+
+
+@dataclass
+class _SpecBuilder:
+    """Collects asset specs, merging deps and descriptions when several canvases share a key."""
+
+    deps: dict[AssetKey, set[AssetKey]] = field(default_factory=dict)
+    info: dict[AssetKey, dict[str, Any]] = field(default_factory=dict)
+
+    def add(self, key: AssetKey, deps: Iterable[AssetKey] = (), **info: Any) -> None:
+        self.deps.setdefault(key, set()).update(deps)
+        known = self.info.setdefault(key, {"used_by": []})
+        for k, v in info.items():
+            if k == "used_by":
+                known["used_by"].extend(x for x in v if x not in known["used_by"])
+            else:
+                known.setdefault(k, v)
+
+    def specs(self) -> list[AssetSpec]:
+        out = []
+        for key in sorted(self.deps, key=lambda k: k.to_user_string()):
+            info = dict(self.info[key])
+            used_by = info.pop("used_by")
+            description = info.pop("description", None)
+            group = info.pop("group")
+            metadata = {k: v for k, v in info.items() if v is not None}
+            if used_by:
+                metadata["used_by"] = ", ".join(used_by)
+            out.append(
+                AssetSpec(
+                    key,
+                    deps=sorted(self.deps[key], key=lambda k: k.to_user_string()),
+                    description=description,
+                    group_name=group,
+                    metadata=metadata,
+                )
+            )
+        return out
+
+
+def _canvas_specs(canvas: SavedCanvas, shots: Iterable[str], specs: _SpecBuilder) -> None:
+    pid, plan = canvas.project_id, canvas.plan
+    group = group_name(pid)
+    used_by = [f"{canvas.name} ({canvas.path.name})"]
+    for node in plan.nodes:
+        deps = [node_asset_key(pid, canvas.name, u) for u in node.upstream]
+        for port, value in node.literals.items():
+            spec = node.template.input(port)
+            if spec is not None and spec.type.value == "asset" and isinstance(value, str):
+                asset = uploaded_asset_key(pid, value)
+                deps.append(asset)
+                specs.add(
+                    asset,
+                    description=f"Uploaded asset {value}",
+                    group=group,
+                    path=f"01_Assets/{value.removeprefix('asset://')}",
+                    used_by=used_by,
+                )
+        specs.add(
+            node_asset_key(pid, canvas.name, node.node_id),
+            deps,
+            description=f"Outputs of node '{node.node_id}': {node.template.name} "
+            f"({node.template.ref}) in canvas {canvas.name}",
+            group=group,
+            template=node.template.ref,
+            outputs=", ".join(o.name for o in node.template.outputs),
+            used_by=used_by,
+        )
+    for shot in shots:
+        for output, (nid, port) in take_output_names(plan).items():
+            specs.add(
+                take_asset_key(pid, shot, output),
+                [node_asset_key(pid, canvas.name, nid)],
+                description=f"Takes of shot {shot}: output '{output}' (node {nid}.{port}); each "
+                "take is a materialization",
+                group=group,
+                shot=shot,
+                takes_folder=f"03_Renders/{shot}/takes",
+                used_by=used_by,
+            )
+
+
+def _location_job(runtime: Runtime, canvas: SavedCanvas, shared: bool) -> JobDefinition:
+    """The compiler's job for a canvas, re-wrapped with its tags and default run config."""
+    base = runtime.runner.compiler.job_for(canvas.plan, with_takes=True)
+    tags = {"takeflow/graph": canvas.graph.name}
+    if not shared:
+        tags |= {
+            "takeflow/project": canvas.project_id,
+            "takeflow/shot": canvas.graph.context.shot,
+            "takeflow/canvas": canvas.name,
+        }
+    description = f"Takeflow canvas {canvas.name} of project {canvas.project_id}"
+    if shared:
+        description = (
+            f"Takeflow graph '{canvas.graph.name}' (saved in several projects: add the tag "
+            "takeflow/project when launching)"
+        )
+    return base.graph.to_job(
+        name=base.name,
+        description=description,
+        executor_def=in_process_executor,
+        logger_defs=dict(base.loggers),
+        tags=tags,
+        config=run_config(canvas.plan),
+    )
+
+
+def load_canvases(runtime: Runtime, errors: list[str]) -> list[SavedCanvas]:
+    """Every project's saved canvases that parse and validate; problems go to ``errors``."""
+    canvases = []
+    for project in runtime.projects.list():
+        for path in saved_canvas_paths(project):
+            try:
+                graph = CanvasGraph.model_validate_json(path.read_text())
+                plan = runtime.runner.plan(graph)
+            except (OSError, ValidationError, TakeflowError) as exc:
+                message = getattr(exc, "message", None) or str(exc).splitlines()[0]
+                errors.append(f"{project.id}/{SOURCE_DIR}/{path.name}: {message}")
+                log.warning("skipping canvas %s: %s", path, message)
+                continue
+            canvases.append(SavedCanvas(project.id, path.stem, path, plan))
+    return canvases
+
+
+def build_definitions(runtime: Runtime) -> Definitions:
+    """Jobs, schedules and asset specs for every saved canvas in the runtime's home."""
+    errors: list[str] = []
+    canvases = load_canvases(runtime, errors)
+    users: dict[str, set[tuple[str, str]]] = {}
+    for canvas in canvases:
+        name = runtime.runner.compiler.register_plan(canvas.plan)
+        users.setdefault(name, set()).add((canvas.project_id, canvas.graph.context.shot))
+
+    jobs: dict[str, JobDefinition] = {}
+    schedules: list[ScheduleDefinition] = []
+    specs = _SpecBuilder()
+    for canvas in canvases:
+        job_name = runtime.runner.compiler.register_plan(canvas.plan)
+        if job_name not in jobs:
+            jobs[job_name] = _location_job(runtime, canvas, shared=len(users[job_name]) > 1)
+        shots = [canvas.graph.context.shot]
+        try:
+            saved = load_schedules(canvas.path)
+            for entry in saved:
+                schedules.append(
+                    build_schedule(
+                        entry,
+                        project_id=canvas.project_id,
+                        canvas=canvas.name,
+                        graph=canvas.graph,
+                        job=jobs[job_name],
+                        plan_for=runtime.runner.plan,
+                    )
+                )
+                if entry.shot and entry.shot not in shots:
+                    shots.append(entry.shot)
+        except TakeflowError as exc:
+            errors.append(f"{canvas.project_id}/{SOURCE_DIR}/{canvas.path.name}: {exc.message}")
+            log.warning("skipping schedules of %s: %s", canvas.path, exc.message)
+        _canvas_specs(canvas, shots, specs)
+
+    return Definitions(
+        jobs=list(jobs.values()),
+        schedules=schedules,
+        assets=specs.specs(),
+        executor=in_process_executor,
+        metadata={
+            "takeflow_home": str(runtime.home.path),
+            "load_errors": json.dumps(errors),
+            "canvases": len(canvases),
+        },
+    )
+
+
+_runtime: Runtime | None = None
+_runtime_lock = threading.Lock()
+
+
+def location_runtime() -> Runtime:
+    """The runtime of this code location process: opened once, without worker threads."""
+    global _runtime
+    with _runtime_lock:
+        if _runtime is None:
+            _runtime = open_runtime(workers=0)
+            atexit.register(_runtime.close)
+        return _runtime
+
+
+def takeflow_definitions() -> Definitions:
+    """Entry point named by ``workspace.yaml``: the definitions of ``$TAKEFLOW_HOME``."""
+    return build_definitions(location_runtime())
