@@ -83,11 +83,13 @@ def run_config(plan: ExecutionPlan) -> dict[str, Any]:
                 }
             }
             for n in plan.nodes
-        }
+        },
     }
 
 
-def _node_op(node: PlannedNode, op_name: str, upstream_ops: dict[str, str], call: NodeCall) -> OpDefinition:
+def _node_op(
+    node: PlannedNode, op_name: str, upstream_ops: dict[str, str], call: NodeCall
+) -> OpDefinition:
     input_for = {f"from_{upstream_ops[u]}": u for u in node.upstream}
 
     def compute(context: OpExecutionContext, inputs: Mapping[str, Any]) -> Iterator[Output[Any]]:

@@ -1,23 +1,44 @@
 """The persistent Dagster instance under the Takeflow home.
 
-Two config files share one storage: ``dagster.yaml`` (for the webserver and daemon; it may carry
-UI settings such as ``nux``) and ``takeflow-runner.yaml`` (for the runner; it carries no settings
-keys, since those make every in-process run call ``logging.config.dictConfig``, which deadlocks
-under threads: see docs/runner-design.md).
+One ``dagster.yaml`` serves the runner, the webserver and the daemon. It names
+``TakeflowInstance`` as the instance class: with any settings key in ``dagster.yaml`` (we set
+``telemetry`` and ``nux`` off), stock Dagster calls ``logging.config.dictConfig`` on every run,
+which deadlocks threads running ``execute_in_process`` together (see docs/runner-design.md).
+``TakeflowInstance`` skips that reconfiguration; Takeflow defines no YAML log handlers.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from dagster import DagsterInstance
+from dagster._core.instance.ref import InstanceRef
 
-RUNNER_CONFIG = "takeflow-runner.yaml"
+
+class TakeflowInstance(DagsterInstance):
+    """A ``DagsterInstance`` that never reconfigures Python logging per run."""
+
+    def get_yaml_python_handlers(self) -> Sequence[logging.Handler]:
+        return []
+
+    @classmethod
+    def config_schema(cls) -> dict[str, Any]:
+        return {}
+
+    @staticmethod
+    def config_defaults(base_dir: str) -> Mapping[str, Any]:
+        return InstanceRef.config_defaults(base_dir)
 
 
-def _storage_yaml(dagster_home: Path) -> str:
+def instance_yaml(dagster_home: Path) -> str:
     history = dagster_home / "history"
-    return f"""run_storage:
+    return f"""instance_class:
+  module: dagster_defs.instance
+  class: TakeflowInstance
+run_storage:
   module: dagster_defs.storage
   class: FastSqliteRunStorage
   config:
@@ -40,19 +61,26 @@ local_artifact_storage:
   class: LocalArtifactStorage
   config:
     base_dir: {dagster_home}
+telemetry:
+  enabled: false
+nux:
+  enabled: false
 """
 
 
 def write_instance_config(dagster_home: Path) -> None:
-    """Write both config files (idempotent)."""
+    """Write ``dagster.yaml`` (idempotent)."""
     dagster_home.mkdir(parents=True, exist_ok=True)
-    storage = _storage_yaml(dagster_home)
-    ui_settings = "telemetry:\n  enabled: false\nnux:\n  enabled: false\n"
-    (dagster_home / "dagster.yaml").write_text(storage + ui_settings)
-    (dagster_home / RUNNER_CONFIG).write_text(storage)
+    target = dagster_home / "dagster.yaml"
+    text = instance_yaml(dagster_home)
+    if not target.exists() or target.read_text() != text:
+        target.write_text(text)
 
 
 def open_runner_instance(dagster_home: Path) -> DagsterInstance:
-    """The instance the runner executes on: persistent, thread-safe, no logging reconfiguration."""
+    """The persistent instance the runner executes on (thread-safe, no logging reconfiguration)."""
     write_instance_config(dagster_home)
-    return DagsterInstance.from_config(str(dagster_home), config_filename=RUNNER_CONFIG)
+    instance = DagsterInstance.from_config(str(dagster_home))
+    if not isinstance(instance, TakeflowInstance):
+        raise RuntimeError(f"{dagster_home}/dagster.yaml does not select TakeflowInstance")
+    return instance

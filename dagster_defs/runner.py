@@ -7,6 +7,7 @@ storage is tuned so that its bookkeeping costs milliseconds (see docs/runner-des
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import queue
@@ -47,10 +48,8 @@ _VERSIONED = ("takeflow", "dagster", "torch", "diffusers", "pillow")
 def _versions() -> dict[str, str]:
     found = {}
     for dist in _VERSIONED:
-        try:
+        with contextlib.suppress(importlib_metadata.PackageNotFoundError):
             found[dist] = importlib_metadata.version(dist)
-        except importlib_metadata.PackageNotFoundError:
-            pass
     return found
 
 
@@ -89,7 +88,11 @@ class _NodeReporter:
     """The ``ProgressReporter`` a template sees while it runs inside its op."""
 
     def __init__(
-        self, runner: TaskRunner, execution: _Execution, node: PlannedNode, services: Mapping[str, Any]
+        self,
+        runner: TaskRunner,
+        execution: _Execution,
+        node: PlannedNode,
+        services: Mapping[str, Any],
     ) -> None:
         self._runner = runner
         self._execution = execution
@@ -324,9 +327,11 @@ class TaskRunner:
             )
         for record in self.state.list(status=TaskStatus.QUEUED):
             try:
-                self._plans[record.task_id] = self.plan(CanvasGraph.model_validate(
-                    {k: v for k, v in record.graph.items() if k != "x-metadata"}
-                ))
+                self._plans[record.task_id] = self.plan(
+                    CanvasGraph.model_validate(
+                        {k: v for k, v in record.graph.items() if k != "x-metadata"}
+                    )
+                )
             except TakeflowError as exc:
                 record = self.state.update(
                     record.task_id, status=TaskStatus.FAILED, error=exc.to_dict()
@@ -351,9 +356,7 @@ class TaskRunner:
             plan = self._plans.pop(task_id, None)
             if record is None or record.status != TaskStatus.QUEUED or plan is None:
                 return None
-            record = self.state.update(
-                task_id, status=TaskStatus.RUNNING, started_at=time.time()
-            )
+            record = self.state.update(task_id, status=TaskStatus.RUNNING, started_at=time.time())
             project = self.projects.get(record.project_id) if record.project_id else None
             execution = _Execution(record, plan, project, cache_keys=self._cache_keys(plan))
             self._by_task[task_id] = execution
@@ -409,8 +412,12 @@ class TaskRunner:
         self._emit(
             execution,
             EventType.TASK_STARTED,
-            {"status": "running", "dagster_run_id": context.run_id, "adopted": True,
-             "job_name": context.job_name},
+            {
+                "status": "running",
+                "dagster_run_id": context.run_id,
+                "adopted": True,
+                "job_name": context.job_name,
+            },
         )
         return execution
 
@@ -459,7 +466,10 @@ class TaskRunner:
                 execution,
                 TaskStatus.CANCELLED,
                 EventType.TASK_CANCELLED,
-                {"status": "cancelled", "node_id": getattr(execution.error, "details", {}).get("node_id")},
+                {
+                    "status": "cancelled",
+                    "node_id": getattr(execution.error, "details", {}).get("node_id"),
+                },
                 run_id,
             )
         else:
@@ -543,7 +553,9 @@ class TaskRunner:
 
     # -- called from inside Dagster ops ----------------------------------------------------
 
-    def _run_node(self, context: Any, node: PlannedNode, values: dict[str, Any]) -> Mapping[str, Any]:
+    def _run_node(
+        self, context: Any, node: PlannedNode, values: dict[str, Any]
+    ) -> Mapping[str, Any]:
         execution = self._execution_for(context)
         try:
             outputs = self._call_template(execution, node, values)
@@ -650,9 +662,7 @@ class TaskRunner:
                 for n in plan.nodes
             ],
             "inputs": {n.node_id: dict(n.literals) for n in plan.nodes},
-            "quality": {
-                n.id: n.properties.quality.value for n in plan.graph.nodes
-            },
+            "quality": {n.id: n.properties.quality.value for n in plan.graph.nodes},
             "seed": next(iter(seeds.values())) if len(set(seeds.values())) == 1 else None,
             "seeds": seeds,
             "timings_ms": dict(execution.timings_ms),
@@ -666,7 +676,9 @@ class TaskRunner:
         chapter, scene, shot = record.shot.split("/")
         for name, stored in take.outputs.items():
             yield AssetMaterialization(
-                asset_key=AssetKey(["takeflow", project.id, chapter, scene, shot, name.replace(".", "__")]),
+                asset_key=AssetKey(
+                    ["takeflow", project.id, chapter, scene, shot, name.replace(".", "__")]
+                ),
                 description=f"{take.take_id} of {record.shot}",
                 metadata={
                     "take_id": take.take_id,

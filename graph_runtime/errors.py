@@ -80,8 +80,7 @@ class TemplateExecutionError(TemplateError):
 
     def __init__(self, node_id: str, template_id: str, cause: BaseException) -> None:
         super().__init__(
-            f"node '{node_id}' (template '{template_id}') failed: "
-            f"{type(cause).__name__}: {cause}",
+            f"node '{node_id}' (template '{template_id}') failed: {type(cause).__name__}: {cause}",
             node_id=node_id,
             template_id=template_id,
         )

@@ -107,11 +107,7 @@ class MemoryEventLog:
     ) -> list[TaskEvent]:
         wanted = set(project_ids) if project_ids is not None else None
         with self._lock:
-            found = [
-                e
-                for e in self._events[after_id:]
-                if wanted is None or e.project_id in wanted
-            ]
+            found = [e for e in self._events[after_id:] if wanted is None or e.project_id in wanted]
         return found[:limit]
 
     def last_id(self) -> int:

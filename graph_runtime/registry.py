@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from importlib.metadata import entry_points
 
 from graph_runtime.errors import TemplateNotFoundError
@@ -64,14 +64,13 @@ class TemplateRegistry:
                 registry.register(template)
         return registry
 
-    def __iter__(self) -> Iterable[FunctionTemplate]:  # type: ignore[override]
+    def __iter__(self) -> Iterator[FunctionTemplate]:
         for versions in self._by_id.values():
             yield from versions.values()
 
     def latest(self) -> list[FunctionTemplate]:
         return [
-            versions[max(versions, key=_version_key)]
-            for _, versions in sorted(self._by_id.items())
+            versions[max(versions, key=_version_key)] for _, versions in sorted(self._by_id.items())
         ]
 
     def suggest(self, template_id: str) -> list[str]:
@@ -96,7 +95,9 @@ class TemplateRegistry:
             return versions[max(versions, key=_version_key)]
         if version in versions:
             return versions[version]
-        matching = [v for v in versions if v.split(".")[0] == version or v.startswith(version + ".")]
+        matching = [
+            v for v in versions if v.split(".")[0] == version or v.startswith(version + ".")
+        ]
         if matching:
             return versions[max(matching, key=_version_key)]
         known = ", ".join(sorted(versions, key=_version_key))

@@ -99,5 +99,6 @@ class MemoryTaskStore:
         return [
             r
             for r in list(self._tasks.values())
-            if (status is None or r.status == status) and (batch_id is None or r.batch_id == batch_id)
+            if (status is None or r.status == status)
+            and (batch_id is None or r.batch_id == batch_id)
         ]

@@ -34,7 +34,9 @@ def _color(value: str, node_input: str) -> tuple[int, int, int]:
     try:
         rgb = ImageColor.getrgb(value)
     except ValueError:
-        raise ValueError(f"input '{node_input}': {value!r} is not a colour (try '#ff8800')") from None
+        raise ValueError(
+            f"input '{node_input}': {value!r} is not a colour (try '#ff8800')"
+        ) from None
     return rgb[0], rgb[1], rgb[2]
 
 
@@ -65,7 +67,9 @@ def gradient_image(ctx: ProgressReporter, inputs: Inputs) -> dict[str, Any]:
     if horizontal:
         ramp = ramp.rotate(90, expand=True).transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     mask = ramp.resize((width, height))
-    image = Image.composite(Image.new("RGB", (width, height), end), Image.new("RGB", (width, height), start), mask)
+    image = Image.composite(
+        Image.new("RGB", (width, height), end), Image.new("RGB", (width, height), start), mask
+    )
     return {"image": image}
 
 
@@ -84,7 +88,9 @@ _RESAMPLE = {
 
 def resize(ctx: ProgressReporter, inputs: Inputs) -> dict[str, Any]:
     image: Image.Image = inputs["image"]
-    return {"image": image.resize((inputs["width"], inputs["height"]), _RESAMPLE[inputs["resample"]])}
+    return {
+        "image": image.resize((inputs["width"], inputs["height"]), _RESAMPLE[inputs["resample"]])
+    }
 
 
 _BLEND = {
@@ -111,7 +117,9 @@ def text_overlay(ctx: ProgressReporter, inputs: Inputs) -> dict[str, Any]:
     image: Image.Image = inputs["image"].convert("RGB").copy()
     draw = ImageDraw.Draw(image)
     font = ImageFont.load_default(size=inputs["size"])
-    draw.text((inputs["x"], inputs["y"]), inputs["text"], fill=_color(inputs["color"], "color"), font=font)
+    draw.text(
+        (inputs["x"], inputs["y"]), inputs["text"], fill=_color(inputs["color"], "color"), font=font
+    )
     return {"image": image}
 
 
@@ -122,7 +130,11 @@ def load_asset(ctx: ProgressReporter, inputs: Inputs) -> dict[str, Any]:
     data: bytes = assets.read(inputs["asset"])
     image = Image.open(io.BytesIO(data))
     image.load()
-    return {"image": image.convert("RGBA") if image.mode in ("RGBA", "LA", "P") else image.convert("RGB")}
+    return {
+        "image": image.convert("RGBA")
+        if image.mode in ("RGBA", "LA", "P")
+        else image.convert("RGB")
+    }
 
 
 def fail(ctx: ProgressReporter, inputs: Inputs) -> dict[str, Any]:

@@ -64,7 +64,11 @@ def _print_errors(exc: TakeflowError) -> None:
     if isinstance(exc, GraphValidationError):
         print(f"error: the graph is invalid ({len(exc.issues)} problem(s)):", file=sys.stderr)
         for issue in exc.issues:
-            where = f"{issue.node_id}" + (f".{issue.port}" if issue.port else "") if issue.node_id else "graph"
+            where = (
+                f"{issue.node_id}" + (f".{issue.port}" if issue.port else "")
+                if issue.node_id
+                else "graph"
+            )
             print(f"  {where}: [{issue.code}] {issue.message}", file=sys.stderr)
     else:
         print(f"error: [{exc.code}] {exc.message}", file=sys.stderr)

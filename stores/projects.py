@@ -12,13 +12,20 @@ from typing import Any
 
 import fsspec
 
-from graph_runtime.errors import AssetNotFoundError, ProjectError, ProjectNotFoundError, UnsafePathError
+from graph_runtime.errors import (
+    AssetNotFoundError,
+    ProjectError,
+    ProjectNotFoundError,
+    UnsafePathError,
+)
 from graph_runtime.takes import PROJECT_DIRS, PROJECT_FILE, check_project_id
 from stores.git_repo import ProjectRepository
 from stores.takes import FsspecTakeStore
 
 ASSET_SCHEME = "asset://"
-_ASSET_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}(/[A-Za-z0-9][A-Za-z0-9._-]{0,127}){0,4}$")
+_ASSET_ID_RE = re.compile(
+    r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}(/[A-Za-z0-9][A-Za-z0-9._-]{0,127}){0,4}$"
+)
 
 
 def asset_relpath(uri_or_id: str) -> str:

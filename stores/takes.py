@@ -46,9 +46,7 @@ class FsspecTakeStore:
     def _abs(self, rel: str) -> str:
         return f"{self.root}/{rel}"
 
-    def create(
-        self, shot: str, files: Sequence[OutputFile], metadata: Mapping[str, Any]
-    ) -> Take:
+    def create(self, shot: str, files: Sequence[OutputFile], metadata: Mapping[str, Any]) -> Take:
         takes_dir = shot_takes_dir(shot)
         staging = self._abs(f"05_Cache/staging/{uuid.uuid4().hex}")
         outputs: dict[str, tuple[str, int, str, str]] = {}
@@ -86,7 +84,9 @@ class FsspecTakeStore:
                 )
                 self.fs.makedirs(self._abs(takes_dir), exist_ok=True)
                 self.fs.mv(staging, self._abs(final_dir), recursive=True)
-                active = number == 1 or not self.fs.exists(self._abs(f"{takes_dir}/{ACTIVE_TAKE_FILE}"))
+                active = number == 1 or not self.fs.exists(
+                    self._abs(f"{takes_dir}/{ACTIVE_TAKE_FILE}")
+                )
                 if active:
                     self._write_active(takes_dir, tid)
         except OSError as exc:

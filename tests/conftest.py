@@ -38,4 +38,6 @@ def project(runtime: object) -> object:
 
 def load_graph(name: str) -> CanvasGraph:
     """A canvas fixture from tests/fixtures/graphs/<name>.json."""
-    return CanvasGraph.model_validate(json.loads((FIXTURES / "graphs" / f"{name}.json").read_text()))
+    return CanvasGraph.model_validate(
+        json.loads((FIXTURES / "graphs" / f"{name}.json").read_text())
+    )

@@ -17,8 +17,16 @@ def test_inputs_are_literal_or_link_by_kind() -> None:
     graph = CanvasGraph.model_validate(
         {
             "nodes": [
-                {"id": "a", "template": "number", "inputs": {"value": {"kind": "literal", "value": 2}}},
-                {"id": "b", "template": "number", "inputs": {"value": {"kind": "link", "node": "a", "output": "value"}}},
+                {
+                    "id": "a",
+                    "template": "number",
+                    "inputs": {"value": {"kind": "literal", "value": 2}},
+                },
+                {
+                    "id": "b",
+                    "template": "number",
+                    "inputs": {"value": {"kind": "link", "node": "a", "output": "value"}},
+                },
             ]
         }
     )

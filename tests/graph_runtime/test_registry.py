@@ -29,7 +29,9 @@ def test_versions_resolve_exact_major_and_latest() -> None:
     assert registry.get("upscale@1").version == "1.4.2"
     assert registry.get("upscale@1.0.0").version == "1.0.0"
     assert registry.get("upscale_v1").version == "1.4.2"
-    with pytest.raises(TemplateNotFoundError, match=r"no version '3' \(known: 1.0.0, 1.4.2, 2.0.1\)"):
+    with pytest.raises(
+        TemplateNotFoundError, match=r"no version '3' \(known: 1.0.0, 1.4.2, 2.0.1\)"
+    ):
         registry.get("upscale@3")
 
 
@@ -43,14 +45,28 @@ def test_builtins_are_discovered_with_json_schemas() -> None:
     registry = TemplateRegistry.discover()
     resize = registry.get("resize").describe()
     assert resize["inputs_schema"]["properties"]["width"] == {
-        "type": "integer", "x-port-type": "integer", "description": "width in pixels",
-        "default": 512, "minimum": 1, "maximum": 4096,
+        "type": "integer",
+        "x-port-type": "integer",
+        "description": "width in pixels",
+        "default": 512,
+        "minimum": 1,
+        "maximum": 4096,
     }
     assert resize["inputs_schema"]["required"] == ["image"]
     assert resize["outputs_schema"]["properties"]["image"]["x-port-type"] == "image"
     ids = {t.id for t in registry.latest()}
-    assert {"text_prompt", "number", "noise_image", "gradient_image", "solid_image", "resize",
-            "blend", "text_overlay", "load_asset", "fail"} <= ids
+    assert {
+        "text_prompt",
+        "number",
+        "noise_image",
+        "gradient_image",
+        "solid_image",
+        "resize",
+        "blend",
+        "text_overlay",
+        "load_asset",
+        "fail",
+    } <= ids
 
 
 def test_bad_template_definitions_are_refused() -> None:

@@ -32,7 +32,9 @@ def test_every_error_kind_reported_at_once(registry: TemplateRegistry) -> None:
     issues = issues_of(load_graph("invalid_everything"), registry)
 
     assert "did you mean 'noise_image'" in find(issues, "unknown_template", "a").message
-    assert "no version '9.0.0' (known: 1.0.0)" in find(issues, "unknown_template_version", "b").message
+    assert (
+        "no version '9.0.0' (known: 1.0.0)" in find(issues, "unknown_template_version", "b").message
+    )
     unknown = find(issues, "unknown_input", "c")
     assert unknown.port == "widht" and "did you mean 'width'" in unknown.message
     missing = find(issues, "missing_input", "c")
@@ -42,7 +44,10 @@ def test_every_error_kind_reported_at_once(registry: TemplateRegistry) -> None:
     assert "'ghost', which is not in the graph" in find(issues, "dangling_link", "e").message
     rng = find(issues, "out_of_range", "e")
     assert rng.port == "width" and "above the maximum 4096" in rng.message
-    assert "has no such output (its outputs: image, seed)" in find(issues, "unknown_output", "f").message
+    assert (
+        "has no such output (its outputs: image, seed)"
+        in find(issues, "unknown_output", "f").message
+    )
     choice = find(issues, "invalid_choice", "f")
     assert "did you mean 'lanczos'" in choice.message
     assert "expects a integer, got str 'seven'" in find(issues, "invalid_type", "g").message
@@ -79,7 +84,9 @@ def test_integer_output_feeds_float_input(registry: TemplateRegistry) -> None:
     graph = CanvasGraph(
         nodes=(
             CanvasNode(id="n", template="noise_image"),
-            CanvasNode(id="v", template="number", inputs={"value": LinkInput(node="n", output="seed")}),
+            CanvasNode(
+                id="v", template="number", inputs={"value": LinkInput(node="n", output="seed")}
+            ),
         )
     )
     plan = validate_graph(graph, registry)

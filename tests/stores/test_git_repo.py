@@ -50,5 +50,5 @@ def test_held_index_lock_is_a_git_error(tmp_path: Path) -> None:
     repo = ProjectRepository.create(tmp_path / "p")
     (tmp_path / "p" / ".git" / "index.lock").write_text("")
     (tmp_path / "p" / "x.txt").write_text("x")
-    with pytest.raises(GitError, match="index.lock"):
+    with pytest.raises(GitError, match=r"index\.lock"):
         repo.commit(["x.txt"], "x")

@@ -53,7 +53,9 @@ def test_active_take_moves_and_lists_by_task(store: FsspecTakeStore) -> None:
 
 def test_twenty_concurrent_takes_have_no_gaps_or_duplicates(store: FsspecTakeStore) -> None:
     with ThreadPoolExecutor(max_workers=20) as pool:
-        takes = list(pool.map(lambda i: store.create(SHOT, [png()], {"task_id": f"t{i}"}), range(20)))
+        takes = list(
+            pool.map(lambda i: store.create(SHOT, [png()], {"task_id": f"t{i}"}), range(20))
+        )
     assert sorted(t.number for t in takes) == list(range(1, 21))
     listed = store.list(SHOT)
     assert [t.number for t in listed] == list(range(1, 21))
