@@ -1,0 +1,67 @@
+// Thin client of the Takeflow HTTP API (docs/integration.md).
+
+export class ApiError extends Error {
+  constructor(status, body) {
+    super(body?.message ?? body?.detail ?? `HTTP ${status}`);
+    this.status = status;
+    this.body = body ?? {};
+    this.code = body?.code ?? `http_${status}`;
+  }
+}
+
+async function call(method, path, body, { raw = false } = {}) {
+  const init = { method, headers: {} };
+  if (body instanceof FormData) init.body = body;
+  else if (body !== undefined) {
+    init.body = JSON.stringify(body);
+    init.headers['content-type'] = 'application/json';
+  }
+  const res = await fetch(path, init);
+  let data = null;
+  const text = await res.text();
+  if (text) {
+    try {
+      data = JSON.parse(text);
+    } catch {
+      data = { message: text };
+    }
+  }
+  if (!res.ok) throw new ApiError(res.status, data);
+  return raw ? res : data;
+}
+
+const enc = encodeURIComponent;
+const list = (data, key) => (Array.isArray(data) ? data : (data?.[key] ?? data?.items ?? []));
+
+export const api = {
+  templates: async () => list(await call('GET', '/api/v1/functions/templates'), 'templates'),
+  projects: async () => list(await call('GET', '/api/v1/projects'), 'projects'),
+  createProject: (project_id, name) => call('POST', '/api/v1/projects', { project_id, name }),
+  run: (graph, project_id, shot_id, user_id) =>
+    call('POST', '/api/v1/runs', { graph, project_id, shot_id, user_id }),
+  task: (taskId) => call('GET', `/api/v1/functions/tasks/${enc(taskId)}`),
+  cancel: (taskId) => call('POST', `/api/v1/functions/tasks/${enc(taskId)}/cancel`),
+  takes: async (projectId, shotId) =>
+    list(await call('GET', `/api/v1/projects/${enc(projectId)}/takes?shot_id=${enc(shotId)}`), 'takes'),
+  setActiveTake: (projectId, shot_id, take_id) =>
+    call('PUT', `/api/v1/projects/${enc(projectId)}/takes/active`, { shot_id, take_id }),
+  commits: async (projectId, limit = 10) =>
+    list(await call('GET', `/api/v1/projects/${enc(projectId)}/commits?limit=${limit}`), 'commits'),
+  upload: (projectId, file) => {
+    const form = new FormData();
+    form.append('file', file, file.name);
+    return call('POST', `/api/v1/projects/${enc(projectId)}/assets`, form);
+  },
+  canvases: async (projectId) =>
+    list(await call('GET', `/api/v1/projects/${enc(projectId)}/canvases`), 'canvases'),
+  loadCanvas: (projectId, name) => call('GET', `/api/v1/projects/${enc(projectId)}/canvases/${enc(name)}`),
+  saveCanvas: (projectId, name, graph) =>
+    call('PUT', `/api/v1/projects/${enc(projectId)}/canvases/${enc(name)}`, graph),
+};
+
+/** The URL the browser uses to fetch a stored project file. */
+export function fileUrl(projectId, output) {
+  if (output?.url) return output.url;
+  const path = String(output?.path ?? output).split('/').map(enc).join('/');
+  return `/api/v1/projects/${enc(projectId)}/files/${path}`;
+}
