@@ -156,7 +156,9 @@ def cmd_templates(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from server.app import serve
 
-    return serve(home=args.home, host=args.host, port=args.port, workers=args.workers)
+    return serve(
+        home=args.home, host=args.host, port=args.port, workers=args.workers, demo=args.demo
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -185,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8470)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument(
+        "--demo", action="store_true", help="create a 'demo' project (and demo model) if missing"
+    )
     p.set_defaults(fn=cmd_serve)
     return parser
 

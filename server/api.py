@@ -1,0 +1,288 @@
+"""HTTP controllers: thin adapters from routes to the runtime's services."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import mimetypes
+from typing import Annotated, Any
+
+from litestar import Controller, Request, get, post, put
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, JSONBody, Parameter
+from litestar.response import File, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from dagster_defs.runtime import Runtime
+from graph_runtime.errors import GitError
+from graph_runtime.events import EventType
+from graph_runtime.takes import Take
+from server.config import ServerConfig
+from server.errors import FileNotFoundInProjectError, NotCancellableError, ProjectExistsError
+from server.health import HealthChecks
+from server.live import LiveEvents
+from server.submissions import BatchRequest, RunRequest, Submissions, TaskRequest
+from server.uploads import receive_upload
+from stores.projects import Project
+
+log = logging.getLogger(__name__)
+API = "/api/v1"
+
+
+class ProjectRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    project_id: Annotated[str, Field(min_length=1, max_length=64)]
+    name: Annotated[str, Field(max_length=200)] | None = None
+
+
+class ActiveTakeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    shot_id: str
+    take_id: str
+
+
+def file_url(project_id: str, rel: str) -> str:
+    return f"{API}/projects/{project_id}/files/{rel}"
+
+
+def take_view(take: Take) -> dict[str, Any]:
+    """A take as the API shows it: every output with a URL the browser can load."""
+    body = take.to_dict()
+    body["outputs"] = {
+        name: {**out.to_dict(), "url": file_url(take.project_id, out.path)}
+        for name, out in take.outputs.items()
+    }
+    return body
+
+
+class FunctionsController(Controller):
+    """One-template tasks, batches and the template catalogue."""
+
+    path = f"{API}/functions"
+    tags = ["tasks"]
+
+    @post("/tasks", status_code=200, sync_to_thread=True)
+    def submit_task(
+        self, data: JSONBody[TaskRequest], submissions: NamedDependency[Submissions]
+    ) -> dict[str, Any]:
+        """Run one template as a one-node graph; follow it on ``/ws/{user_id}``."""
+        return submissions.submit_task(data)
+
+    @get("/tasks/{task_id:str}", sync_to_thread=True)
+    def task_status(
+        self, task_id: FromPath[str], submissions: NamedDependency[Submissions]
+    ) -> dict[str, Any]:
+        """Status, progress, per-node state, takes and error of a task."""
+        return submissions.task_status(task_id)
+
+    @post("/tasks/{task_id:str}/cancel", status_code=200, sync_to_thread=True)
+    def cancel_task(
+        self, task_id: FromPath[str], runtime: NamedDependency[Runtime]
+    ) -> dict[str, Any]:
+        """Cancel a queued task at once, or a running one at its next progress point."""
+        record = runtime.runner.get(task_id)
+        if record.status.terminal:
+            raise NotCancellableError(
+                f"task '{task_id}' already {record.status.value}",
+                task_id=task_id,
+                status=record.status.value,
+            )
+        record = runtime.runner.cancel(task_id)
+        status = record.status.value if record.status.terminal else "cancelling"
+        return {"task_id": task_id, "status": status}
+
+    @post("/batches", status_code=200, sync_to_thread=True)
+    def submit_batch(
+        self, data: JSONBody[BatchRequest], submissions: NamedDependency[Submissions]
+    ) -> dict[str, Any]:
+        """Queue many one-node tasks together: all of them, or none if any is invalid."""
+        return submissions.submit_batch(data)
+
+    @get("/batches/{batch_id:str}", sync_to_thread=True)
+    def batch_status(
+        self, batch_id: FromPath[str], submissions: NamedDependency[Submissions]
+    ) -> dict[str, Any]:
+        """Counts by status, overall progress and each task of a batch."""
+        return submissions.batch_status(batch_id)
+
+    @get("/templates", sync_to_thread=False)
+    def templates(self, runtime: NamedDependency[Runtime]) -> list[dict[str, Any]]:
+        """Every template (newest version of each) with input and output JSON Schemas."""
+        return [t.describe() for t in runtime.registry.latest()]
+
+    @get("/templates/{template_id:str}", sync_to_thread=False)
+    def template(
+        self, template_id: FromPath[str], runtime: NamedDependency[Runtime]
+    ) -> dict[str, Any]:
+        """One template: ``id``, ``id@1.2.3`` or ``id@1``."""
+        return runtime.registry.get(template_id).describe()
+
+
+class RunsController(Controller):
+    path = f"{API}/runs"
+    tags = ["tasks"]
+
+    @post("/", status_code=200, sync_to_thread=True)
+    def submit_run(
+        self, data: JSONBody[RunRequest], submissions: NamedDependency[Submissions]
+    ) -> dict[str, Any]:
+        """Run a canvas graph. An invalid graph answers 422 with every error; nothing is queued."""
+        return submissions.submit_run(data)
+
+    @get("/{task_id:str}", sync_to_thread=True)
+    def run_status(
+        self, task_id: FromPath[str], submissions: NamedDependency[Submissions]
+    ) -> dict[str, Any]:
+        """Same as ``GET /api/v1/functions/tasks/{task_id}``."""
+        return submissions.task_status(task_id)
+
+    @get("/{task_id:str}/events", sync_to_thread=True)
+    def run_events(
+        self,
+        task_id: FromPath[str],
+        runtime: NamedDependency[Runtime],
+        after_seq: Annotated[int, Parameter(ge=0)] = 0,
+    ) -> list[dict[str, Any]]:
+        """The stored events of a task after ``after_seq`` (polling alternative to the socket)."""
+        runtime.runner.get(task_id)
+        return [e.to_dict() for e in runtime.state.read_task(task_id, after_seq)]
+
+
+class ProjectsController(Controller):
+    path = f"{API}/projects"
+    tags = ["projects"]
+
+    @post("/", status_code=201, sync_to_thread=True)
+    def create_project(
+        self, data: JSONBody[ProjectRequest], runtime: NamedDependency[Runtime]
+    ) -> dict[str, Any]:
+        """Create a project folder with the studio layout, a git repository and LFS."""
+        if data.project_id in {p.id for p in runtime.projects.list()}:
+            raise ProjectExistsError(
+                f"project '{data.project_id}' already exists", project_id=data.project_id
+            )
+        return runtime.projects.create(data.project_id, data.name).info()
+
+    @get("/", sync_to_thread=True)
+    def list_projects(self, runtime: NamedDependency[Runtime]) -> list[dict[str, Any]]:
+        return [p.info() for p in runtime.projects.list()]
+
+    @get("/{project_id:str}", sync_to_thread=True)
+    def project(
+        self, project_id: FromPath[str], runtime: NamedDependency[Runtime]
+    ) -> dict[str, Any]:
+        return runtime.projects.get(project_id).info()
+
+    @get("/{project_id:str}/takes", sync_to_thread=True)
+    def takes(
+        self,
+        project_id: FromPath[str],
+        runtime: NamedDependency[Runtime],
+        shot_id: FromQuery[str | None] = None,
+        task_id: FromQuery[str | None] = None,
+    ) -> list[dict[str, Any]]:
+        """Takes of a project, of one shot, or made by one task, with output URLs."""
+        project = runtime.projects.get(project_id)
+        return [take_view(t) for t in project.takes.list(shot=shot_id, task_id=task_id)]
+
+    @put("/{project_id:str}/takes/active", sync_to_thread=True)
+    def set_active(
+        self,
+        project_id: FromPath[str],
+        data: JSONBody[ActiveTakeRequest],
+        runtime: NamedDependency[Runtime],
+    ) -> dict[str, Any]:
+        """Make a take the shot's active one (and commit that choice)."""
+        project = runtime.projects.get(project_id)
+        take = project.takes.set_active(data.shot_id, data.take_id)
+        body = take_view(take)
+        try:
+            body["commit"] = project.repo.commit(
+                [take.directory.rsplit("/", 1)[0]],
+                f"Set {take.take_id} active for {take.shot}",
+            )
+        except GitError as exc:
+            log.warning("could not commit the active take of %s: %s", project_id, exc.message)
+            body["commit"] = None
+        return body
+
+    @get("/{project_id:str}/commits", sync_to_thread=True)
+    def commits(
+        self,
+        project_id: FromPath[str],
+        runtime: NamedDependency[Runtime],
+        limit: Annotated[int, Parameter(ge=1, le=500)] = 20,
+    ) -> list[dict[str, Any]]:
+        """Newest commits first: sha, message, time, files."""
+        project = runtime.projects.get(project_id)
+        return [c.to_dict() for c in project.repo.recent_commits(limit)]
+
+    @get("/{project_id:str}/files/{path:path}", sync_to_thread=True)
+    def file(
+        self, project_id: FromPath[str], path: FromPath[str], runtime: NamedDependency[Runtime]
+    ) -> File:
+        """A stored project file (take outputs, previews, assets); never ``..`` or ``.git``."""
+        project = runtime.projects.get(project_id)
+        absolute = project.safe_file(path.lstrip("/"))
+        if not project.fs.isfile(absolute):
+            raise FileNotFoundInProjectError(
+                f"project '{project_id}' has no file {path.lstrip('/')!r}", path=path
+            )
+        media_type = mimetypes.guess_type(absolute)[0] or "application/octet-stream"
+        return File(
+            absolute,
+            file_system=project.fs,
+            media_type=media_type,
+            content_disposition_type="inline",
+        )
+
+    @post("/{project_id:str}/assets", status_code=201, request_max_body_size=None)
+    async def upload(
+        self,
+        project_id: FromPath[str],
+        request: Request[Any, Any, Any],
+        runtime: NamedDependency[Runtime],
+        config: NamedDependency[ServerConfig],
+        hub: NamedDependency[LiveEvents],
+    ) -> dict[str, Any]:
+        """Upload a file (multipart field ``file``) into ``01_Assets``; answers its ``asset://``."""
+        project: Project = await asyncio.to_thread(runtime.projects.get, project_id)
+        length = request.headers.get("content-length")
+        stored = await receive_upload(
+            project,
+            request.headers.get("content-type", ""),
+            request.stream(),
+            config.max_upload_bytes,
+            int(length) if length and length.isdigit() else None,
+        )
+        body = stored.to_dict()
+        try:
+            body["commit"] = await asyncio.to_thread(
+                project.repo.commit, [stored.path], f"Upload {stored.filename} as {body['uri']}"
+            )
+        except GitError as exc:
+            log.warning("could not commit upload in %s: %s", project_id, exc.message)
+            body["commit"] = None
+        event = await asyncio.to_thread(
+            runtime.state.append,
+            EventType.ASSET_UPLOADED.value,
+            f"project:{project_id}",
+            project_id,
+            {k: v for k, v in body.items() if k != "content_type"}
+            | {"content_type": stored.content_type},
+        )
+        hub.dispatch(event)
+        body["event_id"] = event.id
+        return body
+
+
+@get("/health", tags=["health"])
+async def health(health_checks: NamedDependency[HealthChecks]) -> Response[dict[str, Any]]:
+    """One check per service plus a probe task through the pipeline; 503 when unhealthy."""
+    report = await health_checks.report()
+    return Response(report, status_code=503 if report["status"] == "unhealthy" else 200)
+
+
+CONTROLLERS = [FunctionsController, RunsController, ProjectsController, health]

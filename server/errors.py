@@ -1,0 +1,121 @@
+"""One error shape for the whole API: ``{"code", "message", ...details}`` with a stable code.
+
+Takeflow's own errors carry their code and HTTP status; Litestar's (malformed JSON, a body of
+the wrong shape, an unknown route) are mapped to the same shape here, so no client ever has to
+parse a framework's error page, and nothing a client sends can produce a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+
+from graph_runtime.errors import TakeflowError
+
+log = logging.getLogger(__name__)
+
+
+class RequestError(TakeflowError):
+    """A request the API cannot accept as sent (fields, sizes, states)."""
+
+    code = "invalid_request"
+    http_status = 422
+
+
+class UploadTooLargeError(RequestError):
+    code = "upload_too_large"
+    http_status = 413
+
+
+class ProjectExistsError(RequestError):
+    code = "project_exists"
+    http_status = 409
+
+
+class NotCancellableError(RequestError):
+    code = "not_cancellable"
+    http_status = 409
+
+
+class BatchNotFoundError(RequestError):
+    code = "batch_not_found"
+    http_status = 404
+
+
+class FileNotFoundInProjectError(RequestError):
+    code = "file_not_found"
+    http_status = 404
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "request_too_large",
+    415: "unsupported_media_type",
+    429: "too_many_requests",
+}
+
+
+def error_body(exc: TakeflowError) -> dict[str, Any]:
+    return exc.to_dict()
+
+
+def takeflow_error_handler(request: Request[Any, Any, Any], exc: TakeflowError) -> Response[Any]:
+    return Response(error_body(exc), status_code=exc.http_status)
+
+
+def validation_error_handler(
+    request: Request[Any, Any, Any], exc: ValidationException
+) -> Response[Any]:
+    errors = []
+    for item in exc.extra if isinstance(exc.extra, list) else []:
+        if isinstance(item, dict):
+            entry = {"message": str(item.get("message", ""))}
+            if item.get("key"):
+                entry["field"] = str(item["key"])
+            if item.get("source"):
+                entry["source"] = str(item["source"])
+            errors.append(entry)
+    message = "; ".join(
+        f"{e['field']}: {e['message']}" if "field" in e else e["message"] for e in errors
+    )
+    body = {
+        "code": "invalid_request",
+        "message": message or "the request is invalid",
+        "errors": errors,
+    }
+    return Response(body, status_code=422)
+
+
+def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    status = exc.status_code
+    detail = str(exc.detail or "")
+    if status == 400 and "JSON is malformed" in detail:
+        code = "invalid_json"
+    elif status == 413:
+        code = "upload_too_large" if request.url.path.endswith("/assets") else "request_too_large"
+    else:
+        code = _HTTP_CODES.get(status, "http_error" if status < 500 else "internal_error")
+    return Response({"code": code, "message": detail or code.replace("_", " ")}, status_code=status)
+
+
+def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return Response(
+        {"code": "internal_error", "message": f"{type(exc).__name__}: the server failed"},
+        status_code=500,
+    )
+
+
+EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
+    TakeflowError: takeflow_error_handler,
+    ValidationException: validation_error_handler,
+    HTTPException: http_error_handler,
+    Exception: internal_error_handler,
+}

@@ -1,0 +1,181 @@
+"""``GET /health``: one check per service, plus a tiny task pushed through the whole pipeline.
+
+A failed check of a service the runtime cannot work without (event log, storage, Dagster,
+runner, data flow) makes the server ``unhealthy``; git or LFS missing makes it ``degraded``:
+takes are still stored, and committed once git is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from dagster_defs.runtime import Runtime
+from graph_runtime.canvas import RunContext, single_node_graph
+from graph_runtime.tasks import TaskStatus
+
+OK, DEGRADED, FAILED = "ok", "degraded", "failed"
+CRITICAL = frozenset({"event_log", "storage", "dagster_instance", "runner", "data_flow"})
+
+
+@dataclass
+class Check:
+    name: str
+    status: str
+    message: str
+    duration_ms: float = 0.0
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "status": self.status,
+            "message": self.message,
+            "duration_ms": round(self.duration_ms, 2),
+            **({"details": self.details} if self.details else {}),
+        }
+
+
+class HealthChecks:
+    """Runs the checks of one runtime; each is timed and turned into a ``Check``, never raises."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        timeout_s: float = 10.0,
+        connections: Callable[[], int] | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.timeout_s = timeout_s
+        self.connections = connections or (lambda: 0)
+
+    def _event_log(self) -> Check:
+        last = self.runtime.state.last_id()
+        return Check(
+            "event_log", OK, f"event log readable, {last} events", details={"last_id": last}
+        )
+
+    def _storage(self) -> Check:
+        probe = self.runtime.home.path / f".health-{uuid.uuid4().hex[:8]}"
+        payload = uuid.uuid4().bytes
+        try:
+            probe.write_bytes(payload)
+            if probe.read_bytes() != payload:
+                return Check("storage", FAILED, f"read back different bytes in {probe.parent}")
+        finally:
+            probe.unlink(missing_ok=True)
+        usage = shutil.disk_usage(self.runtime.home.path)
+        return Check(
+            "storage",
+            OK,
+            f"wrote and read a file in {self.runtime.home.path}",
+            details={"free_bytes": usage.free},
+        )
+
+    def _dagster(self) -> Check:
+        runs = self.runtime.instance.get_runs_count()
+        return Check(
+            "dagster_instance", OK, f"instance answers, {runs} runs stored", details={"runs": runs}
+        )
+
+    def _git(self) -> Check:
+        if shutil.which("git") is None:
+            return Check(
+                "git", DEGRADED, "git is not installed: takes are stored but not committed"
+            )
+        lfs = subprocess.run(["git", "lfs", "version"], capture_output=True, text=True, timeout=10)
+        git_error = self.runtime.runner.git_error
+        if git_error:
+            return Check(
+                "git", DEGRADED, f"last commit failed: {git_error}; takes wait uncommitted"
+            )
+        if lfs.returncode != 0:
+            return Check(
+                "git", DEGRADED, "git-lfs is not installed: media is committed as plain blobs"
+            )
+        return Check("git", OK, lfs.stdout.strip().split(" (")[0])
+
+    def _runner(self) -> Check:
+        runner = self.runtime.runner
+        workers = list(getattr(runner, "_workers", []))
+        alive = sum(1 for w in workers if w.is_alive())
+        details = {
+            "workers": len(workers),
+            "workers_alive": alive,
+            "running": runner.running(),
+            "queue_depth": runner.queue_depth(),
+            "websocket_clients": self.connections(),
+        }
+        if workers and alive == 0:
+            return Check("runner", FAILED, "no worker thread is alive", details=details)
+        status = OK if alive == len(workers) else DEGRADED
+        return Check("runner", status, f"{alive}/{len(workers)} workers alive", details=details)
+
+    def _data_flow(self) -> Check:
+        graph = single_node_graph("number", {"value": 1.0}, context=RunContext(user="health"))
+        record = self.runtime.runner.submit(graph, user="health", priority=100)
+        try:
+            done = self.runtime.runner.wait(record.task_id, timeout=self.timeout_s)
+        except TimeoutError:
+            self.runtime.runner.cancel(record.task_id)
+            return Check(
+                "data_flow",
+                FAILED,
+                f"a probe task did not finish within {self.timeout_s:g}s",
+                details={"task_id": record.task_id},
+            )
+        events = [e.type for e in self.runtime.state.read_task(record.task_id)]
+        if done.status != TaskStatus.COMPLETED:
+            return Check(
+                "data_flow",
+                FAILED,
+                f"probe task ended {done.status.value}: {done.error}",
+                details={"task_id": record.task_id, "events": events},
+            )
+        return Check(
+            "data_flow",
+            OK,
+            "a probe task ran through runner, Dagster and event log",
+            details={"task_id": record.task_id, "events": events},
+        )
+
+    def _run(self, name: str, fn: Callable[[], Check]) -> Check:
+        started = time.perf_counter()
+        try:
+            check = fn()
+        except Exception as exc:
+            check = Check(name, FAILED, f"{type(exc).__name__}: {exc}")
+        check.duration_ms = (time.perf_counter() - started) * 1000
+        return check
+
+    async def report(self) -> dict[str, Any]:
+        checks = await asyncio.gather(
+            *(
+                asyncio.to_thread(self._run, name, fn)
+                for name, fn in (
+                    ("dagster_instance", self._dagster),
+                    ("storage", self._storage),
+                    ("git", self._git),
+                    ("event_log", self._event_log),
+                    ("runner", self._runner),
+                    ("data_flow", self._data_flow),
+                )
+            )
+        )
+        if any(c.status == FAILED and c.name in CRITICAL for c in checks):
+            overall = "unhealthy"
+        elif any(c.status != OK for c in checks):
+            overall = "degraded"
+        else:
+            overall = "healthy"
+        return {
+            "status": overall,
+            "checks": [c.to_dict() for c in checks],
+            "timestamp": time.time(),
+        }

@@ -1,0 +1,305 @@
+"""Turning API requests into validated, queued tasks: one-node tasks, canvas runs and batches.
+
+Everything a request could get wrong (template, inputs, shot, project, ``asset://``
+references) is checked before the runner stores anything, so a rejected request leaves no task,
+event, take or commit behind.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ValidationError as PydanticValidationError
+
+from dagster_defs.runtime import Runtime
+from graph_runtime.canvas import (
+    NODE_ID_PATTERN,
+    CanvasGraph,
+    LiteralInput,
+    RunContext,
+    single_node_graph,
+)
+from graph_runtime.errors import (
+    AssetNotFoundError,
+    GraphIssue,
+    GraphValidationError,
+    ProjectError,
+    TakeflowError,
+)
+from graph_runtime.takes import check_shot
+from graph_runtime.tasks import TaskRecord, TaskStatus
+from graph_runtime.templates import Quality
+from server.errors import BatchNotFoundError, RequestError
+from stores.projects import ASSET_SCHEME, asset_relpath
+
+_NODE_ID_RE = re.compile(NODE_ID_PATTERN)
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TaskRequest(_Request):
+    """``POST /api/v1/functions/tasks``: run one template as a one-node graph."""
+
+    template_id: Annotated[str, Field(min_length=1, max_length=128)]
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    project_id: str | None = None
+    shot_id: str | None = None
+    quality: Quality = Quality.STANDARD
+    canvas_node_id: str | None = None
+    user_id: Annotated[str, Field(max_length=128)] | None = None
+    priority: Annotated[int, Field(ge=-100, le=100)] = 0
+
+
+class RunRequest(_Request):
+    """``POST /api/v1/runs``: run a whole canvas graph (``docs/graph-format.md``)."""
+
+    graph: dict[str, Any]
+    project_id: str | None = None
+    shot_id: str | None = None
+    user_id: Annotated[str, Field(max_length=128)] | None = None
+    priority: Annotated[int, Field(ge=-100, le=100)] = 0
+
+
+class BatchRequest(_Request):
+    """``POST /api/v1/functions/batches``: many one-node tasks, all accepted or none."""
+
+    tasks: Annotated[list[TaskRequest], Field(min_length=1, max_length=1000)]
+
+
+def asset_references(value: Any) -> Iterator[str]:
+    """Every ``asset://`` string in a value, however deeply nested in dicts and lists."""
+    if isinstance(value, str):
+        if value.startswith(ASSET_SCHEME):
+            yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from asset_references(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from asset_references(item)
+
+
+def _graph_issues(exc: PydanticValidationError, graph: dict[str, Any]) -> list[GraphIssue]:
+    """Pydantic's errors on a canvas document, pinned to node ids and ports where possible."""
+    nodes = graph.get("nodes") if isinstance(graph.get("nodes"), list) else []
+    issues = []
+    for err in exc.errors(include_url=False):
+        loc = list(err["loc"])
+        node_id = port = None
+        if len(loc) >= 2 and loc[0] == "nodes" and isinstance(loc[1], int) and loc[1] < len(nodes):
+            raw = nodes[loc[1]]
+            node_id = (
+                raw.get("id") if isinstance(raw, dict) and isinstance(raw.get("id"), str) else None
+            )
+            if len(loc) >= 4 and loc[2] == "inputs":
+                port = str(loc[3])
+        where = ".".join(str(p) for p in loc)
+        issues.append(
+            GraphIssue("invalid_document", f"{where}: {err['msg']}", node_id=node_id, port=port)
+        )
+    return issues
+
+
+class Submissions:
+    """Validates and queues API requests on the runtime's runner."""
+
+    def __init__(self, runtime: Runtime, max_batch_size: int = 1000) -> None:
+        self.runtime = runtime
+        self.max_batch_size = max_batch_size
+
+    # -- building graphs ------------------------------------------------------------------
+
+    def _context(
+        self, project_id: str | None, shot_id: str | None, user_id: str | None
+    ) -> RunContext:
+        if shot_id is not None:
+            check_shot(shot_id)
+        if project_id is not None:
+            self.runtime.projects.get(project_id)
+        return RunContext(
+            project=project_id, shot=shot_id or "main/main/main", user=user_id or "api"
+        )
+
+    def check_assets(self, project_id: str | None, value: Any) -> None:
+        """Refuse ``asset://`` references that are unsafe or name no file of the project."""
+        refs = list(asset_references(value))
+        if not refs:
+            return
+        if project_id is None:
+            raise ProjectError(
+                f"input references {refs[0]!r}, but asset references need a project_id",
+                field="project_id",
+            )
+        project = self.runtime.projects.get(project_id)
+        for ref in refs:
+            rel = asset_relpath(ref)
+            if not project.fs.isfile(project.abs(rel)):
+                raise AssetNotFoundError(
+                    f"asset {ref!r} is not in project '{project_id}' (upload it first)",
+                    asset=ref,
+                    project_id=project_id,
+                )
+
+    def task_graph(self, req: TaskRequest) -> CanvasGraph:
+        self.runtime.registry.get(req.template_id)  # unknown_template, with a suggestion
+        node_id = req.canvas_node_id or "node"
+        if not _NODE_ID_RE.match(node_id):
+            raise RequestError(
+                f"canvas_node_id {node_id!r} must match {NODE_ID_PATTERN}", field="canvas_node_id"
+            )
+        context = self._context(req.project_id, req.shot_id, req.user_id)
+        self.check_assets(req.project_id, req.inputs)
+        return single_node_graph(
+            req.template_id, req.inputs, req.quality, node_id=node_id, context=context
+        )
+
+    def run_graph(self, req: RunRequest) -> CanvasGraph:
+        try:
+            graph = CanvasGraph.model_validate(req.graph)
+        except PydanticValidationError as exc:
+            raise GraphValidationError(_graph_issues(exc, req.graph)) from None
+        context = self._context(
+            req.project_id or graph.context.project,
+            req.shot_id or graph.context.shot,
+            req.user_id or graph.context.user,
+        )
+        literals = [
+            v.value for n in graph.nodes for v in n.inputs.values() if isinstance(v, LiteralInput)
+        ]
+        self.runtime.runner.plan(graph)  # every graph error before any asset error
+        self.check_assets(context.project, literals)
+        return graph.model_copy(update={"context": context})
+
+    # -- submitting -----------------------------------------------------------------------
+
+    def _accepted(self, record: TaskRecord, tracking_id: str) -> dict[str, Any]:
+        plan_nodes = len(record.node_states) or 1
+        estimate = 0.02 * plan_nodes + 0.02 * self.runtime.runner.queue_depth()
+        return {
+            "task_id": record.task_id,
+            "tracking_id": tracking_id,
+            "status": "submitted",
+            "estimated_seconds": round(estimate, 3),
+            "estimated_completion": datetime.fromtimestamp(time.time() + estimate, UTC).isoformat(),
+        }
+
+    def submit_task(self, req: TaskRequest, batch_id: str | None = None) -> dict[str, Any]:
+        graph = self.task_graph(req)
+        return self._submit(
+            graph,
+            req.priority,
+            batch_id,
+            {
+                "template_id": req.template_id,
+                "canvas_node_id": req.canvas_node_id,
+                "source": "api.functions",
+            },
+        )
+
+    def submit_run(self, req: RunRequest) -> dict[str, Any]:
+        graph = self.run_graph(req)
+        return self._submit(graph, req.priority, None, {"source": "api.runs"})
+
+    def _submit(
+        self, graph: CanvasGraph, priority: int, batch_id: str | None, meta: dict[str, Any]
+    ) -> dict[str, Any]:
+        tracking_id = f"trk_{uuid.uuid4().hex[:16]}"
+        record = self.runtime.runner.submit(
+            graph,
+            project_id=graph.context.project,
+            shot=graph.context.shot,
+            user=graph.context.user,
+            priority=priority,
+            batch_id=batch_id,
+            extra_metadata={"tracking_id": tracking_id, **{k: v for k, v in meta.items() if v}},
+        )
+        return self._accepted(record, tracking_id)
+
+    def submit_batch(self, req: BatchRequest) -> dict[str, Any]:
+        """Check every task first; queue them all only if all are valid."""
+        if len(req.tasks) > self.max_batch_size:
+            raise RequestError(
+                f"a batch holds at most {self.max_batch_size} tasks, got {len(req.tasks)}",
+                field="tasks",
+            )
+        graphs: list[CanvasGraph] = []
+        errors: list[dict[str, Any]] = []
+        for index, task in enumerate(req.tasks):
+            try:
+                graph = self.task_graph(task)
+                self.runtime.runner.plan(graph)
+                graphs.append(graph)
+            except TakeflowError as exc:
+                errors.append({"index": index, **exc.to_dict()})
+        if errors:
+            raise RequestError(
+                f"{len(errors)} of {len(req.tasks)} tasks are invalid; nothing was queued",
+                errors=errors,
+            )
+        batch_id = f"batch_{uuid.uuid4().hex[:16]}"
+        accepted = [
+            self._submit(
+                graph,
+                task.priority,
+                batch_id,
+                {
+                    "template_id": task.template_id,
+                    "canvas_node_id": task.canvas_node_id,
+                    "source": "api.batches",
+                },
+            )
+            for graph, task in zip(graphs, req.tasks, strict=True)
+        ]
+        return {
+            "batch_id": batch_id,
+            "task_ids": [a["task_id"] for a in accepted],
+            "tracking_ids": [a["tracking_id"] for a in accepted],
+            "status": "submitted",
+        }
+
+    # -- reading --------------------------------------------------------------------------
+
+    def task_status(self, task_id: str) -> dict[str, Any]:
+        record = self.runtime.runner.get(task_id)
+        body = record.to_dict()
+        body.pop("graph", None)
+        events = self.runtime.state.read_task(task_id) if record.status.terminal else []
+        terminal = events[-1] if events else None
+        body["last_seq"] = terminal.seq if terminal else None
+        if terminal is not None and record.status == TaskStatus.COMPLETED:
+            body["outputs"] = terminal.data.get("outputs", {})
+            body["take"] = terminal.data.get("take")
+            body["commit"] = terminal.data.get("commit")
+            body["execution_time"] = terminal.data.get("execution_time")
+        meta = record.graph.get("x-metadata", {})
+        body["tracking_id"] = meta.get("tracking_id")
+        body["graph_name"] = record.graph.get("name")
+        return body
+
+    def batch_status(self, batch_id: str) -> dict[str, Any]:
+        records = self.runtime.state.list(batch_id=batch_id)
+        if not records:
+            raise BatchNotFoundError(f"no batch '{batch_id}'", batch_id=batch_id)
+        counts = Counter(r.status.value for r in records)
+        done = sum(counts[s.value] for s in TaskStatus if s.terminal)
+        progress = sum(1.0 if r.status.terminal else r.progress for r in records) / len(records)
+        return {
+            "batch_id": batch_id,
+            "total": len(records),
+            "counts": {s.value: counts.get(s.value, 0) for s in TaskStatus},
+            "finished": done == len(records),
+            "progress": round(progress, 4),
+            "tasks": [
+                {"task_id": r.task_id, "status": r.status.value, "takes": r.takes, "error": r.error}
+                for r in records
+            ],
+        }

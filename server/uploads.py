@@ -1,0 +1,195 @@
+"""Streaming multipart uploads into a project's ``01_Assets`` through its fsspec filesystem.
+
+The body is parsed as it arrives (python-multipart), written to a staging file in the cache
+folder and moved into ``01_Assets/uploads/<uuid8>-<safe name>`` once complete, so an upload
+that is too large or breaks off leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import IO, Any
+
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from graph_runtime.errors import TakeflowError
+from server.errors import RequestError, UploadTooLargeError
+from stores.projects import ASSET_SCHEME, Project, asset_relpath
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_filename(name: str) -> str:
+    """One safe path segment: ``"../My photo (1).PNG"`` -> ``"My_photo_1_.PNG"``."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    base = _UNSAFE.sub("_", base).strip("._") or "upload"
+    if len(base) > 100:
+        stem, dot, ext = base.rpartition(".")
+        base = (stem[: 100 - len(ext) - 1] + dot + ext) if dot and len(ext) <= 10 else base[:100]
+    return base
+
+
+@dataclass(frozen=True)
+class StoredUpload:
+    asset_id: str
+    path: str
+    size: int
+    sha256: str
+    filename: str
+    content_type: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "asset_id": self.asset_id,
+            "uri": f"{ASSET_SCHEME}{self.asset_id}",
+            "path": self.path,
+            "size": self.size,
+            "sha256": self.sha256,
+            "filename": self.filename,
+            "content_type": self.content_type,
+        }
+
+
+class _FilePart:
+    """Receives the bytes of the ``file`` field into a staging file, hashing and counting."""
+
+    def __init__(self, project: Project, limit: int) -> None:
+        self.project = project
+        self.limit = limit
+        self.staging = project.abs(f"05_Cache/uploads/{uuid.uuid4().hex}.part")
+        self.handle: IO[bytes] | None = None
+        self.size = 0
+        self.digest = hashlib.sha256()
+        self.filename: str | None = None
+        self.content_type = "application/octet-stream"
+        self.done = False
+
+    def open(self) -> None:
+        self.project.fs.makedirs(self.staging.rsplit("/", 1)[0], exist_ok=True)
+        self.handle = self.project.fs.open(self.staging, "wb")
+
+    def write(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.size > self.limit:
+            raise UploadTooLargeError(
+                f"the upload is larger than the limit of {self.limit} bytes", limit=self.limit
+            )
+        assert self.handle is not None
+        self.handle.write(data)
+        self.digest.update(data)
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
+
+    def discard(self) -> None:
+        self.close()
+        with contextlib.suppress(OSError):
+            if self.project.fs.exists(self.staging):
+                self.project.fs.rm(self.staging)
+
+
+async def receive_upload(
+    project: Project,
+    content_type: str,
+    body: AsyncIterator[bytes],
+    limit: int,
+    content_length: int | None = None,
+) -> StoredUpload:
+    """Stream the ``file`` field of a multipart body into the project's assets."""
+    ctype, params = parse_options_header(content_type)
+    if ctype != b"multipart/form-data" or b"boundary" not in params:
+        raise RequestError("send the file as multipart/form-data with a 'file' field", field="file")
+    if content_length is not None and content_length > limit + 64 * 1024:
+        raise UploadTooLargeError(
+            f"the upload is larger than the limit of {limit} bytes", limit=limit
+        )
+    part = _FilePart(project, limit)
+    state: dict[str, Any] = {
+        "headers": {},
+        "field": None,
+        "in_file": False,
+        "header": b"",
+        "value": b"",
+    }
+
+    def on_part_begin() -> None:
+        state["headers"] = {}
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        state["header"] += data[start:end]
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        state["value"] += data[start:end]
+
+    def on_header_end() -> None:
+        state["headers"][state["header"].decode("latin-1").lower()] = state["value"]
+        state["header"], state["value"] = b"", b""
+
+    def on_headers_finished() -> None:
+        _, opts = parse_options_header(state["headers"].get("content-disposition", b""))
+        name = opts.get(b"name", b"").decode("utf-8", "replace")
+        is_file = name == "file" and b"filename" in opts and not part.done and part.handle is None
+        state["in_file"] = is_file
+        if is_file:
+            part.filename = opts[b"filename"].decode("utf-8", "replace")
+            ptype = state["headers"].get("content-type")
+            if ptype:
+                part.content_type = ptype.decode("latin-1").split(";")[0].strip()
+            part.open()
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        if state["in_file"]:
+            part.write(data[start:end])
+
+    def on_part_end() -> None:
+        if state["in_file"]:
+            part.close()
+            part.done = True
+            state["in_file"] = False
+
+    parser = MultipartParser(
+        params[b"boundary"],
+        {
+            "on_part_begin": on_part_begin,
+            "on_header_field": on_header_field,
+            "on_header_value": on_header_value,
+            "on_header_end": on_header_end,
+            "on_headers_finished": on_headers_finished,
+            "on_part_data": on_part_data,
+            "on_part_end": on_part_end,
+        },
+    )
+    try:
+        async for chunk in body:
+            parser.write(chunk)
+        parser.finalize()
+        if not part.done:
+            raise RequestError(
+                "the form has no complete 'file' field with a filename", field="file"
+            )
+        filename = safe_filename(part.filename or "upload")
+        asset_id = f"uploads/{uuid.uuid4().hex[:8]}-{filename}"
+        rel = asset_relpath(asset_id)
+        project.fs.makedirs(project.abs("01_Assets/uploads"), exist_ok=True)
+        project.fs.mv(part.staging, project.abs(rel))
+    except TakeflowError:
+        part.discard()
+        raise
+    except Exception as exc:
+        part.discard()
+        raise RequestError(f"the upload could not be read: {exc}", field="file") from exc
+    return StoredUpload(
+        asset_id,
+        rel,
+        part.size,
+        part.digest.hexdigest(),
+        part.filename or filename,
+        part.content_type,
+    )

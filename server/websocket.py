@@ -1,0 +1,89 @@
+"""``/ws/{user_id}``: subscribe to tasks and projects; every event once, in order, then live.
+
+Client messages (JSON text):
+``{"type": "subscribe", "task_ids": [...], "project_ids": [...], "last_seq": {task_id: n},
+"last_id": m}``, ``{"type": "unsubscribe", "task_ids": [...], "project_ids": [...]}``,
+``{"type": "ping"}``. Server messages: events (``TaskEvent.to_dict()``), ``subscribed`` once a
+subscription's replay is done, ``heartbeat`` when idle, ``pong`` and ``error``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+from litestar import WebSocket, websocket
+from litestar.di import NamedDependency
+from litestar.exceptions import WebSocketDisconnect
+from litestar.params import FromPath
+
+from server.config import ServerConfig
+from server.live import Connection, LiveEvents, Subscription
+
+log = logging.getLogger(__name__)
+
+
+@websocket("/ws/{user_id:str}")
+async def events_socket(
+    socket: WebSocket[Any, Any, Any],
+    user_id: FromPath[str],
+    hub: NamedDependency[LiveEvents],
+    config: NamedDependency[ServerConfig],
+) -> None:
+    await socket.accept()
+    send_lock = asyncio.Lock()
+
+    async def send(message: dict[str, Any]) -> None:
+        text = json.dumps(message, default=str, separators=(",", ":"))
+        async with send_lock:
+            await socket.send_text(text)
+
+    conn = Connection(hub, user_id, send, config.ws_queue_size)
+    pump = asyncio.create_task(conn.pump(config.heartbeat_s), name=f"ws-pump-{user_id}")
+    receiver = asyncio.create_task(_receive(socket, conn, send), name=f"ws-recv-{user_id}")
+    try:
+        done, _ = await asyncio.wait({pump, receiver}, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            exc = task.exception()
+            if exc is not None and not isinstance(exc, WebSocketDisconnect | OSError):
+                log.warning("websocket of %s ended: %r", user_id, exc)
+    finally:
+        hub.unregister(conn)
+        for task in (pump, receiver):
+            task.cancel()
+        for task in (pump, receiver):
+            with contextlib.suppress(BaseException):
+                await task
+        with contextlib.suppress(Exception):
+            await socket.close()
+
+
+async def _receive(socket: WebSocket[Any, Any, Any], conn: Connection, send: Any) -> None:
+    while True:
+        raw = await socket.receive_text()
+        try:
+            message = json.loads(raw)
+            if not isinstance(message, dict):
+                raise ValueError("a message must be a JSON object")
+            kind = message.get("type")
+            if kind == "subscribe":
+                await conn.subscribe(Subscription.parse(message))
+            elif kind == "unsubscribe":
+                sub = Subscription.parse(message)
+                conn.unsubscribe(sub.task_ids, sub.project_ids)
+                await send(
+                    {
+                        "type": "unsubscribed",
+                        "task_ids": sub.task_ids,
+                        "project_ids": sub.project_ids,
+                    }
+                )
+            elif kind == "ping":
+                await send({"type": "pong"})
+            else:
+                raise ValueError(f"unknown message type {kind!r} (subscribe, unsubscribe, ping)")
+        except ValueError as exc:  # json.JSONDecodeError is a ValueError
+            await send({"type": "error", "code": "invalid_message", "message": str(exc)})
