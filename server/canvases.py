@@ -1,0 +1,126 @@
+"""Canvases saved in a project: ``02_Source_Creative/canvases/<name>.takeflow.json``, committed.
+
+Mount ``CanvasesController`` with the other controllers. A canvas is stored as graph/v1 (the
+editor's own format, ``takeflow.editor/v1``, is accepted and converted by ``ui_bridge``); it
+is parsed, not validated against templates, so unfinished work can be saved.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import Any
+
+from litestar import Controller, get, put
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
+from pydantic import ValidationError
+
+from dagster_defs.runtime import Runtime
+from graph_runtime.errors import GitError, UnsafePathError
+from server.errors import RequestError
+from ui_bridge.document import parse_canvas
+
+log = logging.getLogger(__name__)
+CANVAS_DIR = "02_Source_Creative/canvases"
+SUFFIX = ".takeflow.json"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class CanvasNotFoundError(RequestError):
+    code = "canvas_not_found"
+    http_status = 404
+
+
+class InvalidCanvasError(RequestError):
+    code = "invalid_canvas"
+    http_status = 422
+
+
+def canvas_relpath(name: str) -> str:
+    """Project-relative path of a canvas; names are one safe segment (no ``/`` or ``..``)."""
+    if not _NAME_RE.match(name) or ".." in name:
+        raise UnsafePathError(
+            f"canvas name {name!r} must be letters, digits, '.', '-' or '_' (at most 64)",
+            field="name",
+        )
+    return f"{CANVAS_DIR}/{name}{SUFFIX}"
+
+
+class CanvasesController(Controller):
+    """List, load and save a project's canvases."""
+
+    path = "/api/v1/projects/{project_id:str}/canvases"
+    tags = ["canvases"]
+
+    @get("/", sync_to_thread=True)
+    def list_canvases(
+        self, project_id: FromPath[str], runtime: NamedDependency[Runtime]
+    ) -> list[dict[str, Any]]:
+        """Saved canvases, newest first: name, path, modified time."""
+        project = runtime.projects.get(project_id)
+        folder = project.abs(CANVAS_DIR)
+        if not project.fs.isdir(folder):
+            return []
+        out = []
+        for info in project.fs.ls(folder, detail=True):
+            base = info["name"].rsplit("/", 1)[-1]
+            if info.get("type") == "file" and base.endswith(SUFFIX):
+                out.append(
+                    {
+                        "name": base.removesuffix(SUFFIX),
+                        "path": f"{CANVAS_DIR}/{base}",
+                        "modified": info.get("mtime"),
+                        "size": info.get("size"),
+                    }
+                )
+        return sorted(out, key=lambda c: c["modified"] or 0, reverse=True)
+
+    @get("/{name:str}", sync_to_thread=True)
+    def load_canvas(
+        self, project_id: FromPath[str], name: FromPath[str], runtime: NamedDependency[Runtime]
+    ) -> dict[str, Any]:
+        """The saved graph/v1 document."""
+        project = runtime.projects.get(project_id)
+        rel = canvas_relpath(name)
+        try:
+            raw = project.fs.cat_file(project.abs(rel))
+        except FileNotFoundError:
+            raise CanvasNotFoundError(
+                f"project '{project_id}' has no canvas '{name}'", project_id=project_id, name=name
+            ) from None
+        result: dict[str, Any] = json.loads(raw)
+        return result
+
+    @put("/{name:str}", sync_to_thread=True)
+    def save_canvas(
+        self,
+        project_id: FromPath[str],
+        name: FromPath[str],
+        data: JSONBody[dict[str, Any]],
+        runtime: NamedDependency[Runtime],
+    ) -> dict[str, Any]:
+        """Store a canvas (graph/v1 or editor/v1) as graph/v1 and commit it."""
+        project = runtime.projects.get(project_id)
+        rel = canvas_relpath(name)
+        try:
+            graph = parse_canvas(data)
+        except ValidationError as exc:
+            errors = [
+                {"code": "invalid_canvas", "field": ".".join(str(p) for p in e["loc"]),
+                 "message": e["msg"]}
+                for e in exc.errors()
+            ]
+            raise InvalidCanvasError(
+                f"the canvas is not a valid document ({len(errors)} problem(s))", errors=errors
+            ) from None
+        body = graph.model_dump(mode="json", exclude_none=True)
+        project.fs.makedirs(project.abs(CANVAS_DIR), exist_ok=True)
+        project.fs.pipe_file(project.abs(rel), (json.dumps(body, indent=2) + "\n").encode())
+        try:
+            commit: str | None = project.repo.commit([rel], f"Save canvas {name}")
+        except GitError as exc:
+            log.warning("could not commit canvas %s in %s: %s", name, project_id, exc.message)
+            commit = None
+        return {"name": name, "path": rel, "commit": commit, "nodes": len(graph.nodes)}
