@@ -120,7 +120,7 @@ class BatchProgress:
                     changed = True
                 elif event.type in TERMINAL_EVENTS:
                     self.tasks[event.task_id] = 1.0
-                    self.status[event.task_id] = event.type.value.removeprefix("task.")
+                    self.status[event.task_id] = EventType(event.type).value.removeprefix("task.")
                     changed = True
             if changed:
                 self._cond.notify_all()

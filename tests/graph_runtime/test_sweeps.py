@@ -1,6 +1,8 @@
-"""Sweeps expand one graph with InvokeAI's batch semantics: zip in a group, product across groups."""
+"""Sweeps expand a graph with InvokeAI's batch semantics: zip in a group, product across groups."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import pytest
 
@@ -9,7 +11,7 @@ from graph_runtime.sweeps import Sweep, SweepError, expand_sweep, set_inputs
 from tests.conftest import load_graph
 
 
-def _literal(item_graph, target: str):  # noqa: ANN001, ANN202
+def _literal(item_graph: Any, target: str) -> Any:
     node_id, port = target.split(".")
     value = item_graph.node(node_id).inputs[port]
     assert isinstance(value, LiteralInput)
@@ -30,7 +32,9 @@ def test_groups_are_a_product_and_runs_repeat_the_whole() -> None:
     items = expand_sweep(graph, sweep)
     assert sweep.size() == len(items) == 12
     combos = [(i.run, i.values["grain.seed"], i.values["mix.opacity"]) for i in items]
-    assert combos[:6] == [(1, 1, 0.1), (1, 1, 0.2), (1, 1, 0.3), (1, 2, 0.1), (1, 2, 0.2), (1, 2, 0.3)]
+    assert combos[:6] == [
+        (1, 1, 0.1), (1, 1, 0.2), (1, 1, 0.3), (1, 2, 0.1), (1, 2, 0.2), (1, 2, 0.3)
+    ]
     assert combos[6:] == [(2, s, o) for _, s, o in combos[:6]]
     assert [i.index for i in items] == list(range(12))
     for item in items:
@@ -102,12 +106,15 @@ def test_bad_documents_are_one_error() -> None:
     with pytest.raises(SweepError, match="runs"):
         Sweep.parse({"runs": 0})
     with pytest.raises(SweepError, match="more than the limit of 1000"):
-        expand_sweep(load_graph("poster"), Sweep.parse({"values": {"grain.seed": list(range(1001))}}))
+        too_many = Sweep.parse({"values": {"grain.seed": list(range(1001))}})
+        expand_sweep(load_graph("poster"), too_many)
 
 
 def test_an_input_twice_is_refused() -> None:
     sweep = Sweep.parse(
-        {"groups": [[{"input": "grain.seed", "values": [1]}], [{"input": "grain.seed", "values": [2]}]]}
+        {"groups": [
+            [{"input": "grain.seed", "values": [1]}], [{"input": "grain.seed", "values": [2]}]
+        ]}
     )
-    with pytest.raises(SweepError, match="'grain.seed' appears in more than one field"):
+    with pytest.raises(SweepError, match=r"'grain\.seed' appears in more than one field"):
         expand_sweep(load_graph("poster"), sweep)
