@@ -96,6 +96,78 @@ def _project_for(runtime: Any, project: str | None) -> str | None:
     return project
 
 
+class BatchBar:
+    """One progress line for a whole batch (an adapter of ``BatchProgress``)."""
+
+    def __init__(self, stream: Any = sys.stderr) -> None:
+        self.stream = stream
+        self.interactive = bool(getattr(stream, "isatty", lambda: False)())
+        self._last_finished = -1
+        self._lock = threading.Lock()
+
+    def __call__(self, progress: Any) -> None:
+        s = progress.summary()
+        with self._lock:
+            if self.interactive:
+                bar = "#" * int(s["progress"] * 30)
+                self.stream.write(
+                    f"\r\x1b[2K  batch [{bar:-<30}] {s['progress'] * 100:5.1f}% "
+                    f"{s['finished']}/{s['total']} done, {s['failed']} failed"
+                )
+                self.stream.flush()
+            elif s["finished"] != self._last_finished:
+                self._last_finished = s["finished"]
+                self.stream.write(
+                    f"  batch {s['finished']}/{s['total']} done ({s['progress'] * 100:.0f}%), "
+                    f"{s['failed']} failed\n"
+                )
+
+
+def _run_sweep(args: argparse.Namespace, runtime: Any, graph: Any, project_id: str | None) -> int:
+    """``takeflow run GRAPH --sweep FILE``: one task per combination, one progress line."""
+    from dagster_defs.batches import BatchProgress, new_batch_id, submit_sweep
+    from graph_runtime.sweeps import Sweep
+
+    try:
+        sweep = Sweep.parse(Path(args.sweep).read_text())
+    except OSError as exc:
+        print(f"error: cannot read sweep {args.sweep}: {exc}", file=sys.stderr)
+        return 2
+    progress = BatchProgress(new_batch_id(), on_change=BatchBar())
+    progress.expected = sweep.size()
+    runtime.runner.add_sink(progress)
+    try:
+        batch_id, task_ids = submit_sweep(
+            runtime.runner, graph, sweep, project_id=project_id, shot=args.shot,
+            batch_id=progress.batch_id,
+        )
+        print(f"batch {batch_id}: {len(task_ids)} task(s)", file=sys.stderr)
+        done = progress.wait(timeout=args.timeout)
+    finally:
+        runtime.runner.remove_sink(progress)
+    if progress.on_change is not None and getattr(progress.on_change, "interactive", False):
+        print(file=sys.stderr)
+    summary = progress.summary()
+    print(
+        f"batch {batch_id}: {summary['completed']} completed, {summary['failed']} failed, "
+        f"{summary['cancelled']} cancelled of {summary['total']}"
+        + ("" if done else " (timed out)")
+    )
+    if project_id:
+        project = runtime.projects.get(project_id)
+        by_task = {t.metadata.get("task_id"): t for t in project.takes.list()}
+        for task_id in task_ids:
+            take = by_task.get(task_id)
+            if take is None:
+                print(f"  {task_id}: no take")
+                continue
+            values = take.metadata.get("sweep", {}).get("values", {})
+            shown = ", ".join(f"{k}={v!r}" for k, v in values.items())
+            for name, out in take.outputs.items():
+                print(f"  {take.take_id} {name} [{shown}]: {project.abs(out.path)}")
+    return 0 if done and summary["completed"] == summary["total"] else 1
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from dagster_defs.runtime import open_runtime
     from graph_runtime.canvas import CanvasGraph
@@ -108,6 +180,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     runtime = open_runtime(args.home, workers=1)
     try:
         project_id = _project_for(runtime, args.project)
+        if args.sweep:
+            return _run_sweep(args, runtime, graph, project_id)
         plan = runtime.runner.plan(graph)
         record = None
         bars = None
@@ -161,6 +235,111 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
 
 
+def _wait_for_port(host: str, port: int, proc: Any, timeout: float) -> bool:
+    import socket
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        with socket.socket() as sock:
+            sock.settimeout(0.5)
+            if sock.connect_ex((host, port)) == 0:
+                return True
+        time.sleep(0.2)
+    return False
+
+
+def _free_port(host: str) -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    """Start the Dagster UI (and daemon) on this Takeflow home, sharing one code server.
+
+    The code server loads ``dagster_defs.definitions``; the webserver and the daemon both reach it
+    through ``<home>/dagster/workspace.yaml`` (``grpc_server``), so a code location reload in the
+    UI reaches the daemon too (within its 60 s refresh).
+    """
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from dagster_defs.instance import write_instance_config
+    from stores.home import TakeflowHome
+
+    home = TakeflowHome.resolve(args.home)
+    write_instance_config(home.dagster_home)
+    repo_root = Path(__file__).resolve().parent.parent
+    env = {
+        **os.environ,
+        "TAKEFLOW_HOME": str(home.path),
+        "DAGSTER_HOME": str(home.dagster_home),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(repo_root), os.environ.get("PYTHONPATH")])),
+    }
+    code_port = _free_port("127.0.0.1")
+    workspace = home.dagster_home / "workspace.yaml"
+    workspace.write_text(
+        "load_from:\n  - grpc_server:\n      host: 127.0.0.1\n"
+        f"      port: {code_port}\n      location_name: takeflow\n"
+    )
+    bindir = Path(sys.executable).parent
+    dagster = [sys.executable, "-m", "dagster"]
+    commands = {
+        "code server": [
+            *dagster, "code-server", "start", "-h", "127.0.0.1", "-p", str(code_port),
+            "-m", "dagster_defs.definitions", "-a", "takeflow_definitions",
+            "-d", str(repo_root), "--location-name", "takeflow", "--log-level", "warning",
+        ],
+        "webserver": [
+            str(bindir / "dagster-webserver"), "-h", args.host, "-p", str(args.port),
+            "-w", str(workspace),
+        ],
+    }
+    if not args.no_daemon:
+        commands["daemon"] = [*dagster, "daemon", "run", "-w", str(workspace)]
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def stop(*_: Any) -> None:
+        for proc in reversed(list(procs.values())):
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in procs.values():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    signal.signal(signal.SIGTERM, lambda *_: (stop(), sys.exit(0)))
+    try:
+        for name, command in commands.items():
+            procs[name] = subprocess.Popen(command, env=env, cwd=repo_root)
+            if name == "code server" and not _wait_for_port(
+                "127.0.0.1", code_port, procs[name], args.startup_timeout
+            ):
+                print("error: the code server did not start (see its output)", file=sys.stderr)
+                return 1
+        if not _wait_for_port(args.host, args.port, procs["webserver"], args.startup_timeout):
+            print("error: dagster-webserver did not start (see its output above)", file=sys.stderr)
+            return 1
+        print(f"Dagster UI for {home.path}: http://{args.host}:{args.port}", flush=True)
+        while all(proc.poll() is None for proc in procs.values()):
+            time.sleep(1)
+        dead = [name for name, proc in procs.items() if proc.poll() is not None]
+        print(f"error: {', '.join(dead)} stopped", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stop()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="takeflow", description=__doc__)
     parser.add_argument("--home", help="Takeflow home (default: $TAKEFLOW_HOME or ~/.takeflow)")
@@ -177,6 +356,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--project", help="project id or folder (omit to run without takes)")
     p.add_argument("--shot", help="chapter/scene/shot (default: the graph's context)")
     p.add_argument("--timeout", type=float, default=3600.0)
+    p.add_argument(
+        "--sweep", metavar="FILE.json",
+        help="run a batch: lists of values for node inputs (takeflow.sweep/v1, see docs)",
+    )
     p.set_defaults(fn=cmd_run)
 
     p = sub.add_parser("templates", help="list the available templates")
@@ -191,6 +374,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--demo", action="store_true", help="create a 'demo' project (and demo model) if missing"
     )
     p.set_defaults(fn=cmd_serve)
+
+    p = sub.add_parser("ui", help="open the Dagster UI (and daemon) on this Takeflow home")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=3000)
+    p.add_argument("--no-daemon", action="store_true", help="do not run schedules")
+    p.add_argument("--startup-timeout", type=float, default=120.0)
+    p.set_defaults(fn=cmd_ui)
     return parser
 
 
