@@ -68,7 +68,10 @@ def _check_literal(node: CanvasNode, spec: InputSpec, value: Any) -> GraphIssue 
                 f"input '{spec.name}' takes an {kind.value}: connect it to a node's "
                 f"{kind.value} output (or use load_asset for a file)",
             )
-        expected = "an 'asset://<id>' reference" if kind == PortType.ASSET else f"a {kind.value}"
+        article = "an" if kind.value[0] in "aeiou" else "a"
+        expected = (
+            "an 'asset://<id>' reference" if kind == PortType.ASSET else f"{article} {kind.value}"
+        )
         return issue(
             "invalid_type",
             f"input '{spec.name}' expects {expected}, got {type(value).__name__} {value!r:.40}",

@@ -50,7 +50,7 @@ def test_every_error_kind_reported_at_once(registry: TemplateRegistry) -> None:
     )
     choice = find(issues, "invalid_choice", "f")
     assert "did you mean 'lanczos'" in choice.message
-    assert "expects a integer, got str 'seven'" in find(issues, "invalid_type", "g").message
+    assert "expects an integer, got str 'seven'" in find(issues, "invalid_type", "g").message
     assert "used more than once" in find(issues, "duplicate_node_id", "g").message
     cycle = next(i for i in issues if i.code == "cycle")
     assert set(cycle.extra["nodes"]) == {"x", "y"}
