@@ -11,7 +11,7 @@ import logging
 from typing import Any
 
 from litestar import Request, Response
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import HTTPException, SerializationException, ValidationException
 
 from graph_runtime.errors import TakeflowError
 
@@ -96,8 +96,9 @@ def validation_error_handler(
 def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     status = exc.status_code
     detail = str(exc.detail or "")
-    if status == 400 and "JSON is malformed" in detail:
+    if status == 400 and isinstance(exc.__cause__, SerializationException):
         code = "invalid_json"
+        detail = f"the body is not valid JSON: {detail}"
     elif status == 413:
         code = "upload_too_large" if request.url.path.endswith("/assets") else "request_too_large"
     else:

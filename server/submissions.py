@@ -140,8 +140,8 @@ class Submissions:
                 field="project_id",
             )
         project = self.runtime.projects.get(project_id)
-        for ref in refs:
-            rel = asset_relpath(ref)
+        paths = [asset_relpath(ref) for ref in refs]  # every unsafe reference before any lookup
+        for ref, rel in zip(refs, paths, strict=True):
             if not project.fs.isfile(project.abs(rel)):
                 raise AssetNotFoundError(
                     f"asset {ref!r} is not in project '{project_id}' (upload it first)",
