@@ -80,6 +80,7 @@ class Connection:
         self.seen: dict[str, int] = {}  # any task delivered -> last seq delivered
         self.overflow_from: int | None = None  # smallest id dropped while the queue was full
         self.sent = 0
+        self.catch_ups = 0  # times the queue overflowed and the log filled in
         self._lock = asyncio.Lock()
 
     # -- called on the event loop by the hub ----------------------------------------------
@@ -199,6 +200,7 @@ class Connection:
             async with self._lock:
                 if self.overflow_from is not None:
                     start, self.overflow_from = self.overflow_from, None
+                    self.catch_ups += 1
                     while not self.queue.empty():
                         self.queue.get_nowait()
                     log.info(

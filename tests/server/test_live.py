@@ -53,10 +53,10 @@ def test_stalled_client_overflows_and_is_caught_up_from_the_log(tmp_path: Path) 
         for i in range(300):
             hub.emit(state.append("task.progress", "t1", None, {"i": i}))
         await asyncio.sleep(0.05)
-        assert conn.overflow_from is not None  # the queue overflowed and was dropped
         client.open.set()
         await _settle(client, "t1", 300)
         assert client.seqs("t1") == list(range(1, 301))
+        assert conn.catch_ups >= 1  # the queue did overflow: the log filled the gap
         pump.cancel()
         state.close()
 
