@@ -27,7 +27,6 @@ from dagster import (
     in_process_executor,
     logger,
 )
-from dagster._core.definitions.dependency import NodeInvocation
 
 from graph_runtime.validation import ExecutionPlan, PlannedNode
 
@@ -105,7 +104,7 @@ def _node_op(
         ins={k: In() for k in input_for},
         outs={"result": Out()},
         config_schema={
-            "inputs": Field(Permissive(), is_required=False, default_value={}),
+            "inputs": Field(Permissive(), is_required=False, default_value={}),  # type: ignore[no-untyped-call]
             "quality": Field(str, is_required=False, default_value="standard"),
         },
         tags={"takeflow/node": node.node_id, "takeflow/template": node.template.ref},
@@ -180,7 +179,7 @@ class JobCompiler:
     def _build(self, plan: ExecutionPlan, with_takes: bool) -> JobDefinition:
         names = op_names(plan)
         ops = [_node_op(n, names[n.node_id], names, self._node_call) for n in plan.nodes]
-        deps: dict[str | NodeInvocation, dict[str, DependencyDefinition]] = {
+        deps: dict[str, dict[str, DependencyDefinition]] = {
             names[n.node_id]: {
                 f"from_{names[u]}": DependencyDefinition(names[u], "result") for u in n.upstream
             }

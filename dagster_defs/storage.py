@@ -53,7 +53,7 @@ class FastSqliteRunStorage(SqliteRunStorage):
     """``SqliteRunStorage`` with one pooled WAL engine instead of an engine per connection."""
 
     @classmethod
-    def from_config_value(  # type: ignore[override]
+    def from_config_value(
         cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]
     ) -> FastSqliteRunStorage:
         return cls.from_local(inst_data=inst_data, **config_value)

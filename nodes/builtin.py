@@ -20,13 +20,14 @@ from graph_runtime.templates import (
 
 T = PortType
 Inputs = Mapping[str, Any]
-_SIZE = {"minimum": 1, "maximum": 4096}
 
 
 def _size_inputs(default: int = 256) -> tuple[InputSpec, ...]:
     return (
-        InputSpec("width", T.INTEGER, "width in pixels", default=default, **_SIZE),
-        InputSpec("height", T.INTEGER, "height in pixels", default=default, **_SIZE),
+        InputSpec("width", T.INTEGER, "width in pixels", default=default, minimum=1, maximum=4096),
+        InputSpec(
+            "height", T.INTEGER, "height in pixels", default=default, minimum=1, maximum=4096
+        ),
     )
 
 
@@ -161,7 +162,7 @@ def _t(
     cacheable: bool = True,
 ) -> FunctionTemplate:
     return FunctionTemplate(
-        id=fn.__name__,  # type: ignore[attr-defined]
+        id=fn.__name__,
         version=version,
         name=name,
         category=category,

@@ -92,7 +92,7 @@ def _project_for(runtime: Any, project: str | None) -> str | None:
     candidate = Path(project)
     if candidate.exists() and (candidate / "project.json").exists():
         found = runtime.projects.find_by_path(candidate)
-        return (found or runtime.projects.register(candidate)).id
+        return str((found or runtime.projects.register(candidate)).id)
     return project
 
 
@@ -138,7 +138,11 @@ def _run_sweep(args: argparse.Namespace, runtime: Any, graph: Any, project_id: s
     runtime.runner.add_sink(progress)
     try:
         batch_id, task_ids = submit_sweep(
-            runtime.runner, graph, sweep, project_id=project_id, shot=args.shot,
+            runtime.runner,
+            graph,
+            sweep,
+            project_id=project_id,
+            shot=args.shot,
             batch_id=progress.batch_id,
         )
         print(f"batch {batch_id}: {len(task_ids)} task(s)", file=sys.stderr)
@@ -150,8 +154,7 @@ def _run_sweep(args: argparse.Namespace, runtime: Any, graph: Any, project_id: s
     summary = progress.summary()
     print(
         f"batch {batch_id}: {summary['completed']} completed, {summary['failed']} failed, "
-        f"{summary['cancelled']} cancelled of {summary['total']}"
-        + ("" if done else " (timed out)")
+        f"{summary['cancelled']} cancelled of {summary['total']}" + ("" if done else " (timed out)")
     )
     if project_id:
         project = runtime.projects.get(project_id)
@@ -293,13 +296,32 @@ def cmd_ui(args: argparse.Namespace) -> int:
     dagster = [sys.executable, "-m", "dagster"]
     commands = {
         "code server": [
-            *dagster, "code-server", "start", "-h", "127.0.0.1", "-p", str(code_port),
-            "-m", "dagster_defs.definitions", "-a", "takeflow_definitions",
-            "-d", str(repo_root), "--location-name", "takeflow", "--log-level", "warning",
+            *dagster,
+            "code-server",
+            "start",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(code_port),
+            "-m",
+            "dagster_defs.definitions",
+            "-a",
+            "takeflow_definitions",
+            "-d",
+            str(repo_root),
+            "--location-name",
+            "takeflow",
+            "--log-level",
+            "warning",
         ],
         "webserver": [
-            str(bindir / "dagster-webserver"), "-h", args.host, "-p", str(args.port),
-            "-w", str(workspace),
+            str(bindir / "dagster-webserver"),
+            "-h",
+            args.host,
+            "-p",
+            str(args.port),
+            "-w",
+            str(workspace),
         ],
     }
     if not args.no_daemon:
@@ -357,7 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shot", help="chapter/scene/shot (default: the graph's context)")
     p.add_argument("--timeout", type=float, default=3600.0)
     p.add_argument(
-        "--sweep", metavar="FILE.json",
+        "--sweep",
+        metavar="FILE.json",
         help="run a batch: lists of values for node inputs (takeflow.sweep/v1, see docs)",
     )
     p.set_defaults(fn=cmd_run)

@@ -37,6 +37,8 @@ class DiskNodeCache:
         except Exception:  # a damaged entry is a miss, not a failure
             log.warning("discarding unreadable cache entry %s", key)
             return None
+        if not isinstance(found, dict):
+            return None
         self._memory.put(key, found)
         return found
 

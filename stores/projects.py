@@ -123,12 +123,13 @@ class ProjectCatalog:
                 (folder / d).mkdir(parents=True, exist_ok=True)
             for d in ("01_Assets", "02_Source_Creative", "03_Renders", "04_Project_Files"):
                 (folder / d / ".gitkeep").touch()
-            meta = {"project_id": project_id, "name": name or project_id, "created_at": time.time()}
+            display_name = name or project_id
+            meta = {"project_id": project_id, "name": display_name, "created_at": time.time()}
             (folder / PROJECT_FILE).write_text(json.dumps(meta, indent=2))
             repo = ProjectRepository.create(folder)
             index[project_id] = str(folder)
             self._write_index(index)
-            project = Project(project_id, meta["name"], folder, self.fs, repo)
+            project = Project(project_id, display_name, folder, self.fs, repo)
             self._open[project_id] = project
             return project
 
