@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 
 from graph_runtime.errors import TemplateNotFoundError
@@ -72,3 +75,25 @@ def test_builtins_are_discovered_with_json_schemas() -> None:
 def test_bad_template_definitions_are_refused() -> None:
     with pytest.raises(ValueError, match="not semantic"):
         _t("1.0")
+
+
+def test_third_party_pack_is_found_through_its_entry_point(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path
+    (root / "studio_pack.py").write_text(
+        "from graph_runtime.templates import FunctionTemplate, InputSpec, OutputSpec, PortType\n"
+        "TEMPLATES = (FunctionTemplate(id='grade', version='0.3.0', name='Grade', "
+        "category='color', description='', inputs=(), "
+        "outputs=(OutputSpec('image', PortType.IMAGE),), fn=lambda ctx, i: {}),)\n"
+    )
+    dist = root / "studio_pack-0.3.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: studio-pack\nVersion: 0.3.0\n")
+    (dist / "entry_points.txt").write_text("[takeflow.templates]\nstudio = studio_pack:TEMPLATES\n")
+    monkeypatch.syspath_prepend(str(root))
+    monkeypatch.delitem(sys.modules, "studio_pack", raising=False)
+
+    registry = TemplateRegistry.discover()
+    assert registry.get("grade").ref == "grade@0.3.0"
+    assert registry.get("resize").id == "resize"  # built-ins still there
