@@ -41,6 +41,9 @@ def open_runtime(
 ) -> Runtime:
     """Open (creating if needed) the Takeflow home and start its runner."""
     takeflow_home = TakeflowHome.resolve(home)
+    from nodes.diffusion.service import default_diffusion_services  # no torch until first use
+
+    services = {**default_diffusion_services(takeflow_home), **(services or {})}
     registry = registry or TemplateRegistry.discover()
     projects = ProjectCatalog(takeflow_home.path)
     state = SqliteState(takeflow_home.state_db)

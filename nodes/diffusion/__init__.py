@@ -1,5 +1,14 @@
-"""Diffusion templates (image generation with diffusers). Filled in by the diffusion work."""
+"""Diffusion templates (image generation with diffusers).
+
+Importing this package (template discovery) must stay cheap: torch and diffusers are imported by
+the diffusion service on first use, never here.
+"""
+
+from __future__ import annotations
 
 from graph_runtime.templates import FunctionTemplate
+from nodes.diffusion.templates import TEMPLATES as _TEMPLATES
 
-TEMPLATES: tuple[FunctionTemplate, ...] = ()
+TEMPLATES: tuple[FunctionTemplate, ...] = _TEMPLATES
+
+__all__ = ["TEMPLATES"]
