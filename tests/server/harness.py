@@ -34,7 +34,14 @@ def free_port() -> int:
 class ServerProcess:
     """``python -m server.app`` (or the ``takeflow serve`` CLI) with its own Takeflow home."""
 
-    def __init__(self, home: Path, *extra: str, cli: bool = False, workers: int = 2) -> None:
+    def __init__(
+        self,
+        home: Path,
+        *extra: str,
+        cli: bool = False,
+        workers: int = 2,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.home = home
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -47,7 +54,7 @@ class ServerProcess:
             argv += ["--workers", str(workers), *extra]
         self.log = home.parent / f"server-{self.port}.log"
         home.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "TAKEFLOW_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "TAKEFLOW_HOME": str(home), "PYTHONUNBUFFERED": "1", **(env or {})}
         self._log_file = self.log.open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, *argv],
@@ -109,8 +116,10 @@ class ServerProcess:
 
 
 @contextlib.contextmanager
-def running_server(home: Path, *extra: str, cli: bool = False) -> Iterator[ServerProcess]:
-    server = ServerProcess(home, *extra, cli=cli)
+def running_server(
+    home: Path, *extra: str, cli: bool = False, env: dict[str, str] | None = None
+) -> Iterator[ServerProcess]:
+    server = ServerProcess(home, *extra, cli=cli, env=env)
     try:
         yield server.wait_ready()
     finally:
