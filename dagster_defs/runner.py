@@ -30,6 +30,7 @@ from graph_runtime.errors import (
     TaskCancelledError,
     TaskNotFoundError,
     TemplateExecutionError,
+    TemplateTimeoutError,
 )
 from graph_runtime.events import EventSink, EventType, TaskEvent
 from graph_runtime.registry import TemplateRegistry
@@ -56,6 +57,18 @@ def _versions() -> dict[str, str]:
 VERSIONS = _versions()
 
 
+class _TemplateInterrupt(Exception):
+    """Raised inside a worker thread whose template ignored its time limit."""
+
+
+def _raise_in_thread(thread_id: int, exc_type: type[BaseException]) -> None:
+    import ctypes
+
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(thread_id), ctypes.py_object(exc_type)
+    )
+
+
 def new_task_id() -> str:
     return f"task_{uuid.uuid4().hex[:16]}"
 
@@ -77,6 +90,10 @@ class _Execution:
     cache_keys: dict[str, str | None] = field(default_factory=dict)
     cached_nodes: list[str] = field(default_factory=list)
     adopted: bool = False
+    thread_id: int | None = None
+    current_node: tuple[PlannedNode, float] | None = None
+    timeout_error: TemplateTimeoutError | None = None
+    interrupted: bool = False
 
     @property
     def overall_progress(self) -> float:
@@ -105,6 +122,8 @@ class _NodeReporter:
         self._previews = itertools.count(1)
 
     def check_cancelled(self) -> None:
+        if self._execution.timeout_error is not None:
+            raise self._execution.timeout_error
         if self._execution.cancel.is_set():
             raise TaskCancelledError("task was cancelled", node_id=self.node_id)
 
@@ -148,6 +167,7 @@ class TaskRunner:
         workers: int = 2,
         services: Mapping[str, Any] | None = None,
         node_cache: NodeOutputCache | None = None,
+        node_timeout_s: float = 3600.0,
     ) -> None:
         self.registry = registry
         self.projects = projects
@@ -155,6 +175,7 @@ class TaskRunner:
         self.instance = instance
         self.services = dict(services or {})
         self.node_cache = node_cache
+        self.node_timeout_s = node_timeout_s
         self.compiler = JobCompiler(self._run_node, self._make_take)
         self._sinks: list[EventSink] = []
         self._queue: queue.PriorityQueue[tuple[int, int, str]] = queue.PriorityQueue()
@@ -166,6 +187,7 @@ class TaskRunner:
         self._done = threading.Condition(self._lock)
         self._uncommitted: dict[str, set[str]] = {}
         self.git_error: str | None = None
+        self.storage_error: str | None = None
         self._closed = False
         self._workers = [
             threading.Thread(target=self._work, name=f"takeflow-worker-{i}", daemon=True)
@@ -174,6 +196,8 @@ class TaskRunner:
         self._recover()
         for w in self._workers:
             w.start()
+        if workers:
+            threading.Thread(target=self._watchdog, name="takeflow-watchdog", daemon=True).start()
 
     # -- public API ------------------------------------------------------------------------
 
@@ -312,7 +336,14 @@ class TaskRunner:
     # -- execution -------------------------------------------------------------------------
 
     def _recover(self) -> None:
-        """After a restart: running tasks failed (``interrupted``), queued tasks queued again."""
+        """After a restart: running tasks failed (``interrupted``), queued tasks queued again,
+        half-staged takes discarded, takes that missed their commit committed."""
+        for project in self.projects.list():
+            try:
+                project.takes.discard_staging()
+                project.repo.recover()
+            except TakeflowError as exc:
+                log.warning("could not tidy project %s after restart: %s", project.id, exc)
         for record in self.state.list(status=TaskStatus.RUNNING):
             record = self.state.update(
                 record.task_id,
@@ -441,6 +472,7 @@ class TaskRunner:
             EventType.TASK_STARTED,
             {"status": "running", "dagster_run_id": run_id, "job_name": job_name(plan)},
         )
+        execution.thread_id = threading.get_ident()
         self._active[run_id] = execution
         dagster_error: str | None = None
         try:
@@ -461,7 +493,9 @@ class TaskRunner:
         elapsed = time.perf_counter() - execution.started
         if success:
             self._complete(execution, run_id, elapsed)
-        elif execution.cancel.is_set() or isinstance(execution.error, TaskCancelledError):
+        elif execution.timeout_error is None and (
+            execution.cancel.is_set() or isinstance(execution.error, TaskCancelledError)
+        ):
             self._finish(
                 execution,
                 TaskStatus.CANCELLED,
@@ -551,6 +585,34 @@ class TaskRunner:
             self._emit_raw(record, event, data)
             self._done.notify_all()
 
+    def _watchdog(self, interval: float = 0.25, grace_s: float = 2.0) -> None:
+        """Stops templates that outlive their time limit: first at their next progress call,
+        then, after a grace period, by raising inside the worker thread (between Python
+        calls; a template blocked inside one C call stops when it returns)."""
+        while not self._closed:
+            time.sleep(interval)
+            now = time.monotonic()
+            for execution in list(self._by_task.values()):
+                current = execution.current_node
+                if current is None:
+                    continue
+                node, since = current
+                limit = node.template.timeout_s or self.node_timeout_s
+                if now - since <= limit:
+                    continue
+                if execution.timeout_error is None:
+                    execution.timeout_error = TemplateTimeoutError(
+                        node.node_id, node.template.id, limit
+                    )
+                    execution.cancel.set()
+                elif (
+                    now - since > limit + grace_s
+                    and execution.thread_id is not None
+                    and not execution.interrupted
+                ):
+                    execution.interrupted = True
+                    _raise_in_thread(execution.thread_id, _TemplateInterrupt)
+
     # -- called from inside Dagster ops ----------------------------------------------------
 
     def _run_node(
@@ -593,6 +655,7 @@ class TaskRunner:
         reporter = _NodeReporter(self, execution, node, services)
         self._node_state(execution, node.node_id, "running", template=node.template.ref)
         started = time.perf_counter()
+        execution.current_node = (node, time.monotonic())
         try:
             outputs = dict(node.template.fn(reporter, values))
         except TaskCancelledError as exc:
@@ -600,10 +663,14 @@ class TaskRunner:
             self._node_state(execution, node.node_id, "cancelled")
             raise
         except Exception as exc:
-            error = TemplateExecutionError(node.node_id, node.template.id, exc)
+            error: TakeflowError = execution.timeout_error or TemplateExecutionError(
+                node.node_id, node.template.id, exc
+            )
             execution.error = error
             self._node_state(execution, node.node_id, "failed", error=error.to_dict())
             raise error from exc
+        finally:
+            execution.current_node = None
         duration = (time.perf_counter() - started) * 1000
         missing = [o.name for o in node.template.outputs if o.name not in outputs]
         if missing:
@@ -670,7 +737,15 @@ class TaskRunner:
             "versions": VERSIONS,
             **record.graph.get("x-metadata", {}),
         }
-        take = project.takes.create(record.shot, files, metadata)
+        try:
+            take = project.takes.create(record.shot, files, metadata)
+        except TakeflowError as exc:
+            execution.error = exc
+            self.storage_error = exc.message
+            if execution.adopted:
+                self._finish_adopted(execution, context.run_id)
+            raise
+        self.storage_error = None
         execution.take = take
         self._emit(execution, EventType.TAKE_CREATED, {"take": take.to_dict()})
         chapter, scene, shot = record.shot.split("/")

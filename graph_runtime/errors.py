@@ -89,6 +89,22 @@ class TemplateExecutionError(TemplateError):
         self.__cause__ = cause
 
 
+class TemplateTimeoutError(TemplateError):
+    """A template ran longer than its time limit and was stopped."""
+
+    code = "template_timeout"
+    http_status = 504
+
+    def __init__(self, node_id: str, template_id: str, limit_s: float) -> None:
+        super().__init__(
+            f"node '{node_id}' (template '{template_id}') ran longer than its limit of "
+            f"{limit_s:g} s and was stopped",
+            node_id=node_id,
+            template_id=template_id,
+            limit_s=limit_s,
+        )
+
+
 class TaskCancelledError(TakeflowError):
     """Raised inside a template at its next progress point once its task is cancelled."""
 

@@ -155,6 +155,7 @@ class FunctionTemplate:
     resources: ResourceHints = ResourceHints()
     cacheable: bool = True
     aliases: tuple[str, ...] = ()
+    timeout_s: float | None = None
 
     def __post_init__(self) -> None:
         if not _ID_RE.match(self.id):
@@ -203,6 +204,7 @@ class FunctionTemplate:
             "quality_presets": {q.value: dict(v) for q, v in self.quality_presets.items()},
             "resources": {"gpu": self.resources.gpu, "vram_gb": self.resources.vram_gb},
             "cacheable": self.cacheable,
+            "timeout_s": self.timeout_s,
         }
 
 

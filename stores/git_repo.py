@@ -134,6 +134,24 @@ class ProjectRepository:
         self._git("commit", "-q", "--no-verify", "-m", message)
         return self._git("rev-parse", "HEAD").strip()
 
+    def recover(self) -> str | None:
+        """At start-up (one writer per project): drop a stale ``index.lock`` left by a killed
+        process and commit takes that were stored but never committed."""
+        lock = self.path / ".git" / "index.lock"
+        if lock.exists():
+            log.warning("removing stale %s", lock)
+            lock.unlink()
+        renders = self.path / "03_Renders"
+        if not renders.exists():
+            return None
+        pending = self._git("status", "--porcelain", "--", "03_Renders").strip()
+        if not pending:
+            return None
+        return self.commit(
+            ["03_Renders"],
+            "Recover takes stored before an interruption\n\nTakeflow-Recovery: yes\n",
+        )
+
     def recent_commits(self, limit: int = 20) -> list[CommitInfo]:
         repo = git.Repo(self.path)
         try:

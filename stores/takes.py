@@ -94,6 +94,16 @@ class FsspecTakeStore:
             raise StorageError(f"could not store take for shot {shot}: {exc}") from exc
         return Take(tid, number, self.project_id, shot, stored, record, active)
 
+    def discard_staging(self) -> int:
+        """Remove takes left half-written by an interrupted process; returns how many."""
+        staging = self._abs("05_Cache/staging")
+        if not self.fs.exists(staging):
+            return 0
+        entries = self.fs.ls(staging, detail=False)
+        for entry in entries:
+            self._discard(entry)
+        return len(entries)
+
     def _discard(self, path: str) -> None:
         try:
             if self.fs.exists(path):
