@@ -112,8 +112,11 @@ def _configs(size: Size) -> dict[str, dict[str, Any]]:
     }
 
 
-def build_random_pipeline(folder: Path, size: Size = "tiny", seed: int = 0) -> Path:
-    """Build a Stable Diffusion pipeline with random weights from configs and save it."""
+def build_random_pipeline(
+    folder: Path, size: Size = "tiny", seed: int = 0, half: bool = False
+) -> Path:
+    """Build a Stable Diffusion pipeline with random weights from configs and save it
+    (``half``: store float16 weights, as full-size checkpoints usually are)."""
     import torch
     from diffusers import (
         AutoencoderKL,
@@ -161,6 +164,8 @@ def build_random_pipeline(folder: Path, size: Size = "tiny", seed: int = 0) -> P
         feature_extractor=None,
         requires_safety_checker=False,
     )
+    if half:
+        pipe = pipe.to(torch.float16)
     pipe.save_pretrained(work / "pipeline", safe_serialization=True)
     (work / "pipeline" / _MARKER).write_text(
         json.dumps({"revision": DEMO_REVISION, "size": size, "seed": seed, "random_weights": True})

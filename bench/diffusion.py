@@ -1,0 +1,194 @@
+"""Image generation: a graph with ``image_generation`` vs a bare ``pipe(...)`` call, and
+cross-request batching on vs off.
+
+Usage:
+    .venv/bin/python bench/diffusion.py                  # CPU, tiny demo model, 256x256, 20 steps
+    .venv/bin/python bench/diffusion.py --device cuda    # GPU, SD 1.5-sized random weights, 512, 20
+    .venv/bin/python bench/diffusion.py --device cpu --model sd15 --size 64 --steps 2 \\
+        --repeats 1 --concurrent 2                       # smoke test of the CUDA mode's model
+
+Every mode runs in this one process on the same loaded pipeline (the process's pipeline cache),
+one after another. Per-image figures are median / p95 in ms; the overhead ratio is
+graph median / bare median. Batching: ``--concurrent`` one-image tasks submitted at once to a
+runner with as many workers, batching on (max batch = concurrent) vs off (max batch 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from dagster_defs.runtime import Runtime, open_runtime  # noqa: E402
+from graph_runtime.canvas import RunContext, single_node_graph  # noqa: E402
+from graph_runtime.events import RecordingSink  # noqa: E402
+from graph_runtime.templates import NullReporter  # noqa: E402
+from nodes.diffusion.demo import build_random_pipeline, register_model  # noqa: E402
+from nodes.diffusion.models import ModelRegistry  # noqa: E402
+from nodes.diffusion.service import (  # noqa: E402
+    DiffusionService,
+    DiffusionSettings,
+    GenerationRequest,
+    shared_pipeline_cache,
+)
+from stores.home import TakeflowHome  # noqa: E402
+
+
+def stats(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))]
+
+
+def timed(fn: Callable[[int], Any], repeats: int) -> list[float]:
+    out = []
+    for i in range(repeats):
+        start = time.perf_counter()
+        fn(i)
+        out.append((time.perf_counter() - start) * 1000)
+    return out
+
+
+def line(label: str, samples: list[float], base: float | None = None) -> None:
+    med, p95 = stats(samples)
+    ratio = f"  x{med / base:.3f} of bare" if base else ""
+    print(f"  {label:<34} median {med:9.1f} ms   p95 {p95:9.1f} ms{ratio}", flush=True)
+
+
+def configure(home: TakeflowHome, device: str, max_batch: int, window_ms: float) -> None:
+    home.update_config(diffusion={"device": device, "max_batch_size": max_batch,
+                                  "batch_window_ms": window_ms, "preview_every": 5})  # fmt: skip
+
+
+def run_tasks(runtime: Runtime, inputs: list[dict[str, Any]], project: str | None) -> float:
+    """Submit all at once, wait for all; seconds from first submit to last completion."""
+    sink = RecordingSink()
+    runtime.runner.add_sink(sink)
+    start = time.perf_counter()
+    ids = []
+    for i, values in enumerate(inputs):
+        context = RunContext(project=project, shot=f"bench/gen/s{i:03d}")
+        ids.append(runtime.runner.submit(single_node_graph("image_generation", values,
+                                                           context=context)).task_id)  # fmt: skip
+    for task_id in ids:
+        event = sink.wait_terminal(task_id, timeout=600)
+        if event.type != "task.completed":
+            raise SystemExit(f"task failed: {event.data}")
+    elapsed = time.perf_counter() - start
+    runtime.runner.remove_sink(sink)
+    return elapsed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument(
+        "--model", choices=("tiny", "sd15"), help="default: tiny on cpu, sd15 on cuda"
+    )
+    parser.add_argument("--size", type=int, help="default: 256 on cpu, 512 on cuda")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--concurrent", type=int, default=8)
+    parser.add_argument("--window-ms", type=float, default=50.0)
+    args = parser.parse_args(argv)
+    model = args.model or ("sd15" if args.device == "cuda" else "tiny")
+    size = args.size or (512 if args.device == "cuda" else 256)
+    warnings.simplefilter("ignore")  # random fp16 weights may overflow to NaN pixels; fine here
+
+    import torch
+
+    tmp = Path(tempfile.mkdtemp(prefix="takeflow-bench-diffusion-"))
+    home = TakeflowHome.resolve(tmp / "home")
+    started = time.perf_counter()
+    folder = build_random_pipeline(tmp / "model", model, half=args.device == "cuda")
+    register_model(home, "bench", folder, demo=True)
+    name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
+    threads = torch.get_num_threads()
+    print(f"device {args.device} ({name}, torch {torch.__version__}, {threads} threads); "
+          f"model {model} "
+          f"(random weights, built in {time.perf_counter() - started:.1f} s); "
+          f"{size}x{size}, {args.steps} steps, euler, guidance 7.5", flush=True)
+
+    values = {"prompt": "a lighthouse in a storm", "model": "bench", "width": size, "height": size,
+              "steps": args.steps, "guidance": 7.5, "scheduler": "euler"}  # fmt: skip
+    service = DiffusionService(ModelRegistry(home), DiffusionSettings(device=args.device,
+                                                                      max_batch_size=1))
+    request = GenerationRequest(**{k: v for k, v in values.items()}, seed=0)
+    service.generate(request, NullReporter())  # load + warm up
+    entry = shared_pipeline_cache().get(ModelRegistry(home).resolve("bench"), args.device)
+    pipe = entry.pipeline_for("text_to_image", "euler")
+
+    def bare(i: int) -> None:
+        pipe(values["prompt"], negative_prompt="", width=size, height=size,
+             num_inference_steps=args.steps, guidance_scale=7.5,
+             generator=torch.Generator("cpu").manual_seed(i), output_type="pil")  # fmt: skip
+
+    def direct(i: int) -> None:
+        service.generate(GenerationRequest(**values, seed=i), NullReporter())
+
+    print("time per image (one at a time):")
+    bare(0)
+    bare_ms = timed(bare, args.repeats)
+    base = stats(bare_ms)[0]
+    line("bare pipe(...)", bare_ms)
+    line("diffusion service (no Dagster)", timed(direct, args.repeats), base)
+
+    configure(home, args.device, 1, 0)
+    runtime = open_runtime(home.path, workers=1)
+    try:
+        runtime.projects.create("bench", "Bench")
+        run_tasks(runtime, [{**values, "seed": 0}], None)  # compile + warm up
+        graph = timed(lambda i: run_tasks(runtime, [{**values, "seed": -1}], None), args.repeats)
+        line("graph image_generation (no take)", graph, base)
+        with_take = timed(
+            lambda i: run_tasks(runtime, [{**values, "seed": -1}], "bench"), args.repeats
+        )
+        line("graph + take + git commit", with_take, base)
+    finally:
+        runtime.close()
+    if args.device == "cpu" and model == "tiny" and size != 512:
+        configure(home, args.device, 1, 0)
+        runtime = open_runtime(home.path, workers=1)
+        try:
+            story = {**values, "width": 512, "height": 512, "steps": 30}
+            seconds = [run_tasks(runtime, [{**story, "seed": -1}], None) for _ in range(2)]
+            print(f"  story harness shape (512x512, standard = 30 steps): "
+                  f"{min(seconds):.2f} s per task", flush=True)  # fmt: skip
+        finally:
+            runtime.close()
+
+    print(f"{args.concurrent} concurrent one-image tasks ({args.concurrent} workers):")
+    results = {}
+    for label, max_batch, window in (("batching off", 1, 0.0),
+                                     ("batching on", args.concurrent, args.window_ms)):  # fmt: skip
+        configure(home, args.device, max_batch, window)
+        runtime = open_runtime(home.path, workers=args.concurrent)
+        try:
+            inputs = [{**values, "seed": -1} for _ in range(args.concurrent)]
+            run_tasks(runtime, inputs[:2], None)  # warm up the workers
+            rounds = [run_tasks(runtime, inputs, None) for _ in range(max(1, args.repeats // 2))]
+            sizes = [b.size for b in runtime.runner.services["diffusion"].batches]
+            best = statistics.median(rounds)
+            results[label] = args.concurrent / best
+            print(f"  {label:<14} {args.concurrent / best:8.2f} images/s   "
+                  f"({best * 1000 / args.concurrent:.0f} ms per image; batch sizes {sizes})",
+                  flush=True)  # fmt: skip
+        finally:
+            runtime.runner.services["diffusion"].close()
+            runtime.close()
+    print(f"  batching speed-up x{results['batching on'] / results['batching off']:.2f}")
+    service.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
