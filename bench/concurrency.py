@@ -165,7 +165,8 @@ def main() -> int:
             f"submit->completed p50 {statistics.median(lat) * 1000:7.1f} ms "
             f"p95 {pct(lat, 0.95) * 1000:7.1f} ms | per-task overhead p50 "
             f"{statistics.median(over):6.1f} ms p95 {pct(over, 0.95):6.1f} ms | "
-            f"events lost {stats['lost']} duplicates {stats['dups']} (tasks checked {stats['tasks']})"
+            f"events lost {stats['lost']} duplicates {stats['dups']} "
+            f"(tasks checked {stats['tasks']})"
         )
     return 0
 
