@@ -20,8 +20,11 @@ from importlib import metadata as importlib_metadata
 from typing import Any
 
 from dagster import AssetKey, AssetMaterialization, DagsterInstance, MetadataValue
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 
 from dagster_defs.compiler import JobCompiler, job_name, run_config
+from dagster_defs.observability import RunnerMetrics, trace_id_of, tracer
 from graph_runtime.caching import NodeOutputCache, node_cache_keys
 from graph_runtime.canvas import CanvasGraph
 from graph_runtime.errors import (
@@ -168,6 +171,7 @@ class TaskRunner:
         services: Mapping[str, Any] | None = None,
         node_cache: NodeOutputCache | None = None,
         node_timeout_s: float = 3600.0,
+        metrics: RunnerMetrics | None = None,
     ) -> None:
         self.registry = registry
         self.projects = projects
@@ -176,6 +180,8 @@ class TaskRunner:
         self.services = dict(services or {})
         self.node_cache = node_cache
         self.node_timeout_s = node_timeout_s
+        self.metrics = metrics or RunnerMetrics()
+        self._spans: dict[str, trace.Span] = {}
         self.compiler = JobCompiler(self._run_node, self._make_take)
         self._sinks: list[EventSink] = []
         self._queue: queue.PriorityQueue[tuple[int, int, str]] = queue.PriorityQueue()
@@ -193,6 +199,7 @@ class TaskRunner:
             threading.Thread(target=self._work, name=f"takeflow-worker-{i}", daemon=True)
             for i in range(workers)
         ]
+        self.metrics.watch(self.queue_depth, self.running)
         self._recover()
         for w in self._workers:
             w.start()
@@ -225,13 +232,27 @@ class TaskRunner:
         task_id: str | None = None,
         extra_metadata: Mapping[str, Any] | None = None,
     ) -> TaskRecord:
-        """Validate and queue a graph. Nothing is stored when validation fails."""
-        plan = self.plan(graph)
-        project_id = project_id or graph.context.project
-        if project_id is not None:
-            self.projects.get(project_id)  # raises for unknown or unsafe ids
+        """Validate and queue a graph. Nothing is stored when validation fails.
+
+        The task's trace starts here, as a child of the caller's current span if any."""
+        task_id = task_id or new_task_id()
+        span = tracer.start_span("takeflow.task", attributes={"takeflow.task_id": task_id})
+        try:
+            with (
+                trace.use_span(span, end_on_exit=False),
+                tracer.start_as_current_span("takeflow.validate"),
+            ):
+                plan = self.plan(graph)
+                project_id = project_id or graph.context.project
+                if project_id is not None:
+                    self.projects.get(project_id)  # raises for unknown or unsafe ids
+        except Exception as exc:
+            span.record_exception(exc)
+            span.set_status(trace.StatusCode.ERROR, str(exc))
+            span.end()
+            raise
         record = TaskRecord(
-            task_id=task_id or new_task_id(),
+            task_id=task_id,
             graph=graph.model_dump(mode="json"),
             project_id=project_id,
             shot=shot or graph.context.shot,
@@ -239,11 +260,15 @@ class TaskRunner:
             priority=priority,
             batch_id=batch_id,
             node_states={n.node_id: "queued" for n in plan.nodes},
+            trace_id=trace_id_of(span),
         )
+        span.set_attribute("takeflow.project", project_id or "")
         if extra_metadata:
             record.graph["x-metadata"] = dict(extra_metadata)
         with self._lock:
             self.state.save(record)
+            self._spans[record.task_id] = span
+            self.metrics.tasks_submitted.inc()
             self._plans[record.task_id] = plan
             self._emit_raw(
                 record,
@@ -318,6 +343,22 @@ class TaskRunner:
     # -- events ----------------------------------------------------------------------------
 
     def _emit_raw(self, record: TaskRecord, type_: EventType, data: dict[str, Any]) -> TaskEvent:
+        if record.trace_id:
+            data = {**data, "trace_id": record.trace_id}
+        if type_ == EventType.TASK_PROGRESS:  # frequent: no span of its own
+            event = self._publish(record, type_, data)
+        else:
+            with (
+                self._task_span(record.task_id),
+                tracer.start_as_current_span(
+                    "takeflow.event.publish", attributes={"takeflow.event": type_.value}
+                ),
+            ):
+                event = self._publish(record, type_, data)
+        self.metrics.events_published.labels(type_.value).inc()
+        return event
+
+    def _publish(self, record: TaskRecord, type_: EventType, data: dict[str, Any]) -> TaskEvent:
         event = self.state.append(type_.value, record.task_id, record.project_id, data)
         for sink in self._sinks:
             try:
@@ -325,6 +366,17 @@ class TaskRunner:
             except Exception:  # a broken sink must not break the run
                 log.exception("event sink %r failed", sink)
         return event
+
+    def _span_context(self, task_id: str) -> otel_context.Context | None:
+        span = self._spans.get(task_id)
+        return trace.set_span_in_context(span) if span is not None else None
+
+    def _task_span(self, task_id: str) -> Any:
+        """Make the task's root span current (a no-op context when the task has none)."""
+        span = self._spans.get(task_id)
+        if span is None:
+            return contextlib.nullcontext()
+        return trace.use_span(span, end_on_exit=False)
 
     def _emit(self, execution: _Execution, type_: EventType, data: dict[str, Any]) -> TaskEvent:
         return self._emit_raw(execution.record, type_, data)
@@ -550,8 +602,15 @@ class TaskRunner:
             f"{take.take_id} of {take.shot} ({record.graph.get('name', 'graph')})\n\n"
             f"Takeflow-Task: {record.task_id}\n"
         )
+        started = time.perf_counter()
         try:
-            sha = project.repo.commit(paths, message)
+            with tracer.start_as_current_span(
+                "takeflow.git.commit",
+                context=self._span_context(record.task_id),
+                attributes={"takeflow.project": project.id},
+            ):
+                sha = project.repo.commit(paths, message)
+            self.metrics.git_commit_seconds.observe(time.perf_counter() - started)
         except GitError as exc:
             log.warning("git commit failed in project %s: %s", project.id, exc.message)
             pending.add(take.directory)
@@ -584,6 +643,18 @@ class TaskRunner:
             self._by_task.pop(record.task_id, None)
             self._emit_raw(record, event, data)
             self._done.notify_all()
+        self.metrics.tasks_finished.labels(status.value).inc()
+        if status == TaskStatus.COMPLETED and record.started_at:
+            template_s = sum(execution.timings_ms.values()) / 1000
+            elapsed = time.perf_counter() - execution.started
+            self.metrics.overhead_seconds.observe(max(0.0, elapsed - template_s))
+        log.info("task %s %s trace_id=%s", record.task_id, status.value, record.trace_id or "-")
+        span = self._spans.pop(record.task_id, None)
+        if span is not None:
+            span.set_attribute("takeflow.status", status.value)
+            if status != TaskStatus.COMPLETED:
+                span.set_status(trace.StatusCode.ERROR, (error or {}).get("message", status.value))
+            span.end()
 
     def _watchdog(self, interval: float = 0.25, grace_s: float = 2.0) -> None:
         """Stops templates that outlive their time limit: first at their next progress call,
@@ -656,6 +727,12 @@ class TaskRunner:
         self._node_state(execution, node.node_id, "running", template=node.template.ref)
         started = time.perf_counter()
         execution.current_node = (node, time.monotonic())
+        node_span = tracer.start_span(
+            f"takeflow.node {node.node_id}",
+            context=self._span_context(execution.record.task_id),
+            attributes={"takeflow.node": node.node_id, "takeflow.template": node.template.ref},
+        )
+        token = otel_context.attach(trace.set_span_in_context(node_span))
         try:
             outputs = dict(node.template.fn(reporter, values))
         except TaskCancelledError as exc:
@@ -668,10 +745,14 @@ class TaskRunner:
             )
             execution.error = error
             self._node_state(execution, node.node_id, "failed", error=error.to_dict())
+            node_span.set_status(trace.StatusCode.ERROR, error.message)
             raise error from exc
         finally:
             execution.current_node = None
+            otel_context.detach(token)
+            node_span.end()
         duration = (time.perf_counter() - started) * 1000
+        self.metrics.template_seconds.labels(node.template.id).observe(duration / 1000)
         missing = [o.name for o in node.template.outputs if o.name not in outputs]
         if missing:
             error = TemplateExecutionError(
@@ -734,11 +815,15 @@ class TaskRunner:
             "seeds": seeds,
             "timings_ms": dict(execution.timings_ms),
             "cached_nodes": list(execution.cached_nodes),
+            "trace_id": record.trace_id,
             "versions": VERSIONS,
             **record.graph.get("x-metadata", {}),
         }
         try:
-            take = project.takes.create(record.shot, files, metadata)
+            with tracer.start_as_current_span(
+                "takeflow.take.store", context=self._span_context(record.task_id)
+            ):
+                take = project.takes.create(record.shot, files, metadata)
         except TakeflowError as exc:
             execution.error = exc
             self.storage_error = exc.message

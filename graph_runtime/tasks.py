@@ -40,6 +40,7 @@ class TaskRecord:
     takes: list[str] = field(default_factory=list)
     error: dict[str, Any] | None = None
     dagster_run_id: str | None = None
+    trace_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -58,6 +59,7 @@ class TaskRecord:
             "takes": self.takes,
             "error": self.error,
             "dagster_run_id": self.dagster_run_id,
+            "trace_id": self.trace_id,
         }
 
 
