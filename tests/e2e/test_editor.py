@@ -8,6 +8,7 @@ go to ``docs/screenshots/``.
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import socket
@@ -20,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+from PIL import Image
 
 pytestmark = pytest.mark.e2e
 
@@ -236,7 +238,9 @@ def wait_image(card: Any) -> None:
 def shoot(page: Any, name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.evaluate("document.querySelectorAll('[data-testid=notice]').forEach(n => n.remove())")
-    page.screenshot(path=str(SCREENSHOTS / f"editor-{name}.png"))
+    shot = Image.open(io.BytesIO(page.screenshot()))
+    small = shot.convert("RGB").quantize(colors=96, method=Image.Quantize.MEDIANCUT)
+    small.save(SCREENSHOTS / f"editor-{name}.png", optimize=True)
 
 
 # ---- tests -------------------------------------------------------------------------------------
@@ -322,6 +326,27 @@ def test_type_mismatched_connection_is_refused_with_a_reason(page: Any) -> None:
     assert edge_count(page, 0) == 0
     page.get_by_test_id("redo").click()
     assert edge_count(page, 1) == 1
+
+
+def test_delete_key_removes_the_selection_and_undo_brings_it_back(page: Any) -> None:
+    open_editor(page, "keys")
+    noise = drop_template(page, "noise_image", 60, 60)
+    blend = drop_template(page, "blend", 480, 60)
+    connect(page, noise, "image", blend, "base")
+    edge_count(page, 1)
+    noise.locator("header .title").click()
+    page.keyboard.press("Delete")
+    expect_nodes(page, 1)
+    edge_count(page, 0)
+    page.keyboard.press("Control+z")
+    expect_nodes(page, 2)
+    edge_count(page, 1)
+
+
+def expect_nodes(page: Any, n: int) -> None:
+    from playwright.sync_api import expect
+
+    expect(page.locator(".svelte-flow__node")).to_have_count(n, timeout=5_000)
 
 
 def test_invalid_graph_shows_errors_on_the_right_nodes(page: Any, server: Server) -> None:
