@@ -271,6 +271,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     """
     import os
     import signal
+    import socket
     import subprocess
     import time
 
@@ -278,6 +279,13 @@ def cmd_ui(args: argparse.Namespace) -> int:
     from stores.home import TakeflowHome
 
     home = TakeflowHome.resolve(args.home)
+    try:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((args.host, args.port))
+    except OSError as exc:
+        print(f"error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 2
     write_instance_config(home.dagster_home)
     repo_root = Path(__file__).resolve().parent.parent
     env = {
