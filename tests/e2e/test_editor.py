@@ -396,3 +396,47 @@ def test_reload_mid_run_catches_up_without_gaps(page: Any, server: Server) -> No
     assert int(after["seq"]) == stored[-1]["seq"] == len(stored)
     assert int(after["applied"]) == len(stored)  # every event once: none lost, none twice
     assert [e["seq"] for e in stored] == list(range(1, len(stored) + 1))
+
+
+def test_a_running_task_can_be_cancelled(page: Any) -> None:
+    open_editor(page, "cancel")
+    wait = drop_template(page, "delay", 60, 60)
+    wait.get_by_test_id("input-seconds").fill("30")
+    wait.get_by_test_id("input-steps").fill("60")
+    page.get_by_test_id("run-graph").click()
+    wait.get_by_test_id("node-stage").wait_for()
+    page.get_by_test_id("cancel-run").click()
+    page.wait_for_selector("[data-testid=run-status][data-status=cancelled]", timeout=10_000)
+    assert wait.get_attribute("data-state") == "cancelled"
+    assert page.get_by_test_id("cancel-run").is_disabled()
+
+
+def test_a_failing_node_pins_its_error_message(page: Any) -> None:
+    open_editor(page, "failing")
+    broken = drop_template(page, "fail", 60, 60)
+    broken.get_by_test_id("input-message").fill("the render farm is on fire")
+    page.get_by_test_id("run-graph").click()
+    failure = broken.get_by_test_id("node-failure")
+    failure.wait_for()
+    assert "the render farm is on fire" in failure.inner_text()
+    assert broken.get_attribute("data-state") == "failed"
+    assert "the render farm is on fire" in page.get_by_test_id("run-error").inner_text()
+
+
+def test_upload_button_fills_an_asset_input(page: Any, server: Server) -> None:
+    open_editor(page, "assets")
+    loader = drop_template(page, "load_asset", 60, 60)
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 20), "#3366cc").save(buf, format="PNG")
+    loader.get_by_test_id("file-asset").set_input_files(
+        {"name": "plate.png", "mimeType": "image/png", "buffer": buf.getvalue()}
+    )
+    page.wait_for_function(
+        "el => el.value.startsWith('asset://')",
+        arg=loader.get_by_test_id("input-asset").element_handle(),
+    )
+    uri = loader.get_by_test_id("input-asset").input_value()
+    page.get_by_test_id("run-graph").click()
+    wait_image(loader)
+    assert loader.get_by_test_id("node-image").evaluate("el => el.naturalWidth") == 32
+    assert uri.startswith("asset://")
