@@ -1,0 +1,131 @@
+"""The code location built from a Takeflow home: jobs, schedules and lineage of saved canvases."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dagster import (
+    AssetKey,
+    DagsterRunStatus,
+    RunsFilter,
+    build_schedule_context,
+    validate_run_config,
+)
+
+from dagster_defs.compiler import job_name
+from dagster_defs.definitions import build_definitions
+from graph_runtime.canvas import CanvasGraph
+from graph_runtime.tasks import TaskStatus
+
+
+def _key(*path: str) -> AssetKey:
+    return AssetKey(["takeflow", "demo", *path])
+
+
+def test_saved_canvas_is_a_job_named_like_takeflow_runs(runtime: Any, demo_canvas: Path) -> None:
+    graph = CanvasGraph.model_validate_json(demo_canvas.read_text())
+    name = job_name(runtime.runner.plan(graph))
+    repo = build_definitions(runtime).get_repository_def()
+    job = repo.get_job(name)
+    assert job.tags == {
+        "takeflow/graph": "poster",
+        "takeflow/project": "demo",
+        "takeflow/shot": "ch01/sc01/sh010",
+        "takeflow/canvas": "poster",
+    }
+    assert job.executor_def.name == "in_process"
+    # a run started from Takeflow sits under that job, with its tags
+    record = runtime.runner.submit(graph, project_id="demo", user="artist")
+    assert runtime.runner.wait(record.task_id, 60).status == TaskStatus.COMPLETED
+    runs = runtime.instance.get_runs(
+        RunsFilter(job_name=name, tags={"takeflow/task_id": record.task_id})
+    )
+    assert len(runs) == 1 and runs[0].status == DagsterRunStatus.SUCCESS
+    assert runs[0].tags["takeflow/project"] == "demo"
+    assert runs[0].tags["takeflow/user"] == "artist"
+    # the job's default config is the canvas as saved, so a launch from the UI runs it
+    default = job.run_config_schema.config_type.fields["ops"].default_value
+    assert default["grain"]["config"]["inputs"]["seed"] == 42
+
+
+def test_asset_graph_draws_lineage_from_upload_to_takes(runtime: Any, demo_canvas: Path) -> None:
+    graph = build_definitions(runtime).resolve_asset_graph()
+    parents = {
+        key.to_user_string(): sorted(p.to_user_string() for p in graph.get(key).parent_keys)
+        for key in graph.get_all_asset_keys()
+    }
+    assert parents == {
+        "takeflow/demo/01_Assets/logo.png": [],
+        "takeflow/demo/poster/logo": ["takeflow/demo/01_Assets/logo.png"],
+        "takeflow/demo/poster/sky": [],
+        "takeflow/demo/poster/grain": [],
+        "takeflow/demo/poster/mix": ["takeflow/demo/poster/grain", "takeflow/demo/poster/sky"],
+        "takeflow/demo/poster/stamp": ["takeflow/demo/poster/logo", "takeflow/demo/poster/mix"],
+        "takeflow/demo/poster/final": ["takeflow/demo/poster/stamp"],
+        # the canvas's own shot and the shot its schedule renders into
+        "takeflow/demo/ch01/sc01/sh010/image": ["takeflow/demo/poster/final"],
+        "takeflow/demo/ch01/sc01/sh020/image": ["takeflow/demo/poster/final"],
+    }
+    assert graph.get(_key("poster", "stamp")).group_name == "takeflow_demo"
+
+
+def test_schedule_tick_requests_a_run_that_becomes_a_take(
+    runtime: Any, project: Any, demo_canvas: Path
+) -> None:
+    repo = build_definitions(runtime).get_repository_def()
+    schedule = repo.get_schedule_def("demo__poster__nightly")
+    assert (schedule.cron_schedule, schedule.execution_timezone) == ("0 2 * * *", "Europe/Paris")
+    job = repo.get_job(schedule.job_name)
+
+    with build_schedule_context(instance=runtime.instance) as context:
+        result = schedule.evaluate_tick(context)
+    (request,) = result.run_requests or []
+    validate_run_config(job, request.run_config)
+    ops = request.run_config["ops"]
+    assert ops["grain"]["config"]["inputs"]["seed"] == 7  # the schedule's overrides
+    assert ops["mix"]["config"]["inputs"]["opacity"] == 0.4
+    assert ops["sky"]["config"]["inputs"]["start_color"] == "#1b2a6b"  # the rest as saved
+    assert request.tags["takeflow/shot"] == "ch01/sc01/sh020"
+    assert request.tags["takeflow/project"] == "demo"
+
+    # what the daemon does with it: run the job; the runner adopts the run and makes a take
+    run = job.execute_in_process(
+        run_config=request.run_config, tags=request.tags, instance=runtime.instance
+    )
+    assert run.success
+    (take,) = project.takes.list(shot="ch01/sc01/sh020")
+    record = runtime.state.get(take.metadata["task_id"])
+    assert record is not None and record.status == TaskStatus.COMPLETED
+    assert record.dagster_run_id == run.run_id and record.user == "scheduler"
+    assert "Takeflow-Task: " + record.task_id in project.repo.recent_commits(1)[0].message
+
+
+def test_broken_files_are_skipped_and_reported(
+    runtime: Any, project: Any, demo_canvas: Path
+) -> None:
+    source = project.path / "02_Source_Creative"
+    (source / "broken.json").write_text('{"nodes": [{"id": "a", "template": "no_such"}]}')
+    (source / "typo.json").write_text("{not json")
+    schedules = json.loads((source / "poster.schedules.json").read_text())
+    schedules["schedules"].append({"name": "bad", "cron": "every day"})
+    (source / "poster.schedules.json").write_text(json.dumps(schedules))
+
+    defs = build_definitions(runtime)
+    errors = json.loads(defs.metadata["load_errors"].value)
+    assert any("broken.json" in e and "unknown template" in e.lower() for e in errors), errors
+    assert any("typo.json" in e for e in errors)
+    assert any("poster.json" in e and "not a cron string" in e for e in errors)
+    # the good canvas still loads (its schedules are skipped together with the bad one)
+    assert len(defs.get_repository_def().get_all_jobs()) >= 1
+
+
+@pytest.mark.parametrize("value", ["every day", "61 * * * *"])
+def test_bad_cron_is_refused(value: str) -> None:
+    from dagster_defs.schedules import SavedSchedule, ScheduleError
+
+    with pytest.raises(ValueError, match="not a cron string"):
+        SavedSchedule(name="x", cron=value)
+    assert issubclass(ScheduleError, Exception)
