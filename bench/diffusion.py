@@ -16,6 +16,7 @@ runner with as many workers, batching on (max batch = concurrent) vs off (max ba
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import sys
 import tempfile
@@ -103,13 +104,19 @@ def main(argv: list[str] | None = None) -> int:
     model = args.model or ("sd15" if args.device == "cuda" else "tiny")
     size = args.size or (512 if args.device == "cuda" else 256)
     warnings.simplefilter("ignore")  # random fp16 weights may overflow to NaN pixels; fine here
+    tmp = Path(tempfile.mkdtemp(prefix="takeflow-bench-diffusion-"))
+    try:
+        return _run(args, model, size, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
+
+def _run(args: argparse.Namespace, model: str, size: int, tmp: Path) -> int:
     import torch
 
-    tmp = Path(tempfile.mkdtemp(prefix="takeflow-bench-diffusion-"))
     home = TakeflowHome.resolve(tmp / "home")
     started = time.perf_counter()
-    folder = build_random_pipeline(tmp / "model", model, half=args.device == "cuda")
+    folder = build_random_pipeline(tmp / "model", model, half=model == "sd15")
     register_model(home, "bench", folder, demo=True)
     name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
     threads = torch.get_num_threads()
@@ -135,24 +142,30 @@ def main(argv: list[str] | None = None) -> int:
     def direct(i: int) -> None:
         service.generate(GenerationRequest(**values, seed=i), NullReporter())
 
-    print("time per image (one at a time):")
-    bare(0)
-    bare_ms = timed(bare, args.repeats)
-    base = stats(bare_ms)[0]
-    line("bare pipe(...)", bare_ms)
-    line("diffusion service (no Dagster)", timed(direct, args.repeats), base)
-
     configure(home, args.device, 1, 0)
     runtime = open_runtime(home.path, workers=1)
     try:
         runtime.projects.create("bench", "Bench")
-        run_tasks(runtime, [{**values, "seed": 0}], None)  # compile + warm up
-        graph = timed(lambda i: run_tasks(runtime, [{**values, "seed": -1}], None), args.repeats)
-        line("graph image_generation (no take)", graph, base)
-        with_take = timed(
-            lambda i: run_tasks(runtime, [{**values, "seed": -1}], "bench"), args.repeats
-        )
-        line("graph + take + git commit", with_take, base)
+        modes: dict[str, Callable[[int], Any]] = {
+            "bare pipe(...)": bare,
+            "diffusion service (no Dagster)": direct,
+            "graph image_generation (no take)":
+                lambda i: run_tasks(runtime, [{**values, "seed": -1}], None),
+            "graph + take + git commit":
+                lambda i: run_tasks(runtime, [{**values, "seed": -1}], "bench"),
+        }  # fmt: skip
+        for fn in modes.values():  # warm up: compile the job, first take, first commit
+            fn(0)
+        samples: dict[str, list[float]] = {label: [] for label in modes}
+        for i in range(args.repeats):  # interleaved, so machine noise hits every mode alike
+            for label, fn in modes.items():
+                start = time.perf_counter()
+                fn(i + 1)
+                samples[label].append((time.perf_counter() - start) * 1000)
+        print("time per image (one at a time, modes interleaved):")
+        base = stats(samples["bare pipe(...)"])[0]
+        for label, ms in samples.items():
+            line(label, ms, None if label.startswith("bare") else base)
     finally:
         runtime.close()
     if args.device == "cpu" and model == "tiny" and size != 512:

@@ -363,6 +363,7 @@ class DiffusionService:
         self._thread: threading.Thread | None = None
         self._closed = False
         self.batches: list[BatchRecord] = []
+        self.current: BatchRecord | None = None  # the batch on the device now
 
     @classmethod
     def for_home(cls, home: TakeflowHome) -> DiffusionService:
@@ -410,34 +411,32 @@ class DiffusionService:
         return GenerationResult(item.image, seed, spec, item.batch_size, self.device)
 
     def _follow(self, item: _Item, ctx: ProgressReporter) -> None:
+        """Report the item's steps from the calling thread until the device thread is done."""
         previews = True
         while True:
             try:
-                update = item.updates.get(timeout=_POLL_S)
+                kind, *update = item.updates.get(timeout=_POLL_S)
             except queue.Empty:
                 ctx.check_cancelled()
                 continue
-            kind = update[0]
             if kind == "done":
                 return
-            if kind == "step":
-                _, step, total, latent = update
-                fraction, message = 0.95 * step / total, f"step {step} of {total}"
-                if latent is not None and previews:
-                    try:
-                        ctx.progress(fraction, "denoising", message, latent_preview_png(latent))
-                        continue
-                    except TaskCancelledError:
-                        raise
-                    except Exception:  # a preview must never fail the generation
-                        log.warning("progress preview failed; continuing without", exc_info=True)
-                        previews = False
+            step, total, latent = update
+            fraction, message = 0.95 * step / total, f"step {step} of {total}"
+            preview = None
+            if latent is not None and previews:
+                preview = latent_preview_png(latent)
+                try:
+                    ctx.progress(fraction, "denoising", message, preview)
+                except TaskCancelledError:
+                    raise
+                except Exception as exc:  # a preview must never fail the generation
+                    log.warning("progress preview failed, continuing without: %s", exc)
+                    previews, preview = False, None
+            if preview is None:
                 ctx.progress(fraction, "denoising", message)
-                if step == total:
-                    ctx.progress(0.96, "decoding", "decoding the image")
-            elif kind == "stage":
-                _, fraction, stage, message = update
-                ctx.progress(fraction, stage, message)
+            if step == total:
+                ctx.progress(0.96, "decoding", "decoding the image")
 
     def _submit(self, item: _Item) -> None:
         key = (item.spec.path, *item.request.batch_key())
@@ -510,6 +509,7 @@ class DiffusionService:
         first = items[0].request
         started = time.perf_counter()
         record = BatchRecord(len(items), first.steps, 0, False, 0.0)
+        self.current = record
         every = max(1, self.settings.preview_every)
         try:
             entry = self.cache.get(items[0].spec, self.device)
@@ -563,6 +563,7 @@ class DiffusionService:
         finally:
             record.seconds = time.perf_counter() - started
             self.batches.append(record)
+            self.current = None
             for item in items:
                 item.updates.put(("done",))
 
