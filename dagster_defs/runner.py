@@ -327,6 +327,12 @@ class TaskRunner:
                     raise TimeoutError(f"task {task_id} still {record.status} after {timeout}s")
                 self._done.wait(remaining)
 
+    def workers_total(self) -> int:
+        return len(self._workers)
+
+    def workers_alive(self) -> int:
+        return sum(1 for w in self._workers if w.is_alive())
+
     def queue_depth(self) -> int:
         return self._queue.qsize()
 

@@ -17,6 +17,7 @@ from dagster_defs.runtime import Runtime
 from graph_runtime.errors import GitError
 from graph_runtime.events import EventType
 from graph_runtime.takes import Take
+from server.canvases import CanvasesController
 from server.config import ServerConfig
 from server.errors import FileNotFoundInProjectError, NotCancellableError, ProjectExistsError
 from server.health import HealthChecks
@@ -285,4 +286,4 @@ async def health(health_checks: NamedDependency[HealthChecks]) -> Response[dict[
     return Response(report, status_code=503 if report["status"] == "unhealthy" else 200)
 
 
-CONTROLLERS = [FunctionsController, RunsController, ProjectsController, health]
+CONTROLLERS = [FunctionsController, RunsController, ProjectsController, CanvasesController, health]

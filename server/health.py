@@ -71,6 +71,13 @@ class HealthChecks:
         finally:
             probe.unlink(missing_ok=True)
         usage = shutil.disk_usage(self.runtime.home.path)
+        if self.runtime.runner.storage_error:
+            return Check(
+                "storage",
+                DEGRADED,
+                f"last take could not be stored: {self.runtime.runner.storage_error}",
+                details={"free_bytes": usage.free},
+            )
         return Check(
             "storage",
             OK,
@@ -103,10 +110,9 @@ class HealthChecks:
 
     def _runner(self) -> Check:
         runner = self.runtime.runner
-        workers = list(getattr(runner, "_workers", []))
-        alive = sum(1 for w in workers if w.is_alive())
+        workers, alive = runner.workers_total(), runner.workers_alive()
         details = {
-            "workers": len(workers),
+            "workers": workers,
             "workers_alive": alive,
             "running": runner.running(),
             "queue_depth": runner.queue_depth(),
@@ -114,8 +120,8 @@ class HealthChecks:
         }
         if workers and alive == 0:
             return Check("runner", FAILED, "no worker thread is alive", details=details)
-        status = OK if alive == len(workers) else DEGRADED
-        return Check("runner", status, f"{alive}/{len(workers)} workers alive", details=details)
+        status = OK if alive == workers else DEGRADED
+        return Check("runner", status, f"{alive}/{workers} workers alive", details=details)
 
     def _data_flow(self) -> Check:
         graph = single_node_graph("number", {"value": 1.0}, context=RunContext(user="health"))
