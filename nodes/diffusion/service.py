@@ -185,10 +185,11 @@ class LoadedPipeline:
         from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
 
         auto = AutoPipelineForImage2Image if kind == IMAGE_TO_IMAGE else AutoPipelineForText2Image
+        config = dict(self.pipe.scheduler.config)
+        if scheduler == "ddim" and "clip_sample" not in config:
+            config["clip_sample"] = False  # what SD checkpoints set; diffusers warns otherwise
         sched_cls = getattr(diffusers, SCHEDULERS[scheduler])
-        variant = auto.from_pipe(
-            self.pipe, scheduler=sched_cls.from_config(self.pipe.scheduler.config)
-        )
+        variant = auto.from_pipe(self.pipe, scheduler=sched_cls.from_config(config))
         variant.set_progress_bar_config(disable=True)
         self._variants[(kind, scheduler)] = variant
         return variant
