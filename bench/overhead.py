@@ -14,12 +14,19 @@ import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dagster import DagsterInstance, In, OpDefinition, Out, Output, in_process_executor
-from dagster import GraphDefinition, DependencyDefinition
+from dagster import (
+    DagsterInstance,
+    DependencyDefinition,
+    GraphDefinition,
+    In,
+    OpDefinition,
+    Out,
+    Output,
+    in_process_executor,
+)
 
 from dagster_defs.runtime import open_runtime
 from graph_runtime.canvas import CanvasGraph
@@ -34,8 +41,11 @@ def chain_graph(n: int) -> CanvasGraph:
     ]
     for i in range(1, n):
         nodes.append(
-            {"id": f"n{i}", "template": "number",
-             "inputs": {"value": {"kind": "link", "node": f"n{i - 1}", "output": "value"}}}
+            {
+                "id": f"n{i}",
+                "template": "number",
+                "inputs": {"value": {"kind": "link", "node": f"n{i - 1}", "output": "value"}},
+            }
         )
     return CanvasGraph.model_validate({"name": f"chain{n}", "nodes": nodes})
 
@@ -62,8 +72,9 @@ def bare_job(n: int) -> Any:
             value = inputs.get("x", 1.0)
             yield Output(number(NullReporter(), {"value": value})["value"], "result")
 
-        return OpDefinition(compute_fn=compute, name=f"o{i}", ins={"x": In()} if i else {},
-                            outs={"result": Out()})
+        return OpDefinition(
+            compute_fn=compute, name=f"o{i}", ins={"x": In()} if i else {}, outs={"result": Out()}
+        )
 
     ops = [make(i) for i in range(n)]
     deps = {f"o{i}": {"x": DependencyDefinition(f"o{i - 1}", "result")} for i in range(1, n)}
@@ -153,24 +164,48 @@ def main() -> None:
     rows: list[tuple[str, int, list[float]]] = []
     for n in (1, 10):
         rows.append(("templates called directly", n, direct_calls(n, args.tasks)))
-        rows.append(("bare execute_in_process, stock SQLite instance", n, bare_runs(n, args.tasks, stock)))
-        rows.append(("bare execute_in_process, in-memory instance", n, bare_runs(n, args.tasks, ephemeral)))
-        rows.append(("Takeflow runner, persistent instance, no take", n, takeflow_runs(runtime, n, args.tasks, None)))
-        rows.append(("Takeflow runner, + take + git commit (LFS)", n, takeflow_runs(runtime, n, args.tasks, "bench")))
+        rows.append(
+            ("bare execute_in_process, stock SQLite instance", n, bare_runs(n, args.tasks, stock))
+        )
+        rows.append(
+            ("bare execute_in_process, in-memory instance", n, bare_runs(n, args.tasks, ephemeral))
+        )
+        rows.append(
+            (
+                "Takeflow runner, persistent instance, no take",
+                n,
+                takeflow_runs(runtime, n, args.tasks, None),
+            )
+        )
+        rows.append(
+            (
+                "Takeflow runner, + take + git commit (LFS)",
+                n,
+                takeflow_runs(runtime, n, args.tasks, "bench"),
+            )
+        )
 
-    print(f"\nPer-task time in ms over {args.tasks} tasks (median / p95); runner workers={args.workers}")
+    print(
+        f"\nPer-task ms over {args.tasks} tasks (median / p95); runner workers={args.workers}"
+    )
     print(f"{'mode':<50} {'nodes':>5} {'median':>8} {'p95':>8}")
     base: dict[int, float] = {}
     for label, n, samples in rows:
         med, p95 = stats(samples)
         if label.startswith("bare execute_in_process, stock"):
             base[n] = med
-        ratio = f"  ({med / base[n]:.2f}x stock bare Dagster)" if n in base and "Takeflow" in label else ""
+        ratio = (
+            f"  ({med / base[n]:.2f}x stock bare Dagster)"
+            if n in base and "Takeflow" in label
+            else ""
+        )
         print(f"{label:<50} {n:>5} {med:>8.1f} {p95:>8.1f}{ratio}")
 
     rate, runs = sustained_rate(runtime, submitters=8, total=args.rate_tasks)
-    print(f"\nSustained 1-node tasks with 8 submitters: {rate:.1f} tasks/s "
-          f"({runs} runs now in the persistent Dagster instance)")
+    print(
+        f"\nSustained 1-node tasks with 8 submitters: {rate:.1f} tasks/s "
+        f"({runs} runs now in the persistent Dagster instance)"
+    )
     rate, runs = sustained_rate(runtime, submitters=8, total=args.rate_tasks // 2, project="bench")
     print(f"Same, each task also a take committed to git: {rate:.1f} tasks/s ({runs} runs)")
     runtime.close()
