@@ -23,6 +23,7 @@ take the location down; ``load_errors`` in the location's metadata lists them.
 from __future__ import annotations
 
 import atexit
+import hashlib
 import json
 import logging
 import re
@@ -36,10 +37,13 @@ from dagster import (
     AssetKey,
     AssetSpec,
     Definitions,
+    GraphDefinition,
     JobDefinition,
+    OpDefinition,
     ScheduleDefinition,
     in_process_executor,
 )
+from dagster._core.definitions.dependency import IDependencyDefinition, NodeInvocation
 from pydantic import ValidationError
 
 from dagster_defs.compiler import run_config
@@ -194,6 +198,35 @@ def _canvas_specs(canvas: SavedCanvas, shots: Iterable[str], specs: _SpecBuilder
             )
 
 
+def _with_unique_op_names(graph: GraphDefinition) -> GraphDefinition:
+    """The same graph, its op definitions renamed ``<node>__<hash of the job name>``.
+
+    Dagster wants op definition names unique across a code location, but every compiled job
+    names its ops after node ids (and has a ``takeflow_takes`` op). Each op keeps its node name as
+    an alias, so run config (``ops.<node>``), step keys and re-execution of runs the runner made
+    are unchanged.
+    """
+    suffix = hashlib.sha1(graph.name.encode()).hexdigest()[:8]
+    defs_by_name = {d.name: d for d in graph.node_defs}
+    renamed: dict[str, OpDefinition] = {}
+    deps: dict[str | NodeInvocation, dict[str, IDependencyDefinition]] = {}
+    for key, inputs in graph.dependencies.items():
+        name, alias = (key.name, key.alias or key.name) if isinstance(key, NodeInvocation) else (
+            key, key
+        )
+        op = defs_by_name[name]
+        assert isinstance(op, OpDefinition)
+        new_name = f"{alias}__{suffix}"
+        renamed[new_name] = op.with_replaced_properties(name=new_name)
+        deps[NodeInvocation(name=new_name, alias=alias)] = dict(inputs)
+    return GraphDefinition(
+        name=graph.name,
+        node_defs=list(renamed.values()),
+        dependencies=deps,
+        description=graph.description,
+    )
+
+
 def _location_job(runtime: Runtime, canvas: SavedCanvas, shared: bool) -> JobDefinition:
     """The compiler's job for a canvas, re-wrapped with its tags and default run config."""
     base = runtime.runner.compiler.job_for(canvas.plan, with_takes=True)
@@ -210,7 +243,7 @@ def _location_job(runtime: Runtime, canvas: SavedCanvas, shared: bool) -> JobDef
             f"Takeflow graph '{canvas.graph.name}' (saved in several projects: add the tag "
             "takeflow/project when launching)"
         )
-    return base.graph.to_job(
+    return _with_unique_op_names(base.graph).to_job(
         name=base.name,
         description=description,
         executor_def=in_process_executor,
@@ -251,9 +284,9 @@ def build_definitions(runtime: Runtime) -> Definitions:
     specs = _SpecBuilder()
     for canvas in canvases:
         job_name = runtime.runner.compiler.register_plan(canvas.plan)
+        shots = [canvas.graph.context.shot]
         if job_name not in jobs:
             jobs[job_name] = _location_job(runtime, canvas, shared=len(users[job_name]) > 1)
-        shots = [canvas.graph.context.shot]
         try:
             saved = load_schedules(canvas.path)
             for entry in saved:

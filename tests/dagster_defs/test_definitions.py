@@ -129,3 +129,24 @@ def test_bad_cron_is_refused(value: str) -> None:
     with pytest.raises(ValueError, match="not a cron string"):
         SavedSchedule(name="x", cron=value)
     assert issubclass(ScheduleError, Exception)
+
+
+def test_canvases_sharing_node_ids_load_side_by_side(
+    runtime: Any, project: Any, demo_canvas: Path
+) -> None:
+    from dagster_defs.compiler import run_config
+
+    graph = json.loads(demo_canvas.read_text())
+    graph["name"] = "poster-b"
+    (demo_canvas.parent / "poster_b.json").write_text(json.dumps(graph))
+    repo = build_definitions(runtime).get_repository_def()
+    names = sorted(j.name for j in repo.get_all_jobs() if not j.name.startswith("__"))
+    assert [n.split("__")[0] for n in names] == ["poster", "poster_b"]
+    for name in names:
+        plan = runtime.runner.compiler.plan_for_job(name)
+        job = repo.get_job(name)
+        # the run config the runner gives its own runs fits the location's job (re-execution)
+        assert validate_run_config(job, run_config(plan))["ops"]["grain"]["config"]["inputs"]
+        assert {n.name for n in job.graph.nodes} == {
+            "logo", "sky", "grain", "mix", "stamp", "final", "takeflow_takes"
+        }
