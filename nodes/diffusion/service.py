@@ -20,13 +20,13 @@ import queue
 import secrets
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from graph_runtime.errors import TakeflowError, TaskCancelledError
+from graph_runtime.errors import ModelNotFoundError, TakeflowError, TaskCancelledError
 from graph_runtime.templates import ProgressReporter
 from nodes.diffusion.models import ModelRegistry, ModelSpec
 from stores.home import TakeflowHome
@@ -48,6 +48,12 @@ _POLL_S = 0.05
 # A cheap latent -> RGB approximation for SD-style 4-channel latents (for previews only).
 _LATENT_RGB = ((0.298, 0.207, 0.208), (0.187, 0.286, 0.173), (-0.158, 0.189, 0.264),
                (-0.184, -0.271, -0.473))  # fmt: skip
+
+
+class ModelLoadError(ModelNotFoundError):
+    """A configured model folder exists but diffusers could not load it."""
+
+    code = "model_load_failed"
 
 
 class InvalidGenerationRequest(TakeflowError):
@@ -272,10 +278,18 @@ class PipelineCache:
         dtype = torch.float16 if fp16 else torch.float32
         # diffusers renamed ``torch_dtype`` to ``dtype`` (and warns on the old name).
         dtype_arg = "dtype" if "_resolve_dtype" in dir(pipeline_utils) else "torch_dtype"
-        pipe = DiffusionPipeline.from_pretrained(
-            spec.path, local_files_only=True, **{dtype_arg: dtype}
-        )
-        pipe = pipe.to(device)
+        try:
+            pipe = DiffusionPipeline.from_pretrained(
+                spec.path, local_files_only=True, **{dtype_arg: dtype}
+            )
+            pipe = pipe.to(device)
+        except Exception as exc:
+            raise ModelLoadError(
+                f"model '{spec.name}' at '{spec.path}' could not be loaded on {device}: "
+                f"{type(exc).__name__}: {exc}",
+                model=spec.name,
+                path=str(spec.path),
+            ) from exc
         pipe.set_progress_bar_config(disable=True)
         nbytes = 0
         for component in pipe.components.values():
@@ -363,7 +377,7 @@ class DiffusionService:
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
-        self.batches: list[BatchRecord] = []
+        self.batches: deque[BatchRecord] = deque(maxlen=1000)  # the latest, newest last
         self.current: BatchRecord | None = None  # the batch on the device now
 
     @classmethod

@@ -207,7 +207,7 @@ def test_cancel_stops_within_one_step(diffusion_runtime: Any) -> None:
     deadline = time.monotonic() + 10
     while service.current is not None and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert service.batches == [on_device]
+    assert list(service.batches) == [on_device]
     assert on_device.interrupted and on_device.steps_total == 200
     assert on_device.steps_done <= steps_at_cancel + 1  # the device stopped within one step
 
@@ -230,6 +230,20 @@ def test_missing_model_errors_name_the_model_and_path(
         "image_generation", {"prompt": "x", "model": "ghost", **FAST}))  # fmt: skip
     assert record.status == TaskStatus.FAILED
     assert f"'{ghost}', but that folder does not exist" in events[-1].data["message"]
+
+
+def test_a_folder_that_does_not_load_gives_a_model_error(
+    diffusion_home: TakeflowHome, tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
+    register_model(diffusion_home, "broken", broken)
+    service = service_for(diffusion_home)
+    request = GenerationRequest(prompt="x", model="broken", **FAST)
+    with pytest.raises(ModelNotFoundError, match=rf"model 'broken' at '{broken}' could not be"):
+        service.generate(request, RecordingReporter())
+    service.close()
 
 
 def test_size_must_be_a_multiple_of_eight(diffusion_runtime: Any) -> None:
