@@ -71,16 +71,17 @@ def service_for(home: TakeflowHome, **settings: Any) -> DiffusionService:
     return DiffusionService(ModelRegistry(home), DiffusionSettings(**settings))
 
 
-def test_importing_templates_and_runtime_does_not_import_torch() -> None:
+def test_discovery_and_opening_the_runtime_do_not_import_torch(tmp_path: Path) -> None:
     code = (
-        "import sys; import nodes.diffusion, dagster_defs.runtime;"
-        "from graph_runtime.registry import TemplateRegistry;"
-        "r = TemplateRegistry.discover(); r.get('image_generation_v1');"
+        "import sys; import nodes.diffusion; from dagster_defs.runtime import open_runtime;"
+        "rt = open_runtime(sys.argv[1], workers=1);"
+        "rt.registry.get('image_generation_v1'); rt.runner.services['diffusion']; rt.close();"
         "print(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
+        [sys.executable, "-c", code, str(tmp_path / "home")],
+        cwd=ROOT, capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
 
