@@ -99,8 +99,8 @@ def _project_for(runtime: Any, project: str | None) -> str | None:
 class BatchBar:
     """One progress line for a whole batch (an adapter of ``BatchProgress``)."""
 
-    def __init__(self, stream: Any = sys.stderr) -> None:
-        self.stream = stream
+    def __init__(self, stream: Any = None) -> None:
+        self.stream = stream = stream or sys.stderr
         self.interactive = bool(getattr(stream, "isatty", lambda: False)())
         self._last_finished = -1
         self._lock = threading.Lock()
