@@ -97,6 +97,8 @@ class _Execution:
     current_node: tuple[PlannedNode, float] | None = None
     timeout_error: TemplateTimeoutError | None = None
     interrupted: bool = False
+    seeds: dict[str, Any] = field(default_factory=dict)
+    node_metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def overall_progress(self) -> float:
@@ -153,9 +155,19 @@ class _NodeReporter:
         project = self._execution.project
         if project is None:
             return None
-        rel = f"05_Cache/previews/{self.task_id}/{self.node_id}_{next(self._previews):03d}.png"
-        project.fs.pipe_file(project.abs(rel), png)
+        folder = f"05_Cache/previews/{self.task_id}"
+        rel = f"{folder}/{self.node_id}_{next(self._previews):03d}.png"
+        try:
+            project.fs.makedirs(project.abs(folder), exist_ok=True)
+            project.fs.pipe_file(project.abs(rel), png)
+        except OSError as exc:  # a preview is a nicety: never fail the task for it
+            log.warning("preview for %s/%s not stored: %s", self.task_id, self.node_id, exc)
+            return None
         return f"/api/v1/projects/{project.id}/files/{rel}"
+
+    def record_metadata(self, **data: Any) -> None:
+        """Facts for the take's metadata (e.g. the model used), kept per node."""
+        self._execution.node_metadata.setdefault(self.node_id, {}).update(data)
 
 
 class TaskRunner:
@@ -717,6 +729,8 @@ class TaskRunner:
             if cached is not None:
                 execution.node_progress[node.node_id] = 1.0
                 execution.cached_nodes.append(node.node_id)
+                if "seed" in cached:
+                    execution.seeds[node.node_id] = cached["seed"]
                 self._node_state(
                     execution,
                     node.node_id,
@@ -746,9 +760,15 @@ class TaskRunner:
             self._node_state(execution, node.node_id, "cancelled")
             raise
         except Exception as exc:
-            error: TakeflowError = execution.timeout_error or TemplateExecutionError(
-                node.node_id, node.template.id, exc
-            )
+            error: TakeflowError
+            if execution.timeout_error is not None:
+                error = execution.timeout_error
+            elif isinstance(exc, TakeflowError):  # keep its stable code (e.g. model_not_found)
+                error = exc
+                error.details.setdefault("node_id", node.node_id)
+                error.details.setdefault("template_id", node.template.id)
+            else:
+                error = TemplateExecutionError(node.node_id, node.template.id, exc)
             execution.error = error
             self._node_state(execution, node.node_id, "failed", error=error.to_dict())
             node_span.set_status(trace.StatusCode.ERROR, error.message)
@@ -769,6 +789,8 @@ class TaskRunner:
             raise error
         execution.timings_ms[node.node_id] = round(duration, 3)
         execution.node_progress[node.node_id] = 1.0
+        if "seed" in outputs:
+            execution.seeds[node.node_id] = outputs["seed"]
         if key is not None and self.node_cache is not None:
             self.node_cache.put(key, outputs)
         self._node_state(
@@ -802,9 +824,10 @@ class TaskRunner:
         seeds = {
             n.node_id: n.literals["seed"] for n in plan.nodes if n.literals.get("seed") is not None
         }
-        for nid in plan.terminal:
-            if "seed" in terminal_outputs[nid]:
-                seeds[nid] = terminal_outputs[nid]["seed"]
+        seeds.update(execution.seeds)  # the seeds actually used, reported by the templates
+        recorded: dict[str, Any] = {}
+        for facts in execution.node_metadata.values():
+            recorded.update(facts)
         metadata = {
             "task_id": record.task_id,
             "user_id": record.user,
@@ -822,6 +845,8 @@ class TaskRunner:
             "timings_ms": dict(execution.timings_ms),
             "cached_nodes": list(execution.cached_nodes),
             "trace_id": record.trace_id,
+            "node_metadata": execution.node_metadata,
+            **recorded,
             "versions": VERSIONS,
             **record.graph.get("x-metadata", {}),
         }

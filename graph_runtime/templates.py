@@ -132,6 +132,10 @@ class ProgressReporter(Protocol):
 
     def check_cancelled(self) -> None: ...
 
+    def record_metadata(self, **data: Any) -> None:
+        """Add facts to the take's metadata (e.g. the model used)."""
+        ...
+
 
 TemplateFn = Callable[[ProgressReporter, Mapping[str, Any]], Mapping[str, Any]]
 
@@ -223,11 +227,15 @@ class NullReporter:
         self.quality = quality
         self.services: Mapping[str, Any] = services or {}
         self.cancelled = False
+        self.metadata: dict[str, Any] = {}
 
     def progress(
         self, fraction: float, stage: str = "", message: str = "", preview: bytes | None = None
     ) -> None:
         self.check_cancelled()
+
+    def record_metadata(self, **data: Any) -> None:
+        self.metadata.update(data)
 
     def check_cancelled(self) -> None:
         if self.cancelled:

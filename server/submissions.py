@@ -36,7 +36,9 @@ from graph_runtime.errors import (
 from graph_runtime.takes import check_shot
 from graph_runtime.tasks import TaskRecord, TaskStatus
 from graph_runtime.templates import Quality
+from server.auth import Principal
 from server.errors import BatchNotFoundError, RequestError
+from server.limits import DEFAULT_MAX_GRAPH_NODES, check_graph_size
 from stores.projects import ASSET_SCHEME, asset_relpath
 
 _NODE_ID_RE = re.compile(NODE_ID_PATTERN)
@@ -112,17 +114,32 @@ def _graph_issues(exc: PydanticValidationError, graph: dict[str, Any]) -> list[G
 class Submissions:
     """Validates and queues API requests on the runtime's runner."""
 
-    def __init__(self, runtime: Runtime, max_batch_size: int = 1000) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        max_batch_size: int = 1000,
+        max_graph_nodes: int = DEFAULT_MAX_GRAPH_NODES,
+    ) -> None:
         self.runtime = runtime
         self.max_batch_size = max_batch_size
+        self.max_graph_nodes = max_graph_nodes
 
     # -- building graphs ------------------------------------------------------------------
 
     def _context(
-        self, project_id: str | None, shot_id: str | None, user_id: str | None
+        self,
+        project_id: str | None,
+        shot_id: str | None,
+        user_id: str | None,
+        principal: Principal | None = None,
     ) -> RunContext:
+        """The run context; with auth on, the caller's user and one of its projects (or none)."""
         if shot_id is not None:
             check_shot(shot_id)
+        if principal is not None:
+            user_id = principal.user
+            if project_id is not None:
+                principal.require(project_id)
         if project_id is not None:
             self.runtime.projects.get(project_id)
         return RunContext(
@@ -149,20 +166,32 @@ class Submissions:
                     project_id=project_id,
                 )
 
-    def task_graph(self, req: TaskRequest) -> CanvasGraph:
-        self.runtime.registry.get(req.template_id)  # unknown_template, with a suggestion
+    def task_graph(self, req: TaskRequest, principal: Principal | None = None) -> CanvasGraph:
+        template = self.runtime.registry.get(req.template_id)  # unknown_template, with a hint
+        inputs, quality = dict(req.inputs), req.quality
+        if "quality" in inputs and template.input("quality") is None:
+            # STORY-051's harness sends the preset among the inputs; it is a node property.
+            raw = inputs.pop("quality")
+            try:
+                quality = Quality(raw)
+            except ValueError:
+                choices = ", ".join(q.value for q in Quality)
+                raise RequestError(
+                    f"inputs.quality {raw!r} must be one of {choices}", field="inputs.quality"
+                ) from None
         node_id = req.canvas_node_id or "node"
         if not _NODE_ID_RE.match(node_id):
             raise RequestError(
                 f"canvas_node_id {node_id!r} must match {NODE_ID_PATTERN}", field="canvas_node_id"
             )
-        context = self._context(req.project_id, req.shot_id, req.user_id)
-        self.check_assets(req.project_id, req.inputs)
+        context = self._context(req.project_id, req.shot_id, req.user_id, principal)
+        self.check_assets(req.project_id, inputs)
         return single_node_graph(
-            req.template_id, req.inputs, req.quality, node_id=node_id, context=context
+            req.template_id, inputs, quality, node_id=node_id, context=context
         )
 
-    def run_graph(self, req: RunRequest) -> CanvasGraph:
+    def run_graph(self, req: RunRequest, principal: Principal | None = None) -> CanvasGraph:
+        check_graph_size(req.graph, self.max_graph_nodes)
         try:
             graph = CanvasGraph.model_validate(req.graph)
         except PydanticValidationError as exc:
@@ -171,6 +200,7 @@ class Submissions:
             req.project_id or graph.context.project,
             req.shot_id or graph.context.shot,
             req.user_id or graph.context.user,
+            principal,
         )
         literals = [
             v.value for n in graph.nodes for v in n.inputs.values() if isinstance(v, LiteralInput)
@@ -192,8 +222,10 @@ class Submissions:
             "estimated_completion": datetime.fromtimestamp(time.time() + estimate, UTC).isoformat(),
         }
 
-    def submit_task(self, req: TaskRequest, batch_id: str | None = None) -> dict[str, Any]:
-        graph = self.task_graph(req)
+    def submit_task(
+        self, req: TaskRequest, batch_id: str | None = None, principal: Principal | None = None
+    ) -> dict[str, Any]:
+        graph = self.task_graph(req, principal)
         return self._submit(
             graph,
             req.priority,
@@ -205,8 +237,8 @@ class Submissions:
             },
         )
 
-    def submit_run(self, req: RunRequest) -> dict[str, Any]:
-        graph = self.run_graph(req)
+    def submit_run(self, req: RunRequest, principal: Principal | None = None) -> dict[str, Any]:
+        graph = self.run_graph(req, principal)
         return self._submit(graph, req.priority, None, {"source": "api.runs"})
 
     def _submit(
@@ -224,7 +256,9 @@ class Submissions:
         )
         return self._accepted(record, tracking_id)
 
-    def submit_batch(self, req: BatchRequest) -> dict[str, Any]:
+    def submit_batch(
+        self, req: BatchRequest, principal: Principal | None = None
+    ) -> dict[str, Any]:
         """Check every task first; queue them all only if all are valid."""
         if len(req.tasks) > self.max_batch_size:
             raise RequestError(
@@ -235,7 +269,7 @@ class Submissions:
         errors: list[dict[str, Any]] = []
         for index, task in enumerate(req.tasks):
             try:
-                graph = self.task_graph(task)
+                graph = self.task_graph(task, principal)
                 self.runtime.runner.plan(graph)
                 graphs.append(graph)
             except TakeflowError as exc:

@@ -62,9 +62,7 @@ def _request(kind: str, inputs: Inputs, **extra: Any) -> GenerationRequest:
 
 def _outputs(ctx: ProgressReporter, result: GenerationResult) -> dict[str, Any]:
     # The take should say which model made the image, and that the demo model is a demo.
-    record = getattr(ctx, "record_metadata", None)
-    if callable(record):
-        record(model=result.model.name, demo=result.model.demo, device=result.device)
+    ctx.record_metadata(model=result.model.name, demo=result.model.demo, device=result.device)
     return {"image": result.image, "seed": result.seed}
 
 

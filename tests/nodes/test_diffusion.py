@@ -137,10 +137,6 @@ def test_graph_prompt_generation_resize_makes_a_take(diffusion_runtime: Any, pro
     assert all(s["node_id"] == "gen" for s in steps)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core: runner._NodeReporter._store_preview writes into a folder it never creates",
-)
 def test_previews_reach_the_project(diffusion_runtime: Any, project: Any) -> None:
     graph = single_node_graph("image_generation", {"prompt": "preview", "seed": 1, **FAST})
     record, events = run(diffusion_runtime, graph, project_id="demo", shot=SHOT)
