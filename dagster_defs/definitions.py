@@ -5,11 +5,13 @@ Loaded by ``workspace.yaml`` (``python_module: dagster_defs.definitions``, attri
 ``takeflow_definitions``) or ``dagster code-server start -m dagster_defs.definitions -a
 takeflow_definitions``, with ``TAKEFLOW_HOME`` naming the Takeflow home.
 
-- A saved canvas is ``<project>/02_Source_Creative/<name>.json`` (a ``takeflow.graph/v1``
-  document). It becomes the job that ``compiler.job_for(plan, with_takes=True)`` builds, so its
-  name is the one runs started from the server or CLI carry (``compiler.job_name``) and those runs
-  sit under it; the job's default run config holds the canvas's values, so a launch from the UI
-  runs the graph as saved. Runs Dagster starts itself are adopted by the runner as tasks.
+- A saved canvas is ``<project>/02_Source_Creative/<name>.json`` or, as the server saves
+  them, ``02_Source_Creative/canvases/<name>.takeflow.json`` (a ``takeflow.graph/v1``
+  document). It becomes the job that ``compiler.job_for(plan, with_takes=True)`` builds (op
+  definitions renamed per job, node names kept as aliases), so its name is the one runs
+  started from the server or CLI carry (``compiler.job_name``) and those runs sit under it;
+  the job's default run config holds the canvas's values, so a launch from the UI runs the
+  graph as saved. Runs Dagster starts itself are adopted by the runner as tasks.
 - Its schedules live in the sidecar ``<name>.schedules.json`` (see ``dagster_defs.schedules``).
 - Asset keys: an uploaded asset ``["takeflow", project, "01_Assets", *id]``; a node's outputs
   ``["takeflow", project, canvas, node_id]``; a shot's take output
@@ -48,7 +50,7 @@ from pydantic import ValidationError
 
 from dagster_defs.compiler import run_config
 from dagster_defs.runtime import Runtime, open_runtime
-from dagster_defs.schedules import SCHEDULES_SUFFIX, build_schedule, load_schedules
+from dagster_defs.schedules import SCHEDULES_SUFFIX, build_schedule, canvas_name, load_schedules
 from graph_runtime.canvas import CanvasGraph
 from graph_runtime.errors import TakeflowError
 from graph_runtime.validation import ExecutionPlan
@@ -76,11 +78,11 @@ class SavedCanvas:
 
 
 def saved_canvas_paths(project: Project) -> list[Path]:
-    """The canvas documents of a project (not their schedule sidecars)."""
+    """The canvas documents of a project (not their schedule sidecars): ``02_Source_Creative/
+    *.json`` and the server's ``02_Source_Creative/canvases/*.takeflow.json``."""
     folder = project.path / SOURCE_DIR
-    return sorted(
-        p for p in folder.glob("*.json") if p.is_file() and not p.name.endswith(SCHEDULES_SUFFIX)
-    )
+    found = [*folder.glob("*.json"), *(folder / "canvases").glob("*.takeflow.json")]
+    return sorted(p for p in found if p.is_file() and not p.name.endswith(SCHEDULES_SUFFIX))
 
 
 def take_output_names(plan: ExecutionPlan) -> dict[str, tuple[str, str]]:
@@ -263,10 +265,10 @@ def load_canvases(runtime: Runtime, errors: list[str]) -> list[SavedCanvas]:
                 plan = runtime.runner.plan(graph)
             except (OSError, ValidationError, TakeflowError) as exc:
                 message = getattr(exc, "message", None) or str(exc).splitlines()[0]
-                errors.append(f"{project.id}/{SOURCE_DIR}/{path.name}: {message}")
+                errors.append(f"{project.id}/{path.relative_to(project.path)}: {message}")
                 log.warning("skipping canvas %s: %s", path, message)
                 continue
-            canvases.append(SavedCanvas(project.id, path.stem, path, plan))
+            canvases.append(SavedCanvas(project.id, canvas_name(path), path, plan))
     return canvases
 
 

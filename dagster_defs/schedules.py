@@ -1,7 +1,8 @@
 """Saved schedules: a canvas graph run on a cron, as a Dagster ``ScheduleDefinition``.
 
-A canvas ``02_Source_Creative/<name>.json`` may have a sidecar ``<name>.schedules.json`` (the
-canvas document itself forbids unknown fields)::
+A saved canvas (``02_Source_Creative/<name>.json``, or ``02_Source_Creative/canvases/
+<name>.takeflow.json`` as the server saves them) may have a sidecar ``<name>.schedules.json`` in
+the same folder (the canvas document itself forbids unknown fields)::
 
     {"format": "takeflow.schedules/v1",
      "schedules": [
@@ -89,9 +90,21 @@ class ScheduleFile(BaseModel):
     schedules: tuple[SavedSchedule, ...] = ()
 
 
+CANVAS_SUFFIXES = (".takeflow.json", ".json")
+
+
+def canvas_name(canvas_path: Path) -> str:
+    """``poster.json`` or ``poster.takeflow.json`` (as the server saves canvases) -> ``poster``."""
+    name = canvas_path.name
+    for suffix in CANVAS_SUFFIXES:
+        if name.endswith(suffix):
+            return name.removesuffix(suffix)
+    return canvas_path.stem
+
+
 def schedules_path(canvas_path: Path) -> Path:
-    """``poster.json`` -> ``poster.schedules.json``."""
-    return canvas_path.with_name(canvas_path.stem + SCHEDULES_SUFFIX)
+    """``poster.json`` / ``poster.takeflow.json`` -> ``poster.schedules.json`` beside it."""
+    return canvas_path.with_name(canvas_name(canvas_path) + SCHEDULES_SUFFIX)
 
 
 def load_schedules(canvas_path: Path) -> tuple[SavedSchedule, ...]:

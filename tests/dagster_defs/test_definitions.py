@@ -150,3 +150,20 @@ def test_canvases_sharing_node_ids_load_side_by_side(
         assert {n.name for n in job.graph.nodes} == {
             "logo", "sky", "grain", "mix", "stamp", "final", "takeflow_takes"
         }
+
+
+def test_canvases_saved_by_the_server_are_jobs_too(runtime: Any, project: Any) -> None:
+    from tests.dagster_defs.conftest import FIXTURES, save_demo_canvas
+
+    save_demo_canvas(project)
+    (project.path / "02_Source_Creative" / "poster.json").unlink()
+    folder = project.path / "02_Source_Creative" / "canvases"
+    folder.mkdir()
+    graph = json.loads((FIXTURES / "poster.json").read_text())
+    (folder / "poster.takeflow.json").write_text(json.dumps(graph))
+    (project.path / "02_Source_Creative" / "poster.schedules.json").rename(
+        folder / "poster.schedules.json"
+    )
+    repo = build_definitions(runtime).get_repository_def()
+    assert [j.name.split("__")[0] for j in repo.get_all_jobs() if j.name[0] != "_"] == ["poster"]
+    assert [s.name for s in repo.schedule_defs] == ["demo__poster__nightly"]
