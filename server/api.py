@@ -17,6 +17,7 @@ from dagster_defs.runtime import Runtime
 from graph_runtime.errors import GitError
 from graph_runtime.events import EventType
 from graph_runtime.takes import Take
+from server.auth import principal_of
 from server.canvases import CanvasesController
 from server.config import ServerConfig
 from server.errors import FileNotFoundInProjectError, NotCancellableError, ProjectExistsError
@@ -66,10 +67,13 @@ class FunctionsController(Controller):
 
     @post("/tasks", status_code=200, sync_to_thread=True)
     def submit_task(
-        self, data: JSONBody[TaskRequest], submissions: NamedDependency[Submissions]
+        self,
+        data: JSONBody[TaskRequest],
+        submissions: NamedDependency[Submissions],
+        request: Request[Any, Any, Any],
     ) -> dict[str, Any]:
         """Run one template as a one-node graph; follow it on ``/ws/{user_id}``."""
-        return submissions.submit_task(data)
+        return submissions.submit_task(data, principal=principal_of(request))
 
     @get("/tasks/{task_id:str}", sync_to_thread=True)
     def task_status(
@@ -96,10 +100,13 @@ class FunctionsController(Controller):
 
     @post("/batches", status_code=200, sync_to_thread=True)
     def submit_batch(
-        self, data: JSONBody[BatchRequest], submissions: NamedDependency[Submissions]
+        self,
+        data: JSONBody[BatchRequest],
+        submissions: NamedDependency[Submissions],
+        request: Request[Any, Any, Any],
     ) -> dict[str, Any]:
         """Queue many one-node tasks together: all of them, or none if any is invalid."""
-        return submissions.submit_batch(data)
+        return submissions.submit_batch(data, principal=principal_of(request))
 
     @get("/batches/{batch_id:str}", sync_to_thread=True)
     def batch_status(
@@ -127,10 +134,13 @@ class RunsController(Controller):
 
     @post("/", status_code=200, sync_to_thread=True)
     def submit_run(
-        self, data: JSONBody[RunRequest], submissions: NamedDependency[Submissions]
+        self,
+        data: JSONBody[RunRequest],
+        submissions: NamedDependency[Submissions],
+        request: Request[Any, Any, Any],
     ) -> dict[str, Any]:
         """Run a canvas graph. An invalid graph answers 422 with every error; nothing is queued."""
-        return submissions.submit_run(data)
+        return submissions.submit_run(data, principal=principal_of(request))
 
     @get("/{task_id:str}", sync_to_thread=True)
     def run_status(
@@ -157,9 +167,15 @@ class ProjectsController(Controller):
 
     @post("/", status_code=201, sync_to_thread=True)
     def create_project(
-        self, data: JSONBody[ProjectRequest], runtime: NamedDependency[Runtime]
+        self,
+        data: JSONBody[ProjectRequest],
+        runtime: NamedDependency[Runtime],
+        request: Request[Any, Any, Any],
     ) -> dict[str, Any]:
         """Create a project folder with the studio layout, a git repository and LFS."""
+        principal = principal_of(request)
+        if principal is not None:
+            principal.require(data.project_id)
         if data.project_id in {p.id for p in runtime.projects.list()}:
             raise ProjectExistsError(
                 f"project '{data.project_id}' already exists", project_id=data.project_id
@@ -167,8 +183,16 @@ class ProjectsController(Controller):
         return runtime.projects.create(data.project_id, data.name).info()
 
     @get("/", sync_to_thread=True)
-    def list_projects(self, runtime: NamedDependency[Runtime]) -> list[dict[str, Any]]:
-        return [p.info() for p in runtime.projects.list()]
+    def list_projects(
+        self, runtime: NamedDependency[Runtime], request: Request[Any, Any, Any]
+    ) -> list[dict[str, Any]]:
+        """Projects (with auth on: the caller's)."""
+        principal = principal_of(request)
+        return [
+            p.info()
+            for p in runtime.projects.list()
+            if principal is None or principal.allows(p.id)
+        ]
 
     @get("/{project_id:str}", sync_to_thread=True)
     def project(

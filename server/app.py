@@ -2,12 +2,16 @@
 
 ``create_app(runtime, config)`` builds the app for an open runtime (tests, embedding);
 ``serve(home, host, port, workers)`` opens a runtime and runs it under uvicorn on loopback.
+Every request gets a trace span (``server.observability``); with ``config.auth`` every request
+needs a bearer token and may only touch its projects (``server.auth``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import importlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,6 +21,7 @@ from typing import Any
 from litestar import Litestar
 from litestar.config.app import AppConfig
 from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins import InitPluginProtocol
 from litestar.static_files import create_static_files_router
@@ -24,11 +29,13 @@ from litestar.static_files import create_static_files_router
 from dagster_defs.runtime import Runtime, open_runtime
 from graph_runtime.errors import ProjectNotFoundError
 from server.api import CONTROLLERS
-from server.config import DEFAULT_PORT, ServerConfig
+from server.auth import AuthMiddleware, ProjectAccess, TokenStore, needs_auth
+from server.config import DEFAULT_PORT, ServerConfig, add_serve_options, serve_options
 from server.docs_page import OfflineDocsPlugin
 from server.errors import EXCEPTION_HANDLERS
-from server.health import HealthChecks
+from server.health import HealthChecks, TemplateFaults
 from server.live import LiveEvents
+from server.observability import TracingMiddleware, configure_tracing, metrics
 from server.submissions import Submissions
 from server.websocket import events_socket
 
@@ -42,19 +49,29 @@ class TakeflowPlugin(InitPluginProtocol):
     def __init__(self, runtime: Runtime, config: ServerConfig) -> None:
         self.runtime = runtime
         self.config = config
-        self.hub = LiveEvents(runtime.state)
-        self.submissions = Submissions(runtime, config.max_batch_size)
+        self.hub = LiveEvents(runtime.state, runtime.runner.metrics)
+        self.submissions = Submissions(runtime, config.max_batch_size, config.max_graph_nodes)
+        self.template_faults = TemplateFaults(config.template_fault_window_s)
         self.health = HealthChecks(
-            runtime, config.health_timeout_s, connections=lambda: self.hub.connections
+            runtime,
+            config.health_timeout_s,
+            connections=lambda: self.hub.connections,
+            template_faults=self.template_faults,
         )
+        self.tokens = TokenStore(runtime.home.path)
+        for name in config.plugins:
+            log.warning("loading server plugin %s", name)
+            importlib.import_module(name).install(runtime)
 
     @asynccontextmanager
     async def lifespan(self, app: Litestar) -> AsyncIterator[None]:
         self.hub.start(asyncio.get_running_loop())
         self.runtime.runner.add_sink(self.hub)
+        self.runtime.runner.add_sink(self.template_faults)
         try:
             yield
         finally:
+            self.runtime.runner.remove_sink(self.template_faults)
             self.runtime.runner.remove_sink(self.hub)
             self.hub.stop()
 
@@ -70,7 +87,11 @@ class TakeflowPlugin(InitPluginProtocol):
             app_config.dependencies[name] = Provide(
                 _constant(value), use_cache=True, sync_to_thread=False
             )
-        app_config.route_handlers.extend([*CONTROLLERS, events_socket])
+        app_config.route_handlers.extend([*CONTROLLERS, events_socket, metrics])
+        app_config.middleware.insert(0, DefineMiddleware(TracingMiddleware))
+        if self.config.auth:
+            app_config.middleware.insert(1, DefineMiddleware(AuthMiddleware, tokens=self.tokens))
+            app_config.guards.append(ProjectAccess(self.runtime.state))
         app_config.lifespan.append(self.lifespan)
         app_config.exception_handlers.update(EXCEPTION_HANDLERS)
         return app_config
@@ -139,18 +160,26 @@ def serve(
     """Open the Takeflow home and serve it with uvicorn until interrupted."""
     import uvicorn
 
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        log.warning("serving on %s: the API has no authentication, keep it on loopback", host)
+    config = config or ServerConfig(host=host, port=port)
+    config = dataclasses.replace(config, auth=needs_auth(host, config.auth))
+    configure_tracing(config.trace_exporter)
     runtime = open_runtime(home, workers=workers)
     try:
         if demo:
             ensure_demo(runtime)
-        config = config or ServerConfig(host=host, port=port)
         app = create_app(runtime, config)
+        access = "bearer tokens required" if config.auth else "no tokens (loopback only)"
         print(
-            f"Takeflow serving {runtime.home.path} on http://{host}:{port} (docs: /schema)",
+            f"Takeflow serving {runtime.home.path} on http://{host}:{port} "
+            f"(docs: /schema; {access})",
             flush=True,
         )
+        if config.auth and not TokenStore(runtime.home.path).list():
+            print(
+                "no tokens yet: create one with "
+                "`takeflow token create --user NAME --project PROJECT`",
+                flush=True,
+            )
         uvicorn.run(app, host=host, port=port, log_level="warning", ws_ping_interval=20.0)
     finally:
         runtime.close()
@@ -168,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-upload-bytes", type=int, default=ServerConfig.max_upload_bytes)
     parser.add_argument("--heartbeat", type=float, default=ServerConfig.heartbeat_s)
     parser.add_argument("--ws-queue-size", type=int, default=ServerConfig.ws_queue_size)
+    add_serve_options(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     config = ServerConfig(
@@ -176,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         max_upload_bytes=args.max_upload_bytes,
         heartbeat_s=args.heartbeat,
         ws_queue_size=args.ws_queue_size,
+        **serve_options(args),
     )
     return serve(args.home, args.host, args.port, args.workers, args.demo, config)
 

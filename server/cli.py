@@ -1,4 +1,4 @@
-"""The ``takeflow`` command line: init, run, templates, serve, ui."""
+"""The ``takeflow`` command line: init, run, templates, serve, token, ui."""
 
 from __future__ import annotations
 
@@ -232,10 +232,44 @@ def cmd_templates(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from server.app import serve
+    from server.config import ServerConfig, serve_options
 
+    config = ServerConfig(host=args.host, port=args.port, **serve_options(args))
     return serve(
-        home=args.home, host=args.host, port=args.port, workers=args.workers, demo=args.demo
+        home=args.home,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        demo=args.demo,
+        config=config,
     )
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    """``takeflow token create|list|revoke``: bearer tokens for ``serve --auth``."""
+    from server.auth import ALL_PROJECTS, TokenStore
+    from stores.home import TakeflowHome
+
+    store = TokenStore(TakeflowHome.resolve(args.home).path)
+    if args.token_command == "create":
+        projects = [ALL_PROJECTS] if args.all_projects else list(args.project or [])
+        token, entry = store.create(args.user, projects)
+        print(
+            f"token {entry['id']} for user '{entry['user']}' "
+            f"(projects: {', '.join(entry['projects'])}); shown once, keep it secret:",
+            file=sys.stderr,
+        )
+        print(token)
+        return 0
+    if args.token_command == "list":
+        for entry in store.list():
+            print(f"{entry['id']}  {entry['user']:<20} {', '.join(entry['projects'])}")
+        return 0
+    if store.revoke(args.token_id):
+        print(f"revoked token {args.token_id}")
+        return 0
+    print(f"error: no token {args.token_id}", file=sys.stderr)
+    return 1
 
 
 def _wait_for_port(host: str, port: int, proc: Any, timeout: float) -> bool:
@@ -404,7 +438,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--demo", action="store_true", help="create a 'demo' project (and demo model) if missing"
     )
+    from server.config import add_serve_options
+
+    add_serve_options(p)
     p.set_defaults(fn=cmd_serve)
+
+    p = sub.add_parser("token", help="bearer tokens for `serve --auth`")
+    token_sub = p.add_subparsers(dest="token_command", required=True)
+    t = token_sub.add_parser("create", help="create a token for a user and its projects")
+    t.add_argument("--user", required=True)
+    t.add_argument("--project", action="append", help="a project the token may use (repeatable)")
+    t.add_argument("--all-projects", action="store_true", help="every project (an operator)")
+    t.set_defaults(fn=cmd_token)
+    t = token_sub.add_parser("list", help="tokens of this home (ids, users, projects)")
+    t.set_defaults(fn=cmd_token)
+    t = token_sub.add_parser("revoke", help="remove a token by its id")
+    t.add_argument("token_id")
+    t.set_defaults(fn=cmd_token)
 
     p = sub.add_parser("ui", help="open the Dagster UI (and daemon) on this Takeflow home")
     p.add_argument("--host", default="127.0.0.1")

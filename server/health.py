@@ -2,7 +2,9 @@
 
 A failed check of a service the runtime cannot work without (event log, storage, Dagster,
 runner, data flow) makes the server ``unhealthy``; git or LFS missing makes it ``degraded``:
-takes are still stored, and committed once git is back.
+takes are still stored, and committed once git is back. A template that raised or outlived its
+time limit keeps ``runner`` degraded (with the reason) until it runs cleanly again or
+``template_fault_window_s`` passes.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -18,6 +21,7 @@ from typing import Any
 
 from dagster_defs.runtime import Runtime
 from graph_runtime.canvas import RunContext, single_node_graph
+from graph_runtime.events import EventType, TaskEvent
 from graph_runtime.tasks import TaskStatus
 
 OK, DEGRADED, FAILED = "ok", "degraded", "failed"
@@ -42,6 +46,57 @@ class Check:
         }
 
 
+@dataclass(frozen=True)
+class TemplateFault:
+    template: str
+    code: str
+    message: str
+    task_id: str
+    at: float
+
+
+class TemplateFaults:
+    """An event sink remembering, per template, its last failure (raised or timed out), until
+    the template completes a node again or ``window_s`` passes. Never blocks the runner."""
+
+    FAULT_CODES = frozenset({"template_failed", "template_timeout"})
+
+    def __init__(self, window_s: float = 300.0) -> None:
+        self.window_s = window_s
+        self._running: dict[tuple[str, str], str] = {}
+        self._faults: dict[str, TemplateFault] = {}
+        self._lock = threading.Lock()
+
+    def emit(self, event: TaskEvent) -> None:
+        if event.type != EventType.NODE_STATE:
+            return
+        key = (event.task_id, str(event.data.get("node_id")))
+        state = event.data.get("state")
+        with self._lock:
+            if state == "running":
+                self._running[key] = str(event.data.get("template", "")).split("@")[0]
+                return
+            template = self._running.pop(key, None)
+            error = event.data.get("error") or {}
+            template = template or error.get("template_id")
+            if not template:
+                return
+            if state == "completed":
+                self._faults.pop(template, None)
+            elif state == "failed" and error.get("code") in self.FAULT_CODES:
+                self._faults[template] = TemplateFault(
+                    template, error["code"], str(error.get("message", "")), event.task_id,
+                    time.time(),
+                )  # fmt: skip
+
+    def active(self) -> list[TemplateFault]:
+        cutoff = time.time() - self.window_s
+        with self._lock:
+            for name in [n for n, f in self._faults.items() if f.at < cutoff]:
+                del self._faults[name]
+            return sorted(self._faults.values(), key=lambda f: f.at)
+
+
 class HealthChecks:
     """Runs the checks of one runtime; each is timed and turned into a ``Check``, never raises."""
 
@@ -50,10 +105,27 @@ class HealthChecks:
         runtime: Runtime,
         timeout_s: float = 10.0,
         connections: Callable[[], int] | None = None,
+        template_faults: TemplateFaults | None = None,
     ) -> None:
         self.runtime = runtime
         self.timeout_s = timeout_s
         self.connections = connections or (lambda: 0)
+        self.template_faults = template_faults or TemplateFaults()
+
+    def _template_faults(self) -> tuple[str | None, list[dict[str, Any]]]:
+        """The newest template fault as a sentence, and all recent ones."""
+        faults = self.template_faults.active()
+        if not faults:
+            return None, []
+        newest = faults[-1]
+        what = "hung" if newest.code == "template_timeout" else "failed"
+        reason = f"template '{newest.template}' {what} in task {newest.task_id}: {newest.message}"
+        listed = [
+            {"template": f.template, "code": f.code, "task_id": f.task_id, "message": f.message,
+             "at": f.at}
+            for f in faults
+        ]  # fmt: skip
+        return reason, listed
 
     def _event_log(self) -> Check:
         last = self.runtime.state.last_id()
@@ -121,7 +193,12 @@ class HealthChecks:
         if workers and alive == 0:
             return Check("runner", FAILED, "no worker thread is alive", details=details)
         status = OK if alive == workers else DEGRADED
-        return Check("runner", status, f"{alive}/{workers} workers alive", details=details)
+        message = f"{alive}/{workers} workers alive"
+        reason, faults = self._template_faults()
+        if reason:
+            status, message = DEGRADED, f"{message}; {reason}"
+            details["template_faults"] = faults
+        return Check("runner", status, message, details=details)
 
     def _data_flow(self) -> Check:
         graph = single_node_graph("number", {"value": 1.0}, context=RunContext(user="health"))

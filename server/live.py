@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from dagster_defs.observability import RunnerMetrics
 from graph_runtime.events import TaskEvent
 from stores.sqlite_state import SqliteState
 
@@ -122,7 +123,7 @@ class Connection:
             self.hub.register(self)
             for task_id in sub.task_ids:
                 for event in await asyncio.to_thread(state.read_task, task_id, self.seen[task_id]):
-                    await self._deliver(event)
+                    await self._deliver(event, from_log=True)
             if new_projects:
                 floor = min(self.projects[p] for p in new_projects)
                 await self._replay_since(floor, new_projects)
@@ -150,12 +151,14 @@ class Connection:
             )
             for event in page:
                 if self.wants(event):
-                    await self._deliver(event, replaying=True)
+                    await self._deliver(event, replaying=True, from_log=True)
             if len(page) < _REPLAY_PAGE:
                 return
             after_id = page[-1].id
 
-    async def _deliver(self, event: TaskEvent, replaying: bool = False) -> None:
+    async def _deliver(
+        self, event: TaskEvent, replaying: bool = False, from_log: bool = False
+    ) -> None:
         """Send ``event`` unless already sent; fill any gap before it from the log."""
         task_id = event.task_id
         last = self.seen.get(task_id)
@@ -168,7 +171,7 @@ class Connection:
                 earlier = await asyncio.to_thread(self.hub.state.read_task, task_id, 0)
                 for old in earlier:
                     if old.seq < event.seq and (floor is None or old.id > floor):
-                        await self._send_event(old)
+                        await self._send_event(old, from_log=True)
             self.seen[task_id] = event.seq - 1
             last = self.seen[task_id]
         if event.seq <= last:
@@ -176,11 +179,11 @@ class Connection:
         if event.seq > last + 1:
             for old in await asyncio.to_thread(self.hub.state.read_task, task_id, last):
                 if old.seq <= event.seq:
-                    await self._send_event(old)
+                    await self._send_event(old, from_log=True)
             return
-        await self._send_event(event)
+        await self._send_event(event, from_log=from_log)
 
-    async def _send_event(self, event: TaskEvent) -> None:
+    async def _send_event(self, event: TaskEvent, from_log: bool = False) -> None:
         if event.seq <= self.seen.get(event.task_id, 0):
             return
         self.seen[event.task_id] = event.seq
@@ -188,6 +191,8 @@ class Connection:
             self.tasks[event.task_id] = event.seq
         await self._send(event.to_dict())
         self.sent += 1
+        if from_log:
+            self.hub.replayed(1)
 
     async def pump(self, heartbeat_s: float) -> None:
         """Deliver queued events until cancelled; heartbeat when idle; resync after overflow."""
@@ -215,8 +220,11 @@ class Connection:
 class LiveEvents:
     """The runtime sink that fans stored events out to connections on the server's loop."""
 
-    def __init__(self, state: SqliteState) -> None:
+    def __init__(self, state: SqliteState, metrics: RunnerMetrics | None = None) -> None:
         self.state = state
+        self.metrics = metrics
+        self.replayed_total = 0
+        self.clients = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._by_task: dict[str, set[Connection]] = {}
         self._by_project: dict[str, set[Connection]] = {}
@@ -231,6 +239,18 @@ class LiveEvents:
     @property
     def connections(self) -> int:
         return len(self._interests)
+
+    def replayed(self, count: int) -> None:
+        """Count events sent to a client from the durable log (replay, gap fill, catch-up)."""
+        self.replayed_total += count
+        if self.metrics is not None:
+            self.metrics.events_replayed.inc(count)
+
+    def client_connected(self, delta: int) -> None:
+        """A WebSocket client connected (+1) or left (-1)."""
+        self.clients += delta
+        if self.metrics is not None:
+            self.metrics.websocket_clients.set(self.clients)
 
     # -- EventSink: called from runner threads after the event is stored ------------------
 

@@ -4,7 +4,9 @@ Client messages (JSON text):
 ``{"type": "subscribe", "task_ids": [...], "project_ids": [...], "last_seq": {task_id: n},
 "last_id": m}``, ``{"type": "unsubscribe", "task_ids": [...], "project_ids": [...]}``,
 ``{"type": "ping"}``. Server messages: events (``TaskEvent.to_dict()``), ``subscribed`` once a
-subscription's replay is done, ``heartbeat`` when idle, ``pong`` and ``error``.
+subscription's replay is done, ``heartbeat`` when idle, ``pong`` and ``error``. With auth on, a
+subscription naming another project, or a task of another project (or an unknown task), is
+refused whole with an ``error`` (``forbidden`` / ``task_not_found``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from litestar.di import NamedDependency
 from litestar.exceptions import WebSocketDisconnect
 from litestar.params import FromPath
 
+from graph_runtime.errors import TakeflowError, TaskNotFoundError
+from server.auth import Principal
 from server.config import ServerConfig
 from server.live import Connection, LiveEvents, Subscription
 
@@ -34,6 +38,7 @@ async def events_socket(
     config: NamedDependency[ServerConfig],
 ) -> None:
     await socket.accept()
+    hub.client_connected(+1)
     send_lock = asyncio.Lock()
 
     async def send(message: dict[str, Any]) -> None:
@@ -51,6 +56,7 @@ async def events_socket(
             if exc is not None and not isinstance(exc, WebSocketDisconnect | OSError):
                 log.warning("websocket of %s ended: %r", user_id, exc)
     finally:
+        hub.client_connected(-1)
         hub.unregister(conn)
         for task in (pump, receiver):
             task.cancel()
@@ -70,7 +76,11 @@ async def _receive(socket: WebSocket[Any, Any, Any], conn: Connection, send: Any
                 raise ValueError("a message must be a JSON object")
             kind = message.get("type")
             if kind == "subscribe":
-                await conn.subscribe(Subscription.parse(message))
+                sub = Subscription.parse(message)
+                principal = socket.scope.get("user")
+                if isinstance(principal, Principal):
+                    await asyncio.to_thread(_authorize, conn, principal, sub)
+                await conn.subscribe(sub)
             elif kind == "unsubscribe":
                 sub = Subscription.parse(message)
                 conn.unsubscribe(sub.task_ids, sub.project_ids)
@@ -87,3 +97,16 @@ async def _receive(socket: WebSocket[Any, Any, Any], conn: Connection, send: Any
                 raise ValueError(f"unknown message type {kind!r} (subscribe, unsubscribe, ping)")
         except ValueError as exc:  # json.JSONDecodeError is a ValueError
             await send({"type": "error", "code": "invalid_message", "message": str(exc)})
+        except TakeflowError as exc:
+            await send({"type": "error", **exc.to_dict()})
+
+
+def _authorize(conn: Connection, principal: Principal, sub: Subscription) -> None:
+    """Every project and task of a subscription must be the caller's (else nothing changes)."""
+    for project_id in sub.project_ids:
+        principal.require(project_id, "events")
+    for task_id in sub.task_ids:
+        record = conn.hub.state.get(task_id)
+        if record is None:
+            raise TaskNotFoundError(f"no task '{task_id}'", task_id=task_id)
+        principal.require_task(record.project_id, record.user, task_id)
