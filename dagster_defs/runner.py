@@ -41,7 +41,7 @@ from graph_runtime.takes import Take
 from graph_runtime.tasks import TaskRecord, TaskStatus
 from graph_runtime.templates import Quality
 from graph_runtime.validation import ExecutionPlan, PlannedNode, validate_graph
-from nodes.values import summarize, to_output_file
+from nodes.values import summarize, thumbnail_markdown, to_output_file
 from stores.projects import Project, ProjectAssets, ProjectCatalog
 from stores.sqlite_state import SqliteState
 
@@ -98,6 +98,7 @@ class _Execution:
     timeout_error: TemplateTimeoutError | None = None
     interrupted: bool = False
     seeds: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     node_metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
@@ -184,7 +185,11 @@ class TaskRunner:
         node_cache: NodeOutputCache | None = None,
         node_timeout_s: float = 3600.0,
         metrics: RunnerMetrics | None = None,
+        recover: bool | None = None,
     ) -> None:
+        """``recover`` (default: when there are workers) tidies after a crash on start-up. A
+        runner without workers (the Dagster code location, loaded by the webserver, daemon and
+        each launched run) must not: it would fail the live server's running tasks."""
         self.registry = registry
         self.projects = projects
         self.state = state
@@ -212,7 +217,8 @@ class TaskRunner:
             for i in range(workers)
         ]
         self.metrics.watch(self.queue_depth, self.running)
-        self._recover()
+        if recover if recover is not None else workers > 0:
+            self._recover()
         for w in self._workers:
             w.start()
         if workers:
@@ -721,6 +727,8 @@ class TaskRunner:
     def _call_template(
         self, execution: _Execution, node: PlannedNode, values: dict[str, Any]
     ) -> Mapping[str, Any]:
+        # The literal values this run used (run config may differ from the saved graph).
+        execution.inputs[node.node_id] = {k: v for k, v in values.items() if k not in node.links}
         if execution.cancel.is_set():
             self._raise_cancel(execution, node)
         key = execution.cache_keys.get(node.node_id)
@@ -821,9 +829,8 @@ class TaskRunner:
             for out in plan.node(nid).template.outputs:
                 key = out.name if port_counts[out.name] == 1 else f"{nid}.{out.name}"
                 files.append(to_output_file(key, out.type, terminal_outputs[nid][out.name]))
-        seeds = {
-            n.node_id: n.literals["seed"] for n in plan.nodes if n.literals.get("seed") is not None
-        }
+        inputs = {n.node_id: execution.inputs.get(n.node_id, dict(n.literals)) for n in plan.nodes}
+        seeds = {nid: v["seed"] for nid, v in inputs.items() if v.get("seed") is not None}
         seeds.update(execution.seeds)  # the seeds actually used, reported by the templates
         recorded: dict[str, Any] = {}
         for facts in execution.node_metadata.values():
@@ -838,7 +845,7 @@ class TaskRunner:
                 {"node_id": n.node_id, "template": n.template.id, "version": n.template.version}
                 for n in plan.nodes
             ],
-            "inputs": {n.node_id: dict(n.literals) for n in plan.nodes},
+            "inputs": inputs,
             "quality": {n.id: n.properties.quality.value for n in plan.graph.nodes},
             "seed": next(iter(seeds.values())) if len(set(seeds.values())) == 1 else None,
             "seeds": seeds,
@@ -846,6 +853,7 @@ class TaskRunner:
             "cached_nodes": list(execution.cached_nodes),
             "trace_id": record.trace_id,
             "node_metadata": execution.node_metadata,
+            "schedule": context.run.tags.get("dagster/schedule_name"),
             **recorded,
             "versions": VERSIONS,
             **record.graph.get("x-metadata", {}),
@@ -865,7 +873,9 @@ class TaskRunner:
         execution.take = take
         self._emit(execution, EventType.TAKE_CREATED, {"take": take.to_dict()})
         chapter, scene, shot = record.shot.split("/")
+        previews = {f.name: thumbnail_markdown(f) for f in files}
         for name, stored in take.outputs.items():
+            extra = {"preview": MetadataValue.md(previews[name])} if previews.get(name) else {}
             yield AssetMaterialization(
                 asset_key=AssetKey(
                     ["takeflow", project.id, chapter, scene, shot, name.replace(".", "__")]
@@ -879,6 +889,7 @@ class TaskRunner:
                     "content_type": stored.content_type,
                     "size": stored.size,
                     "seed": MetadataValue.json(seeds),
+                    **extra,
                 },
             )
         if execution.adopted:

@@ -44,3 +44,14 @@ def png_preview(image: Image.Image, max_side: int = 128) -> bytes:
     buf = io.BytesIO()
     thumb.convert("RGB").save(buf, format="PNG")
     return buf.getvalue()
+
+
+def thumbnail_markdown(output: OutputFile, max_side: int = 96) -> str | None:
+    """A markdown image (inline data URI) of a PNG output: a preview the Dagster UI can show
+    without reaching Takeflow's server."""
+    if output.content_type != "image/png":
+        return None
+    import base64
+
+    thumb = png_preview(Image.open(io.BytesIO(output.data)), max_side)
+    return f"![{output.name}](data:image/png;base64,{base64.b64encode(thumb).decode()})"

@@ -101,6 +101,9 @@ def test_schedule_tick_requests_a_run_that_becomes_a_take(
     assert record is not None and record.status == TaskStatus.COMPLETED
     assert record.dagster_run_id == run.run_id and record.user == "scheduler"
     assert "Takeflow-Task: " + record.task_id in project.repo.recent_commits(1)[0].message
+    assert take.metadata["inputs"]["grain"]["seed"] == 7  # what the run used, not the saved 42
+    assert take.metadata["seeds"]["grain"] == 7
+    assert take.metadata["inputs"]["mix"]["opacity"] == 0.4
 
 
 def test_broken_files_are_skipped_and_reported(
