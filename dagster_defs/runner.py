@@ -24,6 +24,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from dagster_defs.compiler import JobCompiler, job_name, run_config
+from dagster_defs.execution import execute_with_origin
 from dagster_defs.observability import RunnerMetrics, trace_id_of, tracer
 from graph_runtime.caching import NodeOutputCache, node_cache_keys
 from graph_runtime.canvas import CanvasGraph
@@ -553,14 +554,9 @@ class TaskRunner:
         dagster_error: str | None = None
         try:
             job = self.compiler.job_for(plan, with_takes=execution.project is not None)
-            result = job.execute_in_process(
-                run_config=run_config(plan),
-                instance=self.instance,
-                run_id=run_id,
-                raise_on_error=False,
-                tags=self._tags(record, plan),
+            success = execute_with_origin(
+                job, run_config(plan), self.instance, run_id, self._tags(record, plan)
             )
-            success = result.success
         except Exception as exc:  # Dagster itself failed (config, storage)
             log.exception("dagster failed to run task %s", task_id)
             success, dagster_error = False, f"{type(exc).__name__}: {exc}"

@@ -186,6 +186,28 @@ def test_graphql_shows_job_run_lineage_and_schedule(demo_home: DemoHome, ui_url:
     assert meta["take_id"] == "take_001" and meta["task_id"] == demo_home.task_id
 
 
+@pytest.mark.timeout(200)
+def test_a_takeflow_run_can_be_re_executed_from_the_ui(demo_home: DemoHome, ui_url: str) -> None:
+    (run,) = graphql(
+        ui_url,
+        "query($f: RunsFilter) { runsOrError(filter: $f) { ... on Runs { results { runId } } } }",
+        {"f": {"tags": [{"key": "takeflow/task_id", "value": demo_home.task_id}]}},
+    )["runsOrError"]["results"]
+    launched = graphql(
+        ui_url,
+        "mutation($id: String!) { launchRunReexecution(reexecutionParams:"
+        " {parentRunId: $id, strategy: ALL_STEPS}) { __typename"
+        " ... on LaunchRunSuccess { run { runId jobName tags { key value } } }"
+        " ... on PythonError { message } } }",
+        {"id": run["runId"]},
+    )["launchRunReexecution"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    assert launched["run"]["jobName"] == demo_home.job
+    tags = {t["key"]: t["value"] for t in launched["run"]["tags"]}
+    assert tags["dagster/parent_run_id"] == run["runId"]
+    assert tags["takeflow/project"] == "demo"  # the daemon's run is adopted as a new task
+
+
 @pytest.mark.e2e
 @pytest.mark.timeout(240)
 def test_a_new_canvas_appears_after_a_reload(demo_home: DemoHome, ui_url: str) -> None:
