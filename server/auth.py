@@ -67,9 +67,7 @@ class Principal:
         """Raise ``ForbiddenError`` unless the project is one of this caller's."""
         if not self.allows(project_id):
             raise ForbiddenError(
-                f"user '{self.user}' may not use {what} of project '{project_id}'"
-                if project_id
-                else f"user '{self.user}' may not use {what} outside its projects",
+                f"user '{self.user}' may not use {what} '{project_id}'",
                 project_id=project_id,
             )
 

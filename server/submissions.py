@@ -265,6 +265,10 @@ class Submissions:
                 f"a batch holds at most {self.max_batch_size} tasks, got {len(req.tasks)}",
                 field="tasks",
             )
+        if principal is not None:  # another project's task refuses the batch as forbidden
+            for task in req.tasks:
+                if task.project_id is not None:
+                    principal.require(task.project_id)
         graphs: list[CanvasGraph] = []
         errors: list[dict[str, Any]] = []
         for index, task in enumerate(req.tasks):

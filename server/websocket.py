@@ -104,7 +104,7 @@ async def _receive(socket: WebSocket[Any, Any, Any], conn: Connection, send: Any
 def _authorize(conn: Connection, principal: Principal, sub: Subscription) -> None:
     """Every project and task of a subscription must be the caller's (else nothing changes)."""
     for project_id in sub.project_ids:
-        principal.require(project_id, "events")
+        principal.require(project_id, "the events of project")
     for task_id in sub.task_ids:
         record = conn.hub.state.get(task_id)
         if record is None:
