@@ -17,7 +17,7 @@ from typing import IO, Any
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from graph_runtime.errors import TakeflowError
+from graph_runtime.errors import StorageError, TakeflowError
 from server.errors import RequestError, UploadTooLargeError
 from stores.projects import ASSET_SCHEME, Project, asset_relpath
 
@@ -182,6 +182,9 @@ async def receive_upload(
     except TakeflowError:
         part.discard()
         raise
+    except OSError as exc:  # the disk, not the request: 503 storage_error
+        part.discard()
+        raise StorageError(f"the upload could not be stored: {exc}") from exc
     except Exception as exc:
         part.discard()
         raise RequestError(f"the upload could not be read: {exc}", field="file") from exc
