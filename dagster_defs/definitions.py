@@ -146,10 +146,11 @@ class _SpecBuilder:
             metadata = {k: v for k, v in info.items() if v is not None}
             if used_by:
                 metadata["used_by"] = ", ".join(used_by)
+            upstream: list[AssetKey] = sorted(self.deps[key], key=AssetKey.to_user_string)
             out.append(
                 AssetSpec(
                     key,
-                    deps=sorted(self.deps[key], key=lambda k: k.to_user_string()),
+                    deps=upstream,
                     description=description,
                     group_name=group,
                     metadata=metadata,
@@ -211,7 +212,7 @@ def _with_unique_op_names(graph: GraphDefinition) -> GraphDefinition:
     suffix = hashlib.sha1(graph.name.encode()).hexdigest()[:8]
     defs_by_name = {d.name: d for d in graph.node_defs}
     renamed: dict[str, OpDefinition] = {}
-    deps: dict[str | NodeInvocation, dict[str, IDependencyDefinition]] = {}
+    deps: dict[NodeInvocation, dict[str, IDependencyDefinition]] = {}
     for key, inputs in graph.dependencies.items():
         name, alias = (key.name, key.alias or key.name) if isinstance(key, NodeInvocation) else (
             key, key

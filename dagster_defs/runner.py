@@ -871,7 +871,8 @@ class TaskRunner:
         chapter, scene, shot = record.shot.split("/")
         previews = {f.name: thumbnail_markdown(f) for f in files}
         for name, stored in take.outputs.items():
-            extra = {"preview": MetadataValue.md(previews[name])} if previews.get(name) else {}
+            preview = previews.get(name)
+            extra = {"preview": MetadataValue.md(preview)} if preview else {}
             yield AssetMaterialization(
                 asset_key=AssetKey(
                     ["takeflow", project.id, chapter, scene, shot, name.replace(".", "__")]

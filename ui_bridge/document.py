@@ -28,7 +28,7 @@ from graph_runtime.errors import GraphIssue, GraphValidationError
 from graph_runtime.registry import split_ref
 from graph_runtime.templates import Quality
 
-EDITOR_FORMAT = "takeflow.editor/v1"
+EDITOR_FORMAT: Literal["takeflow.editor/v1"] = "takeflow.editor/v1"
 IN_PREFIX = "in-"
 OUT_PREFIX = "out-"
 

@@ -248,8 +248,10 @@ class PipelineCache:
             self.loads += 1
             if entry.nbytes > budget:
                 log.warning(
-                    "model %s needs %.1f GB, over the %.1f GB budget", spec.name,
-                    entry.nbytes / 2**30, budget / 2**30,
+                    "model %s needs %.1f GB, over the %.1f GB budget",
+                    spec.name,
+                    entry.nbytes / 2**30,
+                    budget / 2**30,
                 )
             return entry
 
@@ -540,7 +542,11 @@ class DiffusionService:
                     for j, item in enumerate(items):
                         if item.cancelled.is_set():
                             continue
-                        latent = latents[j].detach().float().cpu().numpy() if want_preview else None
+                        latent = (
+                            latents[j].detach().float().cpu().numpy()
+                            if want_preview and latents is not None
+                            else None
+                        )
                         item.updates.put(("step", step, total, latent))
                     if all(item.is_cancelled() for item in items):
                         p._interrupt = True
