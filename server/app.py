@@ -32,7 +32,7 @@ from server.api import CONTROLLERS
 from server.auth import AuthMiddleware, ProjectAccess, TokenStore, needs_auth
 from server.config import DEFAULT_PORT, ServerConfig, add_serve_options, serve_options
 from server.docs_page import OfflineDocsPlugin
-from server.errors import EXCEPTION_HANDLERS
+from server.errors import EXCEPTION_HANDLERS, document_errors
 from server.health import HealthChecks, TemplateFaults
 from server.live import LiveEvents
 from server.observability import TracingMiddleware, configure_tracing, metrics
@@ -93,6 +93,7 @@ class TakeflowPlugin(InitPluginProtocol):
             app_config.middleware.insert(1, DefineMiddleware(AuthMiddleware, tokens=self.tokens))
             app_config.guards.append(ProjectAccess(self.runtime.state))
         app_config.lifespan.append(self.lifespan)
+        app_config.on_startup.append(document_errors)
         app_config.exception_handlers.update(EXCEPTION_HANDLERS)
         return app_config
 

@@ -120,3 +120,41 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     HTTPException: http_error_handler,
     Exception: internal_error_handler,
 }
+
+
+def document_errors(app: Any) -> None:
+    """Make the OpenAPI document say what errors look like: every operation may answer a
+    ``4XX`` with ``{"code", "message", ...}`` (replacing Litestar's own 400 shape, which this
+    API never sends), and ``503`` when storage or git is unavailable."""
+    from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Reference
+    from litestar.openapi.spec import Schema as OpenAPISchema
+
+    openapi = app.openapi_schema
+    string = OpenAPISchema(type=OpenAPIType.STRING)
+    schemas = openapi.components.schemas
+    schemas["TakeflowError"] = OpenAPISchema(
+        type=OpenAPIType.OBJECT,
+        required=["code", "message"],
+        properties={"code": string, "message": string},
+        description="Every error: a stable machine code, a message, and details by code.",
+    )
+    body = {
+        "application/json": OpenAPIMediaType(
+            schema=Reference(ref="#/components/schemas/TakeflowError")
+        )
+    }
+    for item in (openapi.paths or {}).values():
+        for method in ("get", "put", "post", "delete", "patch"):
+            operation = getattr(item, method, None)
+            if operation is None:
+                continue
+            responses = operation.responses = dict(operation.responses or {})
+            for status in [s for s in responses if s[:1] in ("4", "5")]:
+                del responses[status]
+            responses["4XX"] = OpenAPIResponse(
+                description="The request was refused: a stable `code` says why.", content=body
+            )
+            responses["503"] = OpenAPIResponse(
+                description="Storage or git is unavailable (`storage_error`, `git_error`).",
+                content=body,
+            )

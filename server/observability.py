@@ -60,7 +60,7 @@ class TracingMiddleware:
             await self.app(scope, receive, traced_send)
 
 
-@get("/metrics", tags=["health"], sync_to_thread=False, include_in_schema=True)
+@get("/metrics", tags=["health"], sync_to_thread=False, media_type=CONTENT_TYPE_LATEST)
 def metrics(runtime: NamedDependency[Runtime]) -> Response[bytes]:
     """Prometheus metrics: tasks by status, queue depth, template durations, end-to-end
     overhead, events published and replayed, WebSocket clients, git commit latency."""
