@@ -32,7 +32,11 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """``python -m server.app`` (or the ``takeflow serve`` CLI) with its own Takeflow home."""
+    """``python -m server.app`` (or the ``takeflow serve`` CLI) with its own Takeflow home.
+
+    With ``token`` (a server started with ``--auth``) its HTTP client, readiness probe included,
+    sends ``Authorization: Bearer <token>``.
+    """
 
     def __init__(
         self,
@@ -41,8 +45,10 @@ class ServerProcess:
         cli: bool = False,
         workers: int = 2,
         env: dict[str, str] | None = None,
+        token: str | None = None,
     ) -> None:
         self.home = home
+        self.token = token
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.ws_base = f"ws://127.0.0.1:{self.port}"
@@ -63,7 +69,8 @@ class ServerProcess:
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
         )
-        self.http = httpx.Client(base_url=self.base, timeout=30.0)
+        headers = {"Authorization": f"Bearer {token}"} if token is not None else None
+        self.http = httpx.Client(base_url=self.base, timeout=30.0, headers=headers)
 
     def wait_ready(self, timeout: float = 90.0) -> ServerProcess:
         deadline = time.monotonic() + timeout
@@ -117,9 +124,13 @@ class ServerProcess:
 
 @contextlib.contextmanager
 def running_server(
-    home: Path, *extra: str, cli: bool = False, env: dict[str, str] | None = None
+    home: Path,
+    *extra: str,
+    cli: bool = False,
+    env: dict[str, str] | None = None,
+    token: str | None = None,
 ) -> Iterator[ServerProcess]:
-    server = ServerProcess(home, *extra, cli=cli, env=env)
+    server = ServerProcess(home, *extra, cli=cli, env=env, token=token)
     try:
         yield server.wait_ready()
     finally:
