@@ -15,9 +15,10 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
+from dagster_defs.batches import submit_sweep
 from dagster_defs.runtime import Runtime
 from graph_runtime.canvas import (
     NODE_ID_PATTERN,
@@ -33,6 +34,7 @@ from graph_runtime.errors import (
     ProjectError,
     TakeflowError,
 )
+from graph_runtime.sweeps import Sweep, SweepError
 from graph_runtime.takes import check_shot
 from graph_runtime.tasks import TaskRecord, TaskStatus
 from graph_runtime.templates import Quality
@@ -72,9 +74,26 @@ class RunRequest(_Request):
 
 
 class BatchRequest(_Request):
-    """``POST /api/v1/functions/batches``: many one-node tasks, all accepted or none."""
+    """``POST /api/v1/functions/batches``: all accepted or none. Either ``tasks`` (one-template
+    tasks) or ``graph`` + ``sweep`` (a parameter sweep, ``takeflow.sweep/v1``: lists in a group
+    are zipped, groups combined as a product, the whole repeated ``runs`` times)."""
 
-    tasks: Annotated[list[TaskRequest], Field(min_length=1, max_length=1000)]
+    tasks: Annotated[list[TaskRequest], Field(min_length=1, max_length=1000)] | None = None
+    graph: dict[str, Any] | None = None
+    sweep: dict[str, Any] | None = None
+    runs: Annotated[int, Field(ge=1, le=1000)] | None = None
+    project_id: str | None = None
+    shot_id: str | None = None
+    user_id: Annotated[str, Field(max_length=128)] | None = None
+    priority: Annotated[int, Field(ge=-100, le=100)] = 0
+
+    @model_validator(mode="after")
+    def _one_form(self) -> BatchRequest:
+        if (self.tasks is None) == (self.graph is None):
+            raise ValueError("send either `tasks` (one-template tasks) or `graph` with `sweep`")
+        if self.graph is not None and self.sweep is None:
+            raise ValueError("a graph batch needs a `sweep` (takeflow.sweep/v1)")
+        return self
 
 
 def asset_references(value: Any) -> Iterator[str]:
@@ -222,6 +241,42 @@ class Submissions:
             "estimated_completion": datetime.fromtimestamp(time.time() + estimate, UTC).isoformat(),
         }
 
+    def submit_sweep(
+        self, req: BatchRequest, principal: Principal | None = None
+    ) -> dict[str, Any]:
+        """One task per combination of the sweep's values, as one batch."""
+        assert req.graph is not None and req.sweep is not None
+        graph = self.run_graph(
+            RunRequest(
+                graph=req.graph,
+                project_id=req.project_id,
+                shot_id=req.shot_id,
+                user_id=req.user_id,
+                priority=req.priority,
+            ),
+            principal,
+        )
+        try:
+            sweep = Sweep.model_validate(req.sweep)
+        except PydanticValidationError as exc:
+            raise SweepError(f"the sweep is malformed: {exc.errors()[0]['msg']}") from None
+        batch_id, task_ids = submit_sweep(
+            self.runtime.runner,
+            graph,
+            sweep,
+            req.runs,
+            project_id=graph.context.project,
+            shot=graph.context.shot,
+            user=graph.context.user,
+            priority=req.priority,
+        )
+        return {
+            "batch_id": batch_id,
+            "task_ids": task_ids,
+            "total": len(task_ids),
+            "status": "submitted",
+        }
+
     def submit_task(
         self, req: TaskRequest, batch_id: str | None = None, principal: Principal | None = None
     ) -> dict[str, Any]:
@@ -260,6 +315,8 @@ class Submissions:
         self, req: BatchRequest, principal: Principal | None = None
     ) -> dict[str, Any]:
         """Check every task first; queue them all only if all are valid."""
+        if req.tasks is None:
+            return self.submit_sweep(req, principal)
         if len(req.tasks) > self.max_batch_size:
             raise RequestError(
                 f"a batch holds at most {self.max_batch_size} tasks, got {len(req.tasks)}",
