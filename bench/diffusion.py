@@ -120,15 +120,19 @@ def _run(args: argparse.Namespace, model: str, size: int, tmp: Path) -> int:
     register_model(home, "bench", folder, demo=True)
     name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
     threads = torch.get_num_threads()
-    print(f"device {args.device} ({name}, torch {torch.__version__}, {threads} threads); "
-          f"model {model} "
-          f"(random weights, built in {time.perf_counter() - started:.1f} s); "
-          f"{size}x{size}, {args.steps} steps, euler, guidance 7.5", flush=True)
+    print(
+        f"device {args.device} ({name}, torch {torch.__version__}, {threads} threads); "
+        f"model {model} "
+        f"(random weights, built in {time.perf_counter() - started:.1f} s); "
+        f"{size}x{size}, {args.steps} steps, euler, guidance 7.5",
+        flush=True,
+    )
 
     values = {"prompt": "a lighthouse in a storm", "model": "bench", "width": size, "height": size,
               "steps": args.steps, "guidance": 7.5, "scheduler": "euler"}  # fmt: skip
-    service = DiffusionService(ModelRegistry(home), DiffusionSettings(device=args.device,
-                                                                      max_batch_size=1))
+    service = DiffusionService(
+        ModelRegistry(home), DiffusionSettings(device=args.device, max_batch_size=1)
+    )
     request = GenerationRequest(**{k: v for k, v in values.items()}, seed=0)
     service.generate(request, NullReporter())  # load + warm up
     entry = shared_pipeline_cache().get(ModelRegistry(home).resolve("bench"), args.device)

@@ -185,9 +185,7 @@ def main() -> None:
             )
         )
 
-    print(
-        f"\nPer-task ms over {args.tasks} tasks (median / p95); runner workers={args.workers}"
-    )
+    print(f"\nPer-task ms over {args.tasks} tasks (median / p95); runner workers={args.workers}")
     print(f"{'mode':<50} {'nodes':>5} {'median':>8} {'p95':>8}")
     base: dict[int, float] = {}
     for label, n, samples in rows:

@@ -104,7 +104,7 @@ def _node_op(
         ins={k: In() for k in input_for},
         outs={"result": Out()},
         config_schema={
-            "inputs": Field(Permissive(), is_required=False, default_value={}),  # type: ignore[no-untyped-call]
+            "inputs": Field(Permissive(), is_required=False, default_value={}),
             "quality": Field(str, is_required=False, default_value="standard"),
         },
         tags={"takeflow/node": node.node_id, "takeflow/template": node.template.ref},

@@ -214,8 +214,8 @@ def _with_unique_op_names(graph: GraphDefinition) -> GraphDefinition:
     renamed: dict[str, OpDefinition] = {}
     deps: dict[NodeInvocation, dict[str, IDependencyDefinition]] = {}
     for key, inputs in graph.dependencies.items():
-        name, alias = (key.name, key.alias or key.name) if isinstance(key, NodeInvocation) else (
-            key, key
+        name, alias = (
+            (key.name, key.alias or key.name) if isinstance(key, NodeInvocation) else (key, key)
         )
         op = defs_by_name[name]
         assert isinstance(op, OpDefinition)

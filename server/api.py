@@ -11,6 +11,7 @@ from litestar import Controller, Request, get, post, put
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 from litestar.response import File, Response
+from litestar.types import ControllerRouterHandler
 from pydantic import BaseModel, ConfigDict, Field
 
 from dagster_defs.runtime import Runtime
@@ -189,9 +190,7 @@ class ProjectsController(Controller):
         """Projects (with auth on: the caller's)."""
         principal = principal_of(request)
         return [
-            p.info()
-            for p in runtime.projects.list()
-            if principal is None or principal.allows(p.id)
+            p.info() for p in runtime.projects.list() if principal is None or principal.allows(p.id)
         ]
 
     @get("/{project_id:str}", sync_to_thread=True)
@@ -310,4 +309,10 @@ async def health(health_checks: NamedDependency[HealthChecks]) -> Response[dict[
     return Response(report, status_code=503 if report["status"] == "unhealthy" else 200)
 
 
-CONTROLLERS = [FunctionsController, RunsController, ProjectsController, CanvasesController, health]
+CONTROLLERS: list[ControllerRouterHandler] = [
+    FunctionsController,
+    RunsController,
+    ProjectsController,
+    CanvasesController,
+    health,
+]

@@ -141,7 +141,7 @@ def ensure_demo(runtime: Runtime) -> None:
         runtime.projects.create(DEMO_PROJECT, "Demo project")
         log.info("created project '%s'", DEMO_PROJECT)
     try:
-        from nodes.diffusion.demo import ensure_demo_model  # type: ignore[import-not-found]
+        from nodes.diffusion.demo import ensure_demo_model
     except (ImportError, AttributeError):
         return
     try:

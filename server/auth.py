@@ -25,7 +25,14 @@ from urllib.parse import parse_qs
 
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
-from litestar.types import ASGIApp, Receive, Scope, Send
+from litestar.types import (
+    ASGIApp,
+    HTTPResponseStartEvent,
+    Receive,
+    Scope,
+    Send,
+    WebSocketResponseStartEvent,
+)
 
 from graph_runtime.errors import TakeflowError
 from graph_runtime.takes import check_project_id
@@ -203,26 +210,33 @@ class AuthMiddleware:
         except UnauthorizedError as exc:
             await deny(scope, send, exc)
             return
-        scope["user"] = principal  # type: ignore[typeddict-unknown-key]
+        scope["user"] = principal
         await self.app(scope, receive, send)
 
 
 async def deny(scope: Scope, send: Send, exc: TakeflowError) -> None:
     """Answer an HTTP request, or refuse a WebSocket handshake, with the error's JSON body."""
     body = json.dumps(exc.to_dict()).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers: list[tuple[bytes, bytes]] = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
     if exc.http_status == 401:
         headers.append((b"www-authenticate", b'Bearer realm="takeflow"'))
     if scope["type"] == "http":
-        await send({"type": "http.response.start", "status": exc.http_status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        start: HTTPResponseStartEvent = {
+            "type": "http.response.start", "status": exc.http_status, "headers": headers
+        }  # fmt: skip
+        await send(start)
+        await send({"type": "http.response.body", "body": body, "more_body": False})
         return
-    if "websocket.http.response" in scope.get("extensions", {}):
-        await send(
-            {"type": "websocket.http.response.start", "status": exc.http_status,
-             "headers": headers}
-        )  # fmt: skip
-        await send({"type": "websocket.http.response.body", "body": body})
+    if "websocket.http.response" in (scope.get("extensions") or {}):
+        ws_start: WebSocketResponseStartEvent = {
+            "type": "websocket.http.response.start", "status": exc.http_status,
+            "headers": headers,
+        }  # fmt: skip
+        await send(ws_start)
+        await send({"type": "websocket.http.response.body", "body": body, "more_body": False})
         return
     await send({"type": "websocket.close", "code": 4000 + exc.http_status, "reason": exc.code})
 
@@ -234,9 +248,7 @@ class ProjectAccess:
     def __init__(self, state: SqliteState) -> None:
         self.state = state
 
-    def __call__(
-        self, connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
-    ) -> None:
+    def __call__(self, connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         principal = principal_of(connection)
         if principal is None:
             return

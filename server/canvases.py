@@ -108,8 +108,11 @@ class CanvasesController(Controller):
             graph = parse_canvas(data)
         except ValidationError as exc:
             errors = [
-                {"code": "invalid_canvas", "field": ".".join(str(p) for p in e["loc"]),
-                 "message": e["msg"]}
+                {
+                    "code": "invalid_canvas",
+                    "field": ".".join(str(p) for p in e["loc"]),
+                    "message": e["msg"],
+                }
                 for e in exc.errors()
             ]
             raise InvalidCanvasError(

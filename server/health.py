@@ -183,7 +183,7 @@ class HealthChecks:
     def _runner(self) -> Check:
         runner = self.runtime.runner
         workers, alive = runner.workers_total(), runner.workers_alive()
-        details = {
+        details: dict[str, Any] = {
             "workers": workers,
             "workers_alive": alive,
             "running": runner.running(),

@@ -39,8 +39,8 @@ class TracingMiddleware:
             return
         route = scope.get("path_template") or scope["path"]
         method = scope.get("method", "WS") if scope["type"] == "http" else "WS"
-        attributes = {
-            "http.request.method": method,
+        attributes: dict[str, str] = {
+            "http.request.method": str(method),
             "url.path": scope["path"],
             "http.route": route,
             "takeflow.transport": scope["type"],
@@ -90,7 +90,7 @@ def configure_tracing(exporter: str = "none", service_name: str = "takeflow") ->
         span_exporter = ConsoleSpanExporter()
     elif exporter == "otlp":
         try:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[import-not-found]
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
                 OTLPSpanExporter,
             )
         except ImportError:

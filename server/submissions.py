@@ -111,7 +111,8 @@ def asset_references(value: Any) -> Iterator[str]:
 
 def _graph_issues(exc: PydanticValidationError, graph: dict[str, Any]) -> list[GraphIssue]:
     """Pydantic's errors on a canvas document, pinned to node ids and ports where possible."""
-    nodes = graph.get("nodes") if isinstance(graph.get("nodes"), list) else []
+    raw_nodes = graph.get("nodes")
+    nodes: list[Any] = raw_nodes if isinstance(raw_nodes, list) else []
     issues = []
     for err in exc.errors(include_url=False):
         loc = list(err["loc"])
@@ -205,9 +206,7 @@ class Submissions:
             )
         context = self._context(req.project_id, req.shot_id, req.user_id, principal)
         self.check_assets(req.project_id, inputs)
-        return single_node_graph(
-            req.template_id, inputs, quality, node_id=node_id, context=context
-        )
+        return single_node_graph(req.template_id, inputs, quality, node_id=node_id, context=context)
 
     def run_graph(self, req: RunRequest, principal: Principal | None = None) -> CanvasGraph:
         check_graph_size(req.graph, self.max_graph_nodes)
@@ -241,9 +240,7 @@ class Submissions:
             "estimated_completion": datetime.fromtimestamp(time.time() + estimate, UTC).isoformat(),
         }
 
-    def submit_sweep(
-        self, req: BatchRequest, principal: Principal | None = None
-    ) -> dict[str, Any]:
+    def submit_sweep(self, req: BatchRequest, principal: Principal | None = None) -> dict[str, Any]:
         """One task per combination of the sweep's values, as one batch."""
         assert req.graph is not None and req.sweep is not None
         graph = self.run_graph(
@@ -311,9 +308,7 @@ class Submissions:
         )
         return self._accepted(record, tracking_id)
 
-    def submit_batch(
-        self, req: BatchRequest, principal: Principal | None = None
-    ) -> dict[str, Any]:
+    def submit_batch(self, req: BatchRequest, principal: Principal | None = None) -> dict[str, Any]:
         """Check every task first; queue them all only if all are valid."""
         if req.tasks is None:
             return self.submit_sweep(req, principal)

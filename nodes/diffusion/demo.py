@@ -133,7 +133,8 @@ def build_random_pipeline(
     work = folder.parent / f".{folder.name}.{uuid.uuid4().hex[:8]}"
     vocab_size = _byte_level_tokenizer(work / "tokenizer_src")
     tokenizer = CLIPTokenizer(
-        str(work / "tokenizer_src" / "vocab.json"), str(work / "tokenizer_src" / "merges.txt"),
+        str(work / "tokenizer_src" / "vocab.json"),
+        str(work / "tokenizer_src" / "merges.txt"),
         model_max_length=77,
     )
     text_encoder = CLIPTextModel(
@@ -165,8 +166,8 @@ def build_random_pipeline(
         requires_safety_checker=False,
     )
     if half:
-        pipe = pipe.to(torch.float16)
-    pipe.save_pretrained(work / "pipeline", safe_serialization=True)
+        pipe = pipe.to(torch.float16)  # type: ignore[attr-defined]
+    pipe.save_pretrained(work / "pipeline", safe_serialization=True)  # type: ignore[attr-defined]
     (work / "pipeline" / _MARKER).write_text(
         json.dumps({"revision": DEMO_REVISION, "size": size, "seed": seed, "random_weights": True})
     )

@@ -20,15 +20,25 @@ def _graph() -> CanvasGraph:
         {
             "name": "sweep-me",
             "nodes": [
-                {"id": "grain", "template": "noise_image", "inputs": {
-                    "width": {"kind": "literal", "value": 8},
-                    "height": {"kind": "literal", "value": 8},
-                    "seed": {"kind": "literal", "value": 0}}},
-                {"id": "big", "template": "resize", "inputs": {
-                    "image": {"kind": "link", "node": "grain", "output": "image"},
-                    "width": {"kind": "literal", "value": 8},
-                    "height": {"kind": "literal", "value": 8},
-                    "resample": {"kind": "literal", "value": "nearest"}}},
+                {
+                    "id": "grain",
+                    "template": "noise_image",
+                    "inputs": {
+                        "width": {"kind": "literal", "value": 8},
+                        "height": {"kind": "literal", "value": 8},
+                        "seed": {"kind": "literal", "value": 0},
+                    },
+                },
+                {
+                    "id": "big",
+                    "template": "resize",
+                    "inputs": {
+                        "image": {"kind": "link", "node": "grain", "output": "image"},
+                        "width": {"kind": "literal", "value": 8},
+                        "height": {"kind": "literal", "value": 8},
+                        "resample": {"kind": "literal", "value": "nearest"},
+                    },
+                },
             ],
         }
     )
@@ -50,16 +60,26 @@ def test_sweep_2x3_twice_makes_12_tasks_and_12_takes(runtime: Any, project: Any)
     progress = BatchProgress(batch_id, on_change=lambda p: seen.append(p.summary()))
     runtime.runner.add_sink(progress)
     got_id, task_ids = submit_sweep(
-        runtime.runner, _graph(), Sweep.parse(SWEEP), project_id=project.id, shot=SHOT,
-        user="sweeper", batch_id=batch_id,
+        runtime.runner,
+        _graph(),
+        Sweep.parse(SWEEP),
+        project_id=project.id,
+        shot=SHOT,
+        user="sweeper",
+        batch_id=batch_id,
     )
     assert got_id == batch_id and len(task_ids) == len(set(task_ids)) == 12
     assert progress.wait(timeout=100), progress.summary()
     runtime.runner.remove_sink(progress)
 
     assert progress.summary() | {"batch_id": None} == {
-        "batch_id": None, "total": 12, "finished": 12, "completed": 12, "failed": 0,
-        "cancelled": 0, "progress": 1.0,
+        "batch_id": None,
+        "total": 12,
+        "finished": 12,
+        "completed": 12,
+        "failed": 0,
+        "cancelled": 0,
+        "progress": 1.0,
     }
     fractions = [s["progress"] for s in seen]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0

@@ -33,9 +33,18 @@ def test_run_with_sweep_prints_batch_progress_and_takes(
 
 def test_run_with_a_bad_sweep_says_why(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     sweep = tmp_path / "sweep.json"
-    sweep.write_text(json.dumps({"groups": [[
-        {"input": "grain.seed", "values": [1, 2]}, {"input": "title.text", "values": ["A"]}
-    ]]}))
+    sweep.write_text(
+        json.dumps(
+            {
+                "groups": [
+                    [
+                        {"input": "grain.seed", "values": [1, 2]},
+                        {"input": "title.text", "values": ["A"]},
+                    ]
+                ]
+            }
+        )
+    )
     code = main(["run", str(FIXTURES / "graphs" / "poster.json"), "--sweep", str(sweep)])
     assert code == 2
     assert "grain.seed has 2, title.text has 1" in capsys.readouterr().err

@@ -27,8 +27,13 @@ from tests.dagster_defs.conftest import FIXTURES, save_demo_canvas
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOT = REPO / "docs" / "screenshots" / "dagster-asset-graph.png"
 CHROMIUM_FLAGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 
 
@@ -75,10 +80,25 @@ def ui_url(demo_home: DemoHome) -> Iterator[str]:
     """`takeflow ui --no-daemon` on a free loopback port (code server + dagster-webserver)."""
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "--home", str(demo_home.path), "ui",
-         "--no-daemon", "--port", str(port), "--startup-timeout", "120"],
-        cwd=REPO, env=demo_home.env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-        text=True, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "server.cli",
+            "--home",
+            str(demo_home.path),
+            "ui",
+            "--no-daemon",
+            "--port",
+            str(port),
+            "--startup-timeout",
+            "120",
+        ],
+        cwd=REPO,
+        env=demo_home.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 150
@@ -120,7 +140,11 @@ REPOSITORY = """{ repositoriesOrError { ... on RepositoryConnection { nodes {
 def _dagster_cli(demo_home: DemoHome, *args: str) -> str:
     result = subprocess.run(
         [str(Path(sys.executable).parent / "dagster"), *args, "-w", "workspace.yaml"],
-        cwd=REPO, env=demo_home.env(), capture_output=True, text=True, timeout=90,
+        cwd=REPO,
+        env=demo_home.env(),
+        capture_output=True,
+        text=True,
+        timeout=90,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout
@@ -142,8 +166,10 @@ def test_graphql_shows_job_run_lineage_and_schedule(demo_home: DemoHome, ui_url:
     assert jobs[demo_home.job]["takeflow/project"] == "demo"
     (schedule,) = repo["schedules"]
     assert schedule == {
-        "name": "demo__poster__nightly", "cronSchedule": "0 2 * * *",
-        "executionTimezone": "Europe/Paris", "scheduleState": {"status": "RUNNING"},
+        "name": "demo__poster__nightly",
+        "cronSchedule": "0 2 * * *",
+        "executionTimezone": "Europe/Paris",
+        "scheduleState": {"status": "RUNNING"},
     }
 
     runs = graphql(
@@ -161,7 +187,8 @@ def test_graphql_shows_job_run_lineage_and_schedule(demo_home: DemoHome, ui_url:
     nodes = graphql(ui_url, "{ assetNodes { assetKey { path } dependencyKeys { path } } }")
     edges = {
         ("/".join(d["path"][2:]), "/".join(n["assetKey"]["path"][2:]))
-        for n in nodes["assetNodes"] for d in n["dependencyKeys"]
+        for n in nodes["assetNodes"]
+        for d in n["dependencyKeys"]
     }
     for edge in [
         ("01_Assets/logo.png", "poster/logo"),
@@ -233,8 +260,11 @@ def test_a_new_canvas_appears_after_a_reload(demo_home: DemoHome, ui_url: str) -
         assert any(n.startswith("poster_b__") for n in names), names
     finally:
         (source / "poster_b.json").unlink()
-        graphql(ui_url, 'mutation { reloadRepositoryLocation(repositoryLocationName: "takeflow")'
-                " { __typename } }")
+        graphql(
+            ui_url,
+            'mutation { reloadRepositoryLocation(repositoryLocationName: "takeflow")'
+            " { __typename } }",
+        )
 
 
 @pytest.mark.e2e

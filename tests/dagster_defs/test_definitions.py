@@ -151,7 +151,13 @@ def test_canvases_sharing_node_ids_load_side_by_side(
         # the run config the runner gives its own runs fits the location's job (re-execution)
         assert validate_run_config(job, run_config(plan))["ops"]["grain"]["config"]["inputs"]
         assert {n.name for n in job.graph.nodes} == {
-            "logo", "sky", "grain", "mix", "stamp", "final", "takeflow_takes"
+            "logo",
+            "sky",
+            "grain",
+            "mix",
+            "stamp",
+            "final",
+            "takeflow_takes",
         }
 
 

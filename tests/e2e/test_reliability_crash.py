@@ -46,8 +46,9 @@ def test_sigkill_mid_run_then_restart(tmp_path: Path) -> None:
                 )
                 queued = [_image(first, seed) for seed in (1, 2, 3)]
                 await client.until(
-                    lambda e: e["data"].get("task_id") == queued[-1]
-                    and e["type"] == "task.submitted",
+                    lambda e: (
+                        e["data"].get("task_id") == queued[-1] and e["type"] == "task.submitted"
+                    ),
                     30,
                 )
                 return long, queued, client.for_task(long)[-1]["seq"]

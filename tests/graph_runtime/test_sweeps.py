@@ -33,7 +33,12 @@ def test_groups_are_a_product_and_runs_repeat_the_whole() -> None:
     assert sweep.size() == len(items) == 12
     combos = [(i.run, i.values["grain.seed"], i.values["mix.opacity"]) for i in items]
     assert combos[:6] == [
-        (1, 1, 0.1), (1, 1, 0.2), (1, 1, 0.3), (1, 2, 0.1), (1, 2, 0.2), (1, 2, 0.3)
+        (1, 1, 0.1),
+        (1, 1, 0.2),
+        (1, 1, 0.3),
+        (1, 2, 0.1),
+        (1, 2, 0.2),
+        (1, 2, 0.3),
     ]
     assert combos[6:] == [(2, s, o) for _, s, o in combos[:6]]
     assert [i.index for i in items] == list(range(12))
@@ -42,7 +47,10 @@ def test_groups_are_a_product_and_runs_repeat_the_whole() -> None:
         assert _literal(item.graph, "mix.opacity") == item.values["mix.opacity"]
         assert item.graph.structure_hash() == graph.structure_hash()
     assert items[0].metadata("b1") == {
-        "batch_id": "b1", "index": 0, "run": 1, "values": {"grain.seed": 1, "mix.opacity": 0.1}
+        "batch_id": "b1",
+        "index": 0,
+        "run": 1,
+        "values": {"grain.seed": 1, "mix.opacity": 0.1},
     }
     # the source graph is untouched
     assert _literal(graph, "grain.seed") == 42
@@ -112,9 +120,12 @@ def test_bad_documents_are_one_error() -> None:
 
 def test_an_input_twice_is_refused() -> None:
     sweep = Sweep.parse(
-        {"groups": [
-            [{"input": "grain.seed", "values": [1]}], [{"input": "grain.seed", "values": [2]}]
-        ]}
+        {
+            "groups": [
+                [{"input": "grain.seed", "values": [1]}],
+                [{"input": "grain.seed", "values": [2]}],
+            ]
+        }
     )
     with pytest.raises(SweepError, match=r"'grain\.seed' appears in more than one field"):
         expand_sweep(load_graph("poster"), sweep)

@@ -35,7 +35,9 @@ def test_editor_document_becomes_the_expected_graph() -> None:
     assert blend is not None
     # the link wins over a stale literal typed into the same port before it was connected
     assert blend.inputs["base"].model_dump() == {
-        "kind": "link", "node": "gradient_image_1", "output": "image"
+        "kind": "link",
+        "node": "gradient_image_1",
+        "output": "image",
     }
 
 
@@ -70,8 +72,12 @@ def test_graph_without_positions_gets_a_grid_layout() -> None:
 def test_edge_to_a_missing_node_is_an_error_on_the_target() -> None:
     body = fixture("three_node.editor.json")
     body["edges"].append(
-        {"source": "ghost", "sourceHandle": "out-image",
-         "target": "blend_1", "targetHandle": "in-mask"}
+        {
+            "source": "ghost",
+            "sourceHandle": "out-image",
+            "target": "blend_1",
+            "targetHandle": "in-mask",
+        }
     )
     with pytest.raises(GraphValidationError, match="refers to node 'ghost'") as info:
         to_graph(EditorDocument.model_validate(body))
@@ -91,7 +97,11 @@ def _node_eval(script: str) -> object:
         pytest.skip("node is not installed: the editor's JavaScript cannot be checked")
     out = subprocess.run(
         [node, "--input-type=module", "-e", script],
-        cwd=WEB, capture_output=True, text=True, timeout=30, check=True,
+        cwd=WEB,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
     )
     return json.loads(out.stdout)
 

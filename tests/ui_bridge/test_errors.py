@@ -21,11 +21,19 @@ def test_each_error_lands_on_its_node_and_port() -> None:
     body = _errors_of(
         {
             "nodes": [
-                {"id": "size", "template": "noise_image",
-                 "inputs": {"width": {"kind": "literal", "value": 99999}}},
-                {"id": "mix", "template": "blend",
-                 "inputs": {"base": {"kind": "link", "node": "size", "output": "image"},
-                            "mode": {"kind": "literal", "value": "screem"}}},
+                {
+                    "id": "size",
+                    "template": "noise_image",
+                    "inputs": {"width": {"kind": "literal", "value": 99999}},
+                },
+                {
+                    "id": "mix",
+                    "template": "blend",
+                    "inputs": {
+                        "base": {"kind": "link", "node": "size", "output": "image"},
+                        "mode": {"kind": "literal", "value": "screem"},
+                    },
+                },
                 {"id": "typo", "template": "gradiant_image"},
             ]
         }
@@ -52,7 +60,9 @@ def test_errors_of_nodes_not_on_the_canvas_stay_visible() -> None:
     assert not pinned.by_node
     assert [e.message for e in pinned.graph] == ["the graph has no nodes", "gone: links to x"]
     assert pinned.to_dict()["graph_errors"][1] == {
-        "code": "dangling_link", "message": "gone: links to x", "port": "a"
+        "code": "dangling_link",
+        "message": "gone: links to x",
+        "port": "a",
     }
 
 
