@@ -1,4 +1,5 @@
 // Thin client of the Takeflow HTTP API (docs/integration.md).
+import { auth, authHeaders, unauthorized, withToken } from './auth.svelte.js';
 
 export class ApiError extends Error {
   constructor(status, body) {
@@ -10,7 +11,7 @@ export class ApiError extends Error {
 }
 
 async function call(method, path, body, { raw = false } = {}) {
-  const init = { method, headers: {} };
+  const init = { method, headers: { ...authHeaders() } };
   if (body instanceof FormData) init.body = body;
   else if (body !== undefined) {
     init.body = JSON.stringify(body);
@@ -26,7 +27,12 @@ async function call(method, path, body, { raw = false } = {}) {
       data = { message: text };
     }
   }
-  if (!res.ok) throw new ApiError(res.status, data);
+  if (!res.ok) {
+    const err = new ApiError(res.status, data);
+    if (res.status === 401) unauthorized(err.message);
+    if (res.status === 403) auth.forbidden = err.message;
+    throw err;
+  }
   return raw ? res : data;
 }
 
@@ -59,9 +65,9 @@ export const api = {
     call('PUT', `/api/v1/projects/${enc(projectId)}/canvases/${enc(name)}`, graph),
 };
 
-/** The URL the browser uses to fetch a stored project file. */
+/** The URL the browser uses to fetch a stored project file (with the token, when signed in). */
 export function fileUrl(projectId, output) {
-  if (output?.url) return output.url;
+  if (output?.url) return withToken(output.url);
   const path = String(output?.path ?? output).split('/').map(enc).join('/');
-  return `/api/v1/projects/${enc(projectId)}/files/${path}`;
+  return withToken(`/api/v1/projects/${enc(projectId)}/files/${path}`);
 }

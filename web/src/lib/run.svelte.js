@@ -1,5 +1,6 @@
 // The run being watched: per-node state folded from task events, persisted so a reload
 // resumes from the last sequence number it saw (the server replays the rest, no gap, no duplicate).
+import { withToken } from './auth.svelte.js';
 
 const STORAGE_KEY = 'takeflow.run.v1';
 const TERMINAL = new Set(['completed', 'failed', 'cancelled']);
@@ -9,6 +10,7 @@ function blank() {
     taskId: null,
     projectId: null,
     shot: null,
+    user: null, // the task's owner: the WebSocket path /ws/{user} (a token's user under auth)
     status: 'idle', // idle | submitting | queued | running | completed | failed | cancelled
     progress: 0,
     lastSeq: 0,
@@ -43,8 +45,8 @@ function persist() {
   }
 }
 
-/** Start watching a freshly submitted task; `nodes` are the graph's nodes, `edges` its links. */
-export function begin(taskId, projectId, shot, graphNodes, outputsOf) {
+/** Start watching a freshly submitted task of `user`; `graphNodes` are the graph's nodes. */
+export function begin(taskId, projectId, shot, graphNodes, outputsOf, user = null) {
   Object.assign(run, blank());
   const sources = new Set();
   for (const n of graphNodes) {
@@ -53,6 +55,7 @@ export function begin(taskId, projectId, shot, graphNodes, outputsOf) {
   run.taskId = taskId;
   run.projectId = projectId;
   run.shot = shot;
+  run.user = user;
   run.status = 'queued';
   run.startedAt = Date.now();
   run.outputsOf = outputsOf;
@@ -176,8 +179,8 @@ let backoff = 300;
 
 function wsUrl() {
   const proto = location.protocol === 'https:' ? 'wss' : 'ws';
-  const user = localStorage.getItem('takeflow.user') || 'editor';
-  return `${proto}://${location.host}/ws/${encodeURIComponent(user)}`;
+  const user = run.user || localStorage.getItem('takeflow.user') || 'editor';
+  return withToken(`${proto}://${location.host}/ws/${encodeURIComponent(user)}`);
 }
 
 export function connect() {
