@@ -76,7 +76,10 @@ class Server:
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
                 [*cmd, "--home", str(self.home), "serve", "--port", str(self.port)],
-                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
