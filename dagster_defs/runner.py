@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import os
 import queue
 import threading
 import time
@@ -34,6 +35,7 @@ from graph_runtime.errors import (
     TaskCancelledError,
     TaskNotFoundError,
     TemplateExecutionError,
+    TemplateMemoryError,
     TemplateTimeoutError,
 )
 from graph_runtime.events import EventSink, EventType, TaskEvent
@@ -73,6 +75,15 @@ def _raise_in_thread(thread_id: int, exc_type: type[BaseException]) -> None:
     )
 
 
+def _rss_bytes() -> int:
+    """Resident memory of this process (Linux ``/proc``; 0 where unavailable)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def new_task_id() -> str:
     return f"task_{uuid.uuid4().hex[:16]}"
 
@@ -96,7 +107,8 @@ class _Execution:
     adopted: bool = False
     thread_id: int | None = None
     current_node: tuple[PlannedNode, float] | None = None
-    timeout_error: TemplateTimeoutError | None = None
+    rss_at_node_start: int = 0
+    stop_error: TakeflowError | None = None  # set by the watchdog (time or memory limit)
     interrupted: bool = False
     seeds: dict[str, Any] = field(default_factory=dict)
     inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -129,8 +141,8 @@ class _NodeReporter:
         self._previews = itertools.count(1)
 
     def check_cancelled(self) -> None:
-        if self._execution.timeout_error is not None:
-            raise self._execution.timeout_error
+        if self._execution.stop_error is not None:
+            raise self._execution.stop_error
         if self._execution.cancel.is_set():
             raise TaskCancelledError("task was cancelled", node_id=self.node_id)
 
@@ -187,6 +199,7 @@ class TaskRunner:
         node_timeout_s: float = 3600.0,
         metrics: RunnerMetrics | None = None,
         recover: bool | None = None,
+        memory_limit_mb: float | None = None,
     ) -> None:
         """``recover`` (default: when there are workers) tidies after a crash on start-up. A
         runner without workers (the Dagster code location, loaded by the webserver, daemon and
@@ -198,6 +211,8 @@ class TaskRunner:
         self.services = dict(services or {})
         self.node_cache = node_cache
         self.node_timeout_s = node_timeout_s
+        self.memory_limit_mb = memory_limit_mb
+        self._memory_tripped = False
         self.metrics = metrics or RunnerMetrics()
         self._spans: dict[str, trace.Span] = {}
         self.compiler = JobCompiler(self._run_node, self._make_take)
@@ -565,7 +580,7 @@ class TaskRunner:
         elapsed = time.perf_counter() - execution.started
         if success:
             self._complete(execution, run_id, elapsed)
-        elif execution.timeout_error is None and (
+        elif execution.stop_error is None and (
             execution.cancel.is_set() or isinstance(execution.error, TaskCancelledError)
         ):
             self._finish(
@@ -679,9 +694,12 @@ class TaskRunner:
     def _watchdog(self, interval: float = 0.25, grace_s: float = 2.0) -> None:
         """Stops templates that outlive their time limit: first at their next progress call,
         then, after a grace period, by raising inside the worker thread (between Python
-        calls; a template blocked inside one C call stops when it returns)."""
+        calls; a template blocked inside one C call stops when it returns). Also stops the
+        template that grew the process most when memory goes over the limit."""
         while not self._closed:
             time.sleep(interval)
+            if self.memory_limit_mb:
+                self._check_memory(self.memory_limit_mb)
             now = time.monotonic()
             for execution in list(self._by_task.values()):
                 current = execution.current_node
@@ -691,8 +709,8 @@ class TaskRunner:
                 limit = node.template.timeout_s or self.node_timeout_s
                 if now - since <= limit:
                     continue
-                if execution.timeout_error is None:
-                    execution.timeout_error = TemplateTimeoutError(
+                if execution.stop_error is None:
+                    execution.stop_error = TemplateTimeoutError(
                         node.node_id, node.template.id, limit
                     )
                     execution.cancel.set()
@@ -703,6 +721,29 @@ class TaskRunner:
                 ):
                     execution.interrupted = True
                     _raise_in_thread(execution.thread_id, _TemplateInterrupt)
+
+    def _check_memory(self, limit_mb: float) -> None:
+        rss = _rss_bytes()
+        if rss <= limit_mb * 2**20:
+            self._memory_tripped = False
+            return
+        if self._memory_tripped:  # already stopped one; wait for memory to come back
+            return
+        running = [
+            e for e in list(self._by_task.values()) if e.current_node and e.stop_error is None
+        ]
+        if not running:
+            return
+        culprit = max(running, key=lambda e: rss - e.rss_at_node_start)
+        node = culprit.current_node[0]  # type: ignore[index]
+        culprit.stop_error = TemplateMemoryError(
+            node.node_id, node.template.id, rss / 2**20, limit_mb
+        )
+        culprit.cancel.set()
+        self._memory_tripped = True
+        if culprit.thread_id is not None and not culprit.interrupted:
+            culprit.interrupted = True
+            _raise_in_thread(culprit.thread_id, _TemplateInterrupt)
 
     # -- called from inside Dagster ops ----------------------------------------------------
 
@@ -751,6 +792,7 @@ class TaskRunner:
         self._node_state(execution, node.node_id, "running", template=node.template.ref)
         started = time.perf_counter()
         execution.current_node = (node, time.monotonic())
+        execution.rss_at_node_start = _rss_bytes()
         node_span = tracer.start_span(
             f"takeflow.node {node.node_id}",
             context=self._span_context(execution.record.task_id),
@@ -765,8 +807,8 @@ class TaskRunner:
             raise
         except Exception as exc:
             error: TakeflowError
-            if execution.timeout_error is not None:
-                error = execution.timeout_error
+            if execution.stop_error is not None:
+                error = execution.stop_error
             elif isinstance(exc, TakeflowError):  # keep its stable code (e.g. model_not_found)
                 error = exc
                 error.details.setdefault("node_id", node.node_id)

@@ -48,6 +48,8 @@ def open_runtime(
     projects = ProjectCatalog(takeflow_home.path)
     state = SqliteState(takeflow_home.state_db)
     instance = open_runner_instance(takeflow_home.dagster_home)
+    limits = takeflow_home.config().get("runner", {})
+    memory_gb = limits.get("memory_limit_gb")
     runner = TaskRunner(
         registry,
         projects,
@@ -56,5 +58,7 @@ def open_runtime(
         workers=workers,
         services=services,
         node_cache=DiskNodeCache(takeflow_home.cache_dir / "nodes"),
+        node_timeout_s=float(limits.get("node_timeout_s", 3600.0)),
+        memory_limit_mb=float(memory_gb) * 1024 if memory_gb else None,
     )
     return Runtime(takeflow_home, registry, projects, state, instance, runner)

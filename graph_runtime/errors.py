@@ -105,6 +105,22 @@ class TemplateTimeoutError(TemplateError):
         )
 
 
+class TemplateMemoryError(TemplateError):
+    """The server went over its memory limit while a template ran; that template was stopped."""
+
+    code = "template_memory_limit"
+    http_status = 507
+
+    def __init__(self, node_id: str, template_id: str, rss_mb: float, limit_mb: float) -> None:
+        super().__init__(
+            f"node '{node_id}' (template '{template_id}') was stopped: the server used "
+            f"{rss_mb:.0f} MB, over its limit of {limit_mb:.0f} MB, while it ran",
+            node_id=node_id,
+            template_id=template_id,
+            limit_mb=limit_mb,
+        )
+
+
 class TaskCancelledError(TakeflowError):
     """Raised inside a template at its next progress point once its task is cancelled."""
 

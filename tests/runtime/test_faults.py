@@ -155,3 +155,40 @@ def test_restart_tidies_staging_lock_and_commits_stranded_takes(tmp_path: Path) 
         assert [t.number for t in rt.projects.get("demo").takes.list(SHOT)] == [1, 2, 3]
     finally:
         rt.close()
+
+
+def _hog(ctx: Any, inputs: Any) -> Any:
+    hoard = []
+    for _ in range(1500):  # up to 3 GB, 2 MB at a time
+        hoard.append(bytearray(2 * 2**20))
+        time.sleep(0.005)
+    return {"value": f"kept {len(hoard)} chunks"}
+
+
+HOG = FunctionTemplate(
+    id="hog", version="1.0.0", name="Hog", category="testing", description="eats memory",
+    inputs=(), outputs=(OutputSpec("value", PortType.TEXT),), fn=_hog, cacheable=False,
+)  # fmt: skip
+
+
+def test_memory_hog_is_stopped_and_the_server_goes_on(tmp_path: Path) -> None:
+    from dagster_defs.runner import _rss_bytes
+
+    home = tmp_path / "home"
+    rt = open_runtime(home, workers=2)
+    rt.runner.registry = TemplateRegistry([*TEMPLATES, HOG])
+    rt.runner.memory_limit_mb = _rss_bytes() / 2**20 + 300
+    try:
+        sink = RecordingSink()
+        rt.runner.add_sink(sink)
+        hog = rt.runner.submit(single_node_graph("hog", {}))
+        other = rt.runner.submit(single_node_graph("delay", {"seconds": 0.5, "steps": 5}))
+        failed = sink.wait_terminal(hog.task_id, 60)
+        assert failed.type == "task.failed", failed.data
+        assert failed.data["code"] == "template_memory_limit"
+        assert "node 'node' (template 'hog') was stopped: the server used" in failed.data["message"]
+        assert rt.runner.wait(other.task_id, 30).status == TaskStatus.COMPLETED
+        after = rt.runner.submit(single_node_graph("number", {"value": 2}))
+        assert rt.runner.wait(after.task_id, 30).status == TaskStatus.COMPLETED
+    finally:
+        rt.close()

@@ -52,3 +52,28 @@ def test_held_index_lock_is_a_git_error(tmp_path: Path) -> None:
     (tmp_path / "p" / "x.txt").write_text("x")
     with pytest.raises(GitError, match=r"index\.lock"):
         repo.commit(["x.txt"], "x")
+
+
+def test_without_git_lfs_media_is_committed_plainly_and_said_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import shutil
+
+    import stores.git_repo as git_repo
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "git").symlink_to(shutil.which("git") or "/usr/bin/git")
+    monkeypatch.setenv("PATH", str(bin_dir))
+    monkeypatch.setattr(git_repo, "_lfs_checked", None)
+    caplog.set_level("WARNING", logger="stores.git_repo")
+
+    repo = ProjectRepository.create(tmp_path / "p")
+    assert not repo.uses_lfs
+    assert "*.png binary" in (tmp_path / "p" / ".gitattributes").read_text()
+    (tmp_path / "p" / "a.png").write_bytes(b"\x89PNG" + bytes(64))
+    repo.commit(["a.png"], "take\n\nTakeflow-Task: task_x")
+    assert not repo.is_lfs_pointer("a.png")
+    ProjectRepository.create(tmp_path / "q")
+    warnings = [r for r in caplog.records if "git-lfs is not installed" in r.getMessage()]
+    assert len(warnings) == 1
