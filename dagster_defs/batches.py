@@ -63,6 +63,7 @@ def submit_sweep(
             user=user,
             priority=priority,
             batch_id=batch_id,
+            batch_size=len(items),
             extra_metadata={"sweep": item.metadata(batch_id)},
         )
         task_ids.append(record.task_id)
@@ -108,6 +109,9 @@ class BatchProgress:
         with self._cond:
             if event.type == EventType.TASK_SUBMITTED:
                 if event.data.get("batch_id") == self.batch_id:
+                    size = event.data.get("batch_size")
+                    if isinstance(size, int):  # the whole batch is known: the bar never moves back
+                        self.expected = max(self.expected or 0, size)
                     self.tasks[event.task_id] = 0.0
                     self.status[event.task_id] = "queued"
                     changed = True

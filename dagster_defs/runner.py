@@ -263,6 +263,7 @@ class TaskRunner:
         user: str | None = None,
         priority: int = 0,
         batch_id: str | None = None,
+        batch_size: int | None = None,
         task_id: str | None = None,
         extra_metadata: Mapping[str, Any] | None = None,
     ) -> TaskRecord:
@@ -313,6 +314,7 @@ class TaskRunner:
                     "nodes": [n.node_id for n in plan.nodes],
                     "estimated_time": self.estimate_seconds(plan),
                     "batch_id": batch_id,
+                    "batch_size": batch_size,
                 },
             )
             self._queue.put((-priority, next(self._order), record.task_id))
