@@ -302,6 +302,20 @@ class ProjectsController(Controller):
         return body
 
 
+@get(f"{API}/auth/me", tags=["auth"], sync_to_thread=False)
+def whoami(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """The caller: its user id, its projects (``null``: every project) and whether auth is on.
+
+    The editor uses ``user_id`` for its WebSocket path (``/ws/{user_id}``), which under auth
+    must be the token's user.
+    """
+    principal = principal_of(request)
+    if principal is None:
+        return {"user_id": "local", "projects": None, "auth": False}
+    projects = None if principal.all_projects else sorted(principal.projects)
+    return {"user_id": principal.user, "projects": projects, "auth": True}
+
+
 @get("/health", tags=["health"])
 async def health(health_checks: NamedDependency[HealthChecks]) -> Response[dict[str, Any]]:
     """One check per service plus a probe task through the pipeline; 503 when unhealthy."""
@@ -314,5 +328,6 @@ CONTROLLERS: list[ControllerRouterHandler] = [
     RunsController,
     ProjectsController,
     CanvasesController,
+    whoami,
     health,
 ]
