@@ -41,6 +41,7 @@ const list = (data, key) => (Array.isArray(data) ? data : (data?.[key] ?? data?.
 
 export const api = {
   templates: async () => list(await call('GET', '/api/v1/functions/templates'), 'templates'),
+  me: () => call('GET', '/api/v1/auth/me'),
   projects: async () => list(await call('GET', '/api/v1/projects'), 'projects'),
   createProject: (project_id, name) => call('POST', '/api/v1/projects', { project_id, name }),
   run: (graph, project_id, shot_id, user_id) =>

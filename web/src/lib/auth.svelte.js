@@ -16,10 +16,30 @@ export const auth = $state({
   needed: false, // the server answered 401: show the sign-in box
   message: '', // why (the server's 401 message)
   forbidden: '', // the server's last 403 message
+  user: null, // the token's user, from GET /api/v1/auth/me (null without auth or before asking)
 });
+
+/**
+ * The user whose WebSocket path (`/ws/{user}`) to use: the token's user under auth (null until
+ * the server has said who that is), else the local name.
+ */
+export function socketUser() {
+  if (auth.token) return auth.user;
+  try {
+    return localStorage.getItem('takeflow.user') || 'editor';
+  } catch {
+    return 'editor';
+  }
+}
+
+/** Remember who the server says we are (`GET /api/v1/auth/me`). */
+export function identify(me) {
+  auth.user = me?.auth ? (me.user_id ?? null) : null;
+}
 
 export function signIn(token) {
   auth.token = token.trim();
+  auth.user = null;
   auth.needed = false;
   auth.message = '';
   auth.forbidden = '';
@@ -32,6 +52,7 @@ export function signIn(token) {
 
 export function signOut() {
   auth.token = '';
+  auth.user = null;
   auth.forbidden = '';
   try {
     localStorage.removeItem(TOKEN_KEY);
