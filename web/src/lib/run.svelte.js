@@ -19,7 +19,7 @@ function blank() {
     message: '',
     code: '',
     failedNode: null,
-    nodes: {}, // id -> {state, progress, stage, message, eta, preview, error, outputs, image}
+    nodes: {}, // id -> {state, progress, stage, message, eta, preview, previews, error, outputs, image}
     terminal: [],
     outputsOf: {}, // node id -> output port names
     outputs: {},
@@ -104,7 +104,10 @@ export function applyEvent(evt) {
         n.stage = data.stage ?? '';
         n.message = data.message ?? '';
         n.eta = data.eta ?? null;
-        if (data.preview_url) n.preview = data.preview_url;
+        if (data.preview_url) {
+          n.preview = data.preview_url; // the latest one; the finished image replaces it
+          n.previews = (n.previews ?? 0) + 1;
+        }
       }
       break;
     case 'node.state':
