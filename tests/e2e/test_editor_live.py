@@ -2,9 +2,10 @@
 
 A real ``takeflow serve`` and Debian's Chromium. Takes submitted through the HTTP API (as another
 tab, a script or the CLI would) show in the open editor's takes panel without a reload, for the
-current project and shot only, and the panel follows the project when it changes. A diffusion
-node (the demo model, previews every 2 steps) shows its progress previews while it runs, with
-the token on their URLs under ``--auth``, and the finished image replaces them.
+current project and shot only, and the panel follows the project when it changes. The minimap
+stays off the nodes unless asked for. A diffusion node (the demo model, previews every 2 steps)
+shows its progress previews while it runs, with the token on their URLs under ``--auth``, and
+the finished image replaces them.
 """
 
 from __future__ import annotations
@@ -135,6 +136,29 @@ def test_takes_made_elsewhere_appear_without_a_reload(
     assert frames.subscriptions()[0] == {"type": "subscribe", "project_ids": ["alpha"]}
     assert {"type": "unsubscribe", "project_ids": ["alpha"]} in frames.sent
     assert {"type": "subscribe", "project_ids": ["beta"]} in frames.sent
+
+
+def test_minimap_is_off_until_asked_for_then_small_beside_the_controls(
+    server: Server,  # noqa: F811
+    open_page: Any,  # noqa: F811
+) -> None:
+    page = open_page(server.base)
+    page.goto("/")
+    page.wait_for_selector("[data-testid=editor][data-ready=true]")
+    assert page.locator(".svelte-flow__minimap").count() == 0  # nothing over the nodes
+    page.get_by_test_id("toggle-minimap").click()
+    minimap = page.locator(".svelte-flow__minimap").bounding_box()
+    controls = page.locator(".svelte-flow__controls").bounding_box()
+    canvas = page.get_by_test_id("canvas").bounding_box()
+    assert minimap and controls and canvas
+    assert minimap["width"] <= 150 and minimap["height"] <= 100
+    assert minimap["x"] >= controls["x"] + controls["width"]  # beside the controls, not on them
+    assert minimap["x"] < canvas["x"] + canvas["width"] / 3  # bottom left
+    assert minimap["y"] + minimap["height"] > canvas["y"] + canvas["height"] * 0.8
+    page.reload()  # the choice is remembered
+    page.locator(".svelte-flow__minimap").wait_for()
+    page.get_by_test_id("toggle-minimap").click()
+    assert page.locator(".svelte-flow__minimap").count() == 0
 
 
 # ---- previews, under auth ---------------------------------------------------------------------
