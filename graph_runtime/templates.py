@@ -73,6 +73,7 @@ class InputSpec:
     maximum: float | None = None
     choices: tuple[Any, ...] | None = None
     multiline: bool = False
+    multiple_of: int | None = None
 
     def json_schema(self) -> dict[str, Any]:
         schema: dict[str, Any] = dict(_JSON_TYPES[self.type])
@@ -87,6 +88,8 @@ class InputSpec:
             schema["maximum"] = self.maximum
         if self.choices is not None:
             schema["enum"] = list(self.choices)
+        if self.multiple_of is not None:
+            schema["multipleOf"] = self.multiple_of
         if self.multiline:
             schema["x-multiline"] = True
         return schema

@@ -95,6 +95,14 @@ def _check_literal(node: CanvasNode, spec: InputSpec, value: Any) -> GraphIssue 
                 "out_of_range",
                 f"input '{spec.name}' is {value}, above the maximum {spec.maximum:g}",
             )
+        step = spec.multiple_of
+        if step and isinstance(value, int) and value % step:
+            lower = value - value % step
+            return issue(
+                "not_a_multiple",
+                f"input '{spec.name}' is {value}, not a multiple of {step}; "
+                f"try {lower} or {lower + step}",
+            )
     return None
 
 

@@ -100,7 +100,7 @@ _SAMPLING = (
 def _size(name: str, default: int | None) -> InputSpec:
     return InputSpec(
         name, T.INTEGER, f"{name} in pixels, a multiple of 8", default=default,
-        minimum=64, maximum=2048,
+        minimum=64, maximum=2048, multiple_of=8,
     )  # fmt: skip
 
 

@@ -112,3 +112,20 @@ def test_content_hash_ignores_layout_but_not_values() -> None:
     changed = base.model_copy(update={"nodes": tuple(changed_nodes)})
     assert changed.content_hash() != base.content_hash()
     assert changed.structure_hash() == base.structure_hash()
+
+
+def test_sizes_that_must_be_multiples_name_the_nearest_ones() -> None:
+    from graph_runtime.templates import FunctionTemplate, InputSpec, OutputSpec, PortType
+
+    tile = FunctionTemplate(
+        id="tile", version="1.0.0", name="Tile", category="image", description="",
+        inputs=(InputSpec("size", PortType.INTEGER, default=64, multiple_of=16),),
+        outputs=(OutputSpec("image", PortType.IMAGE),), fn=lambda ctx, inputs: {},
+    )  # fmt: skip
+    assert tile.inputs_schema()["properties"]["size"]["multipleOf"] == 16
+    graph = CanvasGraph(
+        nodes=(CanvasNode(id="t", template="tile", inputs={"size": LiteralInput(value=70)}),)
+    )
+    (issue,) = issues_of(graph, TemplateRegistry([tile]))
+    assert (issue.code, issue.port) == ("not_a_multiple", "size")
+    assert issue.message == "input 'size' is 70, not a multiple of 16; try 64 or 80"

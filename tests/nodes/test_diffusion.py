@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from graph_runtime.canvas import CanvasGraph, single_node_graph
-from graph_runtime.errors import ModelNotFoundError, TaskCancelledError
+from graph_runtime.errors import GraphValidationError, ModelNotFoundError, TaskCancelledError
 from graph_runtime.events import CallbackSink, RecordingSink
 from graph_runtime.registry import TemplateRegistry
 from graph_runtime.tasks import TaskStatus
@@ -245,10 +245,12 @@ def test_a_folder_that_does_not_load_gives_a_model_error(
 
 def test_size_must_be_a_multiple_of_eight(diffusion_runtime: Any) -> None:
     graph = single_node_graph("image_generation", {"prompt": "x", **{**FAST, "width": 100}})
-    record, events = run(diffusion_runtime, graph)
-    assert record.status == TaskStatus.FAILED
-    assert "width 100 is not a multiple of 8" in events[-1].data["message"]
-    assert "try 96 or 104" in events[-1].data["message"]
+    with pytest.raises(GraphValidationError) as caught:  # refused before anything is queued
+        diffusion_runtime.runner.submit(graph)
+    (issue,) = caught.value.issues
+    assert (issue.code, issue.node_id, issue.port) == ("not_a_multiple", "node", "width")
+    assert issue.message == "input 'width' is 100, not a multiple of 8; try 96 or 104"
+    assert diffusion_runtime.state.list() == []
 
 
 def test_batched_requests_match_alone_and_keep_their_own_progress_and_cancel(
