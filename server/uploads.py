@@ -7,6 +7,7 @@ that is too large or breaks off leaves nothing behind.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import re
@@ -166,10 +167,15 @@ async def receive_upload(
             "on_part_end": on_part_end,
         },
     )
+    def store(staging: str, target: str) -> None:
+        project.fs.makedirs(project.abs("01_Assets/uploads"), exist_ok=True)
+        project.fs.mv(staging, target)
+
     try:
+        # Storage writes run in a thread: a slow (remote) filesystem never stalls the event loop.
         async for chunk in body:
-            parser.write(chunk)
-        parser.finalize()
+            await asyncio.to_thread(parser.write, chunk)
+        await asyncio.to_thread(parser.finalize)
         if not part.done:
             raise RequestError(
                 "the form has no complete 'file' field with a filename", field="file"
@@ -177,8 +183,7 @@ async def receive_upload(
         filename = safe_filename(part.filename or "upload")
         asset_id = f"uploads/{uuid.uuid4().hex[:8]}-{filename}"
         rel = asset_relpath(asset_id)
-        project.fs.makedirs(project.abs("01_Assets/uploads"), exist_ok=True)
-        project.fs.mv(part.staging, project.abs(rel))
+        await asyncio.to_thread(store, part.staging, project.abs(rel))
     except TakeflowError:
         part.discard()
         raise
