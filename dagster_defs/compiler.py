@@ -135,6 +135,7 @@ class JobCompiler:
     def __init__(self, node_call: NodeCall, takes_call: TakesCall, max_cached: int = 256) -> None:
         self._node_call = node_call
         self._takes_call = takes_call
+        self._max_cached = max_cached
         self._cache: OrderedDict[tuple[Any, ...], JobDefinition] = OrderedDict()
         self._lock = threading.Lock()
         self._plans_by_job: dict[str, ExecutionPlan] = {}
@@ -172,7 +173,7 @@ class JobCompiler:
         with self._lock:
             self._cache[key] = job
             self.builds += 1
-            while len(self._cache) > 256:
+            while len(self._cache) > self._max_cached:
                 self._cache.popitem(last=False)
         return job
 

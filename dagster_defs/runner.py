@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata as importlib_metadata
 from typing import Any
 
@@ -312,7 +312,7 @@ class TaskRunner:
                     "status": "queued",
                     "shot_id": record.shot,
                     "nodes": [n.node_id for n in plan.nodes],
-                    "estimated_time": self.estimate_seconds(plan),
+                    "estimated_time": self.estimate_seconds(len(plan.nodes)),
                     "batch_id": batch_id,
                     "batch_size": batch_size,
                 },
@@ -320,9 +320,9 @@ class TaskRunner:
             self._queue.put((-priority, next(self._order), record.task_id))
         return record
 
-    def estimate_seconds(self, plan: ExecutionPlan) -> float:
+    def estimate_seconds(self, nodes: int) -> float:
         """A rough estimate for ``estimated_completion``: queue length times a small per-op cost."""
-        return round(0.02 * len(plan.nodes) + 0.02 * self._queue.qsize(), 3)
+        return round(0.02 * max(nodes, 1) + 0.02 * self._queue.qsize(), 3)
 
     def get(self, task_id: str) -> TaskRecord:
         record = self.state.get(task_id)
@@ -330,8 +330,6 @@ class TaskRunner:
             raise TaskNotFoundError(f"no task '{task_id}'", task_id=task_id)
         live = self._by_task.get(task_id)
         if live is not None and not record.status.terminal:
-            from dataclasses import replace
-
             record = replace(
                 record, node_states=dict(live.node_states), progress=live.overall_progress
             )

@@ -230,8 +230,7 @@ class Submissions:
     # -- submitting -----------------------------------------------------------------------
 
     def _accepted(self, record: TaskRecord, tracking_id: str) -> dict[str, Any]:
-        plan_nodes = len(record.node_states) or 1
-        estimate = 0.02 * plan_nodes + 0.02 * self.runtime.runner.queue_depth()
+        estimate = self.runtime.runner.estimate_seconds(len(record.node_states))
         return {
             "task_id": record.task_id,
             "tracking_id": tracking_id,

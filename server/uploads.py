@@ -167,6 +167,7 @@ async def receive_upload(
             "on_part_end": on_part_end,
         },
     )
+
     def store(staging: str, target: str) -> None:
         project.fs.makedirs(project.abs("01_Assets/uploads"), exist_ok=True)
         project.fs.mv(staging, target)
