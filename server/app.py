@@ -18,7 +18,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from litestar import Litestar
+from litestar import Litestar, MediaType, Response, get
 from litestar.config.app import AppConfig
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
@@ -27,10 +27,10 @@ from litestar.plugins import InitPluginProtocol
 from litestar.static_files import create_static_files_router
 
 from dagster_defs.runtime import Runtime, open_runtime
-from graph_runtime.errors import ProjectNotFoundError
 from server.api import CONTROLLERS
 from server.auth import AuthMiddleware, ProjectAccess, TokenStore, needs_auth
 from server.config import ServeOptions, ServerConfig, add_serve_options
+from server.demo import ensure_demo
 from server.docs_page import OfflineDocsPlugin
 from server.errors import EXCEPTION_HANDLERS, document_errors
 from server.health import HealthChecks, TemplateFaults
@@ -40,7 +40,6 @@ from server.submissions import Submissions
 from server.websocket import events_socket
 
 log = logging.getLogger(__name__)
-DEMO_PROJECT = "demo"
 
 
 class TakeflowPlugin(InitPluginProtocol):
@@ -105,6 +104,25 @@ def _constant(value: Any) -> Any:
     return provide
 
 
+EDITOR_NOT_BUILT = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Takeflow: the editor is not built</title></head>
+<body style="font-family: sans-serif; max-width: 40em; margin: 3em auto">
+<h1>Takeflow is running, but the canvas editor is not built</h1>
+<p>Build it once, then reload this page:</p>
+<pre>cd web &amp;&amp; npm ci &amp;&amp; npm run build</pre>
+<p>(or run <code>./scripts/install</code>, which also builds it). A build elsewhere can be served
+with <code>takeflow serve --web-dist DIR</code>.</p>
+<p>The API works without it: see <a href="/schema">/schema</a>.</p>
+</body></html>
+"""
+
+
+@get("/", include_in_schema=False, sync_to_thread=False)
+def editor_not_built() -> Response[str]:
+    """``/`` when there is no built editor: how to build it (HTML), instead of a JSON 404."""
+    return Response(EDITOR_NOT_BUILT, status_code=404, media_type=MediaType.HTML)
+
+
 def create_app(runtime: Runtime, config: ServerConfig | None = None) -> Litestar:
     """The Takeflow server for an open runtime (the caller closes the runtime)."""
     config = config or ServerConfig()
@@ -114,6 +132,8 @@ def create_app(runtime: Runtime, config: ServerConfig | None = None) -> Litestar
         handlers.append(
             create_static_files_router(path="/", directories=[web_dist], html_mode=True, name="web")
         )
+    else:
+        handlers.append(editor_not_built)
     return Litestar(
         route_handlers=handlers,
         plugins=[TakeflowPlugin(runtime, config)],
@@ -131,23 +151,6 @@ def create_app(runtime: Runtime, config: ServerConfig | None = None) -> Litestar
         request_max_body_size=config.max_body_bytes,
         debug=False,
     )
-
-
-def ensure_demo(runtime: Runtime) -> None:
-    """The quick-start setup: a ``demo`` project and, when available, the demo diffusion model."""
-    try:
-        runtime.projects.get(DEMO_PROJECT)
-    except ProjectNotFoundError:
-        runtime.projects.create(DEMO_PROJECT, "Demo project")
-        log.info("created project '%s'", DEMO_PROJECT)
-    try:
-        from nodes.diffusion.demo import ensure_demo_model
-    except (ImportError, AttributeError):
-        return
-    try:
-        ensure_demo_model(runtime.home)
-    except Exception:  # the server is useful without the demo model
-        log.exception("could not prepare the demo diffusion model")
 
 
 def serve(home: str | Path | None = None, options: ServeOptions | None = None) -> int:

@@ -74,6 +74,7 @@ class ServeOptions:
             max_body_bytes=args.max_body_bytes,
             max_graph_nodes=args.max_graph_nodes,
             template_fault_window_s=args.template_fault_window,
+            web_dist=args.web_dist,
         )
         return cls(config=config, workers=args.workers, demo=args.demo)
 
@@ -119,6 +120,13 @@ def add_serve_options(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=defaults.ws_queue_size,
         help="events buffered per WebSocket client before it is caught up from the log",
+    )
+    parser.add_argument(
+        "--web-dist",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="the built editor to serve at / (default: web/dist of the source tree)",
     )
     parser.add_argument(
         "--template-fault-window",
