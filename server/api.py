@@ -12,7 +12,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 from litestar.response import File, Response
 from litestar.types import ControllerRouterHandler
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dagster_defs.runtime import Runtime
 from graph_runtime.errors import GitError
@@ -33,10 +33,18 @@ API = "/api/v1"
 
 
 class ProjectRequest(BaseModel):
+    """A new project: its id, its display name, or both (the id is derived from the name)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    project_id: Annotated[str, Field(min_length=1, max_length=64)]
-    name: Annotated[str, Field(max_length=200)] | None = None
+    project_id: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+
+    @model_validator(mode="after")
+    def _id_or_name(self) -> ProjectRequest:
+        if self.project_id is None and self.name is None:
+            raise ValueError("give a 'name' (the id is derived from it) or a 'project_id'")
+        return self
 
 
 class ActiveTakeRequest(BaseModel):
@@ -173,15 +181,22 @@ class ProjectsController(Controller):
         runtime: NamedDependency[Runtime],
         request: Request[Any, Any, Any],
     ) -> dict[str, Any]:
-        """Create a project folder with the studio layout, a git repository and LFS."""
+        """Create a project folder with the studio layout, a git repository and LFS.
+
+        Without ``project_id`` the id is derived from ``name``: ``My Film`` -> ``my-film``, or
+        ``my-film-2`` when that one is taken."""
+        project_id = data.project_id
+        if project_id is None:
+            assert data.name is not None  # the request model requires one of them
+            project_id = runtime.projects.free_id(data.name)
         principal = principal_of(request)
         if principal is not None:
-            principal.require(data.project_id)
-        if data.project_id in {p.id for p in runtime.projects.list()}:
+            principal.require(project_id)
+        if project_id in {p.id for p in runtime.projects.list()}:
             raise ProjectExistsError(
-                f"project '{data.project_id}' already exists", project_id=data.project_id
+                f"project '{project_id}' already exists", project_id=project_id
             )
-        return runtime.projects.create(data.project_id, data.name).info()
+        return runtime.projects.create(project_id, data.name).info()
 
     @get("/", sync_to_thread=True)
     def list_projects(

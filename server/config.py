@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 DEFAULT_PORT = 8470
 MiB = 1024 * 1024
@@ -49,8 +48,46 @@ class ServerConfig:
         return dist if (dist / "index.html").exists() else None
 
 
+@dataclass(frozen=True)
+class ServeOptions:
+    """One ``serve`` start: the server's config plus how its runtime is opened.
+
+    Both entry points (``takeflow serve`` and ``python -m server.app``) parse the same options
+    (``add_serve_options``) into this one model (``from_args``).
+    """
+
+    config: ServerConfig = field(default_factory=ServerConfig)
+    workers: int = 2
+    demo: bool = False
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ServeOptions:
+        config = ServerConfig(
+            host=args.host,
+            port=args.port,
+            max_upload_bytes=args.max_upload_bytes,
+            heartbeat_s=args.heartbeat,
+            ws_queue_size=args.ws_queue_size,
+            auth=args.auth,
+            trace_exporter=args.trace_exporter,
+            plugins=tuple(args.plugin),
+            max_body_bytes=args.max_body_bytes,
+            max_graph_nodes=args.max_graph_nodes,
+            template_fault_window_s=args.template_fault_window,
+            web_dist=args.web_dist,
+        )
+        return cls(config=config, workers=args.workers, demo=args.demo)
+
+
 def add_serve_options(parser: argparse.ArgumentParser) -> None:
-    """Options shared by ``takeflow serve`` and ``python -m server.app``."""
+    """The options of ``takeflow serve`` and ``python -m server.app`` (read by ``ServeOptions``)."""
+    defaults = ServerConfig
+    parser.add_argument("--host", default=defaults.host)
+    parser.add_argument("--port", type=int, default=defaults.port)
+    parser.add_argument("--workers", type=int, default=ServeOptions.workers)
+    parser.add_argument(
+        "--demo", action="store_true", help="create a 'demo' project (and demo model) if missing"
+    )
     parser.add_argument(
         "--auth",
         action="store_true",
@@ -59,7 +96,7 @@ def add_serve_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--trace-exporter",
         choices=("none", "console", "otlp"),
-        default=ServerConfig.trace_exporter,
+        default=defaults.trace_exporter,
         help="where finished trace spans go (trace ids are recorded either way)",
     )
     parser.add_argument(
@@ -69,22 +106,31 @@ def add_serve_options(parser: argparse.ArgumentParser) -> None:
         metavar="MODULE",
         help="import MODULE and call its install(runtime) at start (repeatable)",
     )
-    parser.add_argument("--max-body-bytes", type=int, default=ServerConfig.max_body_bytes)
-    parser.add_argument("--max-graph-nodes", type=int, default=ServerConfig.max_graph_nodes)
+    parser.add_argument("--max-upload-bytes", type=int, default=defaults.max_upload_bytes)
+    parser.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes)
+    parser.add_argument("--max-graph-nodes", type=int, default=defaults.max_graph_nodes)
+    parser.add_argument(
+        "--heartbeat",
+        type=float,
+        default=defaults.heartbeat_s,
+        help="seconds between WebSocket heartbeats when idle",
+    )
+    parser.add_argument(
+        "--ws-queue-size",
+        type=int,
+        default=defaults.ws_queue_size,
+        help="events buffered per WebSocket client before it is caught up from the log",
+    )
+    parser.add_argument(
+        "--web-dist",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="the built editor to serve at / (default: web/dist of the source tree)",
+    )
     parser.add_argument(
         "--template-fault-window",
         type=float,
-        default=ServerConfig.template_fault_window_s,
+        default=defaults.template_fault_window_s,
         help="seconds a template that failed or hung keeps /health degraded",
     )
-
-
-def serve_options(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "auth": args.auth,
-        "trace_exporter": args.trace_exporter,
-        "plugins": tuple(args.plugin),
-        "max_body_bytes": args.max_body_bytes,
-        "max_graph_nodes": args.max_graph_nodes,
-        "template_fault_window_s": args.template_fault_window,
-    }

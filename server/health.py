@@ -1,4 +1,5 @@
-"""``GET /health``: one check per service, plus a tiny task pushed through the whole pipeline.
+"""``GET /health``: one check per service, plus a tiny task pushed through the whole pipeline
+(and removed again, so probes leave no task, event, Dagster run or cache entry behind).
 
 A failed check of a service the runtime cannot work without (event log, storage, Dagster,
 runner, data flow) makes the server ``unhealthy``; git or LFS missing makes it ``degraded``:
@@ -22,10 +23,11 @@ from typing import Any
 from dagster_defs.runtime import Runtime
 from graph_runtime.canvas import RunContext, single_node_graph
 from graph_runtime.events import EventType, TaskEvent
-from graph_runtime.tasks import TaskStatus
+from graph_runtime.tasks import TaskRecord, TaskStatus
 
 OK, DEGRADED, FAILED = "ok", "degraded", "failed"
 CRITICAL = frozenset({"event_log", "storage", "dagster_instance", "runner", "data_flow"})
+PROBE_USER = "health"
 
 
 @dataclass
@@ -201,12 +203,22 @@ class HealthChecks:
         return Check("runner", status, message, details=details)
 
     def _data_flow(self) -> Check:
-        graph = single_node_graph("number", {"value": 1.0}, context=RunContext(user="health"))
-        record = self.runtime.runner.submit(graph, user="health", priority=100)
+        """A probe task through queue, worker, Dagster and event log, removed once it passed.
+
+        It runs the uncacheable ``delay`` template (0 s), so its op really runs every time and
+        writes no node-cache entry; a completed probe's task record, events and Dagster run are
+        deleted, so probes never show up among the user's tasks, events or runs. A probe that
+        fails or times out is kept (its id is in the check's details) for the operator.
+        """
+        graph = single_node_graph(
+            "delay", {"seconds": 0.0, "steps": 1, "value": "ok"}, context=RunContext(user="health")
+        )
+        runner = self.runtime.runner
+        record = runner.submit(graph, user=PROBE_USER, priority=100)
         try:
-            done = self.runtime.runner.wait(record.task_id, timeout=self.timeout_s)
+            done = runner.wait(record.task_id, timeout=self.timeout_s)
         except TimeoutError:
-            self.runtime.runner.cancel(record.task_id)
+            runner.cancel(record.task_id)
             return Check(
                 "data_flow",
                 FAILED,
@@ -221,12 +233,18 @@ class HealthChecks:
                 f"probe task ended {done.status.value}: {done.error}",
                 details={"task_id": record.task_id, "events": events},
             )
+        self._forget_probe(done)
         return Check(
             "data_flow",
             OK,
-            "a probe task ran through runner, Dagster and event log",
-            details={"task_id": record.task_id, "events": events},
+            "a probe task ran through runner, Dagster and event log (then was removed)",
+            details={"events": events},
         )
+
+    def _forget_probe(self, record: TaskRecord) -> None:
+        if record.dagster_run_id and self.runtime.instance.has_run(record.dagster_run_id):
+            self.runtime.instance.delete_run(record.dagster_run_id)
+        self.runtime.state.delete_task(record.task_id)
 
     def _run(self, name: str, fn: Callable[[], Check]) -> Check:
         started = time.perf_counter()

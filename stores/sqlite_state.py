@@ -166,6 +166,16 @@ class SqliteState:
             )
         return record
 
+    def delete_task(self, task_id: str) -> None:
+        """Remove a task's record and every event of it (for internal tasks such as the
+        ``/health`` probe, which must leave nothing behind; user tasks are never deleted)."""
+        with self._lock:
+            self._conn.execute("BEGIN")
+            self._conn.execute("DELETE FROM events WHERE task_id = ?", (task_id,))
+            self._conn.execute("DELETE FROM tasks WHERE task_id = ?", (task_id,))
+            self._conn.execute("COMMIT")
+            self._seq.pop(task_id, None)
+
     def list(
         self, status: TaskStatus | None = None, batch_id: str | None = None
     ) -> list[TaskRecord]:
