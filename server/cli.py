@@ -10,7 +10,15 @@ from pathlib import Path
 from typing import Any
 
 from graph_runtime.errors import GraphValidationError, TakeflowError
-from graph_runtime.events import TERMINAL_EVENTS, EventType, TaskEvent
+from graph_runtime.events import (
+    NodeState,
+    NodeStateChanged,
+    TaskCancelled,
+    TaskCompleted,
+    TaskEvent,
+    TaskFailed,
+    TaskProgress,
+)
 
 
 class ProgressBars:
@@ -29,20 +37,20 @@ class ProgressBars:
     def emit(self, event: TaskEvent) -> None:
         if event.task_id != self.task_id:
             return
-        node = event.data.get("node_id")
         with self._lock:
-            if event.type == EventType.NODE_STATE and node in self.state:
-                state = event.data["state"]
-                frac = 1.0 if state == "completed" else self.state[node][1]
-                self.state[node] = (state, frac, "")
-                self._draw(force=not self.interactive, node=node)
-            elif event.type == EventType.TASK_PROGRESS and node in self.state:
-                stage = event.data.get("stage") or ""
-                self.state[node] = ("running", event.data.get("node_progress", 0.0), stage)
-                self._draw()
-            elif event.type in TERMINAL_EVENTS:
-                self.terminal = event
-                self.finished.set()
+            match event.payload:
+                case NodeStateChanged(node_id=node, state=state) if node in self.state:
+                    frac = 1.0 if state == NodeState.COMPLETED else self.state[node][1]
+                    self.state[node] = (state.value, frac, "")
+                    self._draw(force=not self.interactive, node=node)
+                case TaskProgress(node_id=node, node_progress=frac, stage=stage) if (
+                    node in self.state
+                ):
+                    self.state[node] = ("running", frac, stage)
+                    self._draw()
+                case TaskCompleted() | TaskFailed() | TaskCancelled():
+                    self.terminal = event
+                    self.finished.set()
 
     def _draw(self, force: bool = False, node: str | None = None) -> None:
         if not self.interactive:
@@ -185,23 +193,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         project_id = _project_for(runtime, args.project)
         if args.sweep:
             return _run_sweep(args, runtime, graph, project_id)
-        plan = runtime.runner.plan(graph)
-        record = None
-        bars = None
         try:
-            task_id = f"task_{__import__('uuid').uuid4().hex[:16]}"
-            bars = ProgressBars(task_id, [n.node_id for n in plan.nodes])
-            runtime.runner.add_sink(bars)
-            record = runtime.runner.submit(
-                graph, project_id=project_id, shot=args.shot, task_id=task_id
+            submission = runtime.runner.admission.admit(
+                graph, project_id=project_id, shot=args.shot
             )
         except TakeflowError as exc:
             _print_errors(exc)
             return 2
+        bars = ProgressBars(submission.task_id, [n.node_id for n in submission.plan.nodes])
+        runtime.runner.add_sink(bars)
+        record = runtime.runner.submit(submission)
         record = runtime.runner.wait(record.task_id, timeout=args.timeout)
         print(f"task {record.task_id}: {record.status.value}")
         if record.error:
-            _print_errors(TakeflowError(record.error.get("message", "failed")))
+            print(
+                f"error: [{record.error.get('code')}] {record.error.get('message')}",
+                file=sys.stderr,
+            )
             return 1
         if project_id:
             project = runtime.projects.get(project_id)
