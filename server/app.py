@@ -13,8 +13,10 @@ import asyncio
 import dataclasses
 import importlib
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import signal
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +155,26 @@ def create_app(runtime: Runtime, config: ServerConfig | None = None) -> Litestar
     )
 
 
+@contextmanager
+def _stop_signals_caught() -> Iterator[None]:
+    """Uvicorn shuts down on SIGTERM/SIGINT and then raises the signal again; with the default
+    handlers SIGTERM would end the process before the runtime could stop its tasks. Here the
+    signal only ends serving; ``serve`` then closes the runtime and returns."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    stops = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda sig, _frame: caught.append(sig)) for sig in stops}
+    try:
+        yield
+    finally:
+        if caught:
+            log.warning("stopping on %s", signal.Signals(caught[0]).name)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def serve(home: str | Path | None = None, options: ServeOptions | None = None) -> int:
     """Open the Takeflow home and serve it with uvicorn until interrupted."""
     import uvicorn
@@ -178,11 +200,12 @@ def serve(home: str | Path | None = None, options: ServeOptions | None = None) -
                 "`takeflow token create --user NAME --project PROJECT`",
                 flush=True,
             )
-        uvicorn.run(
-            app, host=config.host, port=config.port, log_level="warning", ws_ping_interval=20.0
-        )
-    finally:
-        runtime.close()
+        with _stop_signals_caught():
+            uvicorn.run(
+                app, host=config.host, port=config.port, log_level="warning", ws_ping_interval=20.0
+            )
+    finally:  # after SIGTERM/SIGINT: running tasks get the grace period, then are interrupted
+        runtime.close(config.shutdown_grace_s)
     return 0
 
 

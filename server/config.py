@@ -23,7 +23,9 @@ class ServerConfig:
     where ``serve`` sends spans; ``plugins`` are modules whose ``install(runtime)`` runs at
     start (extensions and test fault injection; none by default); ``template_fault_window_s``
     is how long a template that raised or hung keeps ``/health`` degraded unless it runs
-    cleanly again.
+    cleanly again. ``shutdown_grace_s`` is how long running tasks may finish after SIGTERM or
+    SIGINT before they are ended as interrupted (default: ``runner.shutdown_grace_s`` of the
+    home's ``config.json``, else 10 s).
     """
 
     host: str = "127.0.0.1"
@@ -40,6 +42,7 @@ class ServerConfig:
     trace_exporter: str = "none"
     plugins: tuple[str, ...] = ()
     template_fault_window_s: float = 300.0
+    shutdown_grace_s: float | None = None
 
     @staticmethod
     def default_web_dist() -> Path | None:
@@ -75,6 +78,7 @@ class ServeOptions:
             max_graph_nodes=args.max_graph_nodes,
             template_fault_window_s=args.template_fault_window,
             web_dist=args.web_dist,
+            shutdown_grace_s=args.grace,
         )
         return cls(config=config, workers=args.workers, demo=args.demo)
 
@@ -133,4 +137,12 @@ def add_serve_options(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=defaults.template_fault_window_s,
         help="seconds a template that failed or hung keeps /health degraded",
+    )
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="on SIGTERM/SIGINT, how long running tasks may finish before they are ended as "
+        "interrupted (default: runner.shutdown_grace_s in the home's config.json, else 10)",
     )

@@ -22,7 +22,7 @@ from typing import Any
 
 from dagster_defs.runtime import Runtime
 from graph_runtime.canvas import RunContext, single_node_graph
-from graph_runtime.events import EventType, TaskEvent
+from graph_runtime.events import EventType, NodeState, NodeStateChanged, TaskEvent
 from graph_runtime.tasks import TaskRecord, TaskStatus
 
 OK, DEGRADED, FAILED = "ok", "degraded", "failed"
@@ -72,20 +72,21 @@ class TemplateFaults:
     def emit(self, event: TaskEvent) -> None:
         if event.type != EventType.NODE_STATE:
             return
-        key = (event.task_id, str(event.data.get("node_id")))
-        state = event.data.get("state")
+        change = event.payload
+        assert isinstance(change, NodeStateChanged)
+        key = (event.task_id, change.node_id)
         with self._lock:
-            if state == "running":
-                self._running[key] = str(event.data.get("template", "")).split("@")[0]
+            if change.state == NodeState.RUNNING:
+                self._running[key] = (change.template or "").split("@")[0]
                 return
             template = self._running.pop(key, None)
-            error = event.data.get("error") or {}
+            error = change.error or {}
             template = template or error.get("template_id")
             if not template:
                 return
-            if state == "completed":
+            if change.state == NodeState.COMPLETED:
                 self._faults.pop(template, None)
-            elif state == "failed" and error.get("code") in self.FAULT_CODES:
+            elif change.state == NodeState.FAILED and error.get("code") in self.FAULT_CODES:
                 self._faults[template] = TemplateFault(
                     template, error["code"], str(error.get("message", "")), event.task_id,
                     time.time(),

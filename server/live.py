@@ -21,6 +21,7 @@ from typing import Any
 
 from dagster_defs.observability import RunnerMetrics
 from graph_runtime.events import TaskEvent
+from server.wire import wire_event
 from stores.sqlite_state import SqliteState
 
 log = logging.getLogger(__name__)
@@ -189,7 +190,7 @@ class Connection:
         self.seen[event.task_id] = event.seq
         if event.task_id in self.tasks:
             self.tasks[event.task_id] = event.seq
-        await self._send(event.to_dict())
+        await self._send(wire_event(event))
         self.sent += 1
         if from_log:
             self.hub.replayed(1)

@@ -8,7 +8,15 @@ from collections.abc import Mapping
 from typing import IO, Any
 
 from graph_runtime.errors import GraphValidationError, TakeflowError
-from graph_runtime.events import TERMINAL_EVENTS, EventType, TaskEvent
+from graph_runtime.events import (
+    NodeState,
+    NodeStateChanged,
+    TaskCancelled,
+    TaskCompleted,
+    TaskEvent,
+    TaskFailed,
+    TaskProgress,
+)
 
 
 class ProgressBars:
@@ -27,20 +35,20 @@ class ProgressBars:
     def emit(self, event: TaskEvent) -> None:
         if event.task_id != self.task_id:
             return
-        node = event.data.get("node_id")
         with self._lock:
-            if event.type == EventType.NODE_STATE and node in self.state:
-                state = event.data["state"]
-                frac = 1.0 if state == "completed" else self.state[node][1]
-                self.state[node] = (state, frac, "")
-                self._draw(force=not self.interactive, node=node)
-            elif event.type == EventType.TASK_PROGRESS and node in self.state:
-                stage = event.data.get("stage") or ""
-                self.state[node] = ("running", event.data.get("node_progress", 0.0), stage)
-                self._draw()
-            elif event.type in TERMINAL_EVENTS:
-                self.terminal = event
-                self.finished.set()
+            match event.payload:
+                case NodeStateChanged(node_id=node, state=state) if node in self.state:
+                    frac = 1.0 if state == NodeState.COMPLETED else self.state[node][1]
+                    self.state[node] = (state.value, frac, "")
+                    self._draw(force=not self.interactive, node=node)
+                case TaskProgress(node_id=node, node_progress=frac, stage=stage) if (
+                    node in self.state
+                ):
+                    self.state[node] = ("running", frac, stage)
+                    self._draw()
+                case TaskCompleted() | TaskFailed() | TaskCancelled():
+                    self.terminal = event
+                    self.finished.set()
 
     def _draw(self, force: bool = False, node: str | None = None) -> None:
         if not self.interactive:

@@ -54,12 +54,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _run_one(
     args: argparse.Namespace, runtime: Runtime, graph: CanvasGraph, project_id: str | None
 ) -> int:
-    from dagster_defs.runner import new_task_id
-
-    plan = runtime.runner.plan(graph)
-    task_id = new_task_id()
-    runtime.runner.add_sink(ProgressBars(task_id, [n.node_id for n in plan.nodes]))
-    record = runtime.runner.submit(graph, project_id=project_id, shot=args.shot, task_id=task_id)
+    submission = runtime.runner.admission.admit(graph, project_id=project_id, shot=args.shot)
+    runtime.runner.add_sink(
+        ProgressBars(submission.task_id, [n.node_id for n in submission.plan.nodes])
+    )
+    record = runtime.runner.submit(submission)
     record = runtime.runner.wait(record.task_id, timeout=args.timeout)
     print(f"task {record.task_id}: {record.status.value}")
     if record.error:
