@@ -179,7 +179,12 @@ def serve(home: str | Path | None = None, options: ServeOptions | None = None) -
                 flush=True,
             )
         uvicorn.run(
-            app, host=config.host, port=config.port, log_level="warning", ws_ping_interval=20.0
+            app,
+            host=config.host,
+            port=config.port,
+            log_level="warning",
+            ws_ping_interval=20.0,
+            ws_per_message_deflate=config.ws_compression,
         )
     finally:
         runtime.close()
