@@ -202,7 +202,12 @@ def serve(home: str | Path | None = None, options: ServeOptions | None = None) -
             )
         with _stop_signals_caught():
             uvicorn.run(
-                app, host=config.host, port=config.port, log_level="warning", ws_ping_interval=20.0
+                app,
+                host=config.host,
+                port=config.port,
+                log_level="warning",
+                ws_ping_interval=20.0,
+                ws_per_message_deflate=config.ws_compression,
             )
     finally:  # after SIGTERM/SIGINT: running tasks get the grace period, then are interrupted
         runtime.close(config.shutdown_grace_s)

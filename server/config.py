@@ -16,6 +16,8 @@ class ServerConfig:
 
     ``max_upload_bytes`` caps one uploaded asset; ``ws_queue_size`` bounds the events buffered
     for one WebSocket client before it is caught up from the durable log instead;
+    ``ws_compression`` offers permessage-deflate (off: events are small, and deflate is paid
+    per message and per connection, the largest cost of a fan-out to many clients);
     ``heartbeat_s`` is the idle interval between heartbeats; ``health_timeout_s`` bounds the
     data-flow check of ``GET /health``; ``web_dist`` is a built editor to serve at ``/``.
     ``auth`` requires bearer tokens (``server.auth``; forced on beyond loopback);
@@ -34,6 +36,7 @@ class ServerConfig:
     max_body_bytes: int = 1 * MiB
     max_graph_nodes: int = 500
     ws_queue_size: int = 1024
+    ws_compression: bool = False
     heartbeat_s: float = 15.0
     health_timeout_s: float = 10.0
     max_batch_size: int = 1000
@@ -71,6 +74,7 @@ class ServeOptions:
             max_upload_bytes=args.max_upload_bytes,
             heartbeat_s=args.heartbeat,
             ws_queue_size=args.ws_queue_size,
+            ws_compression=args.ws_compression,
             auth=args.auth,
             trace_exporter=args.trace_exporter,
             plugins=tuple(args.plugin),
@@ -124,6 +128,11 @@ def add_serve_options(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=defaults.ws_queue_size,
         help="events buffered per WebSocket client before it is caught up from the log",
+    )
+    parser.add_argument(
+        "--ws-compression",
+        action="store_true",
+        help="offer permessage-deflate on WebSockets (costs CPU per message and client)",
     )
     parser.add_argument(
         "--web-dist",

@@ -34,6 +34,7 @@ SERVE_ARGS = [
     "some.module",
     "--template-fault-window",
     "4",
+    "--ws-compression",
 ]
 
 
@@ -55,6 +56,7 @@ def test_cli_serve_and_server_app_parse_the_same_options_into_one_model() -> Non
         max_graph_nodes=9,
         plugins=("some.module",),
         template_fault_window_s=4.0,
+        ws_compression=True,
     )
 
 
