@@ -30,6 +30,8 @@ from dagster_defs.runtime import Runtime, open_runtime
 from graph_runtime.errors import ProjectNotFoundError
 from server.api import CONTROLLERS
 from server.auth import AuthMiddleware, ProjectAccess, TokenStore, needs_auth
+from server.comfy.app import ComfyPlugin, create_comfy_app, run_servers
+from server.comfy.service import ComfyService
 from server.config import DEFAULT_PORT, ServerConfig, add_serve_options, serve_options
 from server.docs_page import OfflineDocsPlugin
 from server.errors import EXCEPTION_HANDLERS, document_errors
@@ -105,9 +107,13 @@ def _constant(value: Any) -> Any:
     return provide
 
 
-def create_app(runtime: Runtime, config: ServerConfig | None = None) -> Litestar:
-    """The Takeflow server for an open runtime (the caller closes the runtime)."""
+def create_app(
+    runtime: Runtime, config: ServerConfig | None = None, comfy: ComfyService | None = None
+) -> Litestar:
+    """The Takeflow server for an open runtime (the caller closes the runtime); the ComfyUI
+    API is mounted under ``/api`` (``comfy``: a service shared with a compat listener)."""
     config = config or ServerConfig()
+    comfy = comfy or ComfyService(runtime, auth=config.auth)
     web_dist = config.web_dist if config.web_dist is not None else ServerConfig.default_web_dist()
     handlers: list[Any] = []
     if web_dist is not None and (web_dist / "index.html").exists():
@@ -116,7 +122,7 @@ def create_app(runtime: Runtime, config: ServerConfig | None = None) -> Litestar
         )
     return Litestar(
         route_handlers=handlers,
-        plugins=[TakeflowPlugin(runtime, config)],
+        plugins=[TakeflowPlugin(runtime, config), ComfyPlugin(comfy)],
         openapi_config=OpenAPIConfig(
             title="Takeflow",
             version="1",
@@ -168,7 +174,8 @@ def serve(
     try:
         if demo:
             ensure_demo(runtime)
-        app = create_app(runtime, config)
+        comfy = ComfyService(runtime, auth=config.auth)
+        app = create_app(runtime, config, comfy)
         access = "bearer tokens required" if config.auth else "no tokens (loopback only)"
         print(
             f"Takeflow serving {runtime.home.path} on http://{host}:{port} "
@@ -181,7 +188,13 @@ def serve(
                 "`takeflow token create --user NAME --project PROJECT`",
                 flush=True,
             )
-        uvicorn.run(app, host=host, port=port, log_level="warning", ws_ping_interval=20.0)
+        options: dict[str, Any] = {"log_level": "warning", "ws_ping_interval": 20.0}
+        if config.comfy_port:
+            print(f"ComfyUI API on http://{host}:{config.comfy_port} (and under /api/)", flush=True)
+            comfy_app = create_comfy_app(comfy, config.auth)
+            run_servers(app, comfy_app, host, port, config.comfy_port, **options)
+        else:
+            uvicorn.run(app, host=host, port=port, **options)
     finally:
         runtime.close()
     return 0

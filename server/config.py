@@ -41,6 +41,7 @@ class ServerConfig:
     trace_exporter: str = "none"
     plugins: tuple[str, ...] = ()
     template_fault_window_s: float = 300.0
+    comfy_port: int | None = None  # a second listener speaking ComfyUI's API (server.comfy)
 
     @staticmethod
     def default_web_dist() -> Path | None:
@@ -69,6 +70,13 @@ def add_serve_options(parser: argparse.ArgumentParser) -> None:
         metavar="MODULE",
         help="import MODULE and call its install(runtime) at start (repeatable)",
     )
+    parser.add_argument(
+        "--comfy-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="also serve the ComfyUI-compatible API on PORT (e.g. 8188); see docs/comfyui.md",
+    )
     parser.add_argument("--max-body-bytes", type=int, default=ServerConfig.max_body_bytes)
     parser.add_argument("--max-graph-nodes", type=int, default=ServerConfig.max_graph_nodes)
     parser.add_argument(
@@ -87,4 +95,5 @@ def serve_options(args: argparse.Namespace) -> dict[str, Any]:
         "max_body_bytes": args.max_body_bytes,
         "max_graph_nodes": args.max_graph_nodes,
         "template_fault_window_s": args.template_fault_window,
+        "comfy_port": args.comfy_port,
     }
