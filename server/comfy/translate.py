@@ -263,8 +263,14 @@ class Translator:
             nid: sorted({str(v[0]) for v in self._inputs(nid).values() if is_link(v)})
             for nid in self.needed
         }
+        sorter = graphlib.TopologicalSorter(deps)
+        order: list[str] = []
         try:
-            order = list(graphlib.TopologicalSorter(deps).static_order())
+            sorter.prepare()
+            while sorter.is_active():  # ready nodes by id, numbers numerically: a stable order
+                ready = sorted(sorter.get_ready(), key=_natural)
+                order.extend(ready)
+                sorter.done(*ready)
         except graphlib.CycleError as exc:
             raise PromptRejected(
                 "invalid_prompt", "Invalid prompt: the nodes form a dependency cycle",
@@ -306,6 +312,10 @@ class Translator:
             imports=self.imports,
             notes=self.notes,
         )
+
+
+def _natural(node_id: str) -> tuple[int, int | str]:
+    return (0, int(node_id)) if node_id.isdigit() else (1, node_id)
 
 
 def _safe_prefix(prefix: str) -> bool:
