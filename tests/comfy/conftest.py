@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,12 +20,14 @@ from tests.server.harness import ServerProcess, free_port, running_server
 def wait_compat(base: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with (
-            contextlib.suppress(OSError),
-            urllib.request.urlopen(f"{base}/system_stats", timeout=2) as response,
-        ):
-            if response.status in (200, 401):
+        try:
+            with urllib.request.urlopen(f"{base}/system_stats", timeout=2):
                 return
+        except urllib.error.HTTPError as exc:
+            if exc.code == 401:  # listening, under --auth
+                return
+        except OSError:
+            pass
         time.sleep(0.1)
     raise TimeoutError(f"the ComfyUI listener at {base} did not answer")
 
