@@ -17,7 +17,7 @@ from litestar import Request, Response, Router, WebSocket, get, post, websocket
 from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import WebSocketDisconnect
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery
 from litestar.response import File
 
 from server.auth import principal_of
@@ -26,6 +26,7 @@ from server.comfy.files import FOLDER_TYPES, PathRefused
 from server.comfy.service import ComfyService
 
 Comfy = NamedDependency[ComfyService]
+MAX_UPLOAD_BYTES = 100 * 1024 * 1024  # ComfyUI's default --max-upload-size
 
 
 def _error(status: int, message: str) -> Response[dict[str, Any]]:
@@ -96,13 +97,15 @@ def make_router(path: str, comfy: ComfyService) -> Router:
     def history(
         request: Request[Any, Any, Any],
         comfy: Comfy,
-        max_items: int | None = None,
-        offset: int = 0,
+        max_items: FromQuery[int | None] = None,
+        offset: FromQuery[int] = 0,
     ) -> dict[str, Any]:
         return comfy.history(principal_of(request), max_items, max(0, offset))
 
     @get("/history/{prompt_id:str}", sync_to_thread=True)
-    def history_of(prompt_id: str, request: Request[Any, Any, Any], comfy: Comfy) -> dict[str, Any]:
+    def history_of(
+        prompt_id: FromPath[str], request: Request[Any, Any, Any], comfy: Comfy
+    ) -> dict[str, Any]:
         return comfy.history_of(prompt_id, principal_of(request))
 
     @post("/history", status_code=200)
@@ -119,12 +122,11 @@ def make_router(path: str, comfy: ComfyService) -> Router:
         return _empty()
 
     @get("/view", sync_to_thread=True)
-    def view(
-        comfy: Comfy,
-        filename: str,
-        folder_type: str = Parameter(query="type", default="output"),
-        subfolder: str = "",
-    ) -> Response[Any] | File:
+    def view(request: Request[Any, Any, Any], comfy: Comfy) -> Response[Any] | File:
+        query = request.query_params
+        filename = str(query.get("filename") or "")
+        folder_type = str(query.get("type") or "output")
+        subfolder = str(query.get("subfolder") or "")
         name, _, tag = filename.partition(" [")
         if tag.endswith("]") and tag[:-1] in FOLDER_TYPES:  # "name.png [output]"
             filename, folder_type = name, tag[:-1]
@@ -138,7 +140,7 @@ def make_router(path: str, comfy: ComfyService) -> Router:
         return File(path, filename=path.name, media_type=media_type,
                     content_disposition_type="inline")  # fmt: skip
 
-    @post("/upload/image", status_code=200, request_max_body_size=None)
+    @post("/upload/image", status_code=200, request_max_body_size=MAX_UPLOAD_BYTES)
     async def upload_image(request: Request[Any, Any, Any], comfy: Comfy) -> Response[Any]:
         form = await request.form()
         image = form.get("image")
@@ -160,7 +162,7 @@ def make_router(path: str, comfy: ComfyService) -> Router:
         return comfy.catalog.object_info()
 
     @get("/object_info/{class_type:str}", sync_to_thread=True)
-    def object_info_of(class_type: str, comfy: Comfy) -> dict[str, Any]:
+    def object_info_of(class_type: FromPath[str], comfy: Comfy) -> dict[str, Any]:
         node = comfy.catalog.get(class_type)
         return {} if node is None else {class_type: comfy.catalog.describe(node)}
 
@@ -173,7 +175,7 @@ def make_router(path: str, comfy: ComfyService) -> Router:
         return ["checkpoints"]
 
     @get("/models/{folder:str}", sync_to_thread=True)
-    def models_in(folder: str, comfy: Comfy) -> list[str]:
+    def models_in(folder: FromPath[str], comfy: Comfy) -> list[str]:
         return comfy.bridge.model_names() if folder == "checkpoints" else []
 
     @get(["/embeddings", "/extensions"], sync_to_thread=False)

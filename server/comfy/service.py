@@ -63,6 +63,8 @@ class ComfyService:
         self._users += 1
         if self._users > 1:
             return
+        if self.store.closed:
+            self.store = ComfyStore(self.store.path)
         self.hub.start()
         self.bridge.listen(self.hub.emit)
         await asyncio.to_thread(self.reconcile)
@@ -73,6 +75,7 @@ class ComfyService:
             return
         self.bridge.unlisten(self.hub.emit)
         await self.hub.stop()
+        self.store.close()
 
     def reconcile(self) -> None:
         """After a restart: history for prompts that ended while no one listened."""
@@ -121,7 +124,7 @@ class ComfyService:
                                  "and prompt_id a string")  # fmt: skip
         if client_id is not None and not isinstance(client_id, str):
             raise PromptRejected("invalid_prompt", "Invalid prompt: client_id must be a string")
-        if prompt_id in self.task_prompts.values() or self.store.exists(prompt_id):
+        if self.store.exists(prompt_id):
             raise PromptRejected("invalid_prompt", f"prompt_id '{prompt_id}' is already used")
         raw_target = extra.get("takeflow")
         target: dict[str, Any] = raw_target if isinstance(raw_target, dict) else {}

@@ -71,6 +71,8 @@ class ComfyStore:
     """SQLite in WAL mode behind one lock; every method is safe from any thread."""
 
     def __init__(self, path: Path) -> None:
+        self.path = path
+        self.closed = False
         path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._conn.execute("PRAGMA journal_mode=WAL")
@@ -81,6 +83,7 @@ class ComfyStore:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+            self.closed = True
 
     # -- prompts ----------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import struct
 import uuid
 
 from PIL import Image
@@ -20,7 +21,9 @@ def test_post_wait_history_view(comfy: tuple[ServerProcess, ComfyClient]) -> Non
         status = __import__("json").loads(first)
         assert status["type"] == "status" and status["data"]["sid"] == client_id
         assert "queue_remaining" in status["data"]["status"]["exec_info"]
-        answer = client.queue_prompt(txt2img(seed=7), client_id)
+        prompt = txt2img(seed=7)
+        prompt["10"] = {"class_type": "PreviewImage", "inputs": {"images": ["8", 0]}}
+        answer = client.queue_prompt(prompt, client_id)
         prompt_id = answer["prompt_id"]
         assert answer["node_errors"] == {} and isinstance(answer["number"], int)
         messages = of_prompt(until_done(ws, prompt_id), prompt_id)
@@ -28,11 +31,15 @@ def test_post_wait_history_view(comfy: tuple[ServerProcess, ComfyClient]) -> Non
         ws.close()
     kinds = [m["type"] for m in messages if isinstance(m, dict)]
     assert kinds[:2] == ["execution_start", "execution_cached"]
-    assert kinds[-3:] == ["executed", "execution_success", "executing"]
+    assert kinds[-5:] == ["executed", "executing", "executed", "execution_success", "executing"]
+    frames = [m for m in messages if isinstance(m, bytes)]
+    assert len(frames) == 1 and struct.unpack(">II", frames[0][:8]) == (1, 2)  # step 1 preview
+    assert frames[0][8:16] == b"\x89PNG\r\n\x1a\n"
     executing = [
         m["data"]["node"] for m in messages if isinstance(m, dict) and m["type"] == "executing"
     ]
     assert executing.index("3") < executing.index("8") < executing.index("9")
+    assert executing.index("9") < executing.index("10")
     assert executing[-1] is None
     progress = [m["data"] for m in messages if isinstance(m, dict) and m["type"] == "progress"]
     assert [(p["value"], p["max"], p["node"]) for p in progress] == [(1, 2, "3"), (2, 2, "3")]
@@ -53,6 +60,10 @@ def test_post_wait_history_view(comfy: tuple[ServerProcess, ComfyClient]) -> Non
     status, png = client.view(images[0])
     assert status == 200 and png[:8] == b"\x89PNG\r\n\x1a\n"
     assert Image.open(io.BytesIO(png)).size == (64, 64)
+    preview = entry["outputs"]["10"]["images"][0]
+    assert preview["type"] == "temp" and preview["filename"].startswith("ComfyUI_temp_")
+    status, same = client.view(preview)
+    assert status == 200 and same == png  # the same image, in the temp folder
 
     # The prompt is a Takeflow task: a take of the default project, committed to git.
     task_id = entry["takeflow"]["task_id"]
