@@ -1,5 +1,7 @@
 """Image generation: a graph with ``image_generation`` vs a bare ``pipe(...)`` call, and
-cross-request batching on vs off.
+cross-request batching on vs off, and the ComfyUI-compatible API (``server.comfy``): a ComfyUI
+"API format" prompt posted over HTTP and followed on ``/ws`` until ``executing`` null, as
+ComfyUI's example clients do, against the same loaded pipeline.
 
 Usage:
     .venv/bin/python bench/diffusion.py                  # CPU, tiny demo model, 256x256, 20 steps
@@ -89,6 +91,81 @@ def run_tasks(runtime: Runtime, inputs: list[dict[str, Any]], project: str | Non
     return elapsed
 
 
+class ComfyCompat:
+    """The compat listener in a thread of this process, over ``runtime``, and one client of it
+    (HTTP post + one WebSocket kept open, as ComfyUI's example clients do)."""
+
+    def __init__(self, runtime: Runtime, model: str) -> None:
+        import socket
+        import threading
+
+        import uvicorn
+        import websocket
+
+        from server.comfy.app import create_comfy_app
+        from server.comfy.service import ComfyService
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self.base = f"http://127.0.0.1:{port}"
+        self.server = uvicorn.Server(uvicorn.Config(
+            create_comfy_app(ComfyService(runtime)), host="127.0.0.1", port=port,
+            log_level="warning"))  # fmt: skip
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        while not self.server.started:
+            time.sleep(0.01)
+        self.model = model
+        self.client_id = "bench"
+        self.ws = websocket.create_connection(
+            f"ws://127.0.0.1:{port}/ws?clientId={self.client_id}", timeout=600
+        )
+
+    def prompt(self, seed: int, size: int, steps: int) -> None:
+        import json
+        import urllib.request
+
+        graph = {
+            "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": self.model}},
+            "5": {"class_type": "EmptyLatentImage",
+                  "inputs": {"width": size, "height": size, "batch_size": 1}},
+            "6": {"class_type": "CLIPTextEncode",
+                  "inputs": {"text": "a lighthouse in a storm", "clip": ["4", 1]}},
+            "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["4", 1]}},
+            "3": {"class_type": "KSampler", "inputs": {
+                "seed": seed, "steps": steps, "cfg": 7.5, "sampler_name": "euler",
+                "scheduler": "normal", "denoise": 1.0, "model": ["4", 0],
+                "positive": ["6", 0], "negative": ["7", 0], "latent_image": ["5", 0]}},
+            "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+            "9": {"class_type": "SaveImage",
+                  "inputs": {"images": ["8", 0], "filename_prefix": "bench"}},
+        }  # fmt: skip
+        body = {
+            "prompt": graph,
+            "client_id": self.client_id,
+            "extra_data": {"takeflow": {"project": "bench", "shot": f"bench/comfy/s{seed}"}},
+        }
+        request = urllib.request.Request(f"{self.base}/prompt", json.dumps(body).encode())
+        with urllib.request.urlopen(request, timeout=60) as response:
+            prompt_id = json.loads(response.read())["prompt_id"]
+        while True:
+            raw = self.ws.recv()
+            if isinstance(raw, str):
+                message = json.loads(raw)
+                data = message["data"]
+                mine = data.get("prompt_id") == prompt_id
+                if message["type"] == "executing" and mine and data["node"] is None:
+                    return
+                if message["type"] == "execution_error":
+                    raise SystemExit(f"ComfyUI prompt failed: {data}")
+
+    def close(self) -> None:
+        self.ws.close()
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
@@ -148,8 +225,11 @@ def _run(args: argparse.Namespace, model: str, size: int, tmp: Path) -> int:
 
     configure(home, args.device, 1, 0)
     runtime = open_runtime(home.path, workers=1)
+    compat: ComfyCompat | None = None
     try:
         runtime.projects.create("bench", "Bench")
+        compat = ComfyCompat(runtime, "bench")
+        comfy = compat
         modes: dict[str, Callable[[int], Any]] = {
             "bare pipe(...)": bare,
             "diffusion service (no Dagster)": direct,
@@ -157,6 +237,7 @@ def _run(args: argparse.Namespace, model: str, size: int, tmp: Path) -> int:
                 lambda i: run_tasks(runtime, [{**values, "seed": -1}], None),
             "graph + take + git commit":
                 lambda i: run_tasks(runtime, [{**values, "seed": -1}], "bench"),
+            "ComfyUI API prompt (HTTP + /ws)": lambda i: comfy.prompt(i, size, args.steps),
         }  # fmt: skip
         for fn in modes.values():  # warm up: compile the job, first take, first commit
             fn(0)
@@ -171,6 +252,8 @@ def _run(args: argparse.Namespace, model: str, size: int, tmp: Path) -> int:
         for label, ms in samples.items():
             line(label, ms, None if label.startswith("bare") else base)
     finally:
+        if compat is not None:
+            compat.close()
         runtime.close()
     if args.device == "cpu" and model == "tiny" and size != 512:
         configure(home, args.device, 1, 0)

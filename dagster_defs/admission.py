@@ -71,6 +71,32 @@ class Admission:
     ) -> Submission:
         """Validate ``graph`` and resolve its project (arguments win over the graph's context).
         Raises ``GraphValidationError`` or ``ProjectNotFoundError``; nothing is stored."""
+        return self._admit(graph, None, project_id, shot, user, task_id, metadata)
+
+    def admit_plan(
+        self,
+        plan: ExecutionPlan,
+        *,
+        project_id: str | None = None,
+        shot: str | None = None,
+        user: str | None = None,
+        task_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Submission:
+        """Admit a plan that ``validate`` already made (callers that must check a graph before
+        they can name its project, e.g. the ComfyUI layer); it is not validated again."""
+        return self._admit(plan.graph, plan, project_id, shot, user, task_id, metadata)
+
+    def _admit(
+        self,
+        graph: CanvasGraph,
+        plan: ExecutionPlan | None,
+        project_id: str | None,
+        shot: str | None,
+        user: str | None,
+        task_id: str | None,
+        metadata: Mapping[str, Any] | None,
+    ) -> Submission:
         task_id = task_id or new_task_id()
         span = self.telemetry.start_task(task_id)
         try:
@@ -78,7 +104,7 @@ class Admission:
                 trace.use_span(span, end_on_exit=False),
                 tracer.start_as_current_span("takeflow.validate"),
             ):
-                plan = self.validate(graph)
+                plan = plan if plan is not None else self.validate(graph)
                 project_id = project_id or graph.context.project
                 project = self.projects.get(project_id) if project_id is not None else None
         except Exception as exc:

@@ -31,6 +31,8 @@ from litestar.static_files import create_static_files_router
 from dagster_defs.runtime import Runtime, open_runtime
 from server.api import CONTROLLERS
 from server.auth import AuthMiddleware, ProjectAccess, TokenStore, needs_auth
+from server.comfy.app import ComfyPlugin, create_comfy_app, run_servers
+from server.comfy.service import ComfyService
 from server.config import ServeOptions, ServerConfig, add_serve_options
 from server.demo import ensure_demo
 from server.docs_page import OfflineDocsPlugin
@@ -125,9 +127,13 @@ def editor_not_built() -> Response[str]:
     return Response(EDITOR_NOT_BUILT, status_code=404, media_type=MediaType.HTML)
 
 
-def create_app(runtime: Runtime, config: ServerConfig | None = None) -> Litestar:
-    """The Takeflow server for an open runtime (the caller closes the runtime)."""
+def create_app(
+    runtime: Runtime, config: ServerConfig | None = None, comfy: ComfyService | None = None
+) -> Litestar:
+    """The Takeflow server for an open runtime (the caller closes the runtime); the ComfyUI
+    API is mounted under ``/api`` (``comfy``: a service shared with a compat listener)."""
     config = config or ServerConfig()
+    comfy = comfy or ComfyService(runtime, auth=config.auth)
     web_dist = config.web_dist if config.web_dist is not None else ServerConfig.default_web_dist()
     handlers: list[Any] = []
     if web_dist is not None and (web_dist / "index.html").exists():
@@ -138,7 +144,7 @@ def create_app(runtime: Runtime, config: ServerConfig | None = None) -> Litestar
         handlers.append(editor_not_built)
     return Litestar(
         route_handlers=handlers,
-        plugins=[TakeflowPlugin(runtime, config)],
+        plugins=[TakeflowPlugin(runtime, config), ComfyPlugin(comfy)],
         openapi_config=OpenAPIConfig(
             title="Takeflow",
             version="1",
@@ -187,7 +193,8 @@ def serve(home: str | Path | None = None, options: ServeOptions | None = None) -
     try:
         if options.demo:
             ensure_demo(runtime)
-        app = create_app(runtime, config)
+        comfy = ComfyService(runtime, auth=config.auth)
+        app = create_app(runtime, config, comfy)
         access = "bearer tokens required" if config.auth else "no tokens (loopback only)"
         print(
             f"Takeflow serving {runtime.home.path} on http://{config.host}:{config.port} "
@@ -200,15 +207,23 @@ def serve(home: str | Path | None = None, options: ServeOptions | None = None) -
                 "`takeflow token create --user NAME --project PROJECT`",
                 flush=True,
             )
+        uv_options: dict[str, Any] = {
+            "log_level": "warning",
+            "ws_ping_interval": 20.0,
+            "ws_per_message_deflate": config.ws_compression,
+        }
         with _stop_signals_caught():
-            uvicorn.run(
-                app,
-                host=config.host,
-                port=config.port,
-                log_level="warning",
-                ws_ping_interval=20.0,
-                ws_per_message_deflate=config.ws_compression,
-            )
+            if config.comfy_port:
+                print(
+                    f"ComfyUI API on http://{config.host}:{config.comfy_port} (and under /api/)",
+                    flush=True,
+                )
+                comfy_app = create_comfy_app(comfy, config.auth)
+                run_servers(
+                    app, comfy_app, config.host, config.port, config.comfy_port, **uv_options
+                )
+            else:
+                uvicorn.run(app, host=config.host, port=config.port, **uv_options)
     finally:  # after SIGTERM/SIGINT: running tasks get the grace period, then are interrupted
         runtime.close(config.shutdown_grace_s)
     return 0

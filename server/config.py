@@ -46,6 +46,7 @@ class ServerConfig:
     plugins: tuple[str, ...] = ()
     template_fault_window_s: float = 300.0
     shutdown_grace_s: float | None = None
+    comfy_port: int | None = None  # a second listener speaking ComfyUI's API (server.comfy)
 
     @staticmethod
     def default_web_dist() -> Path | None:
@@ -83,6 +84,7 @@ class ServeOptions:
             template_fault_window_s=args.template_fault_window,
             web_dist=args.web_dist,
             shutdown_grace_s=args.grace,
+            comfy_port=args.comfy_port,
         )
         return cls(config=config, workers=args.workers, demo=args.demo)
 
@@ -140,6 +142,13 @@ def add_serve_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="DIR",
         help="the built editor to serve at / (default: web/dist of the source tree)",
+    )
+    parser.add_argument(
+        "--comfy-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="also serve the ComfyUI-compatible API on PORT (e.g. 8188); see docs/comfyui.md",
     )
     parser.add_argument(
         "--template-fault-window",

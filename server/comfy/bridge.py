@@ -1,0 +1,272 @@
+"""The one place the ComfyUI layer touches Takeflow: tasks, events, models, project files.
+
+Everything else in ``server.comfy`` talks to ``TakeflowBridge`` only, so a change in the
+runner, the event model or the model registry is absorbed here. What it uses of Takeflow:
+
+- ``runtime.runner``: ``plan`` (validation), ``submit`` (with our own task id), ``cancel``,
+  ``get``, ``add_sink``/``remove_sink`` (live events);
+- ``runtime.state``: ``read_task`` (the durable event log of one task);
+- ``runtime.projects``: ``get``/``create``, a project's ``fs``, ``abs``, ``repo.commit``;
+- ``runtime.registry``: input specs of the ``image_generation`` / ``image_to_image`` templates;
+- ``nodes.diffusion.models.ModelRegistry``: the model names a checkpoint loader may name.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dagster_defs.admission import new_task_id
+from dagster_defs.runtime import Runtime
+from graph_runtime.canvas import CanvasGraph
+from graph_runtime.errors import (
+    GitError,
+    GraphIssue,
+    GraphValidationError,
+    ProjectNotFoundError,
+    TakeflowError,
+)
+from graph_runtime.events import TaskEvent
+from graph_runtime.validation import ExecutionPlan
+from server.auth import Principal
+from server.wire import wire_event
+
+log = logging.getLogger(__name__)
+
+TERMINAL_EVENTS = frozenset({"task.completed", "task.failed", "task.cancelled"})
+
+
+@dataclass(frozen=True)
+class Event:
+    """A stored Takeflow task event, as the ComfyUI layer reads it."""
+
+    type: str
+    task_id: str
+    seq: int
+    id: int
+    timestamp: float
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def terminal(self) -> bool:
+        return self.type in TERMINAL_EVENTS
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """What the ComfyUI layer needs of a task record."""
+
+    task_id: str
+    status: str  # queued, running, completed, failed, cancelled
+    project_id: str | None
+    user: str
+    created_at: float
+    error: dict[str, Any] | None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("completed", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Range of a Takeflow template input (what its validation enforces)."""
+
+    default: Any = None
+    minimum: float | None = None
+    maximum: float | None = None
+    multiple_of: int | None = None
+
+
+def _event(raw: TaskEvent) -> Event:
+    body = wire_event(raw)  # as HTTP/WS clients see it (previews as file URLs)
+    data = dict(body.get("data") or {})
+    task_id = str(data.pop("task_id", body.get("task_id", "")))
+    return Event(
+        type=str(body["type"]),
+        task_id=task_id,
+        seq=int(body["seq"]),
+        id=int(body["id"]),
+        timestamp=float(body["timestamp"]),
+        data=data,
+    )
+
+
+class _Sink:
+    """Adapts the runner's event sink protocol to a callback taking ``Event``."""
+
+    def __init__(self, callback: Callable[[Event], None]) -> None:
+        self.callback = callback
+
+    def emit(self, event: Any) -> None:
+        self.callback(_event(event))
+
+
+class TakeflowBridge:
+    """Submit, cancel and read tasks; read events; list models; read and write project files."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._sinks: dict[Callable[[Event], None], _Sink] = {}
+
+    @property
+    def home(self) -> Path:
+        return Path(self.runtime.home.path)
+
+    def config(self) -> dict[str, Any]:
+        """The home's ``config.json`` (the ``comfyui`` table configures this layer)."""
+        return self.runtime.home.config()
+
+    # -- tasks ------------------------------------------------------------------------------
+
+    def validate(
+        self, graph: dict[str, Any], *, project_id: str, shot: str, user: str
+    ) -> ExecutionPlan | list[GraphIssue]:
+        """Takeflow's own validation of a canvas graph (once per prompt): its plan, or every
+        issue."""
+        canvas = CanvasGraph.model_validate(
+            {**graph, "context": {"project": project_id, "shot": shot, "user": user}}
+        )
+        try:
+            return self.runtime.runner.admission.validate(canvas)
+        except GraphValidationError as exc:
+            return list(exc.issues)
+
+    def new_task_id(self) -> str:
+        return new_task_id()
+
+    def submit(
+        self,
+        task_id: str,
+        plan: ExecutionPlan,
+        *,
+        project_id: str,
+        shot: str,
+        user: str,
+        priority: int,
+        metadata: dict[str, Any],
+    ) -> None:
+        """Queue a validated plan as a task with a task id chosen by the caller."""
+        submission = self.runtime.runner.admission.admit_plan(
+            plan, project_id=project_id, shot=shot, user=user, task_id=task_id, metadata=metadata
+        )
+        self.runtime.runner.submit(submission, priority=priority)
+
+    def cancel(self, task_id: str) -> None:
+        """Cancel a queued task at once, a running one at its next progress point."""
+        record = self.runtime.runner.get(task_id)
+        if not record.status.terminal:
+            self.runtime.runner.cancel(task_id)
+
+    def task(self, task_id: str) -> TaskInfo | None:
+        record = self.runtime.state.get(task_id)
+        if record is None:
+            return None
+        return TaskInfo(
+            task_id=record.task_id,
+            status=record.status.value,
+            project_id=record.project_id,
+            user=record.user,
+            created_at=record.created_at,
+            error=record.error,
+        )
+
+    # -- events -----------------------------------------------------------------------------
+
+    def events(self, task_id: str, after_seq: int = 0) -> list[Event]:
+        """The task's stored events after ``after_seq``, in order (the durable log)."""
+        return [_event(e) for e in self.runtime.state.read_task(task_id, after_seq)]
+
+    def listen(self, callback: Callable[[Event], None]) -> None:
+        """Call ``callback`` (from runner threads) with every event once it is stored."""
+        sink = _Sink(callback)
+        self._sinks[callback] = sink
+        self.runtime.runner.add_sink(sink)
+
+    def unlisten(self, callback: Callable[[Event], None]) -> None:
+        sink = self._sinks.pop(callback, None)
+        if sink is not None:
+            self.runtime.runner.remove_sink(sink)
+
+    # -- models and templates ---------------------------------------------------------------
+
+    def model_names(self) -> list[str]:
+        """Names a checkpoint loader may use: the diffusion model registry's entries (and, where
+        the registry lists a checkpoints folder, its checkpoints by relative path)."""
+        try:
+            from nodes.diffusion.models import ModelRegistry
+        except ImportError:
+            return []
+        registry: Any = ModelRegistry(self.runtime.home)
+        names = set(registry.names())
+        listing = getattr(registry, "checkpoint_names", None)
+        if callable(listing):
+            names.update(listing())
+        return sorted(names)
+
+    def limits(self, template: str, port: str) -> Limits:
+        """Default and range of a template input, as Takeflow's validation enforces them."""
+        try:
+            spec = self.runtime.registry.get(template).input(port)
+        except TakeflowError:
+            spec = None
+        if spec is None:
+            return Limits()
+        return Limits(spec.default, spec.minimum, spec.maximum, spec.multiple_of)
+
+    def has_template(self, template: str) -> bool:
+        try:
+            self.runtime.registry.get(template)
+        except TakeflowError:
+            return False
+        return True
+
+    # -- projects and files -----------------------------------------------------------------
+
+    def require_project(
+        self, project_id: str, principal: Principal | None, create: bool = False
+    ) -> None:
+        """Refuse a project the caller may not use; create the default project on first use."""
+        if principal is not None:
+            principal.require(project_id)
+        try:
+            self.runtime.projects.get(project_id)
+        except ProjectNotFoundError:
+            if not create:
+                raise
+            self.runtime.projects.create(project_id, "ComfyUI prompts")
+
+    def has_file(self, project_id: str, rel: str) -> bool:
+        project = self.runtime.projects.get(project_id)
+        return bool(project.fs.isfile(project.safe_file(rel)))
+
+    def read_file(self, project_id: str, rel: str) -> bytes | None:
+        """A project file's bytes, ``None`` when it is gone."""
+        try:
+            project = self.runtime.projects.get(project_id)
+            return bytes(project.fs.cat_file(project.safe_file(rel)))
+        except (FileNotFoundError, TakeflowError, OSError):
+            return None
+
+    def store_file(self, project_id: str, rel: str, data: bytes, message: str) -> None:
+        """Write a project file and commit it (a failed commit is logged, not raised)."""
+        project = self.runtime.projects.get(project_id)
+        absolute = project.safe_file(rel)
+        project.fs.makedirs(absolute.rsplit("/", 1)[0], exist_ok=True)
+        project.fs.pipe_file(absolute, data)
+        try:
+            project.repo.commit([rel], message)
+        except GitError as exc:
+            log.warning("could not commit %s in %s: %s", rel, project_id, exc.message)
+
+    def take_outputs(self, task_id: str) -> dict[str, str]:
+        """A completed task's take outputs: output key -> project-relative path."""
+        events = self.events(task_id)
+        done = next((e for e in reversed(events) if e.type == "task.completed"), None)
+        if done is None:
+            return {}
+        outputs = done.data.get("outputs") or {}
+        return {k: str(v["path"]) for k, v in outputs.items() if isinstance(v, dict)}

@@ -1,0 +1,231 @@
+"""The ComfyUI node types Takeflow understands, described as ComfyUI's ``/object_info`` does.
+
+Each type lists its inputs (``INT``/``FLOAT``/``STRING``, a combo of choices, or a link type
+such as ``MODEL`` or ``IMAGE``) and its outputs by position. Ranges of inputs that map one to one
+onto a Takeflow template input (sizes, steps, cfg) are read from that template, so what
+``/object_info`` advertises is what Takeflow's validation enforces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from server.comfy.bridge import Limits
+
+LINK_TYPES = frozenset({"MODEL", "CLIP", "VAE", "CONDITIONING", "LATENT", "IMAGE", "MASK"})
+MAX_SEED = 2**64 - 1
+MAX_BATCH = 64
+
+# ComfyUI sampler names -> Takeflow scheduler names (the diffusion templates' ``scheduler``).
+SAMPLERS: dict[str, str] = {
+    "euler": "euler",
+    "euler_ancestral": "euler_a",
+    "ddim": "ddim",
+    "dpmpp_2m": "dpm++",
+}
+# ComfyUI's noise schedules. Only ``normal`` (the model's own schedule) is exact; the others run
+# with the model's schedule too, and the prompt's history records that they were approximated.
+SCHEDULERS: tuple[str, ...] = (
+    "normal",
+    "karras",
+    "exponential",
+    "sgm_uniform",
+    "simple",
+    "ddim_uniform",
+    "beta",
+    "linear_quadratic",
+    "kl_optimal",
+)
+EXACT_SCHEDULERS = frozenset({"normal"})
+
+
+@dataclass(frozen=True)
+class Input:
+    """One input: ``kind`` is INT, FLOAT, STRING, BOOLEAN, COMBO or a link type."""
+
+    name: str
+    kind: str
+    options: dict[str, Any] = field(default_factory=dict)
+    choices: Callable[[Catalog], list[str]] | None = None
+    limits_from: tuple[str, str] | None = None  # (template, port) whose range applies
+    required: bool = True
+
+
+@dataclass(frozen=True)
+class NodeType:
+    name: str
+    display_name: str
+    category: str
+    description: str
+    inputs: tuple[Input, ...]
+    outputs: tuple[str, ...] = ()
+    output_names: tuple[str, ...] = ()
+    output_node: bool = False
+
+    def input(self, name: str) -> Input | None:
+        return next((i for i in self.inputs if i.name == name), None)
+
+
+class Catalog:
+    """The node types, with choices (models, input files) and ranges read when asked."""
+
+    def __init__(
+        self,
+        models: Callable[[], list[str]],
+        input_files: Callable[[], list[str]],
+        limits: Callable[[str, str], Limits],
+    ) -> None:
+        self.models = models
+        self.input_files = input_files
+        self.limits = limits
+        self.types = {t.name: t for t in NODE_TYPES}
+
+    def get(self, class_type: str) -> NodeType | None:
+        return self.types.get(class_type)
+
+    def choices(self, spec: Input) -> list[str]:
+        return spec.choices(self) if spec.choices is not None else []
+
+    def options(self, spec: Input) -> dict[str, Any]:
+        """The input's options, with the range of the Takeflow input it maps onto."""
+        options = dict(spec.options)
+        if spec.limits_from is not None:
+            limits = self.limits(*spec.limits_from)
+            if limits.default is not None and "default" not in options:
+                options["default"] = limits.default
+            if limits.minimum is not None:
+                options["min"] = limits.minimum
+            if limits.maximum is not None:
+                options["max"] = limits.maximum
+            if limits.multiple_of:
+                options["step"] = limits.multiple_of
+        return options
+
+    def input_config(self, spec: Input) -> list[Any]:
+        """``[TYPE, {opts}]``, or ``[[choices], {opts}]`` for a combo."""
+        head: Any = self.choices(spec) if spec.kind == "COMBO" else spec.kind
+        return [head, self.options(spec)]
+
+    def describe(self, node: NodeType) -> dict[str, Any]:
+        """One ``/object_info`` entry."""
+        required = {i.name: self.input_config(i) for i in node.inputs if i.required}
+        optional = {i.name: self.input_config(i) for i in node.inputs if not i.required}
+        body: dict[str, Any] = {
+            "input": {"required": required},
+            "input_order": {"required": list(required)},
+            "output": list(node.outputs),
+            "output_is_list": [False] * len(node.outputs),
+            "output_name": list(node.output_names or node.outputs),
+            "name": node.name,
+            "display_name": node.display_name,
+            "description": node.description,
+            "python_module": "takeflow",
+            "category": node.category,
+            "output_node": node.output_node,
+        }
+        if optional:
+            body["input"]["optional"] = optional
+            body["input_order"]["optional"] = list(optional)
+        if node.output_node:
+            body["input"]["hidden"] = {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}
+        return body
+
+    def object_info(self) -> dict[str, Any]:
+        return {name: self.describe(node) for name, node in self.types.items()}
+
+
+def _models(catalog: Catalog) -> list[str]:
+    return catalog.models()
+
+
+def _input_files(catalog: Catalog) -> list[str]:
+    return catalog.input_files()
+
+
+def _samplers(_: Catalog) -> list[str]:
+    return list(SAMPLERS)
+
+
+def _schedulers(_: Catalog) -> list[str]:
+    return list(SCHEDULERS)
+
+
+_GEN = "image_generation"
+_I2I = "image_to_image"
+
+NODE_TYPES: tuple[NodeType, ...] = (
+    NodeType(
+        "CheckpointLoaderSimple", "Load Checkpoint", "loaders",
+        "A diffusion model from Takeflow's model registry (by name or checkpoint path).",
+        (Input("ckpt_name", "COMBO", choices=_models),),
+        ("MODEL", "CLIP", "VAE"),
+    ),
+    NodeType(
+        "CLIPTextEncode", "CLIP Text Encode (Prompt)", "conditioning",
+        "A prompt for a sampler (encoded by the sampler's model).",
+        (Input("text", "STRING", {"multiline": True, "dynamicPrompts": True}),
+         Input("clip", "CLIP")),
+        ("CONDITIONING",),
+    ),
+    NodeType(
+        "EmptyLatentImage", "Empty Latent Image", "latent",
+        "Start from noise: the image size and how many images to make.",
+        (Input("width", "INT", {"default": 512}, limits_from=(_GEN, "width")),
+         Input("height", "INT", {"default": 512}, limits_from=(_GEN, "height")),
+         Input("batch_size", "INT", {"default": 1, "min": 1, "max": MAX_BATCH})),
+        ("LATENT",),
+    ),
+    NodeType(
+        "KSampler", "KSampler", "sampling",
+        "One Takeflow generation per image: text to image, or image to image when the latent "
+        "is a VAEEncode'd image and denoise < 1.",
+        (Input("model", "MODEL"),
+         Input("seed", "INT", {"default": 0, "min": 0, "max": MAX_SEED,
+                               "control_after_generate": True}),
+         Input("steps", "INT", {"default": 20}, limits_from=(_GEN, "steps")),
+         Input("cfg", "FLOAT", {"default": 8.0, "step": 0.1, "round": 0.01},
+               limits_from=(_GEN, "guidance")),
+         Input("sampler_name", "COMBO", choices=_samplers),
+         Input("scheduler", "COMBO", choices=_schedulers),
+         Input("positive", "CONDITIONING"),
+         Input("negative", "CONDITIONING"),
+         Input("latent_image", "LATENT"),
+         Input("denoise", "FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01})),
+        ("LATENT",),
+    ),
+    NodeType(
+        "VAEDecode", "VAE Decode", "latent", "The sampled image.",
+        (Input("samples", "LATENT"), Input("vae", "VAE")),
+        ("IMAGE",),
+    ),
+    NodeType(
+        "VAEEncode", "VAE Encode", "latent", "An image as the start of image to image.",
+        (Input("pixels", "IMAGE"), Input("vae", "VAE")),
+        ("LATENT",),
+    ),
+    NodeType(
+        "SaveImage", "Save Image", "image",
+        "Saves the images to the output folder (and as a take of the Takeflow project).",
+        (Input("images", "IMAGE"),
+         Input("filename_prefix", "STRING", {"default": "ComfyUI"})),
+        output_node=True,
+    ),
+    NodeType(
+        "PreviewImage", "Preview Image", "image", "Saves the images to the temp folder.",
+        (Input("images", "IMAGE"),),
+        output_node=True,
+    ),
+    NodeType(
+        "SaveImageWebsocket", "SaveImageWebsocket", "api node/image",
+        "Sends the images over the WebSocket as binary PNG frames.",
+        (Input("images", "IMAGE"),),
+        output_node=True,
+    ),
+    NodeType(
+        "LoadImage", "Load Image", "image", "An image from the input folder (upload it first).",
+        (Input("image", "COMBO", {"image_upload": True}, choices=_input_files),),
+        ("IMAGE", "MASK"),
+    ),
+)  # fmt: skip

@@ -1,0 +1,222 @@
+"""ComfyUI's HTTP routes and ``/ws``, as a router mountable at ``/`` and at ``/api``.
+
+Bodies are read as JSON whatever their Content-Type (ComfyUI's example clients post JSON as
+``application/x-www-form-urlencoded``). Answers follow ComfyUI's shapes; ``/history/{id}``
+answers ``{}`` while a prompt is queued or running, as ComfyUI does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import mimetypes
+import uuid
+from typing import Any
+
+from litestar import Request, Response, Router, WebSocket, get, post, websocket
+from litestar.datastructures import UploadFile
+from litestar.di import NamedDependency, Provide
+from litestar.exceptions import WebSocketDisconnect
+from litestar.params import FromPath, FromQuery
+from litestar.response import File
+
+from server.auth import principal_of
+from server.comfy.errors import PromptRejected
+from server.comfy.files import FOLDER_TYPES, PathRefused
+from server.comfy.service import ComfyService
+
+Comfy = NamedDependency[ComfyService]
+MAX_UPLOAD_BYTES = 100 * 1024 * 1024  # ComfyUI's default --max-upload-size
+
+
+def _error(status: int, message: str) -> Response[dict[str, Any]]:
+    return Response({"error": message}, status_code=status)
+
+
+async def _json(request: Request[Any, Any, Any]) -> Any:
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    return json.loads(raw)
+
+
+def _empty() -> Response[bytes]:
+    return Response(b"", status_code=200, media_type="text/plain")
+
+
+def make_router(path: str, comfy: ComfyService) -> Router:
+    """The ComfyUI API under ``path`` (``/`` on the compat listener, ``/api`` on both)."""
+
+    @post("/prompt", status_code=200)
+    async def post_prompt(request: Request[Any, Any, Any], comfy: Comfy) -> Response[Any]:
+        try:
+            body = await _json(request)
+        except ValueError as exc:
+            rejected = PromptRejected("invalid_prompt", "Invalid prompt: the body is not JSON",
+                                      str(exc))  # fmt: skip
+            return Response(rejected.body(), status_code=400)
+        try:
+            answer = await asyncio.to_thread(comfy.submit, body, principal_of(request))
+        except PromptRejected as rejected:
+            return Response(rejected.body(), status_code=400)
+        return Response(answer)
+
+    @get("/prompt")
+    async def get_prompt(comfy: Comfy) -> dict[str, Any]:
+        return {"exec_info": {"queue_remaining": comfy.queue_remaining()}}
+
+    @get("/queue", sync_to_thread=True)
+    def get_queue(request: Request[Any, Any, Any], comfy: Comfy) -> dict[str, Any]:
+        return comfy.queue(principal_of(request))
+
+    @post("/queue", status_code=200)
+    async def post_queue(request: Request[Any, Any, Any], comfy: Comfy) -> Response[Any]:
+        try:
+            body = await _json(request)
+        except ValueError:
+            return _error(400, "the body is not JSON")
+        principal = principal_of(request)
+        if isinstance(body, dict) and body.get("clear"):
+            await asyncio.to_thread(comfy.delete, None, principal)
+        if isinstance(body, dict) and isinstance(body.get("delete"), list):
+            ids = [str(i) for i in body["delete"]]
+            await asyncio.to_thread(comfy.delete, ids, principal)
+        return _empty()
+
+    @post("/interrupt", status_code=200)
+    async def interrupt(request: Request[Any, Any, Any], comfy: Comfy) -> Response[Any]:
+        try:
+            body = await _json(request)
+        except ValueError:
+            body = {}
+        prompt_id = body.get("prompt_id") if isinstance(body, dict) else None
+        await asyncio.to_thread(comfy.interrupt, prompt_id, principal_of(request))
+        return _empty()
+
+    @get("/history", sync_to_thread=True)
+    def history(
+        request: Request[Any, Any, Any],
+        comfy: Comfy,
+        max_items: FromQuery[int | None] = None,
+        offset: FromQuery[int] = 0,
+    ) -> dict[str, Any]:
+        return comfy.history(principal_of(request), max_items, max(0, offset))
+
+    @get("/history/{prompt_id:str}", sync_to_thread=True)
+    def history_of(
+        prompt_id: FromPath[str], request: Request[Any, Any, Any], comfy: Comfy
+    ) -> dict[str, Any]:
+        return comfy.history_of(prompt_id, principal_of(request))
+
+    @post("/history", status_code=200)
+    async def post_history(request: Request[Any, Any, Any], comfy: Comfy) -> Response[Any]:
+        try:
+            body = await _json(request)
+        except ValueError:
+            return _error(400, "the body is not JSON")
+        if isinstance(body, dict) and body.get("clear"):
+            await asyncio.to_thread(comfy.store.hide_history, None)
+        if isinstance(body, dict) and isinstance(body.get("delete"), list):
+            ids = [str(i) for i in body["delete"]]
+            await asyncio.to_thread(comfy.store.hide_history, ids)
+        return _empty()
+
+    @get("/view", sync_to_thread=True)
+    def view(request: Request[Any, Any, Any], comfy: Comfy) -> Response[Any] | File:
+        query = request.query_params
+        filename = str(query.get("filename") or "")
+        folder_type = str(query.get("type") or "output")
+        subfolder = str(query.get("subfolder") or "")
+        name, _, tag = filename.partition(" [")
+        if tag.endswith("]") and tag[:-1] in FOLDER_TYPES:  # "name.png [output]"
+            filename, folder_type = name, tag[:-1]
+        try:
+            path = comfy.folders.resolve(folder_type, subfolder, filename)
+        except PathRefused as refused:
+            return _error(refused.status, refused.message)
+        if not path.is_file():
+            return _error(404, "file not found")
+        media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        return File(path, filename=path.name, media_type=media_type,
+                    content_disposition_type="inline")  # fmt: skip
+
+    @post("/upload/image", status_code=200, request_max_body_size=MAX_UPLOAD_BYTES)
+    async def upload_image(request: Request[Any, Any, Any], comfy: Comfy) -> Response[Any]:
+        form = await request.form()
+        image = form.get("image")
+        if not isinstance(image, UploadFile) or not image.filename:
+            return _error(400, "send the image as multipart/form-data field 'image'")
+        folder_type = str(form.get("type") or "input")
+        subfolder = str(form.get("subfolder") or "")
+        overwrite = str(form.get("overwrite") or "").lower() in ("true", "1")
+        data = await image.read()
+        try:
+            name = await asyncio.to_thread(comfy.folders.store_upload, folder_type, subfolder,
+                                           image.filename, data, overwrite)  # fmt: skip
+        except PathRefused as refused:
+            return _error(refused.status, refused.message)
+        return Response({"name": name, "subfolder": subfolder, "type": folder_type})
+
+    @get("/object_info", sync_to_thread=True)
+    def object_info(comfy: Comfy) -> dict[str, Any]:
+        return comfy.catalog.object_info()
+
+    @get("/object_info/{class_type:str}", sync_to_thread=True)
+    def object_info_of(class_type: FromPath[str], comfy: Comfy) -> dict[str, Any]:
+        node = comfy.catalog.get(class_type)
+        return {} if node is None else {class_type: comfy.catalog.describe(node)}
+
+    @get("/system_stats", sync_to_thread=True)
+    def system_stats(comfy: Comfy) -> dict[str, Any]:
+        return comfy.system_stats()
+
+    @get("/models", sync_to_thread=False)
+    def models() -> list[str]:
+        return ["checkpoints"]
+
+    @get("/models/{folder:str}", sync_to_thread=True)
+    def models_in(folder: FromPath[str], comfy: Comfy) -> list[str]:
+        return comfy.bridge.model_names() if folder == "checkpoints" else []
+
+    @get(["/embeddings", "/extensions"], sync_to_thread=False)
+    def nothing() -> list[str]:
+        return []
+
+    @get("/features", sync_to_thread=False)
+    def features() -> dict[str, Any]:
+        return {"supports_preview_metadata": False, "takeflow_replay": True}
+
+    @websocket("/ws")
+    async def socket(socket: WebSocket[Any, Any, Any], comfy: Comfy) -> None:
+        client_id = socket.query_params.get("clientId") or uuid.uuid4().hex
+        principal = principal_of(socket)
+        await socket.accept()
+
+        async def receive() -> Any:
+            message = await socket.receive()
+            if message["type"] == "websocket.disconnect":
+                raise WebSocketDisconnect(detail="client left")
+            return message
+
+        await comfy.hub.serve(
+            client_id,
+            principal.user if principal is not None else None,
+            socket.send_text,
+            socket.send_bytes,
+            socket.close,
+            receive,
+        )
+
+    def provide() -> ComfyService:
+        return comfy
+
+    return Router(
+        path=path,
+        route_handlers=[
+            post_prompt, get_prompt, get_queue, post_queue, interrupt, history, history_of,
+            post_history, view, upload_image, object_info, object_info_of, system_stats,
+            models, models_in, nothing, features, socket,
+        ],
+        dependencies={"comfy": Provide(provide, use_cache=True, sync_to_thread=False)},
+        include_in_schema=False,
+    )  # fmt: skip

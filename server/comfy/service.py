@@ -1,0 +1,287 @@
+"""The ComfyUI API's operations over Takeflow: prompts in, queue and history out.
+
+A prompt is checked (``validate``), collapsed into a Takeflow canvas graph (``translate``),
+checked again by Takeflow's own validation, and queued as an ordinary Takeflow task in a
+project (``extra_data.takeflow.project``/``shot``, else the configured default): a Dagster run
+whose images become a take committed to git. The queue and history are read back from the
+task records and the store, so both survive a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import logging
+import os
+import platform
+import sys
+import threading
+import uuid
+from typing import Any
+
+from dagster_defs.runtime import Runtime
+from graph_runtime.errors import TakeflowError
+from server.auth import Principal
+from server.comfy.bridge import TakeflowBridge
+from server.comfy.catalog import Catalog
+from server.comfy.errors import PromptRejected
+from server.comfy.files import ComfyFolders
+from server.comfy.history import build_history, history_view
+from server.comfy.hub import ComfyHub
+from server.comfy.store import ComfyStore, PromptRow
+from server.comfy.translate import Translator, map_issues
+from server.comfy.validate import validate_prompt
+
+log = logging.getLogger(__name__)
+DEFAULT_PROJECT = "comfyui"
+DEFAULT_SHOT = "main/main/main"
+COMPAT_VERSION = "0.3.0-takeflow"
+
+
+class ComfyService:
+    """Shared by the compat listener and the ``/api/`` routes of the main app."""
+
+    def __init__(self, runtime: Runtime, auth: bool = False) -> None:
+        self.bridge = TakeflowBridge(runtime)
+        root = self.bridge.home / "comfyui"
+        self.store = ComfyStore(root / "comfyui.sqlite")
+        self.folders = ComfyFolders(root)
+        self.catalog = Catalog(self.bridge.model_names, self.folders.input_files,
+                               self.bridge.limits)  # fmt: skip
+        self.hub = ComfyHub(self)
+        self.auth = auth
+        self.task_prompts: dict[str, str] = self.store.task_map()
+        self.active: set[str] = set()  # prompts whose task has not ended
+        self._rows: dict[str, PromptRow] = {}
+        self._history_lock = threading.Lock()
+        self._users = 0
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start once per process, however many apps (listeners) share the service."""
+        self._users += 1
+        if self._users > 1:
+            return
+        if self.store.closed:
+            self.store = ComfyStore(self.store.path)
+        self.hub.start()
+        self.bridge.listen(self.hub.emit)
+        await asyncio.to_thread(self.reconcile)
+
+    async def stop(self) -> None:
+        self._users -= 1
+        if self._users > 0:
+            return
+        self.bridge.unlisten(self.hub.emit)
+        await self.hub.stop()
+        self.store.close()
+
+    def reconcile(self) -> None:
+        """After a restart: history for prompts that ended while no one listened."""
+        for row in self.store.without_history():
+            task = self.bridge.task(row.task_id)
+            if task is not None and not task.finished:
+                self.active.add(row.prompt_id)
+                continue
+            try:
+                self.write_history(row.prompt_id)
+            except Exception:
+                log.exception("could not write the history of prompt %s", row.prompt_id)
+
+    def settings(self) -> dict[str, Any]:
+        table = self.bridge.config().get("comfyui") or {}
+        return dict(table) if isinstance(table, dict) else {}
+
+    # -- rows -------------------------------------------------------------------------------
+
+    async def row(self, prompt_id: str) -> PromptRow | None:
+        found = self._rows.get(prompt_id)
+        if found is None:
+            found = await asyncio.to_thread(self.store.get, prompt_id)
+            if found is not None and prompt_id in self.active:
+                self._rows[prompt_id] = found
+        return found
+
+    def forget(self, prompt_id: str) -> None:
+        self._rows.pop(prompt_id, None)
+
+    def visible(self, row: PromptRow, user: str | None) -> bool:
+        """With auth on, a prompt is its user's only."""
+        return not self.auth or user is None or row.user == user
+
+    # -- submitting -------------------------------------------------------------------------
+
+    def submit(self, body: Any, principal: Principal | None) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise PromptRejected("invalid_prompt", "Invalid prompt: the body must be an object")
+        prompt, outputs, needed = validate_prompt(body.get("prompt"), self.catalog)
+        extra = body.get("extra_data") or {}
+        client_id = body.get("client_id")
+        prompt_id = body.get("prompt_id") or str(uuid.uuid4())
+        if not isinstance(extra, dict) or not isinstance(prompt_id, str) or len(prompt_id) > 200:
+            raise PromptRejected("invalid_prompt", "Invalid prompt: extra_data must be an object "
+                                 "and prompt_id a string")  # fmt: skip
+        if client_id is not None and not isinstance(client_id, str):
+            raise PromptRejected("invalid_prompt", "Invalid prompt: client_id must be a string")
+        if self.store.exists(prompt_id):
+            raise PromptRejected("invalid_prompt", f"prompt_id '{prompt_id}' is already used")
+        raw_target = extra.get("takeflow")
+        target: dict[str, Any] = raw_target if isinstance(raw_target, dict) else {}
+        settings = self.settings()
+        default_project = str(settings.get("project") or DEFAULT_PROJECT)
+        project = str(target.get("project") or default_project)
+        shot = str(target.get("shot") or settings.get("shot") or DEFAULT_SHOT)
+        translation = Translator(prompt, outputs, needed, self.catalog,
+                                 self.folders.folder("input"),
+                                 name=f"comfyui {prompt_id[:8]}").translate()  # fmt: skip
+        user = principal.user if principal is not None else "comfyui"
+        plan = self.bridge.validate(translation.graph, project_id=project, shot=shot, user=user)
+        if isinstance(plan, list):
+            raise map_issues(plan, translation, prompt, outputs, self.catalog)
+        try:
+            self.bridge.require_project(project, principal, create=project == default_project)
+            for asset_id, name in translation.imports.items():
+                rel = f"01_Assets/{asset_id}"
+                if not self.bridge.has_file(project, rel):
+                    data = (self.folders.folder("input") / name).read_bytes()
+                    self.bridge.store_file(project, rel, data, f"ComfyUI input {name}")
+        except TakeflowError as exc:
+            if exc.http_status in (401, 403):
+                raise
+            raise PromptRejected("invalid_prompt", f"Invalid prompt: {exc.message}",
+                                 exc.code, exc.to_dict()) from None  # fmt: skip
+        number: float = self.store.next_number()
+        if isinstance(body.get("number"), int | float) and not isinstance(body["number"], bool):
+            number = float(body["number"])
+        front = bool(body.get("front"))
+        if front:
+            number = -number
+        task_id = self.bridge.new_task_id()
+        stored = {"prompt": prompt, "extra_data": {**extra, "client_id": client_id},
+                  "outputs": outputs}  # fmt: skip
+        self.store.add(prompt_id, task_id, number, client_id, user, project, stored, translation)
+        self.task_prompts[task_id] = prompt_id
+        self.active.add(prompt_id)
+        try:
+            self.bridge.submit(
+                task_id, plan, project_id=project, shot=shot, user=user,
+                priority=1 if front else 0,
+                metadata={"source": "comfyui", "comfyui_prompt_id": prompt_id,
+                          "comfyui_client_id": client_id, "comfyui_notes": translation.notes},
+            )  # fmt: skip
+        except BaseException as exc:
+            self.active.discard(prompt_id)
+            self.task_prompts.pop(task_id, None)
+            self.store.remove(prompt_id)
+            if isinstance(exc, TakeflowError) and exc.http_status not in (401, 403):
+                raise PromptRejected("invalid_prompt", f"Invalid prompt: {exc.message}",
+                                     exc.code, exc.to_dict()) from None  # fmt: skip
+            raise
+        shown: float | int = int(number) if float(number).is_integer() else number
+        return {"prompt_id": prompt_id, "number": shown, "node_errors": {}}
+
+    # -- queue ------------------------------------------------------------------------------
+
+    def _active_rows(self, principal: Principal | None) -> list[tuple[PromptRow, str]]:
+        user = principal.user if principal is not None else None
+        found = []
+        for prompt_id in list(self.active):
+            row = self.store.get(prompt_id)
+            task = self.bridge.task(row.task_id) if row is not None else None
+            if row is not None and task is not None and self.visible(row, user):
+                found.append((row, task.status))
+        return sorted(found, key=lambda item: item[0].number)
+
+    def queue(self, principal: Principal | None) -> dict[str, Any]:
+        rows = self._active_rows(principal)
+        return {
+            "queue_running": [r.queue_item() for r, status in rows if status == "running"],
+            "queue_pending": [r.queue_item() for r, status in rows if status != "running"],
+        }
+
+    def queue_remaining(self) -> int:
+        return len(self.active)
+
+    def delete(self, prompt_ids: list[str] | None, principal: Principal | None) -> None:
+        """``POST /queue``: cancel pending prompts (all of them when ``None``)."""
+        for row, status in self._active_rows(principal):
+            if status == "queued" and (prompt_ids is None or row.prompt_id in prompt_ids):
+                self.bridge.cancel(row.task_id)
+
+    def interrupt(self, prompt_id: str | None, principal: Principal | None) -> None:
+        """Stop the running prompt(s), or only ``prompt_id`` if it is running."""
+        for row, status in self._active_rows(principal):
+            if status == "running" and (prompt_id is None or row.prompt_id == prompt_id):
+                self.bridge.cancel(row.task_id)
+
+    # -- history ----------------------------------------------------------------------------
+
+    def write_history(self, prompt_id: str) -> dict[str, Any] | None:
+        """Write a finished prompt's output files and history entry, once."""
+        with self._history_lock:
+            row = self.store.get(prompt_id)
+            if row is None:
+                return None
+            if row.history is not None:
+                return row.history
+            task = self.bridge.task(row.task_id)
+            if task is not None and not task.finished:
+                return None
+            if task is None:  # the task record is gone: record the prompt as failed
+                from server.comfy.bridge import TaskInfo
+
+                lost = {"code": "task_lost", "message": "the Takeflow task is gone"}
+                task = TaskInfo(row.task_id, "failed", row.project, row.user, row.created, lost)
+            history = build_history(row, task, self.bridge, self.folders)
+            self.store.set_history(prompt_id, history)
+            self.active.discard(prompt_id)
+            return history
+
+    def history(
+        self, principal: Principal | None, max_items: int | None = None, offset: int = 0
+    ) -> dict[str, Any]:
+        user = principal.user if principal is not None else None
+        rows = self.store.history(max_items, offset)
+        return {r.prompt_id: history_view(r) for r in rows if self.visible(r, user)}
+
+    def history_of(self, prompt_id: str, principal: Principal | None) -> dict[str, Any]:
+        """``{id: entry}`` once finished; ``{}`` while queued or running, or when unknown."""
+        row = self.store.get(prompt_id)
+        user = principal.user if principal is not None else None
+        if row is None or row.history is None or not self.visible(row, user):
+            return {}
+        return {prompt_id: history_view(row)}
+
+    # -- descriptions -----------------------------------------------------------------------
+
+    def system_stats(self) -> dict[str, Any]:
+        def version(name: str) -> str:
+            try:
+                return importlib.metadata.version(name)
+            except importlib.metadata.PackageNotFoundError:
+                return "not installed"
+
+        try:
+            pages, page = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+            free = os.sysconf("SC_AVPHYS_PAGES") * page
+            total = pages * page
+        except (ValueError, OSError, AttributeError):
+            total = free = 0
+        return {
+            "system": {
+                "os": platform.system().lower(),
+                "ram_total": total,
+                "ram_free": free,
+                "comfyui_version": COMPAT_VERSION,
+                "takeflow_version": version("takeflow"),
+                "python_version": sys.version,
+                "pytorch_version": version("torch"),
+                "embedded_python": False,
+                "argv": sys.argv,
+            },
+            "devices": [
+                {"name": "cpu", "type": "cpu", "index": None, "vram_total": 0, "vram_free": 0,
+                 "torch_vram_total": 0, "torch_vram_free": 0}
+            ],
+        }  # fmt: skip

@@ -1,0 +1,233 @@
+"""What the ComfyUI layer keeps on disk, beside Takeflow's own task records and event log.
+
+``<home>/comfyui/comfyui.sqlite`` holds, per prompt, its id, task id, number, client and the
+ComfyUI prompt with its translation (to speak ComfyUI about the task), the history entry once
+written (output file names), and per client the position up to which each prompt's messages
+were delivered (so a reconnecting client gets exactly what it missed, across restarts too).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from server.comfy.translate import Translation
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS prompts (
+    prompt_id TEXT PRIMARY KEY,
+    task_id TEXT UNIQUE NOT NULL,
+    number REAL NOT NULL,
+    client_id TEXT,
+    user TEXT NOT NULL,
+    project TEXT,
+    created REAL NOT NULL,
+    body TEXT NOT NULL,
+    plan TEXT NOT NULL,
+    history TEXT,
+    hidden INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS prompts_client ON prompts(client_id, created);
+CREATE TABLE IF NOT EXISTS deliveries (
+    client_id TEXT NOT NULL,
+    prompt_id TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    done INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (client_id, prompt_id)
+);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class PromptRow:
+    """One ComfyUI prompt and the Takeflow task that runs it."""
+
+    prompt_id: str
+    task_id: str
+    number: float
+    client_id: str | None
+    user: str
+    project: str | None
+    created: float
+    prompt: dict[str, Any]
+    extra_data: dict[str, Any]
+    outputs: list[str]
+    plan: Translation
+    history: dict[str, Any] | None
+
+    def queue_item(self) -> list[Any]:
+        """ComfyUI's queue entry: ``[number, prompt_id, prompt, extra_data, outputs]``."""
+        number: float | int = int(self.number) if float(self.number).is_integer() else self.number
+        return [number, self.prompt_id, self.prompt, self.extra_data, self.outputs]
+
+
+class ComfyStore:
+    """SQLite in WAL mode behind one lock; every method is safe from any thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.closed = False
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+            self.closed = True
+
+    # -- prompts ----------------------------------------------------------------------------
+
+    def next_number(self) -> int:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            row = self._conn.execute("SELECT value FROM counters WHERE name='number'").fetchone()
+            value = (row[0] if row else 0) + 1
+            self._conn.execute(
+                "INSERT INTO counters(name, value) VALUES('number', ?) "
+                "ON CONFLICT(name) DO UPDATE SET value=excluded.value",
+                (value,),
+            )
+            self._conn.execute("COMMIT")
+            return int(value)
+
+    def add(
+        self,
+        prompt_id: str,
+        task_id: str,
+        number: float,
+        client_id: str | None,
+        user: str,
+        project: str | None,
+        body: dict[str, Any],
+        plan: Translation,
+    ) -> None:
+        with self._lock:
+            self._conn.execute(
+                "INSERT INTO prompts(prompt_id, task_id, number, client_id, user, project, "
+                "created, body, plan) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (prompt_id, task_id, number, client_id, user, project, time.time(),
+                 json.dumps(body), json.dumps(plan.to_json())),
+            )  # fmt: skip
+
+    def remove(self, prompt_id: str) -> None:
+        with self._lock:
+            self._conn.execute("DELETE FROM prompts WHERE prompt_id = ?", (prompt_id,))
+
+    def exists(self, prompt_id: str) -> bool:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT 1 FROM prompts WHERE prompt_id = ?", (prompt_id,)
+            ).fetchone()
+        return row is not None
+
+    _COLUMNS = "prompt_id, task_id, number, client_id, user, project, created, body, plan, history"
+
+    @staticmethod
+    def _row(raw: tuple[Any, ...]) -> PromptRow:
+        body = json.loads(raw[7])
+        return PromptRow(
+            prompt_id=raw[0],
+            task_id=raw[1],
+            number=raw[2],
+            client_id=raw[3],
+            user=raw[4],
+            project=raw[5],
+            created=raw[6],
+            prompt=body["prompt"],
+            extra_data=body.get("extra_data", {}),
+            outputs=body.get("outputs", []),
+            plan=Translation.from_json(json.loads(raw[8])),
+            history=json.loads(raw[9]) if raw[9] else None,
+        )
+
+    def _select(self, where: str, params: tuple[Any, ...]) -> list[PromptRow]:
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT {self._COLUMNS} FROM prompts WHERE {where}", params
+            ).fetchall()
+        return [self._row(r) for r in rows]
+
+    def get(self, prompt_id: str) -> PromptRow | None:
+        rows = self._select("prompt_id = ?", (prompt_id,))
+        return rows[0] if rows else None
+
+    def by_task(self, task_id: str) -> PromptRow | None:
+        rows = self._select("task_id = ?", (task_id,))
+        return rows[0] if rows else None
+
+    def task_map(self) -> dict[str, str]:
+        """Every prompt's task id -> prompt id."""
+        with self._lock:
+            rows = self._conn.execute("SELECT task_id, prompt_id FROM prompts").fetchall()
+        return {r[0]: r[1] for r in rows}
+
+    def without_history(self) -> list[PromptRow]:
+        return self._select("history IS NULL ORDER BY number", ())
+
+    def set_history(self, prompt_id: str, history: dict[str, Any]) -> None:
+        with self._lock:
+            self._conn.execute(
+                "UPDATE prompts SET history = ? WHERE prompt_id = ?",
+                (json.dumps(history), prompt_id),
+            )
+
+    def history(self, max_items: int | None = None, offset: int = 0) -> list[PromptRow]:
+        """Prompts with a history entry, oldest first (``offset`` skips the oldest)."""
+        limit = -1 if max_items is None else max_items
+        return self._select(
+            "history IS NOT NULL AND hidden = 0 ORDER BY number LIMIT ? OFFSET ?",
+            (limit, offset),
+        )
+
+    def hide_history(self, prompt_ids: list[str] | None) -> None:
+        """``POST /history``: hide entries (all when ``None``); tasks and takes stay."""
+        with self._lock:
+            if prompt_ids is None:
+                self._conn.execute("UPDATE prompts SET hidden = 1 WHERE history IS NOT NULL")
+            else:
+                self._conn.executemany(
+                    "UPDATE prompts SET hidden = 1 WHERE prompt_id = ?",
+                    [(p,) for p in prompt_ids],
+                )
+
+    # -- deliveries -------------------------------------------------------------------------
+
+    def positions(self, client_id: str) -> dict[str, tuple[int, bool]]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT prompt_id, position, done FROM deliveries WHERE client_id = ?",
+                (client_id,),
+            ).fetchall()
+        return {r[0]: (int(r[1]), bool(r[2])) for r in rows}
+
+    def save_positions(self, client_id: str, positions: dict[str, tuple[int, bool]]) -> None:
+        if not positions:
+            return
+        with self._lock:
+            self._conn.execute("BEGIN")
+            self._conn.executemany(
+                "INSERT INTO deliveries(client_id, prompt_id, position, done) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(client_id, prompt_id) DO UPDATE SET position=excluded.position, "
+                "done=excluded.done",
+                [(client_id, p, pos, int(done)) for p, (pos, done) in positions.items()],
+            )
+            self._conn.execute("COMMIT")
+
+    def client_prompts(self, client_id: str, limit: int) -> list[PromptRow]:
+        """The client's most recent prompts whose messages it has not all received."""
+        rows = self._select(
+            "client_id = ? AND prompt_id NOT IN (SELECT prompt_id FROM deliveries "
+            "WHERE client_id = ? AND done = 1) ORDER BY created DESC LIMIT ?",
+            (client_id, client_id, limit),
+        )
+        return list(reversed(rows))

@@ -1,0 +1,380 @@
+"""Collapses a checked ComfyUI prompt into one Takeflow canvas graph (``takeflow.graph/v1``).
+
+ComfyUI node outputs are symbolic here: MODEL/CLIP/VAE name a model, CONDITIONING is a prompt
+text, LATENT is an empty canvas (size, batch) or an encoded image, IMAGE is a list of Takeflow
+outputs. Each KSampler becomes one Takeflow generation node per image (``image_generation``, or
+``image_to_image`` on a VAEEncode'd image), LoadImage a ``load_asset`` node. The translation keeps
+maps back to ComfyUI node ids (for events) and inputs (for validation errors).
+"""
+
+from __future__ import annotations
+
+import graphlib
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from graph_runtime.errors import GraphIssue
+from server.comfy.catalog import EXACT_SCHEDULERS, SAMPLERS, Catalog
+from server.comfy.errors import NodeErrors, PromptRejected, input_error, is_link
+from server.comfy.validate import as_float, as_int
+
+SEED_SPACE = 2**32  # Takeflow's seeds are 32-bit; ComfyUI's 64-bit seeds are taken modulo
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+_UNSAFE_FILE = re.compile(r"[^A-Za-z0-9._-]+")
+Ref = tuple[str, str]  # (Takeflow node id, output port)
+
+
+@dataclass
+class OutputPlan:
+    """A ComfyUI output node: what it does with which Takeflow outputs."""
+
+    node: str
+    kind: str  # SaveImage | PreviewImage | SaveImageWebsocket
+    refs: list[Ref]
+    prefix: str = "ComfyUI"
+
+
+@dataclass
+class Translation:
+    """The Takeflow graph and everything needed to speak ComfyUI about it afterwards."""
+
+    graph: dict[str, Any]
+    owners: dict[str, str]  # Takeflow node -> ComfyUI node
+    samplers: dict[str, list[str]]  # ComfyUI KSampler -> its Takeflow nodes, batch order
+    outputs: list[OutputPlan]
+    order: list[str]  # ComfyUI nodes that run, in dependency order
+    deps: dict[str, list[str]]  # ComfyUI node -> the ComfyUI nodes it links from
+    classes: dict[str, str]  # ComfyUI node -> class_type
+    ports: dict[str, list[str]]  # "tfnode|port" -> [ComfyUI node, input]
+    imports: dict[str, str] = field(default_factory=dict)  # asset id -> input-folder file
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> Translation:
+        body = dict(raw)
+        body["outputs"] = [
+            OutputPlan(o["node"], o["kind"], [(r[0], r[1]) for r in o["refs"]], o["prefix"])
+            for o in body["outputs"]
+        ]
+        return cls(**body)
+
+
+def _link(value: Any) -> tuple[str, int]:
+    return str(value[0]), int(value[1])
+
+
+class Translator:
+    """One use: ``translate()`` a checked prompt (``server.comfy.validate``)."""
+
+    def __init__(
+        self,
+        prompt: Mapping[str, Any],
+        outputs: list[str],
+        needed: list[str],
+        catalog: Catalog,
+        input_dir: Path,
+        name: str = "comfyui",
+    ) -> None:
+        self.prompt = prompt
+        self.output_ids = outputs
+        self.needed = needed
+        self.catalog = catalog
+        self.input_dir = input_dir
+        self.name = name
+        self.errors = NodeErrors(prompt, outputs)
+        self.nodes: list[dict[str, Any]] = []
+        self.owners: dict[str, str] = {}
+        self.ports: dict[str, list[str]] = {}
+        self.samplers: dict[str, list[str]] = {}
+        self.imports: dict[str, str] = {}
+        self.notes: list[str] = []
+        self._images: dict[str, list[Ref]] = {}
+        self._ids: set[str] = set()
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _inputs(self, nid: str) -> Mapping[str, Any]:
+        inputs: Mapping[str, Any] = self.prompt[nid].get("inputs", {})
+        return inputs
+
+    def _source(self, nid: str, name: str) -> tuple[str, int]:
+        return _link(self._inputs(nid)[name])
+
+    def _class(self, nid: str) -> str:
+        return str(self.prompt[nid]["class_type"])
+
+    def _fail(self, nid: str, message: str, details: str, name: str | None = None) -> None:
+        received = self._inputs(nid).get(name) if name else None
+        self.errors.add(nid, input_error("custom_validation_failed", message, details, name,
+                                         None, received))  # fmt: skip
+
+    def _new_id(self, prefix: str, comfy_id: str) -> str:
+        base = f"{prefix}_{_UNSAFE.sub('_', comfy_id)[:40]}"
+        candidate, n = base, 1
+        while candidate in self._ids:
+            n += 1
+            candidate = f"{base}_{n}"
+        self._ids.add(candidate)
+        return candidate
+
+    def _add(self, tf_id: str, template: str, owner: str, inputs: dict[str, Any],
+             ports: dict[str, tuple[str, str]]) -> None:  # fmt: skip
+        wired = {
+            port: {"kind": "link", "node": v[0], "output": v[1]}
+            if isinstance(v, tuple)
+            else {"kind": "literal", "value": v}
+            for port, v in inputs.items()
+        }
+        self.nodes.append({"id": tf_id, "template": template, "inputs": wired})
+        self.owners[tf_id] = owner
+        for port, (comfy_node, comfy_input) in ports.items():
+            self.ports[f"{tf_id}|{port}"] = [comfy_node, comfy_input]
+
+    # -- values -----------------------------------------------------------------------------
+
+    def images(self, nid: str, index: int) -> list[Ref]:
+        """The Takeflow outputs behind ComfyUI output ``index`` of node ``nid`` (an IMAGE)."""
+        key = f"{nid}:{index}"
+        if key not in self._images:
+            self._images[key] = self._make_images(nid, index)
+        return self._images[key]
+
+    def _make_images(self, nid: str, index: int) -> list[Ref]:
+        cls = self._class(nid)
+        if cls == "LoadImage":
+            return [(self._load_image(nid), "image")]
+        if cls == "VAEDecode":
+            src, _ = self._source(nid, "samples")
+            src_cls = self._class(src)
+            if src_cls == "KSampler":
+                return [(tf, "image") for tf in self.sampler(src)]
+            if src_cls == "VAEEncode":
+                return self.images(*self._source(src, "pixels"))
+            self._fail(nid, "Unsupported latent", "samples: decode a KSampler's output", "samples")
+            return []
+        raise AssertionError(f"{cls} has no IMAGE output")  # the link type check ran first
+
+    def _load_image(self, nid: str) -> str:
+        name = str(self._inputs(nid)["image"])
+        path = (self.input_dir / name).resolve()
+        try:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+        except OSError as exc:
+            self._fail(nid, "Image not readable", f"image: {name}: {exc}", "image")
+            digest = "0" * 12
+        safe = _UNSAFE_FILE.sub("_", Path(name).name).strip("._") or "image.png"
+        asset_id = f"uploads/comfyui/{digest}-{safe[:80]}"
+        self.imports[asset_id] = name
+        tf_id = self._new_id("load", nid)
+        self._add(tf_id, "load_asset", nid, {"asset": f"asset://{asset_id}"},
+                  {"asset": (nid, "image")})  # fmt: skip
+        return tf_id
+
+    def _text(self, nid: str, name: str) -> str:
+        src, _ = self._source(nid, name)
+        return str(self._inputs(src).get("text", ""))
+
+    def sampler(self, nid: str) -> list[str]:
+        """The Takeflow generation nodes of a KSampler (one per image), made once."""
+        if nid in self.samplers:
+            return self.samplers[nid]
+        self.samplers[nid] = []
+        inputs = self._inputs(nid)
+        model_node, _ = self._source(nid, "model")
+        model = str(self._inputs(model_node)["ckpt_name"])
+        pos_node, _ = self._source(nid, "positive")
+        neg_node, _ = self._source(nid, "negative")
+        latent_node, _ = self._source(nid, "latent_image")
+        steps, cfg = as_int(inputs["steps"]), as_float(inputs["cfg"])
+        seed, denoise = as_int(inputs["seed"]), as_float(inputs["denoise"])
+        sampler_name, schedule = str(inputs["sampler_name"]), str(inputs["scheduler"])
+        if schedule not in EXACT_SCHEDULERS:
+            self.notes.append(
+                f"node {nid}: scheduler '{schedule}' is not supported by the Takeflow diffusion "
+                f"templates; the model's own noise schedule ('normal') was used"
+            )
+        common: dict[str, Any] = {
+            "prompt": self._text(nid, "positive"),
+            "negative_prompt": self._text(nid, "negative"),
+            "guidance": cfg,
+            "scheduler": SAMPLERS[sampler_name],
+            "model": model,
+        }
+        ports: dict[str, tuple[str, str]] = {
+            "prompt": (pos_node, "text"),
+            "negative_prompt": (neg_node, "text"),
+            "guidance": (nid, "cfg"),
+            "scheduler": (nid, "sampler_name"),
+            "model": (model_node, "ckpt_name"),
+            "seed": (nid, "seed"),
+            "steps": (nid, "steps"),
+        }
+        latent_cls = self._class(latent_node)
+        made: list[str] = []
+        if latent_cls == "EmptyLatentImage":
+            latent = self._inputs(latent_node)
+            if denoise < 1.0:
+                why = "denoise: below 1 needs a VAEEncode'd image as latent_image"
+                self._fail(nid, "Unsupported denoise", why, "denoise")
+            for b in range(as_int(latent["batch_size"])):
+                tf_id = self._new_id("ksampler", nid if b == 0 else f"{nid}_b{b}")
+                size = {"width": as_int(latent["width"]), "height": as_int(latent["height"])}
+                values: dict[str, Any] = {
+                    **common,
+                    **size,
+                    "steps": steps,
+                    "seed": (seed + b) % SEED_SPACE,
+                }
+                self._add(tf_id, "image_generation", nid, values,
+                          {**ports, "width": (latent_node, "width"),
+                           "height": (latent_node, "height")})  # fmt: skip
+                made.append(tf_id)
+        elif latent_cls == "VAEEncode":
+            pixels = self.images(*self._source(latent_node, "pixels"))
+            # ComfyUI runs the last `steps` of a `steps / denoise` schedule; diffusers runs
+            # int(num_inference_steps * strength) steps: the same count of denoising steps.
+            total = max(1, round(steps / denoise)) if denoise > 0 else steps
+            for b, ref in enumerate(pixels):
+                tf_id = self._new_id("ksampler", nid if b == 0 else f"{nid}_b{b}")
+                values = {**common, "steps": total, "seed": (seed + b) % SEED_SPACE,
+                          "strength": denoise, "image": ref}  # fmt: skip
+                self._add(tf_id, "image_to_image", nid, values,
+                          {**ports, "strength": (nid, "denoise"),
+                           "image": (latent_node, "pixels")})  # fmt: skip
+                made.append(tf_id)
+        else:
+            self._fail(nid, "Unsupported latent",
+                       f"latent_image: a {latent_cls} output cannot be sampled again; decode it "
+                       "and VAEEncode the image", "latent_image")  # fmt: skip
+        self.samplers[nid] = made
+        return made
+
+    # -- whole prompt -----------------------------------------------------------------------
+
+    def _order(self) -> tuple[list[str], dict[str, list[str]]]:
+        deps = {
+            nid: sorted({str(v[0]) for v in self._inputs(nid).values() if is_link(v)})
+            for nid in self.needed
+        }
+        sorter = graphlib.TopologicalSorter(deps)
+        order: list[str] = []
+        try:
+            sorter.prepare()
+            while sorter.is_active():  # ready nodes by id, numbers numerically: a stable order
+                ready = sorted(sorter.get_ready(), key=_natural)
+                order.extend(ready)
+                sorter.done(*ready)
+        except graphlib.CycleError as exc:
+            raise PromptRejected(
+                "invalid_prompt", "Invalid prompt: the nodes form a dependency cycle",
+                " -> ".join(str(n) for n in exc.args[1]),
+            ) from None  # fmt: skip
+        return order, deps
+
+    def translate(self) -> Translation:
+        order, deps = self._order()
+        plans: list[OutputPlan] = []
+        for nid in order:
+            if nid not in self.output_ids:
+                continue
+            refs = self.images(*self._source(nid, "images"))
+            prefix = str(self._inputs(nid).get("filename_prefix", "ComfyUI"))
+            plans.append(OutputPlan(nid, self._class(nid), refs, prefix))
+        consumed = {
+            v["node"] for n in self.nodes for v in n["inputs"].values() if v["kind"] == "link"
+        }
+        for plan in plans:
+            if any(ref[0] in consumed for ref in plan.refs):
+                self._fail(plan.node, "Unsupported output",
+                           "images: an image that feeds another sampler cannot also be saved "
+                           "(Takeflow keeps the final images of a graph)", "images")  # fmt: skip
+            if plan.kind == "SaveImage" and not _safe_prefix(plan.prefix):
+                self._fail(plan.node, "Saving image outside the output folder is not allowed.",
+                           f"filename_prefix: {plan.prefix!r}", "filename_prefix")  # fmt: skip
+        self.errors.raise_if_any()
+        graph = {"format": "takeflow.graph/v1", "name": self.name, "nodes": self.nodes}
+        return Translation(
+            graph=graph,
+            owners=self.owners,
+            samplers=self.samplers,
+            outputs=plans,
+            order=order,
+            deps=deps,
+            classes={nid: self._class(nid) for nid in order},
+            ports=self.ports,
+            imports=self.imports,
+            notes=self.notes,
+        )
+
+
+def _natural(node_id: str) -> tuple[int, int | str]:
+    return (0, int(node_id)) if node_id.isdigit() else (1, node_id)
+
+
+def _safe_prefix(prefix: str) -> bool:
+    parts = prefix.replace("\\", "/").split("/")
+    return bool(prefix) and not prefix.startswith("/") and ".." not in parts and ":" not in prefix
+
+
+_ISSUE_TYPES = {
+    "invalid_choice": ("value_not_in_list", "Value not in list"),
+    "invalid_type": ("invalid_input_type", "Failed to convert an input value"),
+    "missing_input": ("required_input_missing", "Required input is missing"),
+}
+
+
+def map_issues(
+    issues: list[GraphIssue],
+    translation: Translation,
+    prompt: Mapping[str, Any],
+    outputs: list[str],
+    catalog: Catalog,
+) -> PromptRejected:
+    """Takeflow's validation issues, as ComfyUI ``node_errors`` on the nodes they came from."""
+    errors = NodeErrors(prompt, outputs)
+    literals = {
+        (n["id"], port): v.get("value")
+        for n in translation.graph["nodes"]
+        for port, v in n["inputs"].items()
+    }
+    templates = {n["id"]: n["template"] for n in translation.graph["nodes"]}
+    unplaced: list[str] = []
+    for issue in issues:
+        where = translation.ports.get(f"{issue.node_id}|{issue.port}")
+        if where is None:
+            owner = translation.owners.get(issue.node_id or "")
+            if owner is None:
+                unplaced.append(issue.message)
+                continue
+            errors.add(owner, input_error("custom_validation_failed", "Takeflow refused the node",
+                                          issue.message))  # fmt: skip
+            continue
+        comfy_node, comfy_input = where
+        received = prompt[comfy_node].get("inputs", {}).get(comfy_input)
+        type_, message = _ISSUE_TYPES.get(issue.code, ("custom_validation_failed", "Invalid value"))
+        if issue.code == "out_of_range" and issue.node_id and issue.port:
+            value = literals.get((issue.node_id, issue.port))
+            limits = catalog.limits(templates[issue.node_id], issue.port)
+            low = isinstance(value, int | float) and limits.minimum is not None
+            if low and value < limits.minimum:  # type: ignore[operator]
+                type_ = "value_smaller_than_min"
+                message = f"Value {received} smaller than min of {limits.minimum:g}"
+            else:
+                type_ = "value_bigger_than_max"
+                message = f"Value {received} bigger than max of {limits.maximum:g}"
+        details = f"{comfy_input}: {issue.message}"
+        errors.add(comfy_node, input_error(type_, message, details, comfy_input, None, received))
+    if unplaced and not errors:
+        return PromptRejected("invalid_prompt", "Invalid prompt", "; ".join(unplaced))
+    try:
+        errors.raise_if_any()
+    except PromptRejected as rejected:
+        return rejected
+    return PromptRejected("invalid_prompt", "Invalid prompt", "; ".join(unplaced))

@@ -1,0 +1,52 @@
+"""A real Takeflow server (``--demo``, tiny random-weight model) with the ComfyUI listener."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.comfy.client import ComfyClient
+from tests.server.harness import ServerProcess, free_port, running_server
+
+
+def wait_compat(base: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{base}/system_stats", timeout=2):
+                return
+        except urllib.error.HTTPError as exc:
+            if exc.code == 401:  # listening, under --auth
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"the ComfyUI listener at {base} did not answer")
+
+
+@contextlib.contextmanager
+def comfy_server(
+    home: Path, *extra: str, config: dict[str, Any] | None = None, token: str | None = None
+) -> Iterator[tuple[ServerProcess, ComfyClient]]:
+    home.mkdir(parents=True, exist_ok=True)
+    settings = {"diffusion": {"preview_every": 1, "batch_window_ms": 0}, **(config or {})}
+    (home / "config.json").write_text(json.dumps(settings))
+    port = free_port()
+    with running_server(home, "--demo", "--comfy-port", str(port), *extra, token=token) as srv:
+        base = f"http://127.0.0.1:{port}"
+        wait_compat(base)
+        yield srv, ComfyClient(base, token)
+
+
+@pytest.fixture(scope="module")
+def comfy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, ComfyClient]]:
+    with comfy_server(tmp_path_factory.mktemp("comfy") / "home") as pair:
+        yield pair
