@@ -31,16 +31,18 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from dagster_defs.runtime import Runtime, open_runtime  # noqa: E402
+from dagster_defs.services import service_context  # noqa: E402
 from graph_runtime.canvas import RunContext, single_node_graph  # noqa: E402
 from graph_runtime.events import RecordingSink  # noqa: E402
 from graph_runtime.templates import NullReporter  # noqa: E402
 from nodes.diffusion.demo import build_random_pipeline, register_model  # noqa: E402
+from nodes.diffusion.factory import FACTORY  # noqa: E402
 from nodes.diffusion.models import ModelRegistry  # noqa: E402
 from nodes.diffusion.service import (  # noqa: E402
     DiffusionService,
     DiffusionSettings,
     GenerationRequest,
-    shared_pipeline_cache,
+    PipelineCache,
 )
 from stores.home import TakeflowHome  # noqa: E402
 
@@ -65,9 +67,24 @@ def line(label: str, samples: list[float], base: float | None = None) -> None:
     print(f"  {label:<34} median {med:9.1f} ms   p95 {p95:9.1f} ms{ratio}", flush=True)
 
 
-def configure(home: TakeflowHome, device: str, max_batch: int, window_ms: float) -> None:
-    home.update_config(diffusion={"device": device, "max_batch_size": max_batch,
-                                  "batch_window_ms": window_ms, "preview_every": 5})  # fmt: skip
+CACHE = PipelineCache()  # one per process here, so every mode runs the same loaded pipeline
+
+
+def diffusion_service(home: TakeflowHome, device: str, max_batch: int,
+                      window_ms: float) -> DiffusionService:  # fmt: skip
+    settings = DiffusionSettings(device=device, max_batch_size=max_batch,
+                                 batch_window_s=window_ms / 1000, preview_every=5)  # fmt: skip
+    return DiffusionService(registry(home), settings, CACHE)
+
+
+def registry(home: TakeflowHome) -> ModelRegistry:
+    return ModelRegistry.for_context(service_context(home, FACTORY))
+
+
+def open_bench_runtime(home: TakeflowHome, workers: int, device: str, max_batch: int,
+                       window_ms: float) -> Runtime:  # fmt: skip
+    service = diffusion_service(home, device, max_batch, window_ms)
+    return open_runtime(home.path, workers=workers, services={"diffusion": service})
 
 
 def run_tasks(runtime: Runtime, inputs: list[dict[str, Any]], project: str | None) -> float:
@@ -130,12 +147,10 @@ def _run(args: argparse.Namespace, model: str, size: int, tmp: Path) -> int:
 
     values = {"prompt": "a lighthouse in a storm", "model": "bench", "width": size, "height": size,
               "steps": args.steps, "guidance": 7.5, "scheduler": "euler"}  # fmt: skip
-    service = DiffusionService(
-        ModelRegistry(home), DiffusionSettings(device=args.device, max_batch_size=1)
-    )
+    service = diffusion_service(home, args.device, 1, 0)
     request = GenerationRequest(**{k: v for k, v in values.items()}, seed=0)
     service.generate(request, NullReporter())  # load + warm up
-    entry = shared_pipeline_cache().get(ModelRegistry(home).resolve("bench"), args.device)
+    entry = CACHE.get(registry(home).resolve("bench"), args.device)
     pipe = entry.pipeline_for("text_to_image", "euler")
 
     def bare(i: int) -> None:
@@ -146,8 +161,7 @@ def _run(args: argparse.Namespace, model: str, size: int, tmp: Path) -> int:
     def direct(i: int) -> None:
         service.generate(GenerationRequest(**values, seed=i), NullReporter())
 
-    configure(home, args.device, 1, 0)
-    runtime = open_runtime(home.path, workers=1)
+    runtime = open_bench_runtime(home, 1, args.device, 1, 0)
     try:
         runtime.projects.create("bench", "Bench")
         modes: dict[str, Callable[[int], Any]] = {
@@ -173,8 +187,7 @@ def _run(args: argparse.Namespace, model: str, size: int, tmp: Path) -> int:
     finally:
         runtime.close()
     if args.device == "cpu" and model == "tiny" and size != 512:
-        configure(home, args.device, 1, 0)
-        runtime = open_runtime(home.path, workers=1)
+        runtime = open_bench_runtime(home, 1, args.device, 1, 0)
         try:
             story = {**values, "width": 512, "height": 512, "steps": 30}
             seconds = [run_tasks(runtime, [{**story, "seed": -1}], None) for _ in range(2)]
@@ -187,8 +200,7 @@ def _run(args: argparse.Namespace, model: str, size: int, tmp: Path) -> int:
     results = {}
     for label, max_batch, window in (("batching off", 1, 0.0),
                                      ("batching on", args.concurrent, args.window_ms)):  # fmt: skip
-        configure(home, args.device, max_batch, window)
-        runtime = open_runtime(home.path, workers=args.concurrent)
+        runtime = open_bench_runtime(home, args.concurrent, args.device, max_batch, window)
         try:
             inputs = [{**values, "seed": -1} for _ in range(args.concurrent)]
             run_tasks(runtime, inputs[:2], None)  # warm up the workers

@@ -252,7 +252,7 @@ class TaskRunner:
 
     def plan(self, graph: CanvasGraph) -> ExecutionPlan:
         """Validate a graph (raises ``GraphValidationError`` with every issue)."""
-        return validate_graph(graph, self.registry)
+        return validate_graph(graph, self.registry, available_services=self.services.keys())
 
     def submit(
         self,

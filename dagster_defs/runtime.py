@@ -11,6 +11,7 @@ from dagster import DagsterInstance
 
 from dagster_defs.instance import open_runner_instance
 from dagster_defs.runner import TaskRunner
+from dagster_defs.services import OpenServices, open_services
 from graph_runtime.registry import TemplateRegistry
 from stores.home import TakeflowHome
 from stores.node_cache import DiskNodeCache
@@ -26,9 +27,11 @@ class Runtime:
     state: SqliteState
     instance: DagsterInstance
     runner: TaskRunner
+    services: OpenServices
 
     def close(self) -> None:
         self.runner.close()
+        self.services.close()
         self.state.close()
         self.instance.dispose()
 
@@ -41,9 +44,7 @@ def open_runtime(
 ) -> Runtime:
     """Open (creating if needed) the Takeflow home and start its runner."""
     takeflow_home = TakeflowHome.resolve(home)
-    from nodes.diffusion.service import default_diffusion_services  # no torch until first use
-
-    services = {**default_diffusion_services(takeflow_home), **(services or {})}
+    opened = open_services(takeflow_home, services)  # packs' factories; no torch until first use
     registry = registry or TemplateRegistry.discover()
     projects = ProjectCatalog(takeflow_home.path)
     state = SqliteState(takeflow_home.state_db)
@@ -56,9 +57,9 @@ def open_runtime(
         state,
         instance,
         workers=workers,
-        services=services,
+        services=opened.services,
         node_cache=DiskNodeCache(takeflow_home.cache_dir / "nodes"),
         node_timeout_s=float(limits.get("node_timeout_s", 3600.0)),
         memory_limit_mb=float(memory_gb) * 1024 if memory_gb else None,
     )
-    return Runtime(takeflow_home, registry, projects, state, instance, runner)
+    return Runtime(takeflow_home, registry, projects, state, instance, runner, opened)

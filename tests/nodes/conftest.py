@@ -6,14 +6,34 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from stores.home import TakeflowHome
 
+if TYPE_CHECKING:
+    from nodes.diffusion.models import ModelRegistry
+    from nodes.diffusion.service import DiffusionService
+
 # Small and quick: the tests exercise the service, not image quality.
 FAST = {"width": 64, "height": 64, "steps": 4, "scheduler": "euler"}
+
+
+def registry_for(home: TakeflowHome) -> ModelRegistry:
+    """The model registry a runtime on ``home`` would use (the composition root's context)."""
+    from dagster_defs.services import service_context
+    from nodes.diffusion.factory import FACTORY
+    from nodes.diffusion.models import ModelRegistry
+
+    return ModelRegistry.for_context(service_context(home, FACTORY))
+
+
+def service_for(home: TakeflowHome, **settings: Any) -> DiffusionService:
+    """A diffusion service on ``home``'s models with these settings (and its own cache)."""
+    from nodes.diffusion.service import DiffusionService, DiffusionSettings
+
+    return DiffusionService(registry_for(home), DiffusionSettings(**settings))
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,6 @@ from graph_runtime.tasks import TaskStatus
 from graph_runtime.templates import NullReporter, Quality
 from graph_runtime.validation import validate_graph
 from nodes.diffusion.demo import DEMO_LABEL, ensure_demo_model, register_model
-from nodes.diffusion.models import ModelRegistry
 from nodes.diffusion.service import (
     DiffusionService,
     DiffusionSettings,
@@ -31,7 +30,7 @@ from nodes.diffusion.service import (
     PipelineCache,
 )
 from stores.home import TakeflowHome
-from tests.nodes.conftest import FAST
+from tests.nodes.conftest import FAST, registry_for, service_for
 
 # diffusers' schedulers call np.array() on torch tensors, which numpy 2 flags (third-party).
 pytestmark = pytest.mark.filterwarnings(
@@ -65,10 +64,6 @@ class RecordingReporter(NullReporter):
     ) -> None:
         self.check_cancelled()
         self.calls.append((fraction, stage, message, preview))
-
-
-def service_for(home: TakeflowHome, **settings: Any) -> DiffusionService:
-    return DiffusionService(ModelRegistry(home), DiffusionSettings(**settings))
 
 
 def test_discovery_and_opening_the_runtime_do_not_import_torch(tmp_path: Path) -> None:
@@ -163,7 +158,7 @@ def test_single_node_take_records_the_random_seed_and_reproduces(
     from_take = pixels(Image.open(project.abs(take.outputs["image"].path)))
 
     # A fresh service and a freshly loaded pipeline, same inputs and the recorded seed.
-    fresh = DiffusionService(ModelRegistry(diffusion_home), DiffusionSettings(), PipelineCache())
+    fresh = DiffusionService(registry_for(diffusion_home), DiffusionSettings(), PipelineCache())
     request = GenerationRequest(prompt="a lighthouse", seed=seed, **FAST)
     again = fresh.generate(request, RecordingReporter())
     fresh.close()
@@ -222,7 +217,7 @@ def test_missing_model_errors_name_the_model_and_path(
     ghost = tmp_path / "weights" / "ghost"
     register_model(diffusion_home, "ghost", ghost)
     with pytest.raises(ModelNotFoundError, match=rf"model 'ghost' is configured at '{ghost}'"):
-        ModelRegistry(diffusion_home).resolve("ghost")
+        registry_for(diffusion_home).resolve("ghost")
     record, events = run(diffusion_runtime, single_node_graph(
         "image_generation", {"prompt": "x", "model": "ghost", **FAST}))  # fmt: skip
     assert record.status == TaskStatus.FAILED
@@ -383,7 +378,7 @@ def test_pipeline_cache_loads_once_and_evicts_least_recently_used(
     diffusion_home: TakeflowHome, tiny_model_dir: Path, second_model_dir: Path
 ) -> None:
     register_model(diffusion_home, "second", second_model_dir)
-    specs = ModelRegistry(diffusion_home)
+    specs = registry_for(diffusion_home)
     cache = PipelineCache()
     first = cache.get(specs.resolve("demo"), "cpu")
     assert cache.get(specs.resolve("demo"), "cpu") is first and cache.loads == 1

@@ -1,0 +1,85 @@
+"""What a caller asks the diffusion service for, and what it gets back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from graph_runtime.errors import ModelNotFoundError, TakeflowError
+from nodes.diffusion.models import ModelSpec
+
+TEXT_TO_IMAGE = "text_to_image"
+IMAGE_TO_IMAGE = "image_to_image"
+SCHEDULERS: dict[str, str] = {
+    "euler": "EulerDiscreteScheduler",
+    "euler_a": "EulerAncestralDiscreteScheduler",
+    "ddim": "DDIMScheduler",
+    "dpm++": "DPMSolverMultistepScheduler",
+    "pndm": "PNDMScheduler",
+}
+MAX_SEED = 2**32 - 1
+MIN_SIZE, MAX_SIZE = 64, 2048
+
+
+class ModelLoadError(ModelNotFoundError):
+    """A configured model exists but diffusers could not load it."""
+
+    code = "model_load_failed"
+
+
+class InvalidGenerationRequest(TakeflowError):
+    """A generation request the pipeline cannot run (e.g. a size that is not a multiple of 8)."""
+
+    code = "invalid_generation_request"
+    http_status = 422
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One image to make. ``seed`` None or negative means a random seed."""
+
+    prompt: str
+    model: str = "demo"
+    kind: str = TEXT_TO_IMAGE
+    negative_prompt: str = ""
+    width: int = 512
+    height: int = 512
+    steps: int = 30
+    guidance: float = 7.5
+    scheduler: str = "euler"
+    seed: int | None = None
+    strength: float = 0.75
+    image: Any = None  # PIL image, image_to_image only
+
+    def batch_key(self) -> tuple[Any, ...]:
+        """Requests with equal keys may share one batched pipeline call."""
+        strength = self.strength if self.kind == IMAGE_TO_IMAGE else None
+        return (self.kind, self.model, self.width, self.height, self.steps,
+                float(self.guidance), self.scheduler, strength)  # fmt: skip
+
+    def check(self) -> None:
+        for name, value in (("width", self.width), ("height", self.height)):
+            if value % 8 or not MIN_SIZE <= value <= MAX_SIZE:
+                lower = max(MIN_SIZE, value - value % 8)
+                upper = min(MAX_SIZE, value - value % 8 + 8)
+                raise InvalidGenerationRequest(
+                    f"{name} {value} is not a multiple of 8 between {MIN_SIZE} and {MAX_SIZE}; "
+                    f"try {lower} or {upper}",
+                    port=name,
+                )
+        if self.scheduler not in SCHEDULERS:
+            raise InvalidGenerationRequest(
+                f"unknown scheduler '{self.scheduler}' (known: {', '.join(SCHEDULERS)})",
+                port="scheduler",
+            )
+        if self.kind == IMAGE_TO_IMAGE and self.image is None:
+            raise InvalidGenerationRequest("image_to_image needs an input image", port="image")
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    image: Any  # PIL.Image.Image
+    seed: int
+    model: ModelSpec
+    batch_size: int
+    device: str
