@@ -32,7 +32,9 @@ class DiffusionSettings(BaseModel):
     ``batch_window_ms``) is how long the device thread waits for more compatible requests before
     starting a batch that is not full; requests that queue up while the device is busy are
     batched even with a window of 0. ``memory_budget_gb`` caps the loaded pipelines (default: 80%
-    of the GPU's memory, or half the RAM on CPU).
+    of the GPU's memory, or half the RAM on CPU). ``clip_vocab``: the CLIP BPE merges file
+    (``bpe_simple_vocab_16e6.txt.gz``) for single-file checkpoints, when no installed package
+    ships it.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -43,6 +45,7 @@ class DiffusionSettings(BaseModel):
     memory_budget_gb: Annotated[float | None, Field(gt=0)] = None
     preview_every: Annotated[int, Field(ge=1)] = 5
     idle_exit_s: Annotated[float, Field(gt=0)] = 30.0
+    clip_vocab: str | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -68,11 +71,13 @@ class ModelEntry(BaseModel):
     or ``.ckpt``); unset, it follows the path (a folder or a file). ``arch`` (single files):
     ``sd15``, ``sdxl``, or ``auto`` to read it from the file's keys. ``config``: a diffusers
     folder holding only configs, used instead of the one Takeflow generates for the arch.
+    ``path`` may be left out in an entry named like a checkpoint under ``checkpoints_dir``
+    (``"sd15/mine.safetensors": {"config": "..."}``): the entry then adds settings to that file.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    path: Annotated[str, Field(min_length=1)]
+    path: Annotated[str | None, Field(min_length=1)] = None
     format: ModelFormat | None = None
     arch: Arch = "auto"
     config: str | None = None

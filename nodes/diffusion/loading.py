@@ -40,10 +40,14 @@ def load_pipeline(spec: ModelSpec, device: str) -> Any:
     diffusers_logging.disable_progress_bar()
     dtype = torch.float16 if device.startswith("cuda") else torch.float32
     try:
-        pipe = DiffusionPipeline.from_pretrained(
-            spec.path, local_files_only=True, **dtype_kwargs(dtype)
-        )
-        pipe = pipe.to(device)
+        if spec.format == "single_file":
+            pipe = _from_single_file(spec, dtype)
+        else:
+            pipe = DiffusionPipeline.from_pretrained(
+                spec.path, local_files_only=True, **dtype_kwargs(dtype)
+            )
+        if device != "cpu":  # loaded on the CPU already
+            pipe = pipe.to(device)
     except Exception as exc:
         raise ModelLoadError(
             f"model '{spec.name}' at '{spec.path}' could not be loaded on {device}: "
@@ -53,3 +57,24 @@ def load_pipeline(spec: ModelSpec, device: str) -> Any:
         ) from exc
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def _from_single_file(spec: ModelSpec, dtype: Any) -> Any:
+    """``<ArchPipeline>.from_single_file`` with a local config folder: no hub access at all."""
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    if spec.config is None or spec.arch not in PIPELINE_CLASSES:
+        raise ModelLoadError(
+            f"model '{spec.name}' was not resolved (arch '{spec.arch}', config {spec.config}); "
+            "resolve it through the ModelRegistry first",
+            model=spec.name,
+        )
+    # A .ckpt was read with torch.load(weights_only=True) when its arch was detected, and
+    # diffusers reads it the same way: pickled code is refused, never run.
+    pipeline_class = {"sd15": StableDiffusionPipeline, "sdxl": StableDiffusionXLPipeline}[spec.arch]
+    return pipeline_class.from_single_file(
+        str(spec.path), config=str(spec.config), local_files_only=True, **dtype_kwargs(dtype)
+    )
+
+
+PIPELINE_CLASSES = ("sd15", "sdxl")

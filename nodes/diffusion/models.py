@@ -9,13 +9,16 @@ Weights are the operator's; nothing is downloaded.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
 from graph_runtime.errors import ModelNotFoundError
 from graph_runtime.services import ServiceContext
+from nodes.diffusion.arch_configs import ArchConfigs
+from nodes.diffusion.checkpoints import ArchDetector, CheckpointError
 from nodes.diffusion.config import (
     Arch,
     DiffusionConfig,
@@ -25,6 +28,7 @@ from nodes.diffusion.config import (
 )
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,8 @@ class ModelRegistry:
         self._read_config = read_config
         self.home = home
         self.origin = origin  # where the config lives, for messages
+        self.arch_configs = ArchConfigs(home / "models" / ".configs")
+        self._detector = ArchDetector()
 
     @classmethod
     def for_context(cls, context: ServiceContext) -> ModelRegistry:
@@ -107,17 +113,37 @@ class ModelRegistry:
         return sorted({*self._read_config().models, *self.checkpoint_names()})
 
     def list(self) -> list[ModelSpec]:
+        """Every model (an entry that cannot be placed is left out and logged)."""
         table = self._read_config().models
-        return [self._from_entry(n, table[n]) if n in table else self._from_checkpoint(n)
-                for n in self.names()]  # fmt: skip
+        found = []
+        for name in self.names():
+            try:
+                found.append(
+                    self._from_entry(name, table[name]) if name in table
+                    else self._from_checkpoint(name)
+                )  # fmt: skip
+            except ModelNotFoundError as exc:
+                log.warning("model '%s' left out of the list: %s", name, exc.message)
+        return found
 
     def _from_entry(self, name: str, entry: ModelEntry) -> ModelSpec:
-        path = resolve_path(entry.path, self.home)
+        if entry.path is None:
+            root = self.checkpoints_dir()
+            if root is None:
+                raise ModelNotFoundError(
+                    f"model '{name}' in {self.origin} has no path, and no checkpoints_dir is "
+                    f'set to find it in; set "path" or "checkpoints_dir"',
+                    model=name,
+                )
+            path = root / name
+        else:
+            path = resolve_path(entry.path, self.home)
         fmt: ModelFormat = entry.format or (
             "single_file" if path.suffix.lower() in CHECKPOINT_SUFFIXES else "diffusers"
         )
         config = resolve_path(entry.config, self.home) if entry.config else None
-        return ModelSpec(name, path, entry.demo, entry.label, fmt, entry.arch, config)
+        source = "models" if entry.path is not None else "checkpoints_dir"
+        return ModelSpec(name, path, entry.demo, entry.label, fmt, entry.arch, config, source)
 
     def _from_checkpoint(self, name: str) -> ModelSpec:
         root = self.checkpoints_dir()
@@ -125,7 +151,9 @@ class ModelRegistry:
         return ModelSpec(name, root / name, format="single_file", source="checkpoints_dir")
 
     def resolve(self, name: str) -> ModelSpec:
-        """The model named ``name``; ``ModelNotFoundError`` saying what is wrong and where."""
+        """The model named ``name``, ready to load; ``ModelNotFoundError`` saying what is wrong
+        and where. A single file gets its arch (read from its keys) and a config folder (the
+        entry's, or the one generated for the arch under the home)."""
         config = self._read_config()
         if name in config.models:
             spec = self._from_entry(name, config.models[name])
@@ -133,8 +161,26 @@ class ModelRegistry:
             spec = self._from_checkpoint(name)
         else:
             raise self._unknown(name)
+        if spec.source == "checkpoints_dir" and not self._is_checkpoint_name(name):
+            raise self._unknown(name)  # e.g. "../x.safetensors": outside the folder
         self._check_exists(spec)
-        return spec
+        if spec.format == "diffusers":
+            return spec
+        found = self._detector.detect(spec.path)
+        if spec.arch != "auto" and spec.arch != found:
+            raise CheckpointError(
+                f"model '{name}' is configured with arch '{spec.arch}', but '{spec.path}' holds "
+                f'an {found} checkpoint; set "arch": "{found}" or "auto"',
+                model=name,
+                path=str(spec.path),
+            )
+        folder = spec.config
+        if folder is None:
+            vocab = config.diffusion.clip_vocab
+            folder = self.arch_configs.ensure(
+                found, resolve_path(vocab, self.home) if vocab else None
+            )
+        return replace(spec, arch=found, config=folder)  # type: ignore[arg-type]
 
     def _is_checkpoint_name(self, name: str) -> bool:
         root = self.checkpoints_dir()

@@ -9,6 +9,7 @@ all its items are cancelled. Per-step updates go back through each item's queue.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import queue
 import threading
@@ -171,7 +172,7 @@ class BatchScheduler:
             entry = self.cache.get(items[0].spec, self._device())
             with entry.lock:
                 pipe = entry.pipeline_for(first.kind, first.scheduler)
-                images = pipe(**self._call_kwargs(items, record)).images
+                images = pipe(**self._call_kwargs(pipe, items, record)).images
             for item, image in zip(items, images, strict=True):
                 item.image = image.convert("RGB")
                 item.batch_size = len(items)
@@ -189,7 +190,7 @@ class BatchScheduler:
             for item in items:
                 item.updates.put(("done",))
 
-    def _call_kwargs(self, items: list[WorkItem], record: BatchRecord) -> dict[str, Any]:
+    def _call_kwargs(self, pipe: Any, items: list[WorkItem], record: BatchRecord) -> dict[str, Any]:
         import torch
 
         first = items[0].request
@@ -229,4 +230,8 @@ class BatchScheduler:
             kwargs["strength"] = first.strength
         else:
             kwargs["width"], kwargs["height"] = first.width, first.height
+        if "original_size" in inspect.signature(pipe.__call__).parameters:
+            # SDXL's size conditioning: made at this size, uncropped, for this size.
+            size = (first.height, first.width)
+            kwargs.update(original_size=size, target_size=size, crops_coords_top_left=(0, 0))
         return kwargs
