@@ -11,6 +11,9 @@ Every mode runs in this one process on the same loaded pipeline (the process's p
 one after another. Per-image figures are median / p95 in ms; the overhead ratio is
 graph median / bare median. Batching: ``--concurrent`` one-image tasks submitted at once to a
 runner with as many workers, batching on (max batch = concurrent) vs off (max batch 1).
+Single file: the same weights exported to one ``.safetensors`` in the original key layout
+(``model.diffusion_model.*``, ...) vs the diffusers folder: load time (fresh cache each time)
+and time per image through the diffusion service.
 """
 
 from __future__ import annotations
@@ -61,9 +64,9 @@ def timed(fn: Callable[[int], Any], repeats: int) -> list[float]:
     return out
 
 
-def line(label: str, samples: list[float], base: float | None = None) -> None:
+def line(label: str, samples: list[float], base: float | None = None, of: str = "bare") -> None:
     med, p95 = stats(samples)
-    ratio = f"  x{med / base:.3f} of bare" if base else ""
+    ratio = f"  x{med / base:.3f} of {of}" if base else ""
     print(f"  {label:<34} median {med:9.1f} ms   p95 {p95:9.1f} ms{ratio}", flush=True)
 
 
@@ -196,6 +199,8 @@ def _run(args: argparse.Namespace, model: str, size: int, tmp: Path) -> int:
         finally:
             runtime.close()
 
+    single_file_vs_folder(args, home, folder, values)
+
     print(f"{args.concurrent} concurrent one-image tasks ({args.concurrent} workers):")
     results = {}
     for label, max_batch, window in (("batching off", 1, 0.0),
@@ -217,6 +222,53 @@ def _run(args: argparse.Namespace, model: str, size: int, tmp: Path) -> int:
     print(f"  batching speed-up x{results['batching on'] / results['batching off']:.2f}")
     service.close()
     return 0
+
+
+def single_file_vs_folder(
+    args: argparse.Namespace, home: TakeflowHome, folder: Path, values: dict[str, Any]
+) -> None:
+    """Load time and per-image time: one .safetensors checkpoint vs the diffusers folder."""
+    from diffusers import DiffusionPipeline
+
+    from tests.nodes.ldm_export import save_single_file
+
+    pipe = DiffusionPipeline.from_pretrained(folder, local_files_only=True)
+    started = time.perf_counter()
+    checkpoint = save_single_file(pipe, folder.parent / "bench.safetensors")
+    exported = time.perf_counter() - started
+    del pipe
+    models = dict(home.config()["models"])
+    # The folder's own configs: the random model's tokenizer is not CLIP's 49,408 tokens.
+    models["bench-single"] = {"path": str(checkpoint), "config": str(folder), "demo": True}
+    home.update_config(models=models)
+    size_mb = checkpoint.stat().st_size / 2**20
+    print(f"single file vs diffusers folder ({size_mb:.0f} MB .safetensors, exported in "
+          f"{exported:.1f} s):", flush=True)  # fmt: skip
+    names = {"diffusers folder": "bench", "single .safetensors": "bench-single"}
+    loads: dict[str, list[float]] = {label: [] for label in names}
+    for _ in range(max(2, args.repeats // 2)):  # interleaved, a fresh cache every time
+        for label, name in names.items():
+            spec = registry(home).resolve(name)
+            start = time.perf_counter()
+            PipelineCache().get(spec, args.device)
+            loads[label].append((time.perf_counter() - start) * 1000)
+    base = stats(loads["diffusers folder"])[0]
+    for label, ms in loads.items():
+        line(f"load: {label}", ms, None if label == "diffusers folder" else base, "folder")
+    services = {label: diffusion_service(home, args.device, 1, 0) for label in names}
+    per_image: dict[str, list[float]] = {label: [] for label in names}
+    for i in range(args.repeats + 1):  # the first round warms up
+        for label, name in names.items():
+            request = GenerationRequest(**{**values, "model": name}, seed=i)
+            start = time.perf_counter()
+            services[label].generate(request, NullReporter())
+            if i:
+                per_image[label].append((time.perf_counter() - start) * 1000)
+    base = stats(per_image["diffusers folder"])[0]
+    for label, ms in per_image.items():
+        line(f"image: {label}", ms, None if label == "diffusers folder" else base, "folder")
+    for service in services.values():
+        service.close()
 
 
 if __name__ == "__main__":
