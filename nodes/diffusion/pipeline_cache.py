@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nodes.diffusion.models import ModelSpec
-from nodes.diffusion.requests import IMAGE_TO_IMAGE, SCHEDULERS
+from nodes.diffusion.requests import IMAGE_TO_IMAGE, SCHEDULER_OPTIONS, SCHEDULERS, SIGMAS
 
 log = logging.getLogger(__name__)
 
@@ -52,25 +52,27 @@ class LoadedPipeline:
     device: str
     nbytes: int
     lock: threading.Lock = field(default_factory=threading.Lock)
-    _variants: dict[tuple[str, str], Any] = field(default_factory=dict)
+    _variants: dict[tuple[str, str, str], Any] = field(default_factory=dict)
     uses: int = 0
 
-    def pipeline_for(self, kind: str, scheduler: str) -> Any:
-        """The text-to-image or image-to-image pipeline with ``scheduler``, sharing weights."""
-        found = self._variants.get((kind, scheduler))
+    def pipeline_for(self, kind: str, scheduler: str, sigmas: str = "default") -> Any:
+        """The text-to-image or image-to-image pipeline with ``scheduler`` (and its sigmas
+        spacing), sharing the loaded weights."""
+        found = self._variants.get((kind, scheduler, sigmas))
         if found is not None:
             return found
         import diffusers
         from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
 
         auto = AutoPipelineForImage2Image if kind == IMAGE_TO_IMAGE else AutoPipelineForText2Image
-        config = dict(self.pipe.scheduler.config)
-        if scheduler == "ddim" and "clip_sample" not in config:
+        config = {**self.pipe.scheduler.config, **SCHEDULER_OPTIONS.get(scheduler, {}),
+                  **SIGMAS[sigmas]}  # fmt: skip
+        if scheduler in ("ddim", "ddpm") and "clip_sample" not in config:
             config["clip_sample"] = False  # what SD checkpoints set; diffusers warns otherwise
         sched_cls = getattr(diffusers, SCHEDULERS[scheduler])
         variant = auto.from_pipe(self.pipe, scheduler=sched_cls.from_config(config))
         variant.set_progress_bar_config(disable=True)
-        self._variants[(kind, scheduler)] = variant
+        self._variants[(kind, scheduler, sigmas)] = variant
         return variant
 
 

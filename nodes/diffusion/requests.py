@@ -10,13 +10,29 @@ from nodes.diffusion.models import ModelSpec
 
 TEXT_TO_IMAGE = "text_to_image"
 IMAGE_TO_IMAGE = "image_to_image"
+# Sampler name -> diffusers scheduler class (SCHEDULER_OPTIONS: extra config for some).
 SCHEDULERS: dict[str, str] = {
     "euler": "EulerDiscreteScheduler",
     "euler_a": "EulerAncestralDiscreteScheduler",
     "ddim": "DDIMScheduler",
     "dpm++": "DPMSolverMultistepScheduler",
     "pndm": "PNDMScheduler",
+    "dpm++_sde": "DPMSolverMultistepScheduler",
+    "dpm++_2s": "DPMSolverSinglestepScheduler",
+    "heun": "HeunDiscreteScheduler",
+    "unipc": "UniPCMultistepScheduler",
+    "deis": "DEISMultistepScheduler",
+    "ddpm": "DDPMScheduler",
 }
+SCHEDULER_OPTIONS: dict[str, dict[str, Any]] = {"dpm++_sde": {"algorithm_type": "sde-dpmsolver++"}}
+# Noise schedule spacing -> scheduler config; only some samplers can space their sigmas.
+SIGMAS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "karras": {"use_karras_sigmas": True},
+    "exponential": {"use_exponential_sigmas": True},
+}
+SIGMA_SCHEDULERS = frozenset({"euler", "dpm++", "dpm++_sde", "dpm++_2s", "heun", "unipc",
+                              "deis"})  # fmt: skip
 MAX_SEED = 2**32 - 1
 MIN_SIZE, MAX_SIZE = 64, 2048
 
@@ -50,12 +66,13 @@ class GenerationRequest:
     seed: int | None = None
     strength: float = 0.75
     image: Any = None  # PIL image, image_to_image only
+    sigmas: str = "default"
 
     def batch_key(self) -> tuple[Any, ...]:
         """Requests with equal keys may share one batched pipeline call."""
         strength = self.strength if self.kind == IMAGE_TO_IMAGE else None
         return (self.kind, self.model, self.width, self.height, self.steps,
-                float(self.guidance), self.scheduler, strength)  # fmt: skip
+                float(self.guidance), self.scheduler, self.sigmas, strength)  # fmt: skip
 
     def check(self) -> None:
         for name, value in (("width", self.width), ("height", self.height)):
@@ -71,6 +88,16 @@ class GenerationRequest:
             raise InvalidGenerationRequest(
                 f"unknown scheduler '{self.scheduler}' (known: {', '.join(SCHEDULERS)})",
                 port="scheduler",
+            )
+        if self.sigmas not in SIGMAS:
+            raise InvalidGenerationRequest(
+                f"unknown sigmas '{self.sigmas}' (known: {', '.join(SIGMAS)})", port="sigmas"
+            )
+        if self.sigmas != "default" and self.scheduler not in SIGMA_SCHEDULERS:
+            raise InvalidGenerationRequest(
+                f"scheduler '{self.scheduler}' cannot use '{self.sigmas}' sigmas (those can: "
+                f"{', '.join(sorted(SIGMA_SCHEDULERS))})",
+                port="sigmas",
             )
         if self.kind == IMAGE_TO_IMAGE and self.image is None:
             raise InvalidGenerationRequest("image_to_image needs an input image", port="image")

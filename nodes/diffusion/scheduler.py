@@ -171,7 +171,7 @@ class BatchScheduler:
         try:
             entry = self.cache.get(items[0].spec, self._device())
             with entry.lock:
-                pipe = entry.pipeline_for(first.kind, first.scheduler)
+                pipe = entry.pipeline_for(first.kind, first.scheduler, first.sigmas)
                 images = pipe(**self._call_kwargs(pipe, items, record)).images
             for item, image in zip(items, images, strict=True):
                 item.image = image.convert("RGB")

@@ -19,6 +19,7 @@ from nodes.diffusion.requests import (
     IMAGE_TO_IMAGE,
     MAX_SEED,
     SCHEDULERS,
+    SIGMAS,
     TEXT_TO_IMAGE,
     GenerationRequest,
     GenerationResult,
@@ -51,6 +52,7 @@ def _request(kind: str, inputs: Inputs, **extra: Any) -> GenerationRequest:
         scheduler=str(inputs["scheduler"]),
         seed=inputs.get("seed"),
         model=str(inputs["model"]),
+        sigmas=str(inputs.get("sigmas") or "default"),
         **extra,
     )
 
@@ -88,6 +90,8 @@ _SAMPLING = (
     InputSpec("seed", T.INTEGER, "-1 for a random seed; the seed used is an output",
               default=-1, minimum=-1, maximum=MAX_SEED),
     InputSpec("scheduler", T.TEXT, "sampler", default="euler", choices=tuple(SCHEDULERS)),
+    InputSpec("sigmas", T.TEXT, "noise schedule spacing (karras/exponential: some samplers only)",
+              default="default", choices=tuple(SIGMAS)),
     InputSpec("model", T.TEXT, "model name from the Takeflow home's config", default="demo"),
 )  # fmt: skip
 
