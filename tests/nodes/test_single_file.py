@@ -346,3 +346,38 @@ def test_a_checkpoint_name_generates_through_the_runtime(
         GenerationRequest(prompt="a kite", seed=4, model="demo", **FAST), _Reporter()
     )
     assert np.array_equal(np.asarray(image.convert("RGB")), np.asarray(folder.image))
+
+
+def test_the_clip_vocabulary_source_can_be_configured(
+    diffusion_home: TakeflowHome, tmp_path: Path, single_files: dict[str, Path]
+) -> None:
+    from nodes.diffusion.clip_vocab import (
+        ClipVocabularyMissing,
+        byte_symbols,
+        find_bpe_file,
+        read_merges,
+    )
+
+    symbols = byte_symbols()
+    assert len(set(symbols)) == 256 and symbols[0] == "!" and symbols[-1] == chr(256 + 67)
+    shipped = find_bpe_file()
+    assert shipped.name == "bpe_simple_vocab_16e6.txt.gz" and len(read_merges(shipped)) == 48894
+    with pytest.raises(ClipVocabularyMissing, match=r"diffusion.clip_vocab names '.*nope.gz'"):
+        find_bpe_file(tmp_path / "nope.gz")
+    not_bpe = tmp_path / "short.txt.gz"
+    import gzip
+
+    not_bpe.write_bytes(gzip.compress(b"#version\na b\n"))
+    with pytest.raises(ClipVocabularyMissing, match="is not the CLIP BPE file"):
+        read_merges(not_bpe)
+    copy = tmp_path / "vocab" / "bpe.txt.gz"
+    copy.parent.mkdir()
+    copy.write_bytes(shipped.read_bytes())
+    models = {**diffusion_home.config()["models"], "plain": str(single_files["sd15"])}
+    diffusion_home.update_config(models=models, diffusion={"clip_vocab": "../vocab/gone.gz"})
+    registry = registry_for(diffusion_home)  # the generated sd15 config needs the vocabulary
+    with pytest.raises(ClipVocabularyMissing, match=r"names '.*/takeflow-home/\.\./vocab/gone"):
+        registry.resolve("plain")
+    diffusion_home.update_config(diffusion={"clip_vocab": "../vocab/bpe.txt.gz"})
+    spec = registry.resolve("plain")  # relative to the home, read at once
+    assert (spec.config / "tokenizer" / "vocab.json").is_file()
