@@ -13,6 +13,9 @@ Every mode runs in this one process on the same loaded pipeline (the process's p
 one after another. Per-image figures are median / p95 in ms; the overhead ratio is
 graph median / bare median. Batching: ``--concurrent`` one-image tasks submitted at once to a
 runner with as many workers, batching on (max batch = concurrent) vs off (max batch 1).
+Single file: the same weights exported to one ``.safetensors`` in the original key layout
+(``model.diffusion_model.*``, ...) vs the diffusers folder: load time (fresh cache each time)
+and time per image through the diffusion service.
 """
 
 from __future__ import annotations
@@ -33,16 +36,18 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from dagster_defs.runtime import Runtime, open_runtime  # noqa: E402
+from dagster_defs.services import service_context  # noqa: E402
 from graph_runtime.canvas import RunContext, single_node_graph  # noqa: E402
 from graph_runtime.events import RecordingSink  # noqa: E402
 from graph_runtime.templates import NullReporter  # noqa: E402
 from nodes.diffusion.demo import build_random_pipeline, register_model  # noqa: E402
+from nodes.diffusion.factory import FACTORY  # noqa: E402
 from nodes.diffusion.models import ModelRegistry  # noqa: E402
 from nodes.diffusion.service import (  # noqa: E402
     DiffusionService,
     DiffusionSettings,
     GenerationRequest,
-    shared_pipeline_cache,
+    PipelineCache,
 )
 from stores.home import TakeflowHome  # noqa: E402
 
@@ -61,15 +66,30 @@ def timed(fn: Callable[[int], Any], repeats: int) -> list[float]:
     return out
 
 
-def line(label: str, samples: list[float], base: float | None = None) -> None:
+def line(label: str, samples: list[float], base: float | None = None, of: str = "bare") -> None:
     med, p95 = stats(samples)
-    ratio = f"  x{med / base:.3f} of bare" if base else ""
+    ratio = f"  x{med / base:.3f} of {of}" if base else ""
     print(f"  {label:<34} median {med:9.1f} ms   p95 {p95:9.1f} ms{ratio}", flush=True)
 
 
-def configure(home: TakeflowHome, device: str, max_batch: int, window_ms: float) -> None:
-    home.update_config(diffusion={"device": device, "max_batch_size": max_batch,
-                                  "batch_window_ms": window_ms, "preview_every": 5})  # fmt: skip
+CACHE = PipelineCache()  # one per process here, so every mode runs the same loaded pipeline
+
+
+def diffusion_service(home: TakeflowHome, device: str, max_batch: int,
+                      window_ms: float) -> DiffusionService:  # fmt: skip
+    settings = DiffusionSettings(device=device, max_batch_size=max_batch,
+                                 batch_window_s=window_ms / 1000, preview_every=5)  # fmt: skip
+    return DiffusionService(registry(home), settings, CACHE)
+
+
+def registry(home: TakeflowHome) -> ModelRegistry:
+    return ModelRegistry.for_context(service_context(home, FACTORY))
+
+
+def open_bench_runtime(home: TakeflowHome, workers: int, device: str, max_batch: int,
+                       window_ms: float) -> Runtime:  # fmt: skip
+    service = diffusion_service(home, device, max_batch, window_ms)
+    return open_runtime(home.path, workers=workers, services={"diffusion": service})
 
 
 def run_tasks(runtime: Runtime, inputs: list[dict[str, Any]], project: str | None) -> float:
@@ -207,12 +227,10 @@ def _run(args: argparse.Namespace, model: str, size: int, tmp: Path) -> int:
 
     values = {"prompt": "a lighthouse in a storm", "model": "bench", "width": size, "height": size,
               "steps": args.steps, "guidance": 7.5, "scheduler": "euler"}  # fmt: skip
-    service = DiffusionService(
-        ModelRegistry(home), DiffusionSettings(device=args.device, max_batch_size=1)
-    )
+    service = diffusion_service(home, args.device, 1, 0)
     request = GenerationRequest(**{k: v for k, v in values.items()}, seed=0)
     service.generate(request, NullReporter())  # load + warm up
-    entry = shared_pipeline_cache().get(ModelRegistry(home).resolve("bench"), args.device)
+    entry = CACHE.get(registry(home).resolve("bench"), args.device)
     pipe = entry.pipeline_for("text_to_image", "euler")
 
     def bare(i: int) -> None:
@@ -223,8 +241,7 @@ def _run(args: argparse.Namespace, model: str, size: int, tmp: Path) -> int:
     def direct(i: int) -> None:
         service.generate(GenerationRequest(**values, seed=i), NullReporter())
 
-    configure(home, args.device, 1, 0)
-    runtime = open_runtime(home.path, workers=1)
+    runtime = open_bench_runtime(home, 1, args.device, 1, 0)
     compat: ComfyCompat | None = None
     try:
         runtime.projects.create("bench", "Bench")
@@ -256,8 +273,7 @@ def _run(args: argparse.Namespace, model: str, size: int, tmp: Path) -> int:
             compat.close()
         runtime.close()
     if args.device == "cpu" and model == "tiny" and size != 512:
-        configure(home, args.device, 1, 0)
-        runtime = open_runtime(home.path, workers=1)
+        runtime = open_bench_runtime(home, 1, args.device, 1, 0)
         try:
             story = {**values, "width": 512, "height": 512, "steps": 30}
             seconds = [run_tasks(runtime, [{**story, "seed": -1}], None) for _ in range(2)]
@@ -266,12 +282,13 @@ def _run(args: argparse.Namespace, model: str, size: int, tmp: Path) -> int:
         finally:
             runtime.close()
 
+    single_file_vs_folder(args, home, folder, values)
+
     print(f"{args.concurrent} concurrent one-image tasks ({args.concurrent} workers):")
     results = {}
     for label, max_batch, window in (("batching off", 1, 0.0),
                                      ("batching on", args.concurrent, args.window_ms)):  # fmt: skip
-        configure(home, args.device, max_batch, window)
-        runtime = open_runtime(home.path, workers=args.concurrent)
+        runtime = open_bench_runtime(home, args.concurrent, args.device, max_batch, window)
         try:
             inputs = [{**values, "seed": -1} for _ in range(args.concurrent)]
             run_tasks(runtime, inputs[:2], None)  # warm up the workers
@@ -288,6 +305,53 @@ def _run(args: argparse.Namespace, model: str, size: int, tmp: Path) -> int:
     print(f"  batching speed-up x{results['batching on'] / results['batching off']:.2f}")
     service.close()
     return 0
+
+
+def single_file_vs_folder(
+    args: argparse.Namespace, home: TakeflowHome, folder: Path, values: dict[str, Any]
+) -> None:
+    """Load time and per-image time: one .safetensors checkpoint vs the diffusers folder."""
+    from diffusers import DiffusionPipeline
+
+    from tests.nodes.ldm_export import save_single_file
+
+    pipe = DiffusionPipeline.from_pretrained(folder, local_files_only=True)
+    started = time.perf_counter()
+    checkpoint = save_single_file(pipe, folder.parent / "bench.safetensors")
+    exported = time.perf_counter() - started
+    del pipe
+    models = dict(home.config()["models"])
+    # The folder's own configs: the random model's tokenizer is not CLIP's 49,408 tokens.
+    models["bench-single"] = {"path": str(checkpoint), "config": str(folder), "demo": True}
+    home.update_config(models=models)
+    size_mb = checkpoint.stat().st_size / 2**20
+    print(f"single file vs diffusers folder ({size_mb:.0f} MB .safetensors, exported in "
+          f"{exported:.1f} s):", flush=True)  # fmt: skip
+    names = {"diffusers folder": "bench", "single .safetensors": "bench-single"}
+    loads: dict[str, list[float]] = {label: [] for label in names}
+    for _ in range(max(2, args.repeats // 2)):  # interleaved, a fresh cache every time
+        for label, name in names.items():
+            spec = registry(home).resolve(name)
+            start = time.perf_counter()
+            PipelineCache().get(spec, args.device)
+            loads[label].append((time.perf_counter() - start) * 1000)
+    base = stats(loads["diffusers folder"])[0]
+    for label, ms in loads.items():
+        line(f"load: {label}", ms, None if label == "diffusers folder" else base, "folder")
+    services = {label: diffusion_service(home, args.device, 1, 0) for label in names}
+    per_image: dict[str, list[float]] = {label: [] for label in names}
+    for i in range(args.repeats + 1):  # the first round warms up
+        for label, name in names.items():
+            request = GenerationRequest(**{**values, "model": name}, seed=i)
+            start = time.perf_counter()
+            services[label].generate(request, NullReporter())
+            if i:
+                per_image[label].append((time.perf_counter() - start) * 1000)
+    base = stats(per_image["diffusers folder"])[0]
+    for label, ms in per_image.items():
+        line(f"image: {label}", ms, None if label == "diffusers folder" else base, "folder")
+    for service in services.values():
+        service.close()
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ schedules. Each admitted task's trace starts here: its root span, with ``takeflo
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,15 +49,22 @@ class Admission:
     """Validates graphs against the registry and resolves their project."""
 
     def __init__(
-        self, registry: TemplateRegistry, projects: ProjectCatalog, telemetry: TaskTelemetry
+        self,
+        registry: TemplateRegistry,
+        projects: ProjectCatalog,
+        telemetry: TaskTelemetry,
+        services: Collection[str] | None = None,
     ) -> None:
+        """``services``: the names of the services this runtime provides; a graph whose
+        templates require another is refused (``missing_service``). ``None``: not checked."""
         self.registry = registry
         self.projects = projects
         self.telemetry = telemetry
+        self.services = services
 
     def validate(self, graph: CanvasGraph) -> ExecutionPlan:
         """The graph's plan (raises ``GraphValidationError`` with every issue)."""
-        return validate_graph(graph, self.registry)
+        return validate_graph(graph, self.registry, available_services=self.services)
 
     def admit(
         self,

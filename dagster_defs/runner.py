@@ -71,10 +71,11 @@ class TaskRunner:
         self.telemetry = TaskTelemetry(self.metrics)
         self.bus = EventBus(state, hooks=[self.telemetry])
         self.lifecycle = TaskLifecycle(state, self.bus, self.telemetry)
-        self.admission = Admission(registry, projects, self.telemetry)
+        provided = dict(services or {})  # one mapping: what ops get is what admission checks
+        self.admission = Admission(registry, projects, self.telemetry, provided.keys())
         self.limits = Limits(node_timeout_s, memory_limit_mb)
         self.executor = NodeExecutor(
-            self.bus, self.limits, self.telemetry, dict(services or {}), node_cache
+            self.bus, self.limits, self.telemetry, provided, node_cache
         )
         self.histories = ProjectHistories(self.metrics)
         self.recorder = TakeRecorder(self.bus, self.telemetry)

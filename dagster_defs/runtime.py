@@ -13,6 +13,7 @@ from dagster_defs.admission import Admission
 from dagster_defs.compiler import JobCompiler
 from dagster_defs.instance import open_runner_instance
 from dagster_defs.runner import TaskRunner
+from dagster_defs.services import OpenServices, open_services
 from graph_runtime.registry import TemplateRegistry
 from stores.home import TakeflowHome
 from stores.node_cache import DiskNodeCache
@@ -28,6 +29,7 @@ class Runtime:
     state: SqliteState
     instance: DagsterInstance
     runner: TaskRunner
+    services: OpenServices
 
     @property
     def admission(self) -> Admission:
@@ -41,6 +43,7 @@ class Runtime:
         """Stop the runner (running tasks get ``grace_s``, default ``runner.shutdown_grace_s``
         of the home's config, to finish), then release the state and the instance."""
         self.runner.close(grace_s)
+        self.services.close()
         self.state.close()
         self.instance.dispose()
 
@@ -53,9 +56,7 @@ def open_runtime(
 ) -> Runtime:
     """Open (creating if needed) the Takeflow home and start its runner."""
     takeflow_home = TakeflowHome.resolve(home)
-    from nodes.diffusion.service import default_diffusion_services  # no torch until first use
-
-    services = {**default_diffusion_services(takeflow_home), **(services or {})}
+    opened = open_services(takeflow_home, services)  # packs' factories; no torch until first use
     registry = registry or TemplateRegistry.discover()
     projects = ProjectCatalog(takeflow_home.path)
     state = SqliteState(takeflow_home.state_db)
@@ -68,10 +69,10 @@ def open_runtime(
         state,
         instance,
         workers=workers,
-        services=services,
+        services=opened.services,
         node_cache=DiskNodeCache(takeflow_home.cache_dir / "nodes"),
         node_timeout_s=float(limits.get("node_timeout_s", 3600.0)),
         memory_limit_mb=float(memory_gb) * 1024 if memory_gb else None,
         shutdown_grace_s=float(limits.get("shutdown_grace_s", 10.0)),
     )
-    return Runtime(takeflow_home, registry, projects, state, instance, runner)
+    return Runtime(takeflow_home, registry, projects, state, instance, runner, opened)

@@ -163,6 +163,7 @@ class FunctionTemplate:
     cacheable: bool = True
     aliases: tuple[str, ...] = ()
     timeout_s: float | None = None
+    requires: tuple[str, ...] = ()  # service names (``graph_runtime.services``) it runs on
 
     def __post_init__(self) -> None:
         if not _ID_RE.match(self.id):
@@ -212,6 +213,7 @@ class FunctionTemplate:
             "resources": {"gpu": self.resources.gpu, "vram_gb": self.resources.vram_gb},
             "cacheable": self.cacheable,
             "timeout_s": self.timeout_s,
+            "requires": list(self.requires),
         }
 
 

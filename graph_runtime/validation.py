@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import graphlib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,8 +129,33 @@ def _resolve_template(
         return None
 
 
-def validate_graph(graph: CanvasGraph, registry: TemplateRegistry) -> ExecutionPlan:
-    """Check the whole graph; raise ``GraphValidationError`` with every issue, else plan it."""
+def _check_services(
+    node_id: str, template: FunctionTemplate, available: Collection[str]
+) -> list[GraphIssue]:
+    have = ", ".join(f"'{s}'" for s in sorted(available)) or "none"
+    return [
+        GraphIssue(
+            "missing_service",
+            f"template '{template.id}' needs the '{name}' service, which this runtime does not "
+            f"provide (services provided: {have}); install the pack that publishes it",
+            node_id=node_id,
+            extra={"service": name},
+        )
+        for name in template.requires
+        if name not in available
+    ]
+
+
+def validate_graph(
+    graph: CanvasGraph,
+    registry: TemplateRegistry,
+    available_services: Collection[str] | None = None,
+) -> ExecutionPlan:
+    """Check the whole graph; raise ``GraphValidationError`` with every issue, else plan it.
+
+    ``available_services``: the service names the runtime provides; templates requiring others
+    are refused (``missing_service``). ``None`` skips that check (no runtime at hand).
+    """
     issues: list[GraphIssue] = []
     if not graph.nodes:
         issues.append(GraphIssue("empty_graph", "the graph has no nodes; add at least one"))
@@ -176,6 +201,8 @@ def validate_graph(graph: CanvasGraph, registry: TemplateRegistry) -> ExecutionP
         if template is None:
             planned_links[nid] = links
             continue
+        if available_services is not None:
+            issues.extend(_check_services(nid, template, available_services))
 
         port_names = [p.name for p in template.inputs]
         for port in node.inputs:

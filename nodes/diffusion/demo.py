@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Literal
 
-from stores.home import TakeflowHome
+from nodes.diffusion.config import EditableConfig
 
 DEMO_MODEL = "demo"
 DEMO_LABEL = "Demo model (tiny, random weights: makes noise-like images, not real pictures)"
@@ -188,7 +188,7 @@ def _is_current(folder: Path) -> bool:
 
 
 def register_model(
-    home: TakeflowHome, name: str, path: Path, demo: bool = False, label: str | None = None
+    home: EditableConfig, name: str, path: Path, demo: bool = False, label: str | None = None
 ) -> None:
     """Add or replace one entry of the home config's ``models`` table."""
     entry: dict[str, Any] = {"path": str(path), "demo": demo}
@@ -199,7 +199,7 @@ def register_model(
     home.update_config(models=models)
 
 
-def ensure_demo_model(home: TakeflowHome) -> Path:
+def ensure_demo_model(home: EditableConfig) -> Path:
     """Build the demo model under ``<home>/models/demo`` if missing, and register it as "demo"."""
     folder = home.path / "models" / DEMO_MODEL
     if not _is_current(folder):

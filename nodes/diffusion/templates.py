@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from graph_runtime.services import require_service
 from graph_runtime.templates import (
     FunctionTemplate,
     InputSpec,
@@ -14,15 +15,16 @@ from graph_runtime.templates import (
     Quality,
     ResourceHints,
 )
-from nodes.diffusion.service import (
+from nodes.diffusion.requests import (
     IMAGE_TO_IMAGE,
     MAX_SEED,
     SCHEDULERS,
+    SIGMAS,
     TEXT_TO_IMAGE,
-    DiffusionService,
     GenerationRequest,
     GenerationResult,
 )
+from nodes.diffusion.service import DIFFUSION, DiffusionService
 
 T = PortType
 Inputs = Mapping[str, Any]
@@ -37,13 +39,7 @@ QUALITY_PRESETS: dict[Quality, dict[str, Any]] = {
 
 
 def _service(ctx: ProgressReporter) -> DiffusionService:
-    service = ctx.services.get("diffusion")
-    if not isinstance(service, DiffusionService):
-        raise RuntimeError(
-            "no diffusion service in this run; open the runtime with "
-            "dagster_defs.runtime.open_runtime(), which configures it from the Takeflow home"
-        )
-    return service
+    return require_service(ctx.services, DIFFUSION)
 
 
 def _request(kind: str, inputs: Inputs, **extra: Any) -> GenerationRequest:
@@ -56,6 +52,7 @@ def _request(kind: str, inputs: Inputs, **extra: Any) -> GenerationRequest:
         scheduler=str(inputs["scheduler"]),
         seed=inputs.get("seed"),
         model=str(inputs["model"]),
+        sigmas=str(inputs.get("sigmas") or "default"),
         **extra,
     )
 
@@ -93,6 +90,8 @@ _SAMPLING = (
     InputSpec("seed", T.INTEGER, "-1 for a random seed; the seed used is an output",
               default=-1, minimum=-1, maximum=MAX_SEED),
     InputSpec("scheduler", T.TEXT, "sampler", default="euler", choices=tuple(SCHEDULERS)),
+    InputSpec("sigmas", T.TEXT, "noise schedule spacing (karras/exponential: some samplers only)",
+              default="default", choices=tuple(SIGMAS)),
     InputSpec("model", T.TEXT, "model name from the Takeflow home's config", default="demo"),
 )  # fmt: skip
 
@@ -122,6 +121,7 @@ TEMPLATES: tuple[FunctionTemplate, ...] = (
         quality_presets=QUALITY_PRESETS,
         resources=ResourceHints(gpu=True, vram_gb=4.0),
         aliases=("image_generation_v1",),
+        requires=(DIFFUSION.name,),
     ),
     FunctionTemplate(
         id="image_to_image",
@@ -149,5 +149,6 @@ TEMPLATES: tuple[FunctionTemplate, ...] = (
         quality_presets=QUALITY_PRESETS,
         resources=ResourceHints(gpu=True, vram_gb=4.0),
         aliases=("image_to_image_v1",),
+        requires=(DIFFUSION.name,),
     ),
 )

@@ -194,18 +194,12 @@ class TakeflowBridge:
     # -- models and templates ---------------------------------------------------------------
 
     def model_names(self) -> list[str]:
-        """Names a checkpoint loader may use: the diffusion model registry's entries (and, where
-        the registry lists a checkpoints folder, its checkpoints by relative path)."""
-        try:
-            from nodes.diffusion.models import ModelRegistry
-        except ImportError:
-            return []
-        registry: Any = ModelRegistry(self.runtime.home)
-        names = set(registry.names())
-        listing = getattr(registry, "checkpoint_names", None)
-        if callable(listing):
-            names.update(listing())
-        return sorted(names)
+        """Names a checkpoint loader may use: the diffusion service's model registry (its
+        entries and every checkpoint of ``checkpoints_dir`` by relative path); none without
+        the diffusion service."""
+        service = self.runtime.runner.services.get("diffusion")
+        models = getattr(service, "models", None)
+        return sorted(models.names()) if models is not None else []
 
     def limits(self, template: str, port: str) -> Limits:
         """Default and range of a template input, as Takeflow's validation enforces them."""

@@ -26,9 +26,9 @@ def validations(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every call of ``validate_graph`` made through the admission door (the only caller)."""
     calls: list[str] = []
 
-    def counting(graph: Any, registry: Any) -> ExecutionPlan:
+    def counting(graph: Any, registry: Any, **options: Any) -> ExecutionPlan:
         calls.append(graph.name)
-        return validate_graph(graph, registry)
+        return validate_graph(graph, registry, **options)
 
     monkeypatch.setattr(admission_module, "validate_graph", counting)
     return calls

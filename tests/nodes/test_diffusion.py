@@ -23,15 +23,17 @@ from graph_runtime.tasks import TaskStatus
 from graph_runtime.templates import NullReporter, Quality
 from graph_runtime.validation import validate_graph
 from nodes.diffusion.demo import DEMO_LABEL, ensure_demo_model, register_model
-from nodes.diffusion.models import ModelRegistry
+from nodes.diffusion.requests import InvalidGenerationRequest
 from nodes.diffusion.service import (
+    SCHEDULERS,
+    SIGMA_SCHEDULERS,
     DiffusionService,
     DiffusionSettings,
     GenerationRequest,
     PipelineCache,
 )
 from stores.home import TakeflowHome
-from tests.nodes.conftest import FAST
+from tests.nodes.conftest import FAST, registry_for, service_for
 
 # diffusers' schedulers call np.array() on torch tensors, which numpy 2 flags (third-party).
 pytestmark = pytest.mark.filterwarnings(
@@ -67,10 +69,6 @@ class RecordingReporter(NullReporter):
         self.calls.append((fraction, stage, message, preview))
 
 
-def service_for(home: TakeflowHome, **settings: Any) -> DiffusionService:
-    return DiffusionService(ModelRegistry(home), DiffusionSettings(**settings))
-
-
 def test_discovery_and_opening_the_runtime_do_not_import_torch(tmp_path: Path) -> None:
     code = (
         "import sys; import nodes.diffusion; from dagster_defs.runtime import open_runtime;"
@@ -101,7 +99,7 @@ def test_alias_presets_and_explicit_values() -> None:
     for quality, (steps, guidance) in expected.items():
         got = literals(quality)
         assert (got["steps"], got["guidance"]) == (steps, guidance)
-        assert got["seed"] == -1 and got["model"] == "demo"
+        assert got["seed"] == -1 and got["model"] == "demo" and got["sigmas"] == "default"
     assert literals(Quality.ULTRA, steps=3)["steps"] == 3
     assert literals(Quality.ULTRA, steps=3)["guidance"] == 8.5
 
@@ -166,7 +164,7 @@ def test_single_node_take_records_the_random_seed_and_reproduces(
     from_take = pixels(Image.open(project.abs(take.outputs["image"].path)))
 
     # A fresh service and a freshly loaded pipeline, same inputs and the recorded seed.
-    fresh = DiffusionService(ModelRegistry(diffusion_home), DiffusionSettings(), PipelineCache())
+    fresh = DiffusionService(registry_for(diffusion_home), DiffusionSettings(), PipelineCache())
     request = GenerationRequest(prompt="a lighthouse", seed=seed, **FAST)
     again = fresh.generate(request, RecordingReporter())
     fresh.close()
@@ -225,7 +223,7 @@ def test_missing_model_errors_name_the_model_and_path(
     ghost = tmp_path / "weights" / "ghost"
     register_model(diffusion_home, "ghost", ghost)
     with pytest.raises(ModelNotFoundError, match=rf"model 'ghost' is configured at '{ghost}'"):
-        ModelRegistry(diffusion_home).resolve("ghost")
+        registry_for(diffusion_home).resolve("ghost")
     record, events = run(diffusion_runtime, single_node_graph(
         "image_generation", {"prompt": "x", "model": "ghost", **FAST}))  # fmt: skip
     assert record.status == TaskStatus.FAILED
@@ -386,7 +384,7 @@ def test_pipeline_cache_loads_once_and_evicts_least_recently_used(
     diffusion_home: TakeflowHome, tiny_model_dir: Path, second_model_dir: Path
 ) -> None:
     register_model(diffusion_home, "second", second_model_dir)
-    specs = ModelRegistry(diffusion_home)
+    specs = registry_for(diffusion_home)
     cache = PipelineCache()
     first = cache.get(specs.resolve("demo"), "cpu")
     assert cache.get(specs.resolve("demo"), "cpu") is first and cache.loads == 1
@@ -422,12 +420,42 @@ def test_ensure_demo_model_builds_once_and_registers_it_as_demo(_isolated_home: 
 
 def test_every_scheduler_runs_and_is_reproducible(diffusion_home: TakeflowHome) -> None:
     service = service_for(diffusion_home)
-    seen = []
-    for scheduler in ("euler", "euler_a", "ddim", "dpm++", "pndm"):
+    seen = {}
+    assert tuple(SCHEDULERS)[:5] == ("euler", "euler_a", "ddim", "dpm++", "pndm")
+    noisy = ("euler_a", "dpm++_sde", "ddpm")  # add fresh noise each step: seeded per item
+    for scheduler in SCHEDULERS:
         request = GenerationRequest(prompt="s", seed=5, **{**FAST, "scheduler": scheduler})
-        first = pixels(service.generate(request, RecordingReporter()).image)
-        again = pixels(service.generate(request, RecordingReporter()).image)
-        assert np.array_equal(first, again), scheduler
-        seen.append(first)
-    assert not np.array_equal(seen[0], seen[1])  # euler_a adds fresh noise each step
+        seen[scheduler] = pixels(service.generate(request, RecordingReporter()).image)
+        if scheduler in ("euler", *noisy):
+            again = pixels(service.generate(request, RecordingReporter()).image)
+            assert np.array_equal(seen[scheduler], again), scheduler
+    assert all(not np.array_equal(seen["euler"], seen[name]) for name in noisy)
+    service.close()
+
+
+def test_sigmas_spacing_changes_the_schedule_where_the_sampler_supports_it(
+    diffusion_home: TakeflowHome,
+) -> None:
+    import inspect
+
+    import diffusers
+
+    for name in SIGMA_SCHEDULERS:  # the table matches what diffusers' classes accept
+        params = inspect.signature(getattr(diffusers, SCHEDULERS[name]).__init__).parameters
+        assert {"use_karras_sigmas", "use_exponential_sigmas"} <= set(params), name
+    service = service_for(diffusion_home)
+    images = {}
+    for sigmas in ("default", "karras", "exponential"):
+        request = GenerationRequest(prompt="s", seed=5, sigmas=sigmas, **FAST)
+        images[sigmas] = pixels(service.generate(request, RecordingReporter()).image)
+    assert not np.array_equal(images["default"], images["karras"])
+    assert not np.array_equal(images["karras"], images["exponential"])
+    entry = service.cache.loaded()[0]
+    assert entry.pipeline_for("text_to_image", "euler", "karras").scheduler.config[
+        "use_karras_sigmas"]  # fmt: skip
+    bad = GenerationRequest(prompt="s", sigmas="karras", **{**FAST, "scheduler": "ddim"})
+    with pytest.raises(InvalidGenerationRequest, match="scheduler 'ddim' cannot use 'karras' "
+                       "sigmas") as caught:  # fmt: skip
+        service.generate(bad, RecordingReporter())
+    assert caught.value.details == {"port": "sigmas"}
     service.close()
