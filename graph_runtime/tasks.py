@@ -8,6 +8,8 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Protocol
 
+from graph_runtime.errors import TaskNotFoundError
+
 
 class TaskStatus(StrEnum):
     PENDING = "pending"
@@ -91,6 +93,8 @@ class MemoryTaskStore:
 
     def update(self, task_id: str, **changes: Any) -> TaskRecord:
         with self._lock:
+            if task_id not in self._tasks:
+                raise TaskNotFoundError(f"no task {task_id!r}", task_id=task_id)
             record = replace(self._tasks[task_id], **changes)
             self._tasks[task_id] = record
             return record

@@ -84,7 +84,7 @@ def _as_postgres(cmd: list[str]) -> list[str]:
 
 @contextlib.contextmanager
 def postgres_server() -> Iterator[PostgresServer]:
-    """Start a PostgreSQL cluster in a temp dir on a free loopback port; stop and remove it after."""
+    """Start a PostgreSQL cluster in a temp dir on a free loopback port; remove it after."""
     bindir = postgres_bin()
     if bindir is None:
         raise RuntimeError("PostgreSQL server binaries are not installed")
@@ -186,8 +186,9 @@ class RedisServer:
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(
-                ("127.0.0.1", self.port), timeout=0.2
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2),
             ):
                 return
             time.sleep(0.02)
@@ -222,8 +223,6 @@ def _skip_or_fail_without_services() -> None:
     if os.environ.get("TAKEFLOW_REQUIRE_SERVICES") == "1":
         pytest.fail(f"{reason} (TAKEFLOW_REQUIRE_SERVICES=1: scripts/install installs them)")
     pytest.skip(reason)
-
-
 
 
 @pytest.fixture(scope="session")
