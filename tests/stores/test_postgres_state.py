@@ -37,12 +37,13 @@ def test_a_tailing_reader_never_skips_an_event_committed_out_of_order(
     def tail() -> None:
         last = 0
         while True:
+            writers_done = stop.is_set()  # read once more after the writers finished
             batch = reader.read_since(last)
             for event in batch:
                 assert event.id > last
                 seen.append(event.id)
                 last = event.id
-            if stop.is_set() and not batch:
+            if writers_done and not batch:
                 return
 
     def write(w: int) -> None:
