@@ -26,9 +26,13 @@ class Runtime:
     state: SqliteState
     instance: DagsterInstance
     runner: TaskRunner
+    # distributed mode: every process's events, for the server's live hub (None: embedded)
+    feed: Any = None
 
     def close(self) -> None:
         self.runner.close()
+        if self.feed is not None:
+            self.feed.stop()
         self.state.close()
         self.instance.dispose()
 
@@ -45,6 +49,16 @@ def open_runtime(
 
     services = {**default_diffusion_services(takeflow_home), **(services or {})}
     registry = registry or TemplateRegistry.discover()
+    # -- distributed mode (TAKEFLOW_DATABASE_URL / config.json "distributed"): see docs/deploy.md
+    from dagster_defs.distributed import ClusterSettings
+
+    cluster = ClusterSettings.resolve(takeflow_home.config())
+    if cluster is not None:
+        from dagster_defs.cluster import open_cluster_parts
+
+        parts = open_cluster_parts(takeflow_home, cluster, registry, services)
+        return Runtime(takeflow_home, registry, **parts)
+    # -- embedded mode (default)
     projects = ProjectCatalog(takeflow_home.path)
     state = SqliteState(takeflow_home.state_db)
     instance = open_runner_instance(takeflow_home.dagster_home)

@@ -460,6 +460,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("token_id")
     t.set_defaults(fn=cmd_token)
 
+    from server.worker import add_worker_parser  # distributed mode (docs/deploy.md)
+
+    add_worker_parser(sub)
+
     p = sub.add_parser("ui", help="open the Dagster UI (and daemon) on this Takeflow home")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=3000)

@@ -16,7 +16,7 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -99,12 +99,27 @@ class PostgresState:
             with bound.transaction():
                 yield bound
             return
-        with self.pool.connection() as conn, conn.transaction():
-            self._bound.conn = conn
-            try:
-                yield conn
-            finally:
-                self._bound.conn = None
+        self._bound.after = []
+        try:
+            with self.pool.connection() as conn, conn.transaction():
+                self._bound.conn = conn
+                try:
+                    yield conn
+                finally:
+                    self._bound.conn = None
+            callbacks = self._bound.after
+        finally:
+            self._bound.after = []
+        for callback in callbacks:
+            callback()
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once the current transaction commits (at once outside one); a
+        rolled-back transaction drops it. Used to publish events only once they are durable."""
+        if getattr(self._bound, "conn", None) is None:
+            callback()
+        else:
+            self._bound.after.append(callback)
 
     # -- claims and fencing -----------------------------------------------------------------
 
