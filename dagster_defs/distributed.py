@@ -148,25 +148,35 @@ class DistributedRunner(TaskRunner):
         return execution
 
     def _finish(self, execution: _Execution, *args: Any, **kwargs: Any) -> None:
+        """Terminal status and terminal event in one transaction (a reader never sees one
+        without the other)."""
         try:
-            super()._finish(execution, *args, **kwargs)
+            with self.pg.transaction():
+                super()._finish(execution, *args, **kwargs)
         finally:
             self.pg.release(execution.record.task_id)
             with self._lock:
                 self._by_task.pop(execution.record.task_id, None)
 
+    def _commit(self, project: Any, take: Any, record: TaskRecord) -> str | None:
+        """One git writer per project at a time across every process (a transaction-level
+        advisory lock keyed by the project), so commits never collide on ``.git/index.lock``."""
+        with self.pg.transaction() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"git:{project.id}",))
+            return super()._commit(project, take, record)
+
     def keep_leases(self) -> None:
         """Extend this worker's leases; pass on cancel requests; stop tasks whose lease is lost."""
         alive = self.pg.heartbeat(self.worker_id, self.settings.lease_s)
         for task_id, execution in list(self._by_task.items()):
-            if task_id not in alive:
+            if task_id in self.pg.lost:
                 if execution.stop_error is None:
                     execution.stop_error = LeaseLostError(
                         f"worker {self.worker_id} lost its lease on task {task_id}",
                         task_id=task_id,
                     )
                 execution.cancel.set()
-            elif alive[task_id]:
+            elif alive.get(task_id):
                 execution.cancel.set()
 
     # -- cancel, wait, gauges (any process) ---------------------------------------------------

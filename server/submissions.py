@@ -7,6 +7,7 @@ event, take or commit behind.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 import uuid
@@ -335,7 +336,20 @@ class Submissions:
                 errors=errors,
             )
         batch_id = f"batch_{uuid.uuid4().hex[:16]}"
-        accepted = [
+        # distributed mode: one transaction for the whole batch (all queued or none)
+        with getattr(self.runtime.runner, "batch", contextlib.nullcontext)():
+            accepted = self._submit_all(graphs, req, batch_id)
+        return {
+            "batch_id": batch_id,
+            "task_ids": [a["task_id"] for a in accepted],
+            "tracking_ids": [a["tracking_id"] for a in accepted],
+            "status": "submitted",
+        }
+
+    def _submit_all(
+        self, graphs: list[CanvasGraph], req: BatchRequest, batch_id: str
+    ) -> list[dict[str, Any]]:
+        return [
             self._submit(
                 graph,
                 task.priority,
@@ -346,14 +360,8 @@ class Submissions:
                     "source": "api.batches",
                 },
             )
-            for graph, task in zip(graphs, req.tasks, strict=True)
+            for graph, task in zip(graphs, req.tasks or [], strict=True)
         ]
-        return {
-            "batch_id": batch_id,
-            "task_ids": [a["task_id"] for a in accepted],
-            "tracking_ids": [a["tracking_id"] for a in accepted],
-            "status": "submitted",
-        }
 
     # -- reading --------------------------------------------------------------------------
 

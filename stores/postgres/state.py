@@ -81,6 +81,7 @@ class PostgresState:
             name="takeflow-state",
         )
         self._claims: dict[str, Claim] = {}
+        self.lost: set[str] = set()  # tasks whose claim this process lost (see heartbeat)
         self._bound = threading.local()
         with self.pool.connection() as conn:
             migrate(conn)
@@ -149,6 +150,7 @@ class PostgresState:
     def release(self, task_id: str) -> None:
         """Forget this process's claim (after the task's terminal event)."""
         self._claims.pop(task_id, None)
+        self.lost.discard(task_id)
 
     def claims(self) -> list[Claim]:
         return list(self._claims.values())
@@ -162,6 +164,7 @@ class PostgresState:
         ).fetchone()
         if row is None or row[0] != claim.owner or int(row[1]) != claim.epoch:
             self._claims.pop(task_id, None)
+            self.lost.add(task_id)
             raise LeaseLostError(
                 f"worker {claim.owner} lost its lease on task {task_id}; write refused",
                 task_id=task_id,
@@ -175,7 +178,8 @@ class PostgresState:
 
     def heartbeat(self, owner: str, lease_s: float) -> dict[str, bool]:
         """Extend the lease of every task this process holds; returns ``{task_id: cancel
-        requested}`` for those still held. Claims found lost are dropped (fenced)."""
+        requested}`` for those still held. Claims found lost are dropped (fenced) and their
+        task ids added to ``lost``."""
         held = [c for c in self._claims.values() if c.owner == owner]
         if not held:
             return {}
@@ -189,8 +193,9 @@ class PostgresState:
             ).fetchall()
         alive = {r[0]: bool(r[1]) for r in rows}
         for claim in held:
-            if claim.task_id not in alive:
+            if claim.task_id not in alive and self._claims.get(claim.task_id) == claim:
                 self._claims.pop(claim.task_id, None)
+                self.lost.add(claim.task_id)
         return alive
 
     def request_cancel(self, task_id: str) -> bool:
