@@ -10,6 +10,7 @@ which deadlocks threads running ``execute_in_process`` together (see docs/runner
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -80,7 +81,9 @@ schedule_storage:
 
 
 def write_instance_config(dagster_home: Path, database_url: str | None = None) -> None:
-    """Write ``dagster.yaml`` (idempotent)."""
+    """Write ``dagster.yaml`` (idempotent). ``TAKEFLOW_DATABASE_URL`` (distributed mode) is
+    honoured when no URL is given, so `takeflow ui` shows the shared PostgreSQL instance."""
+    database_url = database_url or os.environ.get("TAKEFLOW_DATABASE_URL") or None
     dagster_home.mkdir(parents=True, exist_ok=True)
     target = dagster_home / "dagster.yaml"
     text = instance_yaml(dagster_home, database_url)
