@@ -6,7 +6,12 @@ Starts a real server (subprocess, loopback), subscribes N clients to one project
 time (same machine clock). Baseline, in the same run: a bare ``websockets`` server pushing
 timestamped messages at the same rate to the same number of clients.
 
-    .venv/bin/python bench/ws_latency.py [--clients 1 10 100] [--steps 200]
+The event rate is 100/s (``--steps`` over ``--seconds``) unless that would make more than
+``--max-rate`` messages per second (events/s x clients): the 1,000-client row runs at 20
+events/s. ``--before DIR`` also measures the server of another checkout (with its own
+``.venv``), in the same run, e.g. the unchanged code:
+
+    .venv/bin/python bench/ws_latency.py [--clients 1 10 100 1000] [--before /work/main]
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -54,7 +61,7 @@ async def takeflow_latency(
     conns = [EventClient(f"{server.ws_base}/ws/bench{i}") for i in range(clients)]
     for c in conns:
         await c.__aenter__()
-        await c.subscribe(project_ids=["bench"])
+        await c.subscribe(project_ids=["bench"], timeout=60)
     box: asyncio.Future[str] = asyncio.get_running_loop().create_future()
     followers = [asyncio.create_task(follow(c, box)) for c in conns]
     task_id = await asyncio.to_thread(
@@ -100,23 +107,61 @@ async def baseline_latency(clients: int, steps: int, seconds: float) -> list[flo
     return latencies
 
 
+def raise_fd_limit(clients: int) -> None:
+    """Room for every client socket here and in the servers (they inherit the limit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 2 * clients + 512
+    if soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
+
+
+def summary(latencies: list[float]) -> str:
+    return f"{statistics.median(latencies):>8.2f} {pct(latencies, 0.95):>8.2f}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--clients", type=int, nargs="+", default=[1, 10, 100])
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 10, 100, 1000])
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--max-rate", type=int, default=20_000, help="messages/s, all clients")
+    parser.add_argument("--before", type=Path, help="another checkout to measure too")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, ServerProcess(Path(tmp) / "home") as server:
-        server.ok("POST", "/api/v1/projects", json={"project_id": "bench"})
-        print(f"{'clients':>7} {'events':>7} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}"
-              f" | {'base p50':>8} {'base p95':>8} | {'p50 ratio':>9}")  # fmt: skip
-        for n in args.clients:
-            ours = asyncio.run(takeflow_latency(server, n, args.steps, args.seconds))
-            base = asyncio.run(baseline_latency(n, args.steps, args.seconds))
-            p50, p95 = statistics.median(ours), pct(ours, 0.95)
-            b50, b95 = statistics.median(base), pct(base, 0.95)
-            print(f"{n:>7} {len(ours):>7} {p50:>8.2f} {p95:>8.2f} {max(ours):>8.2f}"
-                  f" | {b50:>8.2f} {b95:>8.2f} | {p50 / b50:>8.1f}x")  # fmt: skip
+    raise_fd_limit(max(args.clients))
+    with tempfile.TemporaryDirectory() as tmp:
+        servers = {"after": ServerProcess(Path(tmp) / "home")}
+        if args.before is not None:
+            servers["before"] = ServerProcess(
+                Path(tmp) / "home-before",
+                python=str(args.before / ".venv" / "bin" / "python"),
+                cwd=args.before,
+                env={"PYTHONDONTWRITEBYTECODE": "1"},
+            )
+        try:
+            for server in servers.values():
+                server.wait_ready()
+                server.ok("POST", "/api/v1/projects", json={"project_id": "bench"})
+            header = f"{'clients':>7} {'ev/s':>5} {'msgs':>6}"
+            for name in ("before", "after"):
+                if name in servers:
+                    header += f" | {name + ' p50':>8} {name[:5] + ' p95':>8}"
+            print(header + f" | {'base p50':>8} {'base p95':>8} | {'p95/base':>8}", flush=True)
+            for n in args.clients:
+                steps = max(1, min(args.steps, int(args.max_rate * args.seconds / n)))
+                row = f"{n:>7} {steps / args.seconds:>5.0f} {steps * n:>6}"
+                after: list[float] = []
+                for name in ("before", "after"):
+                    if name in servers:
+                        ours = asyncio.run(takeflow_latency(servers[name], n, steps, args.seconds))
+                        row += f" | {summary(ours)}"
+                        after = ours
+                base = asyncio.run(baseline_latency(n, steps, args.seconds))
+                ratio = pct(after, 0.95) / pct(base, 0.95)
+                print(f"{row} | {summary(base)} | {ratio:>7.1f}x", flush=True)
+        finally:
+            for server in servers.values():
+                server.stop()
+    print(f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
     return 0
 
 

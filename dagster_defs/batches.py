@@ -1,8 +1,9 @@
 """Batches: a sweep submitted as one task per combination, and the batch's progress as events.
 
-Every graph of the batch is validated before the first is queued, so a bad value in the fifth
-combination stores nothing. Each task carries the batch id (Dagster tag ``takeflow/batch_id``) and
-its take records the combination under ``sweep`` (``batch_id``, ``index``, ``run``, ``values``).
+Every graph of the batch is admitted (validated, once) before the first is queued, so a bad
+value in the fifth combination stores nothing. Each task carries the batch id (Dagster tag
+``takeflow/batch_id``) and its take records the combination under ``sweep`` (``batch_id``,
+``index``, ``run``, ``values``).
 """
 
 from __future__ import annotations
@@ -14,10 +15,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from dagster_defs.admission import Submission
 from dagster_defs.runner import TaskRunner
 from graph_runtime.canvas import CanvasGraph
 from graph_runtime.errors import GraphValidationError
-from graph_runtime.events import TERMINAL_EVENTS, EventType, TaskEvent
+from graph_runtime.events import (
+    EventType,
+    TaskCancelled,
+    TaskCompleted,
+    TaskEvent,
+    TaskFailed,
+    TaskProgress,
+    TaskStarted,
+    TaskSubmitted,
+)
 from graph_runtime.sweeps import Sweep, SweepError, expand_sweep
 
 
@@ -36,38 +47,44 @@ def submit_sweep(
     user: str | None = None,
     priority: int = 0,
     batch_id: str | None = None,
+    check: Callable[[Submission], None] | None = None,
 ) -> tuple[str, list[str]]:
     """Queue one task per combination of ``sweep`` (``runs`` overrides the sweep's own).
 
-    Raises ``SweepError`` or ``GraphValidationError`` (naming the combination) before queuing any.
+    Raises ``SweepError`` or ``GraphValidationError`` (naming the combination), or what
+    ``check`` raises for an admitted combination, before queuing any.
     """
     if runs is not None:
         sweep = sweep.model_copy(update={"runs": runs})
         if runs < 1:
             raise SweepError("runs must be at least 1", runs=runs)
     items = expand_sweep(graph, sweep)
+    batch_id = batch_id or new_batch_id()
+    admitted: list[Submission] = []
     for item in items:
         try:
-            runner.plan(item.graph)
-        except GraphValidationError as exc:
-            for issue in exc.issues:
-                issue.extra.setdefault("sweep_index", item.index)
+            submission = runner.admission.admit(
+                item.graph,
+                project_id=project_id,
+                shot=shot,
+                user=user,
+                metadata={"sweep": item.metadata(batch_id)},
+            )
+            if check is not None:
+                check(submission)  # abandons the submission itself when it refuses it
+            admitted.append(submission)
+        except Exception as exc:
+            if isinstance(exc, GraphValidationError):
+                for issue in exc.issues:
+                    issue.extra.setdefault("sweep_index", item.index)
+            for submission in admitted:
+                runner.admission.abandon(submission)
             raise
-    batch_id = batch_id or new_batch_id()
-    task_ids: list[str] = []
-    for item in items:
-        record = runner.submit(
-            item.graph,
-            project_id=project_id,
-            shot=shot,
-            user=user,
-            priority=priority,
-            batch_id=batch_id,
-            batch_size=len(items),
-            extra_metadata={"sweep": item.metadata(batch_id)},
-        )
-        task_ids.append(record.task_id)
-    return batch_id, task_ids
+    records = [
+        runner.submit(s, priority=priority, batch_id=batch_id, batch_size=len(items))
+        for s in admitted
+    ]
+    return batch_id, [r.task_id for r in records]
 
 
 @dataclass
@@ -105,27 +122,28 @@ class BatchProgress:
         return sum(self.tasks.values()) / self.total if self.total else 0.0
 
     def emit(self, event: TaskEvent) -> None:
-        changed = False
+        if event.type == EventType.ASSET_UPLOADED:
+            return
+        changed = True
+        task_id, payload = event.task_id, event.payload
         with self._cond:
-            if event.type == EventType.TASK_SUBMITTED:
-                if event.data.get("batch_id") == self.batch_id:
-                    size = event.data.get("batch_size")
-                    if isinstance(size, int):  # the whole batch is known: the bar never moves back
+            match payload:
+                case TaskSubmitted(batch_id=self.batch_id, batch_size=size):
+                    if size is not None:  # the whole batch is known: the bar never moves back
                         self.expected = max(self.expected or 0, size)
-                    self.tasks[event.task_id] = 0.0
-                    self.status[event.task_id] = "queued"
-                    changed = True
-            elif event.task_id in self.tasks:
-                if event.type == EventType.TASK_STARTED:
-                    self.status[event.task_id] = "running"
-                    changed = True
-                elif event.type == EventType.TASK_PROGRESS:
-                    self.tasks[event.task_id] = float(event.data.get("progress") or 0.0)
-                    changed = True
-                elif event.type in TERMINAL_EVENTS:
-                    self.tasks[event.task_id] = 1.0
-                    self.status[event.task_id] = EventType(event.type).value.removeprefix("task.")
-                    changed = True
+                    self.tasks[task_id] = 0.0
+                    self.status[task_id] = "queued"
+                case _ if task_id not in self.tasks:
+                    changed = False
+                case TaskStarted():
+                    self.status[task_id] = "running"
+                case TaskProgress(progress=progress):
+                    self.tasks[task_id] = progress
+                case TaskCompleted() | TaskFailed() | TaskCancelled():
+                    self.tasks[task_id] = 1.0
+                    self.status[task_id] = payload.type.removeprefix("task.")
+                case _:
+                    changed = False
             if changed:
                 self._cond.notify_all()
         if changed and self.on_change is not None:

@@ -3,14 +3,21 @@
 Literal input values travel in run config (so the Dagster UI shows them and re-executions use
 them), which lets one compiled job serve every graph of the same shape: jobs are cached by
 structure, template versions and whether the run makes takes.
+
+Ops declare the resource ``takeflow`` (``required_resource_keys``): an ``OpBridge`` that runs a
+node (``run_node``) and records the take (``record_take``). Whoever compiles binds it: the
+runner to its own bridge, the code location to one opened when a run executes.
+
+No ``from __future__ import annotations`` here: Dagster reads the op functions' ``context``
+annotation at definition time and refuses a string.
 """
 
 import logging
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import Any, Protocol
 
 from dagster import (
     DependencyDefinition,
@@ -24,6 +31,7 @@ from dagster import (
     Out,
     Output,
     Permissive,
+    ResourceDefinition,
     in_process_executor,
     logger,
 )
@@ -33,9 +41,19 @@ from graph_runtime.validation import ExecutionPlan, PlannedNode
 TAKES_OP = "takeflow_takes"
 _NAME_RE = re.compile(r"[^A-Za-z0-9_]")
 
-# Called by each node's op: (run_id, node_id, values) -> outputs. Set by the runner.
-NodeCall = Callable[[Any, PlannedNode, dict[str, Any]], Mapping[str, Any]]
-TakesCall = Callable[[Any, dict[str, Mapping[str, Any]]], Iterator[Any]]
+RESOURCE_KEY = "takeflow"
+
+
+class OpBridge(Protocol):
+    """What compiled ops reach as the resource ``takeflow``."""
+
+    def run_node(
+        self, context: OpExecutionContext, node: PlannedNode, values: dict[str, Any]
+    ) -> Mapping[str, Any]: ...
+
+    def record_take(
+        self, context: OpExecutionContext, terminal_outputs: dict[str, Mapping[str, Any]]
+    ) -> Iterator[Any]: ...
 
 
 @logger
@@ -86,17 +104,16 @@ def run_config(plan: ExecutionPlan) -> dict[str, Any]:
     }
 
 
-def _node_op(
-    node: PlannedNode, op_name: str, upstream_ops: dict[str, str], call: NodeCall
-) -> OpDefinition:
+def _node_op(node: PlannedNode, op_name: str, upstream_ops: dict[str, str]) -> OpDefinition:
     input_for = {f"from_{upstream_ops[u]}": u for u in node.upstream}
 
     def compute(context: OpExecutionContext, inputs: Mapping[str, Any]) -> Iterator[Output[Any]]:
-        values = dict(context.op_config.get("inputs", {}))
+        values = dict(context.op_config["inputs"])
         upstream = {input_for[k]: v for k, v in inputs.items()}
         for port, (source, output) in node.links.items():
             values[port] = upstream[source][output]
-        yield Output(dict(call(context, node, values)), "result")
+        bridge: OpBridge = getattr(context.resources, RESOURCE_KEY)
+        yield Output(dict(bridge.run_node(context, node, values)), "result")
 
     return OpDefinition(
         compute_fn=compute,
@@ -110,14 +127,16 @@ def _node_op(
         tags={"takeflow/node": node.node_id, "takeflow/template": node.template.ref},
         description=f"{node.template.name} ({node.template.ref})",
         code_version=node.template.version,
+        required_resource_keys={RESOURCE_KEY},
     )
 
 
-def _takes_op(terminal_ops: dict[str, str], call: TakesCall) -> OpDefinition:
+def _takes_op(terminal_ops: dict[str, str]) -> OpDefinition:
     input_for = {f"from_{op}": node_id for node_id, op in terminal_ops.items()}
 
     def compute(context: OpExecutionContext, inputs: Mapping[str, Any]) -> Iterator[Any]:
-        yield from call(context, {input_for[k]: v for k, v in inputs.items()})
+        bridge: OpBridge = getattr(context.resources, RESOURCE_KEY)
+        yield from bridge.record_take(context, {input_for[k]: v for k, v in inputs.items()})
         yield Output(None, "result")
 
     return OpDefinition(
@@ -126,15 +145,15 @@ def _takes_op(terminal_ops: dict[str, str], call: TakesCall) -> OpDefinition:
         ins={k: In() for k in input_for},
         outs={"result": Out(Nothing, is_required=False)},
         description="Store the graph's terminal outputs as a take and record materializations",
+        required_resource_keys={RESOURCE_KEY},
     )
 
 
 class JobCompiler:
-    """Builds (and caches) Dagster jobs for execution plans."""
+    """Builds (and caches) Dagster jobs for execution plans, bound to the ``takeflow`` resource."""
 
-    def __init__(self, node_call: NodeCall, takes_call: TakesCall, max_cached: int = 256) -> None:
-        self._node_call = node_call
-        self._takes_call = takes_call
+    def __init__(self, bridge: ResourceDefinition, max_cached: int = 256) -> None:
+        self.resource_defs = {RESOURCE_KEY: bridge}
         self._max_cached = max_cached
         self._cache: OrderedDict[tuple[Any, ...], JobDefinition] = OrderedDict()
         self._lock = threading.Lock()
@@ -151,6 +170,10 @@ class JobCompiler:
     def plan_for_job(self, name: str) -> ExecutionPlan | None:
         with self._lock:
             return self._plans_by_job.get(name)
+
+    def registered_plans(self) -> list[ExecutionPlan]:
+        with self._lock:
+            return list(self._plans_by_job.values())
 
     @staticmethod
     def cache_key(plan: ExecutionPlan, with_takes: bool) -> tuple[Any, ...]:
@@ -179,7 +202,7 @@ class JobCompiler:
 
     def _build(self, plan: ExecutionPlan, with_takes: bool) -> JobDefinition:
         names = op_names(plan)
-        ops = [_node_op(n, names[n.node_id], names, self._node_call) for n in plan.nodes]
+        ops = [_node_op(n, names[n.node_id], names) for n in plan.nodes]
         deps: dict[str, dict[str, DependencyDefinition]] = {
             names[n.node_id]: {
                 f"from_{names[u]}": DependencyDefinition(names[u], "result") for u in n.upstream
@@ -188,7 +211,7 @@ class JobCompiler:
         }
         if with_takes:
             terminal_ops = {nid: names[nid] for nid in plan.terminal}
-            ops.append(_takes_op(terminal_ops, self._takes_call))
+            ops.append(_takes_op(terminal_ops))
             deps[TAKES_OP] = {
                 f"from_{op}": DependencyDefinition(op, "result") for op in terminal_ops.values()
             }
@@ -201,5 +224,6 @@ class JobCompiler:
         return graph.to_job(
             executor_def=in_process_executor,
             logger_defs={"console": _quiet_logger},
+            resource_defs=self.resource_defs,
             tags={"takeflow/graph": plan.graph.name},
         )

@@ -33,7 +33,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from dagster import (
     AssetKey,
@@ -42,19 +42,25 @@ from dagster import (
     GraphDefinition,
     JobDefinition,
     OpDefinition,
+    ResourceDefinition,
     ScheduleDefinition,
     in_process_executor,
 )
 from dagster._core.definitions.dependency import IDependencyDefinition, NodeInvocation
 from pydantic import ValidationError
 
-from dagster_defs.compiler import run_config
+from dagster_defs.admission import Admission
+from dagster_defs.compiler import JobCompiler, run_config
+from dagster_defs.observability import RunnerMetrics, TaskTelemetry
 from dagster_defs.runtime import Runtime, open_runtime
 from dagster_defs.schedules import SCHEDULES_SUFFIX, build_schedule, canvas_name, load_schedules
+from dagster_defs.take_recorder import take_output_names as recorded_output_names
 from graph_runtime.canvas import CanvasGraph
 from graph_runtime.errors import TakeflowError
+from graph_runtime.registry import TemplateRegistry
 from graph_runtime.validation import ExecutionPlan
-from stores.projects import Project
+from stores.home import TakeflowHome
+from stores.projects import Project, ProjectCatalog
 
 log = logging.getLogger(__name__)
 
@@ -86,21 +92,9 @@ def saved_canvas_paths(project: Project) -> list[Path]:
 
 
 def take_output_names(plan: ExecutionPlan) -> dict[str, tuple[str, str]]:
-    """Take output key (as in the take's asset key) -> (terminal node id, output port).
-
-    Mirrors the runner: a port name alone when it is unique among the terminal nodes, else
-    ``<node>.<port>``; the asset key writes ``.`` as ``__``.
-    """
-    counts: dict[str, int] = {}
-    for nid in plan.terminal:
-        for out in plan.node(nid).template.outputs:
-            counts[out.name] = counts.get(out.name, 0) + 1
-    names: dict[str, tuple[str, str]] = {}
-    for nid in plan.terminal:
-        for out in plan.node(nid).template.outputs:
-            key = out.name if counts[out.name] == 1 else f"{nid}.{out.name}"
-            names[key.replace(".", "__")] = (nid, out.name)
-    return names
+    """Take output key (as in the take's asset key, ``.`` written ``__``) -> (terminal node
+    id, output port); the names are the take recorder's."""
+    return {k.replace(".", "__"): v for k, v in recorded_output_names(plan).items()}
 
 
 def uploaded_asset_key(project_id: str, uri: str) -> AssetKey:
@@ -230,9 +224,25 @@ def _with_unique_op_names(graph: GraphDefinition) -> GraphDefinition:
     )
 
 
-def _location_job(runtime: Runtime, canvas: SavedCanvas, shared: bool) -> JobDefinition:
+class DefinitionsSource(Protocol):
+    """What the code location is built from: no runner, no workers, no open state."""
+
+    @property
+    def home(self) -> TakeflowHome: ...
+
+    @property
+    def projects(self) -> ProjectCatalog: ...
+
+    @property
+    def admission(self) -> Admission: ...
+
+    @property
+    def compiler(self) -> JobCompiler: ...
+
+
+def _location_job(source: DefinitionsSource, canvas: SavedCanvas, shared: bool) -> JobDefinition:
     """The compiler's job for a canvas, re-wrapped with its tags and default run config."""
-    base = runtime.runner.compiler.job_for(canvas.plan, with_takes=True)
+    base = source.compiler.job_for(canvas.plan, with_takes=True)
     tags = {"takeflow/graph": canvas.graph.name}
     if not shared:
         tags |= {
@@ -251,19 +261,20 @@ def _location_job(runtime: Runtime, canvas: SavedCanvas, shared: bool) -> JobDef
         description=description,
         executor_def=in_process_executor,
         logger_defs=dict(base.loggers),
+        resource_defs=dict(base.resource_defs),
         tags=tags,
         config=run_config(canvas.plan),
     )
 
 
-def load_canvases(runtime: Runtime, errors: list[str]) -> list[SavedCanvas]:
+def load_canvases(source: DefinitionsSource, errors: list[str]) -> list[SavedCanvas]:
     """Every project's saved canvases that parse and validate; problems go to ``errors``."""
     canvases = []
-    for project in runtime.projects.list():
+    for project in source.projects.list():
         for path in saved_canvas_paths(project):
             try:
                 graph = CanvasGraph.model_validate_json(path.read_text())
-                plan = runtime.runner.plan(graph)
+                plan = source.admission.validate(graph)
             except (OSError, ValidationError, TakeflowError) as exc:
                 message = getattr(exc, "message", None) or str(exc).splitlines()[0]
                 errors.append(f"{project.id}/{path.relative_to(project.path)}: {message}")
@@ -273,23 +284,24 @@ def load_canvases(runtime: Runtime, errors: list[str]) -> list[SavedCanvas]:
     return canvases
 
 
-def build_definitions(runtime: Runtime) -> Definitions:
-    """Jobs, schedules and asset specs for every saved canvas in the runtime's home."""
+def build_definitions(source: DefinitionsSource) -> Definitions:
+    """Jobs, schedules and asset specs for every saved canvas in the source's home (a
+    ``Runtime`` or the location's own ``LocationSource``)."""
     errors: list[str] = []
-    canvases = load_canvases(runtime, errors)
+    canvases = load_canvases(source, errors)
     users: dict[str, set[tuple[str, str]]] = {}
     for canvas in canvases:
-        name = runtime.runner.compiler.register_plan(canvas.plan)
+        name = source.compiler.register_plan(canvas.plan)
         users.setdefault(name, set()).add((canvas.project_id, canvas.graph.context.shot))
 
     jobs: dict[str, JobDefinition] = {}
     schedules: list[ScheduleDefinition] = []
     specs = _SpecBuilder()
     for canvas in canvases:
-        job_name = runtime.runner.compiler.register_plan(canvas.plan)
+        job_name = source.compiler.register_plan(canvas.plan)
         shots = [canvas.graph.context.shot]
         if job_name not in jobs:
-            jobs[job_name] = _location_job(runtime, canvas, shared=len(users[job_name]) > 1)
+            jobs[job_name] = _location_job(source, canvas, shared=len(users[job_name]) > 1)
         try:
             saved = load_schedules(canvas.path)
             for entry in saved:
@@ -300,7 +312,7 @@ def build_definitions(runtime: Runtime) -> Definitions:
                         canvas=canvas.name,
                         graph=canvas.graph,
                         job=jobs[job_name],
-                        plan_for=runtime.runner.plan,
+                        plan_for=source.admission.validate,
                     )
                 )
                 if entry.shot and entry.shot not in shots:
@@ -316,27 +328,57 @@ def build_definitions(runtime: Runtime) -> Definitions:
         assets=specs.specs(),
         executor=in_process_executor,
         metadata={
-            "takeflow_home": str(runtime.home.path),
+            "takeflow_home": str(source.home.path),
             "load_errors": json.dumps(errors),
             "canvases": len(canvases),
         },
     )
 
 
+@dataclass(frozen=True)
+class LocationSource:
+    """The code location's view of a home: projects and templates to build jobs from, and a
+    compiler whose ``takeflow`` resource opens the home's runtime (without workers) only when
+    a run executes in this process (a run Dagster launched: it is adopted as a task)."""
+
+    home: TakeflowHome
+    projects: ProjectCatalog
+    admission: Admission
+    compiler: JobCompiler
+
+    @classmethod
+    def open(cls, home: str | Path | None = None) -> LocationSource:
+        takeflow_home = TakeflowHome.resolve(home)
+        projects = ProjectCatalog(takeflow_home.path)
+        admission = Admission(TemplateRegistry.discover(), projects, TaskTelemetry(RunnerMetrics()))
+        source: LocationSource | None = None
+
+        def bridge(_init_context: Any) -> Any:
+            assert source is not None
+            runtime = _run_runtime(source)
+            return runtime.runner.backend
+
+        source = cls(takeflow_home, projects, admission, JobCompiler(ResourceDefinition(bridge)))
+        return source
+
+
 _runtime: Runtime | None = None
 _runtime_lock = threading.Lock()
 
 
-def location_runtime() -> Runtime:
-    """The runtime of this code location process: opened once, without worker threads."""
+def _run_runtime(source: LocationSource) -> Runtime:
+    """The runtime that runs adopted runs in this process: opened once, without workers (so
+    it never recovers or queues), knowing every job of the location."""
     global _runtime
     with _runtime_lock:
         if _runtime is None:
-            _runtime = open_runtime(workers=0)
+            _runtime = open_runtime(source.home.path, workers=0)
             atexit.register(_runtime.close)
+        for plan in source.compiler.registered_plans():
+            _runtime.compiler.register_plan(plan)
         return _runtime
 
 
 def takeflow_definitions() -> Definitions:
     """Entry point named by ``workspace.yaml``: the definitions of ``$TAKEFLOW_HOME``."""
-    return build_definitions(location_runtime())
+    return build_definitions(LocationSource.open())

@@ -2,13 +2,15 @@
 and Redis (live fan-out). Selected by ``TAKEFLOW_DATABASE_URL`` (or ``distributed.database_url``
 in ``<home>/config.json``); without it Takeflow stays the embedded single process.
 
-``DistributedRunner`` is the embedded ``TaskRunner`` with the process-local parts swapped out:
-- submit: task row, ``task.submitted`` and the queue job in ONE transaction (a batch in one too);
-- claim: an atomic ``queued -> running`` in the task row with a new epoch and a lease, the plan
-  re-made from the stored graph (any worker can run any task);
+``DistributedRunner`` is the embedded ``TaskRunner`` with its process-local rooms swapped:
+- pool: ``put`` enqueues a procrastinate job in the submit transaction (task row,
+  ``task.submitted`` and job commit together; ``batch()`` makes a batch one transaction);
+- lifecycle: each move and its event in one transaction; in a worker, ``queued -> running`` is a
+  claim in the task row (new epoch, lease) and the plan is re-made from the stored graph;
+- histories: one git writer per project across processes (advisory lock);
 - cancel: queued tasks in the row (only while unclaimed); running ones through a flag the owning
   worker reads with its heartbeat;
-- recovery: no start-up sweep of everything; ``Sweeper`` fails only tasks whose lease expired.
+- recovery: no start-up sweep; ``Sweeper`` fails only tasks whose lease expired.
 """
 
 from __future__ import annotations
@@ -23,14 +25,18 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
-from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster import DagsterInstance
 
+from dagster_defs.commits import ProjectHistories
+from dagster_defs.lifecycle import TaskLifecycle
+from dagster_defs.node_executor import TaskExecution
 from dagster_defs.queue import JobQueue, queue_for
-from dagster_defs.runner import TaskRunner, _Execution
-from graph_runtime.canvas import CanvasGraph
+from dagster_defs.runner import TaskRunner
+from dagster_defs.workers import QueueItem
 from graph_runtime.errors import TakeflowError
-from graph_runtime.events import EventType
+from graph_runtime.events import TaskFailed
 from graph_runtime.tasks import TaskRecord, TaskStatus
+from graph_runtime.validation import ExecutionPlan
 from stores.postgres.state import LeaseLostError, PostgresState
 
 log = logging.getLogger(__name__)
@@ -66,23 +72,73 @@ def worker_identity() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-class _Jobs:
-    """Stands in for the runner's in-memory queue: ``put`` enqueues a queue job on the
-    connection of the submit transaction."""
+class _JobPool:
+    """Stands in for the embedded ``WorkerPool``: ``put`` enqueues a queue job on the
+    connection of the submit transaction; execution is the job queue's (``server/worker.py``)."""
+
+    total = 0
+    closed = False
 
     def __init__(self, runner: DistributedRunner) -> None:
         self._runner = runner
 
-    def put(self, item: tuple[int, int, str]) -> None:
-        neg_priority, _, task_id = item
+    def put(self, task_id: str, plan: ExecutionPlan, project: Any, priority: int) -> None:
         runner = self._runner
-        plan = runner._plans.pop(task_id, None)  # workers re-plan from the stored graph
-        queue = queue_for(plan) if plan is not None else "cpu"
         with runner.pg.transaction() as conn:
-            runner.jobs.defer(conn, task_id, queue, -neg_priority)
+            runner.jobs.defer(conn, task_id, queue_for(plan), priority)
 
-    def qsize(self) -> int:
+    def depth(self) -> int:
         return self._runner.queue_depth()
+
+    def busy(self) -> int:
+        return len(self._runner._signals)
+
+    def alive(self) -> int:
+        return 0
+
+    def start(self) -> None:
+        pass
+
+    def stop_taking_work(self) -> None:
+        pass
+
+    def join(self, timeout: float) -> bool:
+        return True
+
+
+class _AtomicLifecycle(TaskLifecycle):
+    """Each move's status change and its event in one transaction: a reader never sees a
+    terminal status without its terminal event, nor a claim without ``task.started``."""
+
+    store: Any
+
+    def claim(self, task_id: str, run_id: str, job_name: str) -> TaskRecord | None:
+        with self.store.transaction():
+            return super().claim(task_id, run_id, job_name)
+
+    def finish(
+        self, task_id: str, status: TaskStatus, payload: Any, **kw: Any
+    ) -> TaskRecord | None:
+        with self.store.transaction():
+            return super().finish(task_id, status, payload, **kw)
+
+    def cancel_queued(self, task_id: str) -> TaskRecord | None:
+        with self.store.transaction():
+            return super().cancel_queued(task_id)
+
+
+class _LockedHistories(ProjectHistories):
+    """One git writer per project at a time across every process (a transaction-level advisory
+    lock keyed by the project), so commits never collide on ``.git/index.lock``."""
+
+    def __init__(self, metrics: Any, state: PostgresState) -> None:
+        super().__init__(metrics)
+        self._state = state
+
+    def commit(self, project: Any, paths: Any, message: str, trace_context: Any = None) -> Any:
+        with self._state.transaction() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"git:{project.id}",))
+            return super().commit(project, paths, message, trace_context)
 
 
 class DistributedRunner(TaskRunner):
@@ -97,12 +153,16 @@ class DistributedRunner(TaskRunner):
         **kwargs: Any,
     ) -> None:
         kwargs["workers"] = 0  # execution is driven by the job queue (server/worker.py)
-        kwargs["recover"] = False  # the Sweeper handles dead workers, by lease
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, **kwargs)  # no workers: no start-up recovery (the Sweeper's)
         self.settings = settings
         self.jobs = jobs
         self.worker_id = worker_id or worker_identity()
-        self._queue = _Jobs(self)  # type: ignore[assignment]
+        self.pg.claim_as(self.worker_id, settings.lease_s)
+        self.lifecycle = _AtomicLifecycle(self.pg, self.bus, self.telemetry)
+        self.histories = _LockedHistories(self.metrics, self.pg)
+        self.completion.lifecycle = self.lifecycle
+        self.completion.histories = self.histories
+        self.pool = _JobPool(self)  # type: ignore[assignment]
 
     @property
     def pg(self) -> PostgresState:
@@ -117,85 +177,58 @@ class DistributedRunner(TaskRunner):
         with self.pg.transaction():
             yield
 
-    def submit(self, graph: CanvasGraph, **kwargs: Any) -> TaskRecord:
+    def submit(self, work: Any, **kwargs: Any) -> TaskRecord:
         with self.pg.transaction():
-            return super().submit(graph, **kwargs)
+            return super().submit(work, **kwargs)
 
-    # -- claim and run (worker processes) -----------------------------------------------------
+    # -- run (worker processes) ---------------------------------------------------------------
 
     def run_task(self, task_id: str) -> None:
-        """Run one queued task in this process (called by the queue worker, one thread each)."""
-        self._execute(task_id)
-
-    def _claim(self, task_id: str) -> _Execution | None:
-        record = self.pg.claim(task_id, self.worker_id, self.settings.lease_s)
-        if record is None:
-            return None  # cancelled, or already taken
+        """Run one queued task in this process (called by the queue worker, one thread each);
+        the plan is made again from the stored graph, so any worker can run any task."""
+        record = self.pg.get(task_id)
+        if record is None or record.status != TaskStatus.QUEUED:
+            return  # cancelled, or already taken
         try:
-            graph = {k: v for k, v in record.graph.items() if k != "x-metadata"}
-            plan = self.plan(CanvasGraph.model_validate(graph))
-            project = self.projects.get(record.project_id) if record.project_id else None
+            work = self.admission.readmit(record)
         except TakeflowError as exc:  # e.g. a template this worker lacks
-            record = self.pg.update(
-                task_id, status=TaskStatus.FAILED, finished_at=time.time(), error=exc.to_dict()
-            )
-            self._emit_raw(record, EventType.TASK_FAILED, exc.to_dict())
-            self.pg.release(task_id)
-            return None
-        execution = _Execution(record, plan, project, cache_keys=self._cache_keys(plan))
-        with self._lock:
-            self._by_task[task_id] = execution
-        return execution
+            self.lifecycle.fail_queued(task_id, exc.to_dict())
+            return
+        self._execute(QueueItem(-record.priority, 0, task_id, work.plan, work.project))
 
-    def _finish(self, execution: _Execution, *args: Any, **kwargs: Any) -> None:
-        """Terminal status and terminal event in one transaction (a reader never sees one
-        without the other)."""
+    def _conclude(self, execution: TaskExecution, success: bool, dagster_error: str | None) -> None:
         try:
-            with self.pg.transaction():
-                super()._finish(execution, *args, **kwargs)
+            super()._conclude(execution, success, dagster_error)
         finally:
-            self.pg.release(execution.record.task_id)
-            with self._lock:
-                self._by_task.pop(execution.record.task_id, None)
-
-    def _commit(self, project: Any, take: Any, record: TaskRecord) -> str | None:
-        """One git writer per project at a time across every process (a transaction-level
-        advisory lock keyed by the project), so commits never collide on ``.git/index.lock``."""
-        with self.pg.transaction() as conn:
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"git:{project.id}",))
-            return super()._commit(project, take, record)
+            self.pg.release(execution.task_id)
 
     def keep_leases(self) -> None:
         """Extend this worker's leases; pass on cancel requests; stop tasks whose lease is lost."""
         alive = self.pg.heartbeat(self.worker_id, self.settings.lease_s)
-        for task_id, execution in list(self._by_task.items()):
+        for task_id, signal in list(self._signals.items()):
             if task_id in self.pg.lost:
-                if execution.stop_error is None:
-                    execution.stop_error = LeaseLostError(
+                signal.stop(
+                    LeaseLostError(
                         f"worker {self.worker_id} lost its lease on task {task_id}",
                         task_id=task_id,
                     )
-                execution.cancel.set()
+                )
             elif alive.get(task_id):
-                execution.cancel.set()
+                signal.request_cancel()
 
     # -- cancel, wait, gauges (any process) ---------------------------------------------------
 
     def cancel(self, task_id: str) -> TaskRecord:
         record = self.get(task_id)
         if record.status == TaskStatus.QUEUED:
-            with self.pg.transaction():
-                cancelled = self.pg.update_if(
-                    task_id, TaskStatus.QUEUED, status=TaskStatus.CANCELLED, finished_at=time.time()
-                )
-                if cancelled is not None:
-                    self._emit_raw(cancelled, EventType.TASK_CANCELLED, {"status": "cancelled"})
-                    return cancelled
+            cancelled = self.lifecycle.cancel_queued(task_id)
+            if cancelled is not None:
+                return cancelled
             record = self.get(task_id)  # a worker claimed it meanwhile
         if record.status == TaskStatus.RUNNING:
-            local = self._by_task.get(task_id)
+            local = self._signals.get(task_id)
             if local is not None:
-                local.cancel.set()
+                local.request_cancel()
             else:
                 self.pg.request_cancel(task_id)
         return record
@@ -246,29 +279,24 @@ class Sweeper:
 
     def sweep(self) -> int:
         runner, failed = self.runner, 0
+        error = {"code": "interrupted", "message": "the worker running this task stopped"}
         for record in runner.pg.expired():
-            data = {"code": "interrupted", "message": "the worker running this task stopped"}
-            event = runner.pg.fail_expired(record.task_id, data)
-            if event is None:
-                continue
+            with runner.pg.transaction():
+                ended = runner.pg.expire(record.task_id, error)
+                if ended is not None:
+                    runner.bus.publish(
+                        ended.task_id, ended.project_id, TaskFailed.of(error, ended.trace_id)
+                    )
+            if ended is None:
+                continue  # renewed meanwhile, or another sweeper was first
             failed += 1
-            for sink in runner._sinks:
-                with contextlib.suppress(Exception):
-                    sink.emit(event)
-            self._fail_dagster_runs(record.task_id)
+            runner.backend.end_runs(ended, "the Takeflow worker running it stopped")
         with runner.pg.transaction() as conn:
             for job_id, task_id in runner.jobs.stalled_jobs(conn, 3 * runner.settings.lease_s):
                 task = runner.pg.get(task_id)
-                runner.jobs.retire(
-                    conn, job_id, requeue=task is not None and task.status == "queued"
-                )
+                queued = task is not None and task.status == TaskStatus.QUEUED
+                runner.jobs.retire(conn, job_id, requeue=queued)
         return failed
-
-    def _fail_dagster_runs(self, task_id: str) -> None:
-        runs = self.instance.get_runs(RunsFilter(tags={"takeflow/task_id": task_id}))
-        for run in runs:
-            if run.status in (DagsterRunStatus.STARTED, DagsterRunStatus.STARTING):
-                self.instance.report_run_failed(run, "the Takeflow worker running it stopped")
 
     def run_forever(self, stop: threading.Event) -> None:
         while not stop.wait(self.runner.settings.sweep_s):

@@ -8,8 +8,13 @@ no-op and costs next to nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -64,3 +69,79 @@ class RunnerMetrics:
     def watch(self, queue_depth: Callable[[], float], running: Callable[[], float]) -> None:
         self.queue_depth.set_function(queue_depth)
         self.running.set_function(running)
+
+
+class TaskTelemetry:
+    """One trace per task and the runner's metrics, kept out of the task logic: it starts and
+    ends each task's root span, opens child spans on request, and is the event bus's publish
+    hook (a span per stored event, except frequent progress; a counter per event type)."""
+
+    def __init__(self, metrics: RunnerMetrics) -> None:
+        self.metrics = metrics
+        self._spans: dict[str, trace.Span] = {}
+        self._lock = threading.Lock()
+
+    def start_task(self, task_id: str) -> trace.Span:
+        """The task's root span, a child of the caller's current span if any."""
+        span = tracer.start_span("takeflow.task", attributes={"takeflow.task_id": task_id})
+        with self._lock:
+            self._spans[task_id] = span
+        return span
+
+    def forget(self, task_id: str) -> None:
+        with self._lock:
+            span = self._spans.pop(task_id, None)
+        if span is not None:
+            span.end()
+
+    def end_task(self, task_id: str, status: str, failed_message: str | None) -> None:
+        with self._lock:
+            span = self._spans.pop(task_id, None)
+        if span is None:
+            return
+        span.set_attribute("takeflow.status", status)
+        if failed_message is not None:
+            span.set_status(trace.StatusCode.ERROR, failed_message)
+        span.end()
+
+    def context(self, task_id: str) -> otel_context.Context | None:
+        span = self._spans.get(task_id)
+        return trace.set_span_in_context(span) if span is not None else None
+
+    def task_span(self, task_id: str) -> AbstractContextManager[Any]:
+        """Make the task's root span current (a no-op context when the task has none)."""
+        span = self._spans.get(task_id)
+        if span is None:
+            return contextlib.nullcontext()
+        return trace.use_span(span, end_on_exit=False)
+
+    def child(
+        self, task_id: str, name: str, record_errors: bool = True, **attributes: Any
+    ) -> AbstractContextManager[Any]:
+        """A child span of the task's root span, current while the block runs (with
+        ``record_errors=False`` the caller decides what an exception means for the span)."""
+        return tracer.start_as_current_span(
+            name,
+            context=self.context(task_id),
+            attributes=attributes or None,
+            record_exception=record_errors,
+            set_status_on_exception=record_errors,
+        )
+
+    # -- EventBus publish hook -------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def publishing(self, type_: str, task_id: str) -> Iterator[None]:
+        if type_ == "task.progress":  # frequent: no span of its own
+            yield
+            return
+        with (
+            self.task_span(task_id),
+            tracer.start_as_current_span(
+                "takeflow.event.publish", attributes={"takeflow.event": type_}
+            ),
+        ):
+            yield
+
+    def published(self, event: Any) -> None:
+        self.metrics.events_published.labels(event.type).inc()

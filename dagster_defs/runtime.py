@@ -9,6 +9,8 @@ from typing import Any
 
 from dagster import DagsterInstance
 
+from dagster_defs.admission import Admission
+from dagster_defs.compiler import JobCompiler
 from dagster_defs.instance import open_runner_instance
 from dagster_defs.runner import TaskRunner
 from graph_runtime.registry import TemplateRegistry
@@ -29,8 +31,18 @@ class Runtime:
     # distributed mode: every process's events, for the server's live hub (None: embedded)
     feed: Any = None
 
-    def close(self) -> None:
-        self.runner.close()
+    @property
+    def admission(self) -> Admission:
+        return self.runner.admission
+
+    @property
+    def compiler(self) -> JobCompiler:
+        return self.runner.compiler
+
+    def close(self, grace_s: float | None = None) -> None:
+        """Stop the runner (running tasks get ``grace_s``, default ``runner.shutdown_grace_s``
+        of the home's config, to finish), then release the state and the instance."""
+        self.runner.close(grace_s)
         if self.feed is not None:
             self.feed.stop()
         self.state.close()
@@ -74,5 +86,6 @@ def open_runtime(
         node_cache=DiskNodeCache(takeflow_home.cache_dir / "nodes"),
         node_timeout_s=float(limits.get("node_timeout_s", 3600.0)),
         memory_limit_mb=float(memory_gb) * 1024 if memory_gb else None,
+        shutdown_grace_s=float(limits.get("shutdown_grace_s", 10.0)),
     )
     return Runtime(takeflow_home, registry, projects, state, instance, runner)

@@ -21,6 +21,17 @@ class TakeflowError(Exception):
     def to_dict(self) -> dict[str, Any]:
         return {"code": self.code, "message": self.message, **self.details}
 
+    def with_defaults(self, **details: Any) -> TakeflowError:
+        """A copy of this error with ``details`` added where it has none of its own (the
+        original, which user code may still hold, is left as it was)."""
+        copy = type(self).__new__(type(self))
+        copy.__dict__.update(self.__dict__)
+        copy.args = self.args
+        copy.details = dict(self.details)
+        for key, value in details.items():
+            copy.details.setdefault(key, value)
+        return copy
+
 
 @dataclass(frozen=True)
 class GraphIssue:
@@ -126,6 +137,13 @@ class TaskCancelledError(TakeflowError):
 
     code = "cancelled"
     http_status = 409
+
+
+class TaskInterruptedError(TakeflowError):
+    """A task ended because its server stopped (crash, kill, or a graceful stop's grace ran out)."""
+
+    code = "interrupted"
+    http_status = 503
 
 
 class TaskNotFoundError(TakeflowError):

@@ -1,14 +1,29 @@
-"""Task events: one sequenced stream per task, stored durably, fanned out to sinks."""
+"""Task events: typed payloads, one sequenced stream per task, stored durably, fanned out to sinks.
+
+Each kind of event is a frozen model (``TaskSubmitted`` ... ``AssetUploaded``), one member of
+the ``EventPayload`` union discriminated by ``type``. Emitters build a model and hand it to
+``EventBus.publish``, which stores it in the ``EventLog`` and then calls every sink; sinks match
+on the model's type. What is stored and sent is ``payload.to_data()``: the model's fields, with
+optional ones only when the emitter set them (``docs/integration.md`` is the wire contract).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Annotated, Any, ClassVar, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from graph_runtime.tasks import TaskResult
+
+log = logging.getLogger(__name__)
 
 
 class EventType(StrEnum):
@@ -28,9 +43,171 @@ TERMINAL_EVENTS = frozenset(
 )
 
 
+class NodeState(StrEnum):
+    """Where one node of a task stands."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class _Payload(BaseModel):
+    """Base of every event payload. Fields listed in ``_always`` (constants such as ``status``)
+    are always sent; other fields with a default only when the emitter set them."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    _always: ClassVar[frozenset[str]] = frozenset()
+
+    trace_id: str | None = None
+
+    def to_data(self) -> dict[str, Any]:
+        """The event's ``data`` as stored and sent (``trace_id`` last, when there is one)."""
+        include = (self.model_fields_set | self._always) - {"type", "trace_id"}
+        data = self.model_dump(mode="json", include=include | set(self.model_extra or {}))
+        if self.trace_id is not None:
+            data["trace_id"] = self.trace_id
+        return data
+
+
+class TaskSubmitted(_Payload):
+    type: Literal["task.submitted"] = "task.submitted"
+    _always = frozenset({"status"})
+    status: Literal["queued"] = "queued"
+    shot_id: str
+    nodes: list[str]
+    estimated_time: float
+    batch_id: str | None
+    batch_size: int | None
+
+
+class TaskStarted(_Payload):
+    type: Literal["task.started"] = "task.started"
+    _always = frozenset({"status"})
+    status: Literal["running"] = "running"
+    dagster_run_id: str
+    adopted: bool | None = None  # only on runs Dagster started itself
+    job_name: str
+
+
+class TaskProgress(_Payload):
+    """``preview_path`` is project-relative; the server sends it as ``preview_url``."""
+
+    type: Literal["task.progress"] = "task.progress"
+    node_id: str
+    progress: float
+    node_progress: float
+    stage: str
+    message: str
+    eta: float | None
+    preview_path: str | None = None
+    preview_url: str | None = None  # events stored before previews were paths
+
+
+class NodeStateChanged(_Payload):
+    type: Literal["node.state"] = "node.state"
+    node_id: str
+    state: NodeState
+    template: str | None = None
+    cached: bool | None = None
+    duration_ms: float | None = None
+    outputs: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+
+
+class TakeCreated(_Payload):
+    type: Literal["take.created"] = "take.created"
+    take: dict[str, Any]
+
+
+class TaskCompleted(_Payload):
+    type: Literal["task.completed"] = "task.completed"
+    _always = frozenset({"status"})
+    status: Literal["completed"] = "completed"
+    execution_time: float
+    takes: list[str]
+    outputs: dict[str, Any]
+    take: dict[str, Any] | None
+    commit: str | None
+    timings_ms: dict[str, float]
+
+    def result(self) -> TaskResult:
+        return TaskResult(
+            self.outputs, self.takes, self.take, self.commit, self.execution_time, self.timings_ms
+        )
+
+
+class TaskFailed(_Payload):
+    """An error's ``to_dict()``: ``code``, ``message`` and the error's own details."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+    type: Literal["task.failed"] = "task.failed"
+    code: str
+    message: str
+
+    @classmethod
+    def of(cls, error: dict[str, Any], trace_id: str | None = None) -> TaskFailed:
+        body = {**error, "trace_id": trace_id} if trace_id else dict(error)
+        return cls.model_validate(body)
+
+    @property
+    def error(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, **(self.model_extra or {})}
+
+
+class TaskCancelled(_Payload):
+    type: Literal["task.cancelled"] = "task.cancelled"
+    _always = frozenset({"status"})
+    status: Literal["cancelled"] = "cancelled"
+    node_id: str | None = None  # set when a running task stopped at a node
+
+
+class AssetUploaded(_Payload):
+    """An upload; its event's ``task_id`` is ``project:<id>``."""
+
+    type: Literal["asset.uploaded"] = "asset.uploaded"
+    asset_id: str
+    uri: str
+    path: str
+    size: int
+    sha256: str
+    filename: str
+    commit: str | None
+    content_type: str
+
+
+EventPayload = Annotated[
+    TaskSubmitted
+    | TaskStarted
+    | TaskProgress
+    | NodeStateChanged
+    | TakeCreated
+    | TaskCompleted
+    | TaskFailed
+    | TaskCancelled
+    | AssetUploaded,
+    Field(discriminator="type"),
+]
+PAYLOADS: tuple[type[_Payload], ...] = (
+    TaskSubmitted, TaskStarted, TaskProgress, NodeStateChanged, TakeCreated, TaskCompleted,
+    TaskFailed, TaskCancelled, AssetUploaded,
+)  # fmt: skip
+_PAYLOAD = TypeAdapter[Any](EventPayload)
+
+
+def parse_payload(type_: str, data: dict[str, Any]) -> EventPayload:
+    """The typed payload of a stored event (``ValidationError`` for an unknown shape)."""
+    result: EventPayload = _PAYLOAD.validate_python({**data, "type": type_})
+    return result
+
+
 @dataclass(frozen=True)
 class TaskEvent:
-    """An event as clients see it. ``seq`` counts per task from 1; ``id`` orders the whole log."""
+    """An event as clients see it. ``seq`` counts per task from 1; ``id`` orders the whole log.
+
+    ``payload`` is the typed model (set when published here, parsed on first use when read
+    back from the log)."""
 
     type: str
     task_id: str
@@ -39,6 +216,17 @@ class TaskEvent:
     timestamp: float
     project_id: str | None
     data: dict[str, Any] = field(default_factory=dict)
+    _payload: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def payload(self) -> EventPayload:
+        if self._payload is None:
+            object.__setattr__(self, "_payload", parse_payload(self.type, self.data))
+        return self._payload  # type: ignore[no-any-return]
+
+    def with_payload(self, payload: EventPayload) -> TaskEvent:
+        object.__setattr__(self, "_payload", payload)
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -70,7 +258,50 @@ class EventLog(Protocol):
         self, after_id: int = 0, project_ids: Iterable[str] | None = None, limit: int = 10_000
     ) -> list[TaskEvent]: ...
 
+    def last_seq(self, task_id: str) -> int | None: ...
+
     def last_id(self) -> int: ...
+
+
+class PublishHook(Protocol):
+    """Telemetry around publishing (a span while the event is stored, counters after)."""
+
+    def publishing(self, type_: str, task_id: str) -> contextlib.AbstractContextManager[Any]: ...
+
+    def published(self, event: TaskEvent) -> None: ...
+
+
+class EventBus:
+    """The one publish path: store the event in the log, then hand it to every sink."""
+
+    def __init__(self, log: EventLog, hooks: Iterable[PublishHook] = ()) -> None:
+        self.log = log
+        self._hooks = tuple(hooks)
+        self._sinks: tuple[EventSink, ...] = ()
+        self._lock = threading.Lock()
+
+    def add_sink(self, sink: EventSink) -> None:
+        with self._lock:
+            self._sinks = (*self._sinks, sink)
+
+    def remove_sink(self, sink: EventSink) -> None:
+        with self._lock:
+            self._sinks = tuple(s for s in self._sinks if s is not sink)
+
+    def publish(self, task_id: str, project_id: str | None, payload: EventPayload) -> TaskEvent:
+        with contextlib.ExitStack() as stack:
+            for hook in self._hooks:
+                stack.enter_context(hook.publishing(payload.type, task_id))
+            event = self.log.append(payload.type, task_id, project_id, payload.to_data())
+            event.with_payload(payload)
+            for sink in self._sinks:
+                try:
+                    sink.emit(event)
+                except Exception:  # a broken sink must not break the run
+                    log.exception("event sink %r failed", sink)
+        for hook in self._hooks:
+            hook.published(event)
+        return event
 
 
 class MemoryEventLog:
@@ -109,6 +340,10 @@ class MemoryEventLog:
         with self._lock:
             found = [e for e in self._events[after_id:] if wanted is None or e.project_id in wanted]
         return found[:limit]
+
+    def last_seq(self, task_id: str) -> int | None:
+        with self._lock:
+            return self._seq.get(task_id)
 
     def last_id(self) -> int:
         return len(self._events)
@@ -153,3 +388,9 @@ class CallbackSink:
 
     def emit(self, event: TaskEvent) -> None:
         self._fn(event)
+
+
+def iter_payloads(events: Iterable[TaskEvent]) -> Iterator[EventPayload]:
+    """The typed payloads of stored events, in order."""
+    for event in events:
+        yield event.payload

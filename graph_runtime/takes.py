@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+import unicodedata
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -34,6 +35,20 @@ def check_project_id(project_id: str) -> str:
             field="project_id",
         )
     return project_id
+
+
+def project_id_from_name(name: str, taken: Callable[[str], bool] = lambda _: False) -> str:
+    """A safe project id for a display name: ``"My Film"`` -> ``my-film``, or ``my-film-2``
+    (``-3`` ...) while ``taken(candidate)`` says the id is in use. Accents are folded to ASCII;
+    a name with no letter or digit gives ``project``."""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9_]+", "-", ascii_name.lower()).strip("-_") or "project"
+    candidate, n = slug[:64], 1
+    while taken(candidate):
+        n += 1
+        suffix = f"-{n}"
+        candidate = slug[: 64 - len(suffix)].rstrip("-_") + suffix
+    return check_project_id(candidate)
 
 
 def check_shot(shot: str) -> str:

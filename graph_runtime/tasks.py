@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Protocol
@@ -25,6 +26,28 @@ class TaskStatus(StrEnum):
 
 
 @dataclass(frozen=True)
+class TaskResult:
+    """What a completed task made: its take (if any), outputs, commit and timings."""
+
+    outputs: dict[str, Any] = field(default_factory=dict)
+    takes: list[str] = field(default_factory=list)
+    take: dict[str, Any] | None = None
+    commit: str | None = None
+    execution_time: float | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TaskOwner:
+    """The process running a task: recovery after a restart only ends tasks whose owner is gone
+    (``started`` tells a reused pid apart)."""
+
+    pid: int
+    host: str
+    started: str
+
+
+@dataclass(frozen=True)
 class TaskRecord:
     task_id: str
     graph: dict[str, Any]
@@ -43,6 +66,22 @@ class TaskRecord:
     error: dict[str, Any] | None = None
     dagster_run_id: str | None = None
     trace_id: str | None = None
+    result: TaskResult | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    owner: TaskOwner | None = None
+
+    def __post_init__(self) -> None:  # records read back from JSON carry plain dicts
+        if isinstance(self.result, dict):
+            object.__setattr__(self, "result", TaskResult(**self.result))
+        if isinstance(self.owner, dict):
+            object.__setattr__(self, "owner", TaskOwner(**self.owner))
+        if isinstance(self.status, str) and not isinstance(self.status, TaskStatus):
+            object.__setattr__(self, "status", TaskStatus(self.status))
+        legacy = self.graph.get("x-metadata") if isinstance(self.graph, dict) else None
+        if legacy is not None:  # a record stored before metadata had its own field
+            graph = {k: v for k, v in self.graph.items() if k != "x-metadata"}
+            object.__setattr__(self, "graph", graph)
+            object.__setattr__(self, "metadata", {**legacy, **self.metadata})
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -66,11 +105,18 @@ class TaskRecord:
 
 
 class TaskStore(Protocol):
+    """Durable task records. ``transition`` is the only way the lifecycle moves a status: it
+    applies ``changes`` when the record's status is one of ``expected``, else returns None."""
+
     def save(self, record: TaskRecord) -> None: ...
 
     def get(self, task_id: str) -> TaskRecord | None: ...
 
     def update(self, task_id: str, **changes: Any) -> TaskRecord: ...
+
+    def transition(
+        self, task_id: str, expected: Collection[TaskStatus], **changes: Any
+    ) -> TaskRecord | None: ...
 
     def list(
         self, status: TaskStatus | None = None, batch_id: str | None = None
@@ -99,12 +145,26 @@ class MemoryTaskStore:
             self._tasks[task_id] = record
             return record
 
+    def transition(
+        self, task_id: str, expected: Collection[TaskStatus], **changes: Any
+    ) -> TaskRecord | None:
+        with self._lock:
+            current = self._tasks.get(task_id)
+            if current is None or current.status not in expected:
+                return None
+            record = replace(current, **changes)
+            self._tasks[task_id] = record
+            return record
+
     def list(
         self, status: TaskStatus | None = None, batch_id: str | None = None
     ) -> list[TaskRecord]:
         return [
             r
-            for r in list(self._tasks.values())
+            for r in sorted(self._tasks.values(), key=lambda r: r.created_at)
             if (status is None or r.status == status)
             and (batch_id is None or r.batch_id == batch_id)
         ]
+
+    def close(self) -> None:
+        """Nothing to release (the store lives in memory)."""

@@ -25,9 +25,13 @@ class PlannedNode:
     upstream: tuple[str, ...]
 
 
+_VALIDATED = object()  # only ``validate_graph`` holds it: a plan is the proof of validation
+
+
 @dataclass(frozen=True)
 class ExecutionPlan:
-    """A graph that passed validation, in topological order."""
+    """A graph that passed validation, in topological order. Only ``validate_graph`` makes
+    one, so code that holds a plan never needs to validate again."""
 
     graph: CanvasGraph
     nodes: tuple[PlannedNode, ...]
@@ -35,6 +39,11 @@ class ExecutionPlan:
     content_hash: str
     structure_hash: str
     by_id: Mapping[str, PlannedNode] = field(repr=False, default_factory=dict)
+    proof: object = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.proof is not _VALIDATED:
+            raise TypeError("an ExecutionPlan is made by validate_graph only")
 
     def node(self, node_id: str) -> PlannedNode:
         return self.by_id[node_id]
@@ -276,4 +285,5 @@ def validate_graph(graph: CanvasGraph, registry: TemplateRegistry) -> ExecutionP
         content_hash=graph.content_hash(),
         structure_hash=graph.structure_hash(),
         by_id={n.node_id: n for n in planned},
+        proof=_VALIDATED,
     )

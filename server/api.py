@@ -12,31 +12,37 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 from litestar.response import File, Response
 from litestar.types import ControllerRouterHandler
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dagster_defs.runtime import Runtime
-from graph_runtime.errors import GitError
-from graph_runtime.events import EventType
+from graph_runtime.events import AssetUploaded
 from graph_runtime.takes import Take
 from server.auth import principal_of
 from server.canvases import CanvasesController
 from server.config import ServerConfig
 from server.errors import FileNotFoundInProjectError, NotCancellableError, ProjectExistsError
 from server.health import HealthChecks
-from server.live import LiveEvents
 from server.submissions import BatchRequest, RunRequest, Submissions, TaskRequest
 from server.uploads import receive_upload
+from server.wire import API, file_url, wire_event
 from stores.projects import Project
 
 log = logging.getLogger(__name__)
-API = "/api/v1"
 
 
 class ProjectRequest(BaseModel):
+    """A new project: its id, its display name, or both (the id is derived from the name)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    project_id: Annotated[str, Field(min_length=1, max_length=64)]
-    name: Annotated[str, Field(max_length=200)] | None = None
+    project_id: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+
+    @model_validator(mode="after")
+    def _id_or_name(self) -> ProjectRequest:
+        if self.project_id is None and self.name is None:
+            raise ValueError("give a 'name' (the id is derived from it) or a 'project_id'")
+        return self
 
 
 class ActiveTakeRequest(BaseModel):
@@ -44,10 +50,6 @@ class ActiveTakeRequest(BaseModel):
 
     shot_id: str
     take_id: str
-
-
-def file_url(project_id: str, rel: str) -> str:
-    return f"{API}/projects/{project_id}/files/{rel}"
 
 
 def take_view(take: Take) -> dict[str, Any]:
@@ -159,7 +161,7 @@ class RunsController(Controller):
     ) -> list[dict[str, Any]]:
         """The stored events of a task after ``after_seq`` (polling alternative to the socket)."""
         runtime.runner.get(task_id)
-        return [e.to_dict() for e in runtime.state.read_task(task_id, after_seq)]
+        return [wire_event(e) for e in runtime.state.read_task(task_id, after_seq)]
 
 
 class ProjectsController(Controller):
@@ -173,15 +175,22 @@ class ProjectsController(Controller):
         runtime: NamedDependency[Runtime],
         request: Request[Any, Any, Any],
     ) -> dict[str, Any]:
-        """Create a project folder with the studio layout, a git repository and LFS."""
+        """Create a project folder with the studio layout, a git repository and LFS.
+
+        Without ``project_id`` the id is derived from ``name``: ``My Film`` -> ``my-film``, or
+        ``my-film-2`` when that one is taken."""
+        project_id = data.project_id
+        if project_id is None:
+            assert data.name is not None  # the request model requires one of them
+            project_id = runtime.projects.free_id(data.name)
         principal = principal_of(request)
         if principal is not None:
-            principal.require(data.project_id)
-        if data.project_id in {p.id for p in runtime.projects.list()}:
+            principal.require(project_id)
+        if project_id in {p.id for p in runtime.projects.list()}:
             raise ProjectExistsError(
-                f"project '{data.project_id}' already exists", project_id=data.project_id
+                f"project '{project_id}' already exists", project_id=project_id
             )
-        return runtime.projects.create(data.project_id, data.name).info()
+        return runtime.projects.create(project_id, data.name).info()
 
     @get("/", sync_to_thread=True)
     def list_projects(
@@ -222,14 +231,11 @@ class ProjectsController(Controller):
         project = runtime.projects.get(project_id)
         take = project.takes.set_active(data.shot_id, data.take_id)
         body = take_view(take)
-        try:
-            body["commit"] = project.repo.commit(
-                [take.directory.rsplit("/", 1)[0]],
-                f"Set {take.take_id} active for {take.shot}",
-            )
-        except GitError as exc:
-            log.warning("could not commit the active take of %s: %s", project_id, exc.message)
-            body["commit"] = None
+        body["commit"] = runtime.runner.histories.commit(
+            project,
+            [take.directory.rsplit("/", 1)[0]],
+            f"Set {take.take_id} active for {take.shot}",
+        )
         return body
 
     @get("/{project_id:str}/commits", sync_to_thread=True)
@@ -269,7 +275,6 @@ class ProjectsController(Controller):
         request: Request[Any, Any, Any],
         runtime: NamedDependency[Runtime],
         config: NamedDependency[ServerConfig],
-        hub: NamedDependency[LiveEvents],
     ) -> dict[str, Any]:
         """Upload a file (multipart field ``file``) into ``01_Assets``; answers its ``asset://``."""
         project: Project = await asyncio.to_thread(runtime.projects.get, project_id)
@@ -282,22 +287,16 @@ class ProjectsController(Controller):
             int(length) if length and length.isdigit() else None,
         )
         body = stored.to_dict()
-        try:
-            body["commit"] = await asyncio.to_thread(
-                project.repo.commit, [stored.path], f"Upload {stored.filename} as {body['uri']}"
-            )
-        except GitError as exc:
-            log.warning("could not commit upload in %s: %s", project_id, exc.message)
-            body["commit"] = None
-        event = await asyncio.to_thread(
-            runtime.state.append,
-            EventType.ASSET_UPLOADED.value,
-            f"project:{project_id}",
-            project_id,
-            {k: v for k, v in body.items() if k != "content_type"}
-            | {"content_type": stored.content_type},
+        body["commit"] = await asyncio.to_thread(
+            runtime.runner.histories.commit,
+            project,
+            [stored.path],
+            f"Upload {stored.filename} as {body['uri']}",
         )
-        hub.dispatch(event)
+        uploaded = AssetUploaded.model_validate(body)
+        event = await asyncio.to_thread(
+            runtime.runner.bus.publish, f"project:{project_id}", project_id, uploaded
+        )
         body["event_id"] = event.id
         return body
 

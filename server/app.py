@@ -1,7 +1,7 @@
 """The Litestar app: one plugin wires the runtime's services into thin controllers.
 
 ``create_app(runtime, config)`` builds the app for an open runtime (tests, embedding);
-``serve(home, host, port, workers)`` opens a runtime and runs it under uvicorn on loopback.
+``serve(home, options)`` opens a runtime and runs it under uvicorn on loopback.
 Every request gets a trace span (``server.observability``); with ``config.auth`` every request
 needs a bearer token and may only touch its projects (``server.auth``).
 """
@@ -13,12 +13,14 @@ import asyncio
 import dataclasses
 import importlib
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import signal
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
-from litestar import Litestar
+from litestar import Litestar, MediaType, Response, get
 from litestar.config.app import AppConfig
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
@@ -27,10 +29,10 @@ from litestar.plugins import InitPluginProtocol
 from litestar.static_files import create_static_files_router
 
 from dagster_defs.runtime import Runtime, open_runtime
-from graph_runtime.errors import ProjectNotFoundError
 from server.api import CONTROLLERS
 from server.auth import AuthMiddleware, ProjectAccess, TokenStore, needs_auth
-from server.config import DEFAULT_PORT, ServerConfig, add_serve_options, serve_options
+from server.config import ServeOptions, ServerConfig, add_serve_options
+from server.demo import ensure_demo
 from server.docs_page import OfflineDocsPlugin
 from server.errors import EXCEPTION_HANDLERS, document_errors
 from server.health import HealthChecks, TemplateFaults
@@ -40,7 +42,6 @@ from server.submissions import Submissions
 from server.websocket import events_socket
 
 log = logging.getLogger(__name__)
-DEMO_PROJECT = "demo"
 
 
 class TakeflowPlugin(InitPluginProtocol):
@@ -109,6 +110,25 @@ def _constant(value: Any) -> Any:
     return provide
 
 
+EDITOR_NOT_BUILT = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Takeflow: the editor is not built</title></head>
+<body style="font-family: sans-serif; max-width: 40em; margin: 3em auto">
+<h1>Takeflow is running, but the canvas editor is not built</h1>
+<p>Build it once, then reload this page:</p>
+<pre>cd web &amp;&amp; npm ci &amp;&amp; npm run build</pre>
+<p>(or run <code>./scripts/install</code>, which also builds it). A build elsewhere can be served
+with <code>takeflow serve --web-dist DIR</code>.</p>
+<p>The API works without it: see <a href="/schema">/schema</a>.</p>
+</body></html>
+"""
+
+
+@get("/", include_in_schema=False, sync_to_thread=False)
+def editor_not_built() -> Response[str]:
+    """``/`` when there is no built editor: how to build it (HTML), instead of a JSON 404."""
+    return Response(EDITOR_NOT_BUILT, status_code=404, media_type=MediaType.HTML)
+
+
 def create_app(runtime: Runtime, config: ServerConfig | None = None) -> Litestar:
     """The Takeflow server for an open runtime (the caller closes the runtime)."""
     config = config or ServerConfig()
@@ -118,6 +138,8 @@ def create_app(runtime: Runtime, config: ServerConfig | None = None) -> Litestar
         handlers.append(
             create_static_files_router(path="/", directories=[web_dist], html_mode=True, name="web")
         )
+    else:
+        handlers.append(editor_not_built)
     return Litestar(
         route_handlers=handlers,
         plugins=[TakeflowPlugin(runtime, config)],
@@ -137,45 +159,42 @@ def create_app(runtime: Runtime, config: ServerConfig | None = None) -> Litestar
     )
 
 
-def ensure_demo(runtime: Runtime) -> None:
-    """The quick-start setup: a ``demo`` project and, when available, the demo diffusion model."""
-    try:
-        runtime.projects.get(DEMO_PROJECT)
-    except ProjectNotFoundError:
-        runtime.projects.create(DEMO_PROJECT, "Demo project")
-        log.info("created project '%s'", DEMO_PROJECT)
-    try:
-        from nodes.diffusion.demo import ensure_demo_model
-    except (ImportError, AttributeError):
+@contextmanager
+def _stop_signals_caught() -> Iterator[None]:
+    """Uvicorn shuts down on SIGTERM/SIGINT and then raises the signal again; with the default
+    handlers SIGTERM would end the process before the runtime could stop its tasks. Here the
+    signal only ends serving; ``serve`` then closes the runtime and returns."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
         return
+    caught: list[int] = []
+    stops = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda sig, _frame: caught.append(sig)) for sig in stops}
     try:
-        ensure_demo_model(runtime.home)
-    except Exception:  # the server is useful without the demo model
-        log.exception("could not prepare the demo diffusion model")
+        yield
+    finally:
+        if caught:
+            log.warning("stopping on %s", signal.Signals(caught[0]).name)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
-def serve(
-    home: str | Path | None = None,
-    host: str = "127.0.0.1",
-    port: int = DEFAULT_PORT,
-    workers: int = 2,
-    demo: bool = False,
-    config: ServerConfig | None = None,
-) -> int:
+def serve(home: str | Path | None = None, options: ServeOptions | None = None) -> int:
     """Open the Takeflow home and serve it with uvicorn until interrupted."""
     import uvicorn
 
-    config = config or ServerConfig(host=host, port=port)
-    config = dataclasses.replace(config, auth=needs_auth(host, config.auth))
+    options = options or ServeOptions()
+    config = options.config
+    config = dataclasses.replace(config, auth=needs_auth(config.host, config.auth))
     configure_tracing(config.trace_exporter)
-    runtime = open_runtime(home, workers=workers)
+    runtime = open_runtime(home, workers=options.workers)
     try:
-        if demo:
+        if options.demo:
             ensure_demo(runtime)
         app = create_app(runtime, config)
         access = "bearer tokens required" if config.auth else "no tokens (loopback only)"
         print(
-            f"Takeflow serving {runtime.home.path} on http://{host}:{port} "
+            f"Takeflow serving {runtime.home.path} on http://{config.host}:{config.port} "
             f"(docs: /schema; {access})",
             flush=True,
         )
@@ -185,9 +204,17 @@ def serve(
                 "`takeflow token create --user NAME --project PROJECT`",
                 flush=True,
             )
-        uvicorn.run(app, host=host, port=port, log_level="warning", ws_ping_interval=20.0)
-    finally:
-        runtime.close()
+        with _stop_signals_caught():
+            uvicorn.run(
+                app,
+                host=config.host,
+                port=config.port,
+                log_level="warning",
+                ws_ping_interval=20.0,
+                ws_per_message_deflate=config.ws_compression,
+            )
+    finally:  # after SIGTERM/SIGINT: running tasks get the grace period, then are interrupted
+        runtime.close(config.shutdown_grace_s)
     return 0
 
 
@@ -195,25 +222,10 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m server.app``: the same as ``takeflow serve`` (used by tests and benches)."""
     parser = argparse.ArgumentParser(prog="python -m server.app")
     parser.add_argument("--home")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--demo", action="store_true")
-    parser.add_argument("--max-upload-bytes", type=int, default=ServerConfig.max_upload_bytes)
-    parser.add_argument("--heartbeat", type=float, default=ServerConfig.heartbeat_s)
-    parser.add_argument("--ws-queue-size", type=int, default=ServerConfig.ws_queue_size)
     add_serve_options(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    config = ServerConfig(
-        host=args.host,
-        port=args.port,
-        max_upload_bytes=args.max_upload_bytes,
-        heartbeat_s=args.heartbeat,
-        ws_queue_size=args.ws_queue_size,
-        **serve_options(args),
-    )
-    return serve(args.home, args.host, args.port, args.workers, args.demo, config)
+    return serve(args.home, ServeOptions.from_args(args))
 
 
 if __name__ == "__main__":

@@ -18,8 +18,8 @@ from litestar.params import FromPath, JSONBody
 from pydantic import ValidationError
 
 from dagster_defs.runtime import Runtime
-from graph_runtime.errors import GitError, UnsafePathError
-from server.errors import RequestError
+from graph_runtime.errors import UnsafePathError
+from server.errors import RequestError, document_issues
 from ui_bridge.document import parse_canvas
 
 log = logging.getLogger(__name__)
@@ -107,23 +107,12 @@ class CanvasesController(Controller):
         try:
             graph = parse_canvas(data)
         except ValidationError as exc:
-            errors = [
-                {
-                    "code": "invalid_canvas",
-                    "field": ".".join(str(p) for p in e["loc"]),
-                    "message": e["msg"],
-                }
-                for e in exc.errors()
-            ]
+            errors = [i.to_dict() for i in document_issues(exc, data, code="invalid_canvas")]
             raise InvalidCanvasError(
                 f"the canvas is not a valid document ({len(errors)} problem(s))", errors=errors
             ) from None
         body = graph.model_dump(mode="json", exclude_none=True)
         project.fs.makedirs(project.abs(CANVAS_DIR), exist_ok=True)
         project.fs.pipe_file(project.abs(rel), (json.dumps(body, indent=2) + "\n").encode())
-        try:
-            commit: str | None = project.repo.commit([rel], f"Save canvas {name}")
-        except GitError as exc:
-            log.warning("could not commit canvas %s in %s: %s", name, project_id, exc.message)
-            commit = None
+        commit = runtime.runner.histories.commit(project, [rel], f"Save canvas {name}")
         return {"name": name, "path": rel, "commit": commit, "nodes": len(graph.nodes)}

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 DEFAULT_PORT = 8470
 MiB = 1024 * 1024
@@ -17,6 +16,8 @@ class ServerConfig:
 
     ``max_upload_bytes`` caps one uploaded asset; ``ws_queue_size`` bounds the events buffered
     for one WebSocket client before it is caught up from the durable log instead;
+    ``ws_compression`` offers permessage-deflate (off: events are small, and deflate is paid
+    per message and per connection, the largest cost of a fan-out to many clients);
     ``heartbeat_s`` is the idle interval between heartbeats; ``health_timeout_s`` bounds the
     data-flow check of ``GET /health``; ``web_dist`` is a built editor to serve at ``/``.
     ``auth`` requires bearer tokens (``server.auth``; forced on beyond loopback);
@@ -24,7 +25,9 @@ class ServerConfig:
     where ``serve`` sends spans; ``plugins`` are modules whose ``install(runtime)`` runs at
     start (extensions and test fault injection; none by default); ``template_fault_window_s``
     is how long a template that raised or hung keeps ``/health`` degraded unless it runs
-    cleanly again.
+    cleanly again. ``shutdown_grace_s`` is how long running tasks may finish after SIGTERM or
+    SIGINT before they are ended as interrupted (default: ``runner.shutdown_grace_s`` of the
+    home's ``config.json``, else 10 s).
     """
 
     host: str = "127.0.0.1"
@@ -33,6 +36,7 @@ class ServerConfig:
     max_body_bytes: int = 1 * MiB
     max_graph_nodes: int = 500
     ws_queue_size: int = 1024
+    ws_compression: bool = False
     heartbeat_s: float = 15.0
     health_timeout_s: float = 10.0
     max_batch_size: int = 1000
@@ -41,6 +45,7 @@ class ServerConfig:
     trace_exporter: str = "none"
     plugins: tuple[str, ...] = ()
     template_fault_window_s: float = 300.0
+    shutdown_grace_s: float | None = None
 
     @staticmethod
     def default_web_dist() -> Path | None:
@@ -49,8 +54,48 @@ class ServerConfig:
         return dist if (dist / "index.html").exists() else None
 
 
+@dataclass(frozen=True)
+class ServeOptions:
+    """One ``serve`` start: the server's config plus how its runtime is opened.
+
+    Both entry points (``takeflow serve`` and ``python -m server.app``) parse the same options
+    (``add_serve_options``) into this one model (``from_args``).
+    """
+
+    config: ServerConfig = field(default_factory=ServerConfig)
+    workers: int = 2
+    demo: bool = False
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ServeOptions:
+        config = ServerConfig(
+            host=args.host,
+            port=args.port,
+            max_upload_bytes=args.max_upload_bytes,
+            heartbeat_s=args.heartbeat,
+            ws_queue_size=args.ws_queue_size,
+            ws_compression=args.ws_compression,
+            auth=args.auth,
+            trace_exporter=args.trace_exporter,
+            plugins=tuple(args.plugin),
+            max_body_bytes=args.max_body_bytes,
+            max_graph_nodes=args.max_graph_nodes,
+            template_fault_window_s=args.template_fault_window,
+            web_dist=args.web_dist,
+            shutdown_grace_s=args.grace,
+        )
+        return cls(config=config, workers=args.workers, demo=args.demo)
+
+
 def add_serve_options(parser: argparse.ArgumentParser) -> None:
-    """Options shared by ``takeflow serve`` and ``python -m server.app``."""
+    """The options of ``takeflow serve`` and ``python -m server.app`` (read by ``ServeOptions``)."""
+    defaults = ServerConfig
+    parser.add_argument("--host", default=defaults.host)
+    parser.add_argument("--port", type=int, default=defaults.port)
+    parser.add_argument("--workers", type=int, default=ServeOptions.workers)
+    parser.add_argument(
+        "--demo", action="store_true", help="create a 'demo' project (and demo model) if missing"
+    )
     parser.add_argument(
         "--auth",
         action="store_true",
@@ -59,7 +104,7 @@ def add_serve_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--trace-exporter",
         choices=("none", "console", "otlp"),
-        default=ServerConfig.trace_exporter,
+        default=defaults.trace_exporter,
         help="where finished trace spans go (trace ids are recorded either way)",
     )
     parser.add_argument(
@@ -69,22 +114,44 @@ def add_serve_options(parser: argparse.ArgumentParser) -> None:
         metavar="MODULE",
         help="import MODULE and call its install(runtime) at start (repeatable)",
     )
-    parser.add_argument("--max-body-bytes", type=int, default=ServerConfig.max_body_bytes)
-    parser.add_argument("--max-graph-nodes", type=int, default=ServerConfig.max_graph_nodes)
+    parser.add_argument("--max-upload-bytes", type=int, default=defaults.max_upload_bytes)
+    parser.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes)
+    parser.add_argument("--max-graph-nodes", type=int, default=defaults.max_graph_nodes)
+    parser.add_argument(
+        "--heartbeat",
+        type=float,
+        default=defaults.heartbeat_s,
+        help="seconds between WebSocket heartbeats when idle",
+    )
+    parser.add_argument(
+        "--ws-queue-size",
+        type=int,
+        default=defaults.ws_queue_size,
+        help="events buffered per WebSocket client before it is caught up from the log",
+    )
+    parser.add_argument(
+        "--ws-compression",
+        action="store_true",
+        help="offer permessage-deflate on WebSockets (costs CPU per message and client)",
+    )
+    parser.add_argument(
+        "--web-dist",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="the built editor to serve at / (default: web/dist of the source tree)",
+    )
     parser.add_argument(
         "--template-fault-window",
         type=float,
-        default=ServerConfig.template_fault_window_s,
+        default=defaults.template_fault_window_s,
         help="seconds a template that failed or hung keeps /health degraded",
     )
-
-
-def serve_options(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "auth": args.auth,
-        "trace_exporter": args.trace_exporter,
-        "plugins": tuple(args.plugin),
-        "max_body_bytes": args.max_body_bytes,
-        "max_graph_nodes": args.max_graph_nodes,
-        "template_fault_window_s": args.template_fault_window,
-    }
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="on SIGTERM/SIGINT, how long running tasks may finish before they are ended as "
+        "interrupted (default: runner.shutdown_grace_s in the home's config.json, else 10)",
+    )

@@ -8,12 +8,14 @@ parse a framework's error page, and nothing a client sends can produce a 500.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
+from pydantic import ValidationError as PydanticValidationError
 
-from graph_runtime.errors import TakeflowError
+from graph_runtime.errors import GraphIssue, TakeflowError
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,35 @@ _HTTP_CODES = {
 }
 
 
+def field_issue(
+    code: str, loc: Sequence[Any], message: str, document: Any = None, **extra: Any
+) -> GraphIssue:
+    """One refused field as an API issue: ``code``, ``field`` (dotted location), a message that
+    names the field, and, inside a graph document's ``nodes``, the node id and port."""
+    where = ".".join(str(p) for p in loc)
+    node_id = port = None
+    raw_nodes = document.get("nodes") if isinstance(document, Mapping) else None
+    nodes: list[Any] = raw_nodes if isinstance(raw_nodes, list) else []
+    if len(loc) >= 2 and loc[0] == "nodes" and isinstance(loc[1], int) and loc[1] < len(nodes):
+        raw = nodes[loc[1]]
+        if isinstance(raw, dict) and isinstance(raw.get("id"), str):
+            node_id = raw["id"]
+        if len(loc) >= 4 and loc[2] == "inputs":
+            port = str(loc[3])
+    text = f"{where}: {message}" if where else message
+    return GraphIssue(code, text, node_id=node_id, port=port, extra={"field": where, **extra})
+
+
+def document_issues(
+    exc: PydanticValidationError, document: Any = None, code: str = "invalid_document"
+) -> list[GraphIssue]:
+    """The one mapping from pydantic's errors to API issues (see ``field_issue``)."""
+    return [
+        field_issue(code, list(err["loc"]), err["msg"], document)
+        for err in exc.errors(include_url=False)
+    ]
+
+
 def error_body(exc: TakeflowError) -> dict[str, Any]:
     return exc.to_dict()
 
@@ -73,22 +104,20 @@ def takeflow_error_handler(request: Request[Any, Any, Any], exc: TakeflowError) 
 def validation_error_handler(
     request: Request[Any, Any, Any], exc: ValidationException
 ) -> Response[Any]:
-    errors = []
-    for item in exc.extra if isinstance(exc.extra, list) else []:
-        if isinstance(item, dict):
-            entry = {"message": str(item.get("message", ""))}
-            if item.get("key"):
-                entry["field"] = str(item["key"])
-            if item.get("source"):
-                entry["source"] = str(item["source"])
-            errors.append(entry)
-    message = "; ".join(
-        f"{e['field']}: {e['message']}" if "field" in e else e["message"] for e in errors
-    )
+    issues = [
+        field_issue(
+            "invalid_request",
+            str(item["key"]).split(".") if item.get("key") else [],
+            str(item.get("message", "")),
+            **({"source": str(item["source"])} if item.get("source") else {}),
+        )
+        for item in (exc.extra if isinstance(exc.extra, list) else [])
+        if isinstance(item, dict)
+    ]
     body = {
         "code": "invalid_request",
-        "message": message or "the request is invalid",
-        "errors": errors,
+        "message": "; ".join(i.message for i in issues) or "the request is invalid",
+        "errors": [i.to_dict() for i in issues],
     }
     return Response(body, status_code=422)
 

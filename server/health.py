@@ -1,4 +1,5 @@
-"""``GET /health``: one check per service, plus a tiny task pushed through the whole pipeline.
+"""``GET /health``: one check per service, plus a tiny task pushed through the whole pipeline
+(and removed again, so probes leave no task, event, Dagster run or cache entry behind).
 
 A failed check of a service the runtime cannot work without (event log, storage, Dagster,
 runner, data flow) makes the server ``unhealthy``; git or LFS missing makes it ``degraded``:
@@ -21,11 +22,12 @@ from typing import Any
 
 from dagster_defs.runtime import Runtime
 from graph_runtime.canvas import RunContext, single_node_graph
-from graph_runtime.events import EventType, TaskEvent
-from graph_runtime.tasks import TaskStatus
+from graph_runtime.events import EventType, NodeState, NodeStateChanged, TaskEvent
+from graph_runtime.tasks import TaskRecord, TaskStatus
 
 OK, DEGRADED, FAILED = "ok", "degraded", "failed"
 CRITICAL = frozenset({"event_log", "storage", "dagster_instance", "runner", "data_flow"})
+PROBE_USER = "health"
 
 
 @dataclass
@@ -70,20 +72,21 @@ class TemplateFaults:
     def emit(self, event: TaskEvent) -> None:
         if event.type != EventType.NODE_STATE:
             return
-        key = (event.task_id, str(event.data.get("node_id")))
-        state = event.data.get("state")
+        change = event.payload
+        assert isinstance(change, NodeStateChanged)
+        key = (event.task_id, change.node_id)
         with self._lock:
-            if state == "running":
-                self._running[key] = str(event.data.get("template", "")).split("@")[0]
+            if change.state == NodeState.RUNNING:
+                self._running[key] = (change.template or "").split("@")[0]
                 return
             template = self._running.pop(key, None)
-            error = event.data.get("error") or {}
+            error = change.error or {}
             template = template or error.get("template_id")
             if not template:
                 return
-            if state == "completed":
+            if change.state == NodeState.COMPLETED:
                 self._faults.pop(template, None)
-            elif state == "failed" and error.get("code") in self.FAULT_CODES:
+            elif change.state == NodeState.FAILED and error.get("code") in self.FAULT_CODES:
                 self._faults[template] = TemplateFault(
                     template, error["code"], str(error.get("message", "")), event.task_id,
                     time.time(),
@@ -201,12 +204,22 @@ class HealthChecks:
         return Check("runner", status, message, details=details)
 
     def _data_flow(self) -> Check:
-        graph = single_node_graph("number", {"value": 1.0}, context=RunContext(user="health"))
-        record = self.runtime.runner.submit(graph, user="health", priority=100)
+        """A probe task through queue, worker, Dagster and event log, removed once it passed.
+
+        It runs the uncacheable ``delay`` template (0 s), so its op really runs every time and
+        writes no node-cache entry; a completed probe's task record, events and Dagster run are
+        deleted, so probes never show up among the user's tasks, events or runs. A probe that
+        fails or times out is kept (its id is in the check's details) for the operator.
+        """
+        graph = single_node_graph(
+            "delay", {"seconds": 0.0, "steps": 1, "value": "ok"}, context=RunContext(user="health")
+        )
+        runner = self.runtime.runner
+        record = runner.submit(graph, user=PROBE_USER, priority=100)
         try:
-            done = self.runtime.runner.wait(record.task_id, timeout=self.timeout_s)
+            done = runner.wait(record.task_id, timeout=self.timeout_s)
         except TimeoutError:
-            self.runtime.runner.cancel(record.task_id)
+            runner.cancel(record.task_id)
             return Check(
                 "data_flow",
                 FAILED,
@@ -221,12 +234,18 @@ class HealthChecks:
                 f"probe task ended {done.status.value}: {done.error}",
                 details={"task_id": record.task_id, "events": events},
             )
+        self._forget_probe(done)
         return Check(
             "data_flow",
             OK,
-            "a probe task ran through runner, Dagster and event log",
-            details={"task_id": record.task_id, "events": events},
+            "a probe task ran through runner, Dagster and event log (then was removed)",
+            details={"events": events},
         )
+
+    def _forget_probe(self, record: TaskRecord) -> None:
+        if record.dagster_run_id and self.runtime.instance.has_run(record.dagster_run_id):
+            self.runtime.instance.delete_run(record.dagster_run_id)
+        self.runtime.state.delete_task(record.task_id)
 
     def _run(self, name: str, fn: Callable[[], Check]) -> Check:
         started = time.perf_counter()

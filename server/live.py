@@ -7,6 +7,10 @@ events may overlap (a subscriber registers interest first, then replays the log)
 overlap is dropped there; a gap (an event arrived out of order, or a queue overflowed) is filled
 from the log. So a client sees every event of its tasks exactly once, in sequence order, and a
 slow client only ever costs its own queue: the runner never waits on a socket.
+
+Fan-out cost: an event is encoded to JSON once (``LiveEvents.wire``, msgspec), not once per
+connection; a connection's pump drains everything queued per wake-up, and its heartbeat is one
+timer per idle period rather than a timeout per event (see docs/runner-design.md).
 """
 
 from __future__ import annotations
@@ -15,18 +19,34 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from dagster_defs.observability import RunnerMetrics
 from graph_runtime.events import TaskEvent
+from server.wire import wire_event
 from stores.sqlite_state import SqliteState
 
 log = logging.getLogger(__name__)
 
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+Send = Callable[[str], Awaitable[None]]  # one JSON text message to the client
 _REPLAY_PAGE = 5_000
+_WIRE_CACHE = 4_096  # encoded events kept for connections that send them soon after
+_encoder = msgspec.json.Encoder(enc_hook=str)
+
+
+def encode_message(message: dict[str, Any]) -> str:
+    """A server message as compact JSON text (values JSON cannot hold are written as text)."""
+    return _encoder.encode(message).decode()
+
+
+def encode_event(event: TaskEvent) -> str:
+    """The wire form of an event (``server.wire.wire_event``, docs/integration.md)."""
+    return encode_message(wire_event(event))
 
 
 @dataclass
@@ -75,7 +95,8 @@ class Connection:
         self.hub = hub
         self.user_id = user_id
         self._send = send
-        self.queue: asyncio.Queue[TaskEvent] = asyncio.Queue(maxsize=queue_size)
+        self.queue_size = queue_size
+        self.pending: deque[TaskEvent] = deque()  # offered, not yet delivered (bounded)
         self.tasks: dict[str, int] = {}  # explicitly followed task -> last seq delivered
         self.projects: dict[str, int] = {}  # followed project -> id floor (events after it)
         self.seen: dict[str, int] = {}  # any task delivered -> last seq delivered
@@ -83,6 +104,9 @@ class Connection:
         self.sent = 0
         self.catch_ups = 0  # times the queue overflowed and the log filled in
         self._lock = asyncio.Lock()
+        self._wakeup: asyncio.Future[None] | None = None  # set while the pump waits
+        self._last_sent = time.monotonic()
+        self._beat_fired = False
 
     # -- called on the event loop by the hub ----------------------------------------------
 
@@ -93,18 +117,20 @@ class Connection:
 
     def offer(self, event: TaskEvent) -> None:
         """Queue an event without ever blocking; on overflow drop the queue and remember where."""
-        if self.overflow_from is None:
-            try:
-                self.queue.put_nowait(event)
-                return
-            except asyncio.QueueFull:
-                dropped = [event.id]
-                while not self.queue.empty():
-                    dropped.append(self.queue.get_nowait().id)
-                self.overflow_from = min(dropped)
-                self.queue.put_nowait(event)  # wakes the pump; delivered or skipped by dedup
-                return
-        self.overflow_from = min(self.overflow_from, event.id)
+        if self.overflow_from is not None:
+            self.overflow_from = min(self.overflow_from, event.id)
+            return
+        if len(self.pending) < self.queue_size:
+            self.pending.append(event)
+        else:
+            self.overflow_from = min(event.id, *(e.id for e in self.pending))
+            self.pending.clear()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._wakeup
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     # -- delivery -------------------------------------------------------------------------
 
@@ -127,7 +153,7 @@ class Connection:
             if new_projects:
                 floor = min(self.projects[p] for p in new_projects)
                 await self._replay_since(floor, new_projects)
-            await self._send(
+            await self.send_message(
                 {
                     "type": "subscribed",
                     "task_ids": sorted(self.tasks),
@@ -189,32 +215,65 @@ class Connection:
         self.seen[event.task_id] = event.seq
         if event.task_id in self.tasks:
             self.tasks[event.task_id] = event.seq
-        await self._send(event.to_dict())
+        await self._send_text(self.hub.wire(event))
         self.sent += 1
         if from_log:
             self.hub.replayed(1)
 
+    async def send_message(self, message: dict[str, Any]) -> None:
+        """A control message (subscribed, heartbeat, pong, error ...)."""
+        await self._send_text(encode_message(message))
+
+    async def _send_text(self, text: str) -> None:
+        self._last_sent = time.monotonic()
+        await self._send(text)
+
     async def pump(self, heartbeat_s: float) -> None:
-        """Deliver queued events until cancelled; heartbeat when idle; resync after overflow."""
-        while True:
-            try:
-                event = await asyncio.wait_for(self.queue.get(), timeout=heartbeat_s)
-            except TimeoutError:
-                await self._send({"type": "heartbeat", "timestamp": time.time()})
-                continue
-            async with self._lock:
-                if self.overflow_from is not None:
-                    start, self.overflow_from = self.overflow_from, None
-                    self.catch_ups += 1
-                    while not self.queue.empty():
-                        self.queue.get_nowait()
-                    log.info(
-                        "client %s fell behind: catching up from event %d", self.user_id, start
-                    )
-                    await self._replay_since(start - 1, None)
+        """Deliver queued events until cancelled; heartbeat when idle; resync after overflow.
+
+        One timer wakes the pump when the connection may have been idle for ``heartbeat_s``;
+        it is re-armed only when it has fired, so a busy connection pays nothing per event."""
+        loop = asyncio.get_running_loop()
+        beat = loop.call_later(heartbeat_s, self._beat_due)
+        try:
+            while True:
+                if not self.pending and self.overflow_from is None:
+                    idle_for = time.monotonic() - self._last_sent
+                    if idle_for >= heartbeat_s:
+                        await self.send_message({"type": "heartbeat", "timestamp": time.time()})
+                        idle_for = 0.0
+                    if self._beat_fired:  # arm the timer for the next possible beat
+                        self._beat_fired = False
+                        delay = max(heartbeat_s - idle_for, 0.001)
+                        beat = loop.call_later(delay, self._beat_due)
+                    self._wakeup = loop.create_future()
+                    try:
+                        await self._wakeup
+                    finally:
+                        self._wakeup = None
                     continue
-                if self.wants(event):
-                    await self._deliver(event)
+                async with self._lock:
+                    await self._drain()
+        finally:
+            beat.cancel()
+
+    def _beat_due(self) -> None:
+        self._beat_fired = True
+        self._wake()
+
+    async def _drain(self) -> None:
+        """Deliver what is queued (a catch-up from the log first, after an overflow)."""
+        if self.overflow_from is not None:
+            start, self.overflow_from = self.overflow_from, None
+            self.catch_ups += 1
+            self.pending.clear()
+            log.info("client %s fell behind: catching up from event %d", self.user_id, start)
+            await self._replay_since(start - 1, None)
+            return
+        while self.pending and self.overflow_from is None:
+            event = self.pending.popleft()
+            if self.wants(event):
+                await self._deliver(event)
 
 
 class LiveEvents:
@@ -229,6 +288,7 @@ class LiveEvents:
         self._by_task: dict[str, set[Connection]] = {}
         self._by_project: dict[str, set[Connection]] = {}
         self._interests: dict[Connection, tuple[set[str], set[str]]] = {}
+        self._wire: dict[int, str] = {}  # event id -> JSON text, the most recent events
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -267,8 +327,19 @@ class LiveEvents:
         targets = set(self._by_task.get(event.task_id, ()))
         if event.project_id is not None:
             targets |= self._by_project.get(event.project_id, set())
+        if targets:
+            self.wire(event)  # encoded once here, for every connection
         for conn in targets:
             conn.offer(event)
+
+    def wire(self, event: TaskEvent) -> str:
+        """The event's JSON text, encoded once and shared by every connection that sends it."""
+        text = self._wire.get(event.id)
+        if text is None:
+            text = self._wire[event.id] = encode_event(event)
+            if len(self._wire) > _WIRE_CACHE:
+                del self._wire[next(iter(self._wire))]
+        return text
 
     def register(self, conn: Connection) -> None:
         """(Re)index a connection's interests; call again after they change."""

@@ -48,6 +48,9 @@ class TracingMiddleware:
         with server_tracer.start_as_current_span(
             f"{method} {route}", kind=trace.SpanKind.SERVER, attributes=attributes
         ) as span:
+            if scope["type"] == "websocket":  # no status to record: send messages straight on
+                await self.app(scope, receive, send)
+                return
 
             async def traced_send(message: Message) -> None:
                 if message["type"] == "http.response.start":

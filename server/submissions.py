@@ -1,8 +1,8 @@
-"""Turning API requests into validated, queued tasks: one-node tasks, canvas runs and batches.
+"""Turning API requests into admitted, queued tasks: one-node tasks, canvas runs and batches.
 
 Everything a request could get wrong (template, inputs, shot, project, ``asset://``
 references) is checked before the runner stores anything, so a rejected request leaves no task,
-event, take or commit behind.
+event, take or commit behind. Each graph is validated once, by ``Admission.admit``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
+from dagster_defs.admission import Admission, Submission
 from dagster_defs.batches import submit_sweep
 from dagster_defs.runtime import Runtime
 from graph_runtime.canvas import (
@@ -30,19 +31,19 @@ from graph_runtime.canvas import (
 )
 from graph_runtime.errors import (
     AssetNotFoundError,
-    GraphIssue,
     GraphValidationError,
     ProjectError,
     TakeflowError,
 )
+from graph_runtime.events import TaskCompleted
 from graph_runtime.sweeps import Sweep, SweepError
 from graph_runtime.takes import check_shot
 from graph_runtime.tasks import TaskRecord, TaskStatus
-from graph_runtime.templates import Quality
+from graph_runtime.templates import FunctionTemplate, Quality
 from server.auth import Principal
-from server.errors import BatchNotFoundError, RequestError
+from server.errors import BatchNotFoundError, RequestError, document_issues
 from server.limits import DEFAULT_MAX_GRAPH_NODES, check_graph_size
-from stores.projects import ASSET_SCHEME, asset_relpath
+from stores.projects import ASSET_SCHEME, Project, asset_relpath
 
 _NODE_ID_RE = re.compile(NODE_ID_PATTERN)
 
@@ -110,30 +111,34 @@ def asset_references(value: Any) -> Iterator[str]:
             yield from asset_references(item)
 
 
-def _graph_issues(exc: PydanticValidationError, graph: dict[str, Any]) -> list[GraphIssue]:
-    """Pydantic's errors on a canvas document, pinned to node ids and ports where possible."""
-    raw_nodes = graph.get("nodes")
-    nodes: list[Any] = raw_nodes if isinstance(raw_nodes, list) else []
-    issues = []
-    for err in exc.errors(include_url=False):
-        loc = list(err["loc"])
-        node_id = port = None
-        if len(loc) >= 2 and loc[0] == "nodes" and isinstance(loc[1], int) and loc[1] < len(nodes):
-            raw = nodes[loc[1]]
-            node_id = (
-                raw.get("id") if isinstance(raw, dict) and isinstance(raw.get("id"), str) else None
-            )
-            if len(loc) >= 4 and loc[2] == "inputs":
-                port = str(loc[3])
-        where = ".".join(str(p) for p in loc)
-        issues.append(
-            GraphIssue("invalid_document", f"{where}: {err['msg']}", node_id=node_id, port=port)
-        )
-    return issues
+def split_properties(
+    template: FunctionTemplate, inputs: dict[str, Any], quality: Quality
+) -> tuple[dict[str, Any], Quality]:
+    """A one-template task's inputs and its node's quality. ``quality`` may also be sent among
+    the inputs when the template has no input of that name (docs/integration.md); it is the
+    node's property either way, and wins over the request's own ``quality``."""
+    if "quality" not in inputs or template.input("quality") is not None:
+        return inputs, quality
+    inputs = dict(inputs)
+    raw = inputs.pop("quality")
+    try:
+        return inputs, Quality(raw)
+    except ValueError:
+        choices = ", ".join(q.value for q in Quality)
+        raise RequestError(
+            f"inputs.quality {raw!r} must be one of {choices}", field="inputs.quality"
+        ) from None
+
+
+def literal_values(graph: CanvasGraph) -> list[Any]:
+    return [v.value for n in graph.nodes for v in n.inputs.values() if isinstance(v, LiteralInput)]
 
 
 class Submissions:
-    """Validates and queues API requests on the runtime's runner."""
+    """Turns API requests into admitted submissions and queues them on the runtime's runner.
+
+    Each graph passes ``Admission.admit`` (validation, project) exactly once; the checks that
+    only the API needs (shot, authorization, ``asset://`` files) come before or right after."""
 
     def __init__(
         self,
@@ -144,6 +149,10 @@ class Submissions:
         self.runtime = runtime
         self.max_batch_size = max_batch_size
         self.max_graph_nodes = max_graph_nodes
+
+    @property
+    def admission(self) -> Admission:
+        return self.runtime.runner.admission
 
     # -- building graphs ------------------------------------------------------------------
 
@@ -161,52 +170,41 @@ class Submissions:
             user_id = principal.user
             if project_id is not None:
                 principal.require(project_id)
-        if project_id is not None:
-            self.runtime.projects.get(project_id)
         return RunContext(
             project=project_id, shot=shot_id or "main/main/main", user=user_id or "api"
         )
 
-    def check_assets(self, project_id: str | None, value: Any) -> None:
+    def check_assets(self, project: Project | str | None, value: Any) -> None:
         """Refuse ``asset://`` references that are unsafe or name no file of the project."""
         refs = list(asset_references(value))
         if not refs:
             return
-        if project_id is None:
+        if isinstance(project, str):
+            project = self.runtime.projects.get(project)
+        if project is None:
             raise ProjectError(
                 f"input references {refs[0]!r}, but asset references need a project_id",
                 field="project_id",
             )
-        project = self.runtime.projects.get(project_id)
         paths = [asset_relpath(ref) for ref in refs]  # every unsafe reference before any lookup
         for ref, rel in zip(refs, paths, strict=True):
             if not project.fs.isfile(project.abs(rel)):
                 raise AssetNotFoundError(
-                    f"asset {ref!r} is not in project '{project_id}' (upload it first)",
+                    f"asset {ref!r} is not in project '{project.id}' (upload it first)",
                     asset=ref,
-                    project_id=project_id,
+                    project_id=project.id,
                 )
 
     def task_graph(self, req: TaskRequest, principal: Principal | None = None) -> CanvasGraph:
         template = self.runtime.registry.get(req.template_id)  # unknown_template, with a hint
-        inputs, quality = dict(req.inputs), req.quality
-        if "quality" in inputs and template.input("quality") is None:
-            # STORY-051's harness sends the preset among the inputs; it is a node property.
-            raw = inputs.pop("quality")
-            try:
-                quality = Quality(raw)
-            except ValueError:
-                choices = ", ".join(q.value for q in Quality)
-                raise RequestError(
-                    f"inputs.quality {raw!r} must be one of {choices}", field="inputs.quality"
-                ) from None
+        inputs, quality = split_properties(template, dict(req.inputs), req.quality)
         node_id = req.canvas_node_id or "node"
         if not _NODE_ID_RE.match(node_id):
             raise RequestError(
                 f"canvas_node_id {node_id!r} must match {NODE_ID_PATTERN}", field="canvas_node_id"
             )
         context = self._context(req.project_id, req.shot_id, req.user_id, principal)
-        self.check_assets(req.project_id, inputs)
+        self.check_assets(req.project_id, inputs)  # a task's asset errors come first
         return single_node_graph(req.template_id, inputs, quality, node_id=node_id, context=context)
 
     def run_graph(self, req: RunRequest, principal: Principal | None = None) -> CanvasGraph:
@@ -214,19 +212,35 @@ class Submissions:
         try:
             graph = CanvasGraph.model_validate(req.graph)
         except PydanticValidationError as exc:
-            raise GraphValidationError(_graph_issues(exc, req.graph)) from None
+            raise GraphValidationError(document_issues(exc, req.graph)) from None
         context = self._context(
             req.project_id or graph.context.project,
             req.shot_id or graph.context.shot,
             req.user_id or graph.context.user,
             principal,
         )
-        literals = [
-            v.value for n in graph.nodes for v in n.inputs.values() if isinstance(v, LiteralInput)
-        ]
-        self.runtime.runner.plan(graph)  # every graph error before any asset error
-        self.check_assets(context.project, literals)
         return graph.model_copy(update={"context": context})
+
+    def admit(self, graph: CanvasGraph, metadata: dict[str, Any], check: bool = True) -> Submission:
+        """The graph's one validation; then (``check``) its ``asset://`` references, so a
+        run reports every graph error before any asset error."""
+        submission = self.admission.admit(
+            graph,
+            project_id=graph.context.project,
+            shot=graph.context.shot,
+            user=graph.context.user,
+            metadata=metadata,
+        )
+        if check:
+            self.check_admitted(submission)
+        return submission
+
+    def check_admitted(self, submission: Submission) -> None:
+        try:
+            self.check_assets(submission.project, literal_values(submission.plan.graph))
+        except TakeflowError:
+            self.admission.abandon(submission)
+            raise
 
     # -- submitting -----------------------------------------------------------------------
 
@@ -266,6 +280,7 @@ class Submissions:
             shot=graph.context.shot,
             user=graph.context.user,
             priority=req.priority,
+            check=self.check_admitted,
         )
         return {
             "batch_id": batch_id,
@@ -274,39 +289,31 @@ class Submissions:
             "status": "submitted",
         }
 
+    @staticmethod
+    def _meta(source: str, req: TaskRequest | None = None) -> dict[str, Any]:
+        meta = {"tracking_id": f"trk_{uuid.uuid4().hex[:16]}"}
+        if req is not None:
+            meta["template_id"] = req.template_id
+            if req.canvas_node_id:
+                meta["canvas_node_id"] = req.canvas_node_id
+        return {**meta, "source": source}
+
     def submit_task(
         self, req: TaskRequest, batch_id: str | None = None, principal: Principal | None = None
     ) -> dict[str, Any]:
         graph = self.task_graph(req, principal)
-        return self._submit(
-            graph,
-            req.priority,
-            batch_id,
-            {
-                "template_id": req.template_id,
-                "canvas_node_id": req.canvas_node_id,
-                "source": "api.functions",
-            },
-        )
+        submission = self.admit(graph, self._meta("api.functions", req), check=False)
+        return self._queue(submission, req.priority, batch_id)
 
     def submit_run(self, req: RunRequest, principal: Principal | None = None) -> dict[str, Any]:
         graph = self.run_graph(req, principal)
-        return self._submit(graph, req.priority, None, {"source": "api.runs"})
+        return self._queue(self.admit(graph, self._meta("api.runs")), req.priority)
 
-    def _submit(
-        self, graph: CanvasGraph, priority: int, batch_id: str | None, meta: dict[str, Any]
+    def _queue(
+        self, submission: Submission, priority: int, batch_id: str | None = None
     ) -> dict[str, Any]:
-        tracking_id = f"trk_{uuid.uuid4().hex[:16]}"
-        record = self.runtime.runner.submit(
-            graph,
-            project_id=graph.context.project,
-            shot=graph.context.shot,
-            user=graph.context.user,
-            priority=priority,
-            batch_id=batch_id,
-            extra_metadata={"tracking_id": tracking_id, **{k: v for k, v in meta.items() if v}},
-        )
-        return self._accepted(record, tracking_id)
+        record = self.runtime.runner.submit(submission, priority=priority, batch_id=batch_id)
+        return self._accepted(record, str(submission.metadata["tracking_id"]))
 
     def submit_batch(self, req: BatchRequest, principal: Principal | None = None) -> dict[str, Any]:
         """Check every task first; queue them all only if all are valid."""
@@ -321,16 +328,17 @@ class Submissions:
             for task in req.tasks:
                 if task.project_id is not None:
                     principal.require(task.project_id)
-        graphs: list[CanvasGraph] = []
+        admitted: list[Submission] = []
         errors: list[dict[str, Any]] = []
         for index, task in enumerate(req.tasks):
             try:
                 graph = self.task_graph(task, principal)
-                self.runtime.runner.plan(graph)
-                graphs.append(graph)
+                admitted.append(self.admit(graph, self._meta("api.batches", task), check=False))
             except TakeflowError as exc:
                 errors.append({"index": index, **exc.to_dict()})
         if errors:
+            for submission in admitted:
+                self.admission.abandon(submission)
             raise RequestError(
                 f"{len(errors)} of {len(req.tasks)} tasks are invalid; nothing was queued",
                 errors=errors,
@@ -338,7 +346,10 @@ class Submissions:
         batch_id = f"batch_{uuid.uuid4().hex[:16]}"
         # distributed mode: one transaction for the whole batch (all queued or none)
         with getattr(self.runtime.runner, "batch", contextlib.nullcontext)():
-            accepted = self._submit_all(graphs, req, batch_id)
+            accepted = [
+                self._queue(submission, task.priority, batch_id)
+                for submission, task in zip(admitted, req.tasks, strict=True)
+            ]
         return {
             "batch_id": batch_id,
             "task_ids": [a["task_id"] for a in accepted],
@@ -346,39 +357,24 @@ class Submissions:
             "status": "submitted",
         }
 
-    def _submit_all(
-        self, graphs: list[CanvasGraph], req: BatchRequest, batch_id: str
-    ) -> list[dict[str, Any]]:
-        return [
-            self._submit(
-                graph,
-                task.priority,
-                batch_id,
-                {
-                    "template_id": task.template_id,
-                    "canvas_node_id": task.canvas_node_id,
-                    "source": "api.batches",
-                },
-            )
-            for graph, task in zip(graphs, req.tasks or [], strict=True)
-        ]
-
     # -- reading --------------------------------------------------------------------------
 
     def task_status(self, task_id: str) -> dict[str, Any]:
         record = self.runtime.runner.get(task_id)
         body = record.to_dict()
         body.pop("graph", None)
-        events = self.runtime.state.read_task(task_id) if record.status.terminal else []
-        terminal = events[-1] if events else None
-        body["last_seq"] = terminal.seq if terminal else None
-        if terminal is not None and record.status == TaskStatus.COMPLETED:
-            body["outputs"] = terminal.data.get("outputs", {})
-            body["take"] = terminal.data.get("take")
-            body["commit"] = terminal.data.get("commit")
-            body["execution_time"] = terminal.data.get("execution_time")
-        meta = record.graph.get("x-metadata", {})
-        body["tracking_id"] = meta.get("tracking_id")
+        body["last_seq"] = self.runtime.state.last_seq(task_id) if record.status.terminal else None
+        result = record.result
+        if result is None and record.status == TaskStatus.COMPLETED:  # stored by an older version
+            events = self.runtime.state.read_task(task_id)
+            done = next((e.payload for e in reversed(events) if e.type == "task.completed"), None)
+            result = done.result() if isinstance(done, TaskCompleted) else None
+        if result is not None:
+            body["outputs"] = result.outputs
+            body["take"] = result.take
+            body["commit"] = result.commit
+            body["execution_time"] = result.execution_time
+        body["tracking_id"] = record.metadata.get("tracking_id")
         body["graph_name"] = record.graph.get("name")
         return body
 

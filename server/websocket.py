@@ -41,14 +41,13 @@ async def events_socket(
     hub.client_connected(+1)
     send_lock = asyncio.Lock()
 
-    async def send(message: dict[str, Any]) -> None:
-        text = json.dumps(message, default=str, separators=(",", ":"))
+    async def send(text: str) -> None:
         async with send_lock:
             await socket.send_text(text)
 
     conn = Connection(hub, user_id, send, config.ws_queue_size)
     pump = asyncio.create_task(conn.pump(config.heartbeat_s), name=f"ws-pump-{user_id}")
-    receiver = asyncio.create_task(_receive(socket, conn, send), name=f"ws-recv-{user_id}")
+    receiver = asyncio.create_task(_receive(socket, conn), name=f"ws-recv-{user_id}")
     try:
         done, _ = await asyncio.wait({pump, receiver}, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
@@ -67,7 +66,8 @@ async def events_socket(
             await socket.close()
 
 
-async def _receive(socket: WebSocket[Any, Any, Any], conn: Connection, send: Any) -> None:
+async def _receive(socket: WebSocket[Any, Any, Any], conn: Connection) -> None:
+    send = conn.send_message
     while True:
         raw = await socket.receive_text()
         try:

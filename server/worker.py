@@ -51,7 +51,7 @@ def run_worker(home: str | None, queues: list[str] | None, concurrency: int) -> 
         threading.Thread(target=keep_leases, args=(runner, stop), daemon=True).start()
         sweeper = Sweeper(runner, runtime.instance)
         threading.Thread(target=sweeper.run_forever, args=(stop,), daemon=True).start()
-        threading.Thread(target=runner._watchdog, name="takeflow-watchdog", daemon=True).start()
+        runner.limits.start()  # template time and memory limits
         app = make_app(runner.settings.database_url, run_task=runner.run_task)
         print(
             f"takeflow worker {runner.worker_id}: queues {','.join(queues or ['all'])}, "
@@ -82,7 +82,7 @@ def _worker_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--concurrency", type=int, default=2, help="tasks at once in this process")
 
 
-def add_worker_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("worker", help="run tasks from the queue (distributed mode)")
     _worker_options(p)
     p.set_defaults(fn=cmd_worker)

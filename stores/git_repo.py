@@ -9,15 +9,14 @@ import subprocess
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")  # start without git; health reports it
 
 import git
 
 from graph_runtime.errors import GitError
+from graph_runtime.history import RECOVERY_TRAILER, RENDERS_DIR, CommitInfo
 from graph_runtime.takes import GIT_IGNORED_DIRS
 
 log = logging.getLogger(__name__)
@@ -46,19 +45,9 @@ def lfs_available() -> bool:
         return _lfs_checked
 
 
-@dataclass(frozen=True)
-class CommitInfo:
-    sha: str
-    message: str
-    time: float
-    files: list[str]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"sha": self.sha, "message": self.message, "time": self.time, "files": self.files}
-
-
 class ProjectRepository:
-    """Git access for one project folder. Concurrent commits are grouped, never raced."""
+    """Git access for one project folder (a ``ProjectHistory``). Concurrent commits are grouped,
+    never raced."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -144,15 +133,14 @@ class ProjectRepository:
         if lock.exists():
             log.warning("removing stale %s", lock)
             lock.unlink()
-        renders = self.path / "03_Renders"
+        renders = self.path / RENDERS_DIR
         if not renders.exists():
             return None
-        pending = self._git("status", "--porcelain", "--", "03_Renders").strip()
+        pending = self._git("status", "--porcelain", "--", RENDERS_DIR).strip()
         if not pending:
             return None
         return self.commit(
-            ["03_Renders"],
-            "Recover takes stored before an interruption\n\nTakeflow-Recovery: yes\n",
+            [RENDERS_DIR], f"Recover takes stored before an interruption\n\n{RECOVERY_TRAILER}\n"
         )
 
     def recent_commits(self, limit: int = 20) -> list[CommitInfo]:

@@ -19,7 +19,12 @@ from graph_runtime.errors import (
     ProjectNotFoundError,
     UnsafePathError,
 )
-from graph_runtime.takes import PROJECT_DIRS, PROJECT_FILE, check_project_id
+from graph_runtime.takes import (
+    PROJECT_DIRS,
+    PROJECT_FILE,
+    check_project_id,
+    project_id_from_name,
+)
 from stores.git_repo import ProjectRepository
 from stores.takes import FsspecTakeStore
 
@@ -142,6 +147,18 @@ class ProjectCatalog:
             self._write_index(index)
             project = self._opened(Project(project_id, display_name, folder, self.fs, repo))
             return project
+
+    def free_id(self, name: str) -> str:
+        """An unused project id derived from a display name (``My Film`` -> ``my-film``,
+        ``my-film-2`` ...): not in this home, and its default folder holds no project."""
+        with self._lock:
+            index = self._read_index()
+
+            def taken(candidate: str) -> bool:
+                folder = self.home / "projects" / candidate
+                return candidate in index or (folder / PROJECT_FILE).exists()
+
+            return project_id_from_name(name, taken)
 
     def register(self, folder: Path) -> Project:
         """Add an existing project folder (one with ``project.json``) to this home."""

@@ -1,4 +1,9 @@
-"""Takeflow's durable state in one SQLite file: the sequenced event log and task records."""
+"""Takeflow's durable state in one SQLite file: the sequenced event log and task records.
+
+``SqliteState`` implements both the ``EventLog`` and the ``TaskStore`` protocols. A task record
+is one JSON document per row; fields added later (``result``, ``metadata``, ``owner``) simply
+appear in new documents and take their defaults when an older one is read, so an existing home
+needs no migration."""
 
 from __future__ import annotations
 
@@ -6,8 +11,8 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
-from dataclasses import asdict, replace
+from collections.abc import Collection, Iterable
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +117,14 @@ class SqliteState:
             rows = self._conn.execute(query, params).fetchall()
         return [self._event(r) for r in rows]
 
+    def last_seq(self, task_id: str) -> int | None:
+        """The sequence number of the task's last event (None: no event)."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT MAX(seq) FROM events WHERE task_id = ?", (task_id,)
+            ).fetchone()
+        return int(row[0]) if row and row[0] is not None else None
+
     def last_id(self) -> int:
         with self._lock:
             row = self._conn.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()
@@ -129,7 +142,8 @@ class SqliteState:
     def _load(raw: str) -> TaskRecord:
         body = json.loads(raw)
         body["status"] = TaskStatus(body["status"])
-        return TaskRecord(**body)
+        known = {f.name for f in fields(TaskRecord)}
+        return TaskRecord(**{k: v for k, v in body.items() if k in known})
 
     def save(self, record: TaskRecord) -> None:
         with self._lock:
@@ -160,6 +174,36 @@ class SqliteState:
             if row is None:
                 raise TaskNotFoundError(f"no task {task_id!r}", task_id=task_id)
             record = replace(self._load(row[0]), **changes)
+            self._conn.execute(
+                "UPDATE tasks SET status = ?, record = ? WHERE task_id = ?",
+                (record.status.value, self._dump(record), task_id),
+            )
+        return record
+
+    def delete_task(self, task_id: str) -> None:
+        """Remove a task's record and every event of it (for internal tasks such as the
+        ``/health`` probe, which must leave nothing behind; user tasks are never deleted)."""
+        with self._lock:
+            self._conn.execute("BEGIN")
+            self._conn.execute("DELETE FROM events WHERE task_id = ?", (task_id,))
+            self._conn.execute("DELETE FROM tasks WHERE task_id = ?", (task_id,))
+            self._conn.execute("COMMIT")
+            self._seq.pop(task_id, None)
+
+    def transition(
+        self, task_id: str, expected: Collection[TaskStatus], **changes: Any
+    ) -> TaskRecord | None:
+        """Apply ``changes`` only while the record's status is one of ``expected``."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT record FROM tasks WHERE task_id = ?", (task_id,)
+            ).fetchone()
+            if row is None:
+                return None
+            current = self._load(row[0])
+            if current.status not in expected:
+                return None
+            record = replace(current, **changes)
             self._conn.execute(
                 "UPDATE tasks SET status = ?, record = ? WHERE task_id = ?",
                 (record.status.value, self._dump(record), task_id),

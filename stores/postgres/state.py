@@ -16,7 +16,7 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -81,6 +81,7 @@ class PostgresState:
             name="takeflow-state",
         )
         self._claims: dict[str, Claim] = {}
+        self._claimant: tuple[str, float] | None = None
         self.lost: set[str] = set()  # tasks whose claim this process lost (see heartbeat)
         self._bound = threading.local()
         with self.pool.connection() as conn:
@@ -124,10 +125,13 @@ class PostgresState:
 
     # -- claims and fencing -----------------------------------------------------------------
 
-    def claim(self, task_id: str, owner: str, lease_s: float) -> TaskRecord | None:
-        """Atomically take a queued task for ``owner``: running, a new epoch, a lease. ``None``
+    def claim_as(self, owner: str, lease_s: float) -> None:
+        """Make this process a worker: its ``queued -> running`` transitions claim the task."""
+        self._claimant = (owner, lease_s)
+
+    def claim(self, task_id: str, worker: str, lease_s: float, **changes: Any) -> TaskRecord | None:
+        """Atomically take a queued task for ``worker``: running, a new epoch, a lease. ``None``
         when it is not queued any more (cancelled, or claimed by another worker)."""
-        now = time.time()
         with self.transaction() as conn:
             row = conn.execute(
                 "SELECT record FROM takeflow_tasks WHERE task_id = %s AND status = 'queued' "
@@ -136,16 +140,24 @@ class PostgresState:
             ).fetchone()
             if row is None:
                 return None
-            record = replace(_load(row[0]), status=TaskStatus.RUNNING, started_at=now)
+            changes.setdefault("started_at", time.time())
+            record = replace(_load(row[0]), **{**changes, "status": TaskStatus.RUNNING})
             epoch_row = conn.execute(
                 "UPDATE takeflow_tasks SET status = 'running', record = %s, owner = %s, "
-                "epoch = epoch + 1, lease_until = now() + make_interval(secs => %s) "
-                "WHERE task_id = %s RETURNING epoch",
-                (_dump(record), owner, lease_s, task_id),
+                "epoch = epoch + 1, lease_until = now() + make_interval(secs => %s), "
+                "cancel_requested = FALSE WHERE task_id = %s RETURNING epoch",
+                (_dump(record), worker, lease_s, task_id),
             ).fetchone()
-        assert epoch_row is not None
-        self._claims[task_id] = Claim(task_id, owner, int(epoch_row[0]))
+            assert epoch_row is not None
+            claim = Claim(task_id, worker, int(epoch_row[0]))
+            # held (heartbeat, fence) once committed: before that, another connection sees the
+            # task still queued and a heartbeat would take the claim for lost
+            self.after_commit(lambda: self._hold(claim))
         return record
+
+    def _hold(self, claim: Claim) -> None:
+        self._claims[claim.task_id] = claim
+        self.lost.discard(claim.task_id)
 
     def release(self, task_id: str) -> None:
         """Forget this process's claim (after the task's terminal event)."""
@@ -217,9 +229,10 @@ class PostgresState:
             ).fetchall()
         return [_load(r[0]) for r in rows]
 
-    def fail_expired(self, task_id: str, data: dict[str, Any]) -> TaskEvent | None:
-        """Fence out the owner of an expired task and fail it, in one transaction: epoch + 1,
-        status failed, ``task.failed`` appended. ``None`` if the lease was renewed meanwhile."""
+    def expire(self, task_id: str, error: dict[str, Any]) -> TaskRecord | None:
+        """Fence out the owner of an expired task and fail it: epoch + 1, status failed with
+        ``error``. ``None`` if the lease was renewed meanwhile (or it ended). Call inside
+        ``transaction()`` together with the ``task.failed`` append."""
         with self.transaction() as conn:
             row = conn.execute(
                 "SELECT record FROM takeflow_tasks WHERE task_id = %s AND status = 'running' "
@@ -229,16 +242,21 @@ class PostgresState:
             if row is None:
                 return None
             record = replace(
-                _load(row[0]),
-                status=TaskStatus.FAILED,
-                finished_at=time.time(),
-                error=dict(data),
+                _load(row[0]), status=TaskStatus.FAILED, finished_at=time.time(), error=error
             )
             conn.execute(
                 "UPDATE takeflow_tasks SET status = 'failed', record = %s, epoch = epoch + 1, "
                 "owner = NULL, lease_until = NULL WHERE task_id = %s",
                 (_dump(record), task_id),
             )
+        return record
+
+    def fail_expired(self, task_id: str, data: dict[str, Any]) -> TaskEvent | None:
+        """``expire`` and append ``task.failed`` in one transaction; the event, or ``None``."""
+        with self.transaction():
+            record = self.expire(task_id, dict(data))
+            if record is None:
+                return None
             return self.append("task.failed", task_id, record.project_id, dict(data))
 
     def register_worker(self, worker_id: str, queues: Iterable[str], host: str, pid: int) -> None:
@@ -306,6 +324,14 @@ class PostgresState:
             rows = conn.execute(query, params).fetchall()
         return [_event(r) for r in rows]
 
+    def last_seq(self, task_id: str) -> int | None:
+        """The sequence number of the task's last event (None: no event)."""
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                "SELECT MAX(seq) FROM takeflow_events WHERE task_id = %s", (task_id,)
+            ).fetchone()
+        return int(row[0]) if row and row[0] is not None else None
+
     def last_id(self) -> int:
         """The highest committed event id (the clock row is updated in the same commits)."""
         with self.pool.connection() as conn:
@@ -354,17 +380,29 @@ class PostgresState:
             )
         return record
 
-    def update_if(self, task_id: str, when: TaskStatus, **changes: Any) -> TaskRecord | None:
-        """``update`` only while the task is still in ``status`` (e.g. cancel a queued task
-        that no worker has claimed yet); ``None`` otherwise."""
+    def transition(
+        self, task_id: str, expected: Collection[TaskStatus], **changes: Any
+    ) -> TaskRecord | None:
+        """Apply ``changes`` only while the status is one of ``expected`` (under the row lock);
+        ``None`` otherwise. In a worker (``claim_as``), ``queued -> running`` is a claim."""
+        claimant = self._claimant
+        if (
+            claimant is not None
+            and changes.get("status") == TaskStatus.RUNNING
+            and TaskStatus.QUEUED in expected
+        ):
+            return self.claim(task_id, claimant[0], claimant[1], **changes)
         with self.transaction() as conn:
+            self._check_fence(conn, task_id)
             row = conn.execute(
-                "SELECT record FROM takeflow_tasks WHERE task_id = %s AND status = %s FOR UPDATE",
-                (task_id, when.value),
+                "SELECT record FROM takeflow_tasks WHERE task_id = %s FOR UPDATE", (task_id,)
             ).fetchone()
             if row is None:
                 return None
-            record = replace(_load(row[0]), **changes)
+            current = _load(row[0])
+            if current.status not in expected:
+                return None
+            record = replace(current, **changes)
             conn.execute(
                 "UPDATE takeflow_tasks SET status = %s, record = %s WHERE task_id = %s",
                 (record.status.value, _dump(record), task_id),

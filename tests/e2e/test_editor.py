@@ -239,6 +239,9 @@ def wait_image(card: Any) -> None:
 
 
 def shoot(page: Any, name: str) -> None:
+    """Screenshots for docs/ only when asked (``TAKEFLOW_UPDATE_SCREENSHOTS=1``)."""
+    if os.environ.get("TAKEFLOW_UPDATE_SCREENSHOTS") != "1":
+        return
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.evaluate("document.querySelectorAll('[data-testid=notice]').forEach(n => n.remove())")
     shot = Image.open(io.BytesIO(page.screenshot()))

@@ -141,10 +141,13 @@ def test_previews_reach_the_project(diffusion_runtime: Any, project: Any) -> Non
     graph = single_node_graph("image_generation", {"prompt": "preview", "seed": 1, **FAST})
     record, events = run(diffusion_runtime, graph, project_id="demo", shot=SHOT)
     assert record.status == TaskStatus.COMPLETED, record.error
-    urls = [e.data["preview_url"] for e in events if e.type == "task.progress"]
-    previews = [u for u in urls if u]
+    from server.wire import wire_event
+
+    progress = [e for e in events if e.type == "task.progress"]
+    previews = [e for e in progress if e.data["preview_path"]]
     assert len(previews) == 1  # every 2 steps of 4, not on the last one
-    rel = previews[0].split("/files/", 1)[1]
+    rel = previews[0].data["preview_path"]  # project-relative; clients get a URL
+    assert wire_event(previews[0])["data"]["preview_url"] == f"/api/v1/projects/demo/files/{rel}"
     assert Image.open(project.abs(rel)).format == "PNG"
 
 

@@ -172,7 +172,7 @@ HOG = FunctionTemplate(
 
 
 def test_memory_hog_is_stopped_and_the_server_goes_on(tmp_path: Path) -> None:
-    from dagster_defs.runner import _rss_bytes
+    from dagster_defs.limits import rss_bytes as _rss_bytes
 
     home = tmp_path / "home"
     rt = open_runtime(home, workers=2)

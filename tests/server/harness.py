@@ -46,7 +46,10 @@ class ServerProcess:
         workers: int = 2,
         env: dict[str, str] | None = None,
         token: str | None = None,
+        python: str = sys.executable,
+        cwd: Path = REPO,
     ) -> None:
+        """``python``/``cwd``: run another checkout's server (benchmarks compare against it)."""
         self.home = home
         self.token = token
         self.port = free_port()
@@ -63,8 +66,8 @@ class ServerProcess:
         env = {**os.environ, "TAKEFLOW_HOME": str(home), "PYTHONUNBUFFERED": "1", **(env or {})}
         self._log_file = self.log.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, *argv],
-            cwd=REPO,
+            [python, *argv],
+            cwd=cwd,
             env=env,
             stdout=self._log_file,
             stderr=subprocess.STDOUT,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,9 @@ class SlowClient:
         self.open = asyncio.Event()
         self.open.set()
 
-    async def send(self, message: dict[str, Any]) -> None:
+    async def send(self, text: str) -> None:
         await self.open.wait()
-        self.received.append(message)
+        self.received.append(json.loads(text))
 
     def seqs(self, task_id: str) -> list[int]:
         return [m["seq"] for m in self.received if m.get("data", {}).get("task_id") == task_id]

@@ -146,7 +146,7 @@ def test_a_queued_task_is_cancelled_only_while_nobody_claimed_it(state: Postgres
     state.save(record("t1"))
     state.save(record("t2"))
     assert state.claim("t1", "w1", 30) is not None
-    assert state.update_if("t1", TaskStatus.QUEUED, status=TaskStatus.CANCELLED) is None
-    cancelled = state.update_if("t2", TaskStatus.QUEUED, status=TaskStatus.CANCELLED)
+    assert state.transition("t1", (TaskStatus.QUEUED,), status=TaskStatus.CANCELLED) is None
+    cancelled = state.transition("t2", (TaskStatus.QUEUED,), status=TaskStatus.CANCELLED)
     assert cancelled is not None and cancelled.status == TaskStatus.CANCELLED
     assert state.claim("t2", "w1", 30) is None

@@ -1,0 +1,178 @@
+"""Which waiting task runs next, where a task stands in line, and how long it will wait.
+
+``FairQueue`` serves owners (a user, or a project) in turn: one owner's flood of 500 tasks
+does not starve another owner's single task, which starts after at most one task of each
+other owner. Within an owner, higher priority first, then arrival order; across owners the
+highest waiting priority wins and ties go round robin. ``position`` answers "how many tasks
+run before this one" from the same rule, so the API can show an honest place in line.
+
+``ThroughputEstimate`` turns measured task durations into the wait a new task can expect
+(tasks ahead x mean duration / workers, plus its own run).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(order=True)
+class _Entry(Generic[T]):
+    rank: tuple[int, int]  # (-priority, arrival): smallest runs first
+    key: str = field(compare=False)
+    owner: str = field(compare=False)
+    item: T = field(compare=False)
+
+
+class FairQueue(Generic[T]):
+    """A thread-safe queue of keyed items, fair between owners. ``get`` blocks."""
+
+    def __init__(self) -> None:
+        self._heaps: dict[str, list[_Entry[T]]] = {}
+        self._turns: deque[str] = deque()  # owners with waiting items, next turn first
+        self._where: dict[str, str] = {}  # key -> owner
+        self._removed: set[str] = set()
+        self._arrival = itertools.count()
+        self._cond = threading.Condition()
+        self._closed = False
+
+    def put(self, key: str, item: T, *, owner: str, priority: int = 0) -> None:
+        with self._cond:
+            if key in self._where:
+                raise ValueError(f"'{key}' is already queued")
+            heap = self._heaps.setdefault(owner, [])
+            if not heap:
+                self._turns.append(owner)
+            heapq.heappush(heap, _Entry((-priority, next(self._arrival)), key, owner, item))
+            self._where[key] = owner
+            self._cond.notify()
+
+    def get(self, timeout: float | None = None) -> tuple[str, T] | None:
+        """The next item by the fairness rule; ``None`` once closed (or after ``timeout``)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while True:
+                if self._closed:
+                    return None
+                entry = self._pop()
+                if entry is not None:
+                    return entry.key, entry.item
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return None
+                self._cond.wait(remaining)
+
+    def remove(self, key: str) -> bool:
+        """Take a waiting item out (a cancelled task); False when it is not waiting."""
+        with self._cond:
+            owner = self._where.pop(key, None)
+            if owner is None:
+                return False
+            heap = self._heaps[owner]
+            self._heaps[owner] = [e for e in heap if e.key != key]
+            heapq.heapify(self._heaps[owner])
+            if not self._heaps[owner]:
+                del self._heaps[owner]
+                self._turns.remove(owner)
+            return True
+
+    def position(self, key: str) -> int | None:
+        """How many waiting items will be served before ``key`` (None when not waiting)."""
+        with self._cond:
+            if key not in self._where:
+                return None
+            heaps = {owner: sorted(heap) for owner, heap in self._heaps.items()}
+            heads = dict.fromkeys(heaps, 0)
+            turns = deque(self._turns)
+            served = 0
+            while turns:
+                owner = self._choose(turns, lambda o: heaps[o][heads[o]].rank[0])
+                entry = heaps[owner][heads[owner]]
+                if entry.key == key:
+                    return served
+                served += 1
+                heads[owner] += 1
+                turns.remove(owner)
+                if heads[owner] < len(heaps[owner]):
+                    turns.append(owner)
+            return None  # unreachable while the queue is consistent
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._where)
+
+    def count(self, owner: str) -> int:
+        with self._cond:
+            return len(self._heaps.get(owner, ()))
+
+    def close(self) -> None:
+        """Wake every waiting ``get`` with ``None``; later puts are still accepted but unserved."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def _pop(self) -> _Entry[T] | None:
+        if not self._turns:
+            return None
+        owner = self._choose(self._turns, lambda o: self._heaps[o][0].rank[0])
+        entry = heapq.heappop(self._heaps[owner])
+        del self._where[entry.key]
+        self._turns.remove(owner)
+        if self._heaps[owner]:
+            self._turns.append(owner)
+        else:
+            del self._heaps[owner]
+        return entry
+
+    @staticmethod
+    def _choose(turns: deque[str], urgency: Callable[[str], int]) -> str:
+        """The owner whose head has the highest priority; the earliest in turn on a tie."""
+        best = turns[0]
+        best_rank = urgency(best)
+        for owner in turns:
+            rank = urgency(owner)
+            if rank < best_rank:
+                best, best_rank = owner, rank
+        return best
+
+
+class ThroughputEstimate:
+    """Expected wait from measured task durations (exponential moving average)."""
+
+    def __init__(self, workers: int, per_node_s: float = 0.02, smoothing: float = 0.2) -> None:
+        self.workers = max(1, workers)
+        self.per_node_s = per_node_s
+        self.smoothing = smoothing
+        self._mean_task_s: float | None = None
+        self._lock = threading.Lock()
+
+    def observe(self, duration_s: float) -> None:
+        """Record one finished task's wall time (claim to finish)."""
+        with self._lock:
+            if self._mean_task_s is None:
+                self._mean_task_s = duration_s
+            else:
+                a = self.smoothing
+                self._mean_task_s = (1 - a) * self._mean_task_s + a * duration_s
+
+    @property
+    def mean_task_s(self) -> float | None:
+        return self._mean_task_s
+
+    def tasks_per_second(self) -> float | None:
+        mean = self._mean_task_s
+        return self.workers / mean if mean else None
+
+    def seconds(self, ahead: int, nodes: int) -> float:
+        """Seconds until a task with ``nodes`` nodes and ``ahead`` tasks before it finishes."""
+        mean = self._mean_task_s
+        own = mean if mean is not None else self.per_node_s * max(nodes, 1)
+        return round(ahead * own / self.workers + own, 3)

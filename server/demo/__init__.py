@@ -1,0 +1,64 @@
+"""The quick-start setup of ``takeflow serve --demo``: a ``demo`` project with example canvases
+and, when diffusers is installed, the demo diffusion model.
+
+The demo project starts with two saved canvases, so that the editor and the Dagster UI have
+something to show on first start: ``poster`` (builtin CPU templates, with a sample schedule
+sidecar, stopped) and ``dream`` (``image_generation`` with the demo model). They are committed
+to the project's repository like canvases the editor saves.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib import resources
+
+from dagster_defs.runtime import Runtime
+from graph_runtime.errors import GitError, ProjectNotFoundError
+from stores.projects import Project
+
+log = logging.getLogger(__name__)
+
+DEMO_PROJECT = "demo"
+CANVAS_DIR = "02_Source_Creative/canvases"
+EXAMPLE_FILES = ("poster.takeflow.json", "poster.schedules.json", "dream.takeflow.json")
+
+
+def ensure_demo(runtime: Runtime) -> None:
+    """The demo project (with its example canvases) and, when available, the demo model."""
+    ensure_demo_project(runtime)
+    try:
+        from nodes.diffusion.demo import ensure_demo_model
+    except (ImportError, AttributeError):
+        return
+    try:
+        ensure_demo_model(runtime.home)
+    except Exception:  # the server is useful without the demo model
+        log.exception("could not prepare the demo diffusion model")
+
+
+def ensure_demo_project(runtime: Runtime) -> Project:
+    """Create the ``demo`` project with its example canvases, unless it exists (then as is)."""
+    try:
+        return runtime.projects.get(DEMO_PROJECT)
+    except ProjectNotFoundError:
+        pass
+    project = runtime.projects.create(DEMO_PROJECT, "Demo project")
+    add_example_canvases(project)
+    log.info("created project '%s'", DEMO_PROJECT)
+    return project
+
+
+def add_example_canvases(project: Project) -> list[str]:
+    """Copy the example canvases (and schedule sidecar) into a project and commit them."""
+    source = resources.files(__package__).joinpath("canvases")
+    folder = project.path / CANVAS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    added = []
+    for name in EXAMPLE_FILES:
+        (folder / name).write_bytes(source.joinpath(name).read_bytes())
+        added.append(f"{CANVAS_DIR}/{name}")
+    try:
+        project.repo.commit(added, "Add example canvases")
+    except GitError as exc:  # stored either way: the demo works without git (see /health)
+        log.warning("could not commit the example canvases of %s: %s", project.id, exc.message)
+    return added
