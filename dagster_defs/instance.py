@@ -10,6 +10,7 @@ which deadlocks threads running ``execute_in_process`` together (see docs/runner
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,12 +34,33 @@ class TakeflowInstance(DagsterInstance):
         return InstanceRef.config_defaults(base_dir)
 
 
-def instance_yaml(dagster_home: Path) -> str:
+def instance_yaml(dagster_home: Path, database_url: str | None = None) -> str:
+    """``database_url`` (distributed mode): runs, events and schedules in shared PostgreSQL."""
     history = dagster_home / "history"
-    return f"""instance_class:
+    head = """instance_class:
   module: dagster_defs.instance
   class: TakeflowInstance
-run_storage:
+"""
+    tail = f"""compute_logs:
+  module: dagster._core.storage.noop_compute_log_manager
+  class: NoOpComputeLogManager
+local_artifact_storage:
+  module: dagster._core.storage.root
+  class: LocalArtifactStorage
+  config:
+    base_dir: {dagster_home}
+telemetry:
+  enabled: false
+nux:
+  enabled: false
+"""
+    if database_url:  # distributed mode (see dagster_defs/postgres_storage.py)
+        from dagster_defs.postgres_storage import storage_yaml
+
+        return head + storage_yaml(database_url) + tail
+    return (
+        head
+        + f"""run_storage:
   module: dagster_defs.storage
   class: FastSqliteRunStorage
   config:
@@ -53,33 +75,25 @@ schedule_storage:
   class: SqliteScheduleStorage
   config:
     base_dir: {dagster_home / "schedules"}
-compute_logs:
-  module: dagster._core.storage.noop_compute_log_manager
-  class: NoOpComputeLogManager
-local_artifact_storage:
-  module: dagster._core.storage.root
-  class: LocalArtifactStorage
-  config:
-    base_dir: {dagster_home}
-telemetry:
-  enabled: false
-nux:
-  enabled: false
 """
+        + tail
+    )
 
 
-def write_instance_config(dagster_home: Path) -> None:
-    """Write ``dagster.yaml`` (idempotent)."""
+def write_instance_config(dagster_home: Path, database_url: str | None = None) -> None:
+    """Write ``dagster.yaml`` (idempotent). ``TAKEFLOW_DATABASE_URL`` (distributed mode) is
+    honoured when no URL is given, so `takeflow ui` shows the shared PostgreSQL instance."""
+    database_url = database_url or os.environ.get("TAKEFLOW_DATABASE_URL") or None
     dagster_home.mkdir(parents=True, exist_ok=True)
     target = dagster_home / "dagster.yaml"
-    text = instance_yaml(dagster_home)
+    text = instance_yaml(dagster_home, database_url)
     if not target.exists() or target.read_text() != text:
         target.write_text(text)
 
 
-def open_runner_instance(dagster_home: Path) -> DagsterInstance:
+def open_runner_instance(dagster_home: Path, database_url: str | None = None) -> DagsterInstance:
     """The persistent instance the runner executes on (thread-safe, no logging reconfiguration)."""
-    write_instance_config(dagster_home)
+    write_instance_config(dagster_home, database_url)
     instance = DagsterInstance.from_config(str(dagster_home))
     if not isinstance(instance, TakeflowInstance):
         raise RuntimeError(f"{dagster_home}/dagster.yaml does not select TakeflowInstance")

@@ -30,6 +30,8 @@ class Runtime:
     instance: DagsterInstance
     runner: TaskRunner
     services: OpenServices
+    # distributed mode: every process's events, for the server's live hub (None: embedded)
+    feed: Any = None
 
     @property
     def admission(self) -> Admission:
@@ -43,6 +45,8 @@ class Runtime:
         """Stop the runner (running tasks get ``grace_s``, default ``runner.shutdown_grace_s``
         of the home's config, to finish), then release the state and the instance."""
         self.runner.close(grace_s)
+        if self.feed is not None:
+            self.feed.stop()
         self.services.close()
         self.state.close()
         self.instance.dispose()
@@ -58,6 +62,16 @@ def open_runtime(
     takeflow_home = TakeflowHome.resolve(home)
     opened = open_services(takeflow_home, services)  # packs' factories; no torch until first use
     registry = registry or TemplateRegistry.discover()
+    # -- distributed mode (TAKEFLOW_DATABASE_URL / config.json "distributed"): see docs/deploy.md
+    from dagster_defs.distributed import ClusterSettings
+
+    cluster = ClusterSettings.resolve(takeflow_home.config())
+    if cluster is not None:
+        from dagster_defs.cluster import open_cluster_parts
+
+        parts = open_cluster_parts(takeflow_home, cluster, registry, opened.services)
+        return Runtime(takeflow_home, registry, services=opened, **parts)
+    # -- embedded mode (default)
     projects = ProjectCatalog(takeflow_home.path)
     state = SqliteState(takeflow_home.state_db)
     instance = open_runner_instance(takeflow_home.dagster_home)

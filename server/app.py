@@ -69,13 +69,17 @@ class TakeflowPlugin(InitPluginProtocol):
     @asynccontextmanager
     async def lifespan(self, app: Litestar) -> AsyncIterator[None]:
         self.hub.start(asyncio.get_running_loop())
-        self.runtime.runner.add_sink(self.hub)
+        # distributed mode: the feed carries every process's events (workers, other replicas)
+        live = self.runtime.feed or self.runtime.runner
+        live.add_sink(self.hub)
+        if self.runtime.feed is not None:
+            self.runtime.feed.start()
         self.runtime.runner.add_sink(self.template_faults)
         try:
             yield
         finally:
             self.runtime.runner.remove_sink(self.template_faults)
-            self.runtime.runner.remove_sink(self.hub)
+            live.remove_sink(self.hub)
             self.hub.stop()
 
     def on_app_init(self, app_config: AppConfig) -> AppConfig:

@@ -7,6 +7,7 @@ event, take or commit behind. Each graph is validated once, by ``Admission.admit
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 import uuid
@@ -343,10 +344,12 @@ class Submissions:
                 errors=errors,
             )
         batch_id = f"batch_{uuid.uuid4().hex[:16]}"
-        accepted = [
-            self._queue(submission, task.priority, batch_id)
-            for submission, task in zip(admitted, req.tasks, strict=True)
-        ]
+        # distributed mode: one transaction for the whole batch (all queued or none)
+        with getattr(self.runtime.runner, "batch", contextlib.nullcontext)():
+            accepted = [
+                self._queue(submission, task.priority, batch_id)
+                for submission, task in zip(admitted, req.tasks, strict=True)
+            ]
         return {
             "batch_id": batch_id,
             "task_ids": [a["task_id"] for a in accepted],

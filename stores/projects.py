@@ -6,6 +6,7 @@ import json
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ from graph_runtime.takes import (
 )
 from stores.git_repo import ProjectRepository
 from stores.takes import FsspecTakeStore
+
+TakeStoreFactory = Callable[[str, str, fsspec.AbstractFileSystem], FsspecTakeStore]
 
 ASSET_SCHEME = "asset://"
 _ASSET_ID_RE = re.compile(
@@ -95,9 +98,17 @@ class ProjectAssets:
 class ProjectCatalog:
     """Known projects of a Takeflow home (``projects.json``: id -> folder)."""
 
-    def __init__(self, home: Path, fs: fsspec.AbstractFileSystem | None = None) -> None:
+    def __init__(
+        self,
+        home: Path,
+        fs: fsspec.AbstractFileSystem | None = None,
+        take_store: TakeStoreFactory | None = None,
+    ) -> None:
+        """``take_store`` replaces each project's take store (distributed mode: numbering under
+        a database lock)."""
         self.home = home
         self.fs = fs or fsspec.filesystem("file")
+        self._take_store = take_store
         self._index = home / "projects.json"
         self._lock = threading.Lock()
         self._open: dict[str, Project] = {}
@@ -134,8 +145,7 @@ class ProjectCatalog:
             repo = ProjectRepository.create(folder)
             index[project_id] = str(folder)
             self._write_index(index)
-            project = Project(project_id, display_name, folder, self.fs, repo)
-            self._open[project_id] = project
+            project = self._opened(Project(project_id, display_name, folder, self.fs, repo))
             return project
 
     def free_id(self, name: str) -> str:
@@ -173,9 +183,14 @@ class ProjectCatalog:
             meta = json.loads((Path(folder) / PROJECT_FILE).read_text())
             repo = ProjectRepository(Path(folder))
             repo.uses_lfs = (Path(folder) / ".git" / "hooks" / "pre-push").exists()
-            project = Project(project_id, meta.get("name", project_id), Path(folder), self.fs, repo)
-            self._open[project_id] = project
-            return project
+            name = meta.get("name", project_id)
+            return self._opened(Project(project_id, name, Path(folder), self.fs, repo))
+
+    def _opened(self, project: Project) -> Project:
+        if self._take_store is not None:
+            project.takes = self._take_store(project.id, str(project.path), project.fs)
+        self._open[project.id] = project
+        return project
 
     def list(self) -> list[Project]:
         return [self.get(pid) for pid in sorted(self._read_index())]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import fsspec
@@ -38,17 +39,34 @@ def _shot_lock(fs: fsspec.AbstractFileSystem, path: str) -> threading.Lock:
 class FsspecTakeStore:
     """Takes of one project rooted at ``root`` on ``fs`` (local by default, memory in tests)."""
 
+    staging_dir = "05_Cache/staging"
+
     def __init__(self, project_id: str, root: str, fs: fsspec.AbstractFileSystem) -> None:
         self.project_id = project_id
         self.root = root.rstrip("/")
         self.fs = fs
+
+    @contextlib.contextmanager
+    def _numbered(self, takes_dir: str, metadata: Mapping[str, Any]) -> Iterator[int]:
+        """The next take number of a shot, held exclusively until the block ends (the take is
+        moved into place inside it). Here a process lock; distributed mode uses a database lock."""
+        with _shot_lock(self.fs, self._abs(takes_dir)):
+            yield self._next_number(takes_dir)
+
+    def _move_into_place(self, staging: str, final: str) -> None:
+        """Move a staged take to its numbered folder, refusing an existing target (fsspec's
+        local ``mv`` would otherwise move the staging folder *inside* it)."""
+        if self.fs.exists(final):
+            raise OSError(17, f"take folder already exists: {final}")
+        self.fs.makedirs(final.rsplit("/", 1)[0], exist_ok=True)
+        self.fs.mv(staging, final, recursive=True)
 
     def _abs(self, rel: str) -> str:
         return f"{self.root}/{rel}"
 
     def create(self, shot: str, files: Sequence[OutputFile], metadata: Mapping[str, Any]) -> Take:
         takes_dir = shot_takes_dir(shot)
-        staging = self._abs(f"05_Cache/staging/{uuid.uuid4().hex}")
+        staging = self._abs(f"{self.staging_dir}/{uuid.uuid4().hex}")
         outputs: dict[str, tuple[str, int, str, str]] = {}
         try:
             self.fs.makedirs(staging, exist_ok=True)
@@ -61,8 +79,7 @@ class FsspecTakeStore:
                     f.content_type,
                     hashlib.sha256(f.data).hexdigest(),
                 )
-            with _shot_lock(self.fs, self._abs(takes_dir)):
-                number = self._next_number(takes_dir)
+            with self._numbered(takes_dir, metadata) as number:
                 tid = take_id(number)
                 final_dir = f"{takes_dir}/{tid}"
                 stored = {
@@ -82,8 +99,7 @@ class FsspecTakeStore:
                     f"{staging}/{TAKE_METADATA_FILE}",
                     json.dumps(record, indent=2, sort_keys=True, default=str).encode(),
                 )
-                self.fs.makedirs(self._abs(takes_dir), exist_ok=True)
-                self.fs.mv(staging, self._abs(final_dir), recursive=True)
+                self._move_into_place(staging, self._abs(final_dir))
                 active = number == 1 or not self.fs.exists(
                     self._abs(f"{takes_dir}/{ACTIVE_TAKE_FILE}")
                 )
@@ -92,11 +108,14 @@ class FsspecTakeStore:
         except OSError as exc:
             self._discard(staging)
             raise StorageError(f"could not store take for shot {shot}: {exc}") from exc
+        except BaseException:  # e.g. a distributed worker's lost lease: leave nothing behind
+            self._discard(staging)
+            raise
         return Take(tid, number, self.project_id, shot, stored, record, active)
 
     def discard_staging(self) -> int:
         """Remove takes left half-written by an interrupted process; returns how many."""
-        staging = self._abs("05_Cache/staging")
+        staging = self._abs(self.staging_dir)
         if not self.fs.exists(staging):
             return 0
         entries = self.fs.ls(staging, detail=False)

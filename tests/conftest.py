@@ -11,6 +11,8 @@ import pytest
 from graph_runtime.canvas import CanvasGraph
 
 FIXTURES = Path(__file__).parent / "fixtures"
+# real PostgreSQL / Redis servers for the distributed-mode tests (pg_server, pg_url, redis_srv)
+pytest_plugins = ["tests.services"]
 
 
 @pytest.fixture(autouse=True)

@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 
 from graph_runtime.errors import TakeflowError
+from server import worker  # distributed mode (docs/deploy.md)
 from server.cli import init, run, serve, templates, tokens, ui
 from server.cli.output import print_error
 
-COMMANDS = (init, run, templates, serve, tokens, ui)
+COMMANDS = (init, run, templates, serve, tokens, ui, worker)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,7 +1,8 @@
-"""One contract for the event log, run against SQLite and the in-memory twin."""
+"""One contract for the event log, run against SQLite, PostgreSQL and the in-memory twin."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,11 +11,18 @@ from graph_runtime.events import EventLog, MemoryEventLog
 from stores.sqlite_state import SqliteState
 
 
-@pytest.fixture(params=["sqlite", "memory"])
-def log(request: pytest.FixtureRequest, tmp_path: Path) -> EventLog:
+@pytest.fixture(params=["sqlite", "memory", "postgres"])
+def log(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EventLog]:
     if request.param == "memory":
-        return MemoryEventLog()
-    return SqliteState(tmp_path / "state.db")
+        yield MemoryEventLog()
+    elif request.param == "sqlite":
+        yield SqliteState(tmp_path / "state.db")
+    else:
+        from stores.postgres.state import PostgresState
+
+        state = PostgresState(request.getfixturevalue("pg_url"))
+        yield state
+        state.close()
 
 
 def test_sequence_numbers_count_per_task(log: EventLog) -> None:

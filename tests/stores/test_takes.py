@@ -1,9 +1,11 @@
-"""The take store contract, run against the local filesystem and fsspec's memory filesystem."""
+"""The take store contract, run against the local filesystem, fsspec's memory filesystem and
+the distributed store (PostgreSQL numbering lock on the local filesystem)."""
 
 from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,12 +19,21 @@ from stores.takes import FsspecTakeStore
 SHOT = "ch01/sc02/sh030"
 
 
-@pytest.fixture(params=["local", "memory"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> FsspecTakeStore:
+@pytest.fixture(params=["local", "memory", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FsspecTakeStore]:
     if request.param == "local":
-        return FsspecTakeStore("p", str(tmp_path / "project"), fsspec.filesystem("file"))
-    fs = fsspec.filesystem("memory")
-    return FsspecTakeStore("p", f"/mem-{uuid.uuid4().hex}", fs)
+        yield FsspecTakeStore("p", str(tmp_path / "project"), fsspec.filesystem("file"))
+    elif request.param == "memory":
+        fs = fsspec.filesystem("memory")
+        yield FsspecTakeStore("p", f"/mem-{uuid.uuid4().hex}", fs)
+    else:
+        from stores.postgres.state import PostgresState
+        from stores.postgres.takes import PostgresTakeStore
+
+        state = PostgresState(request.getfixturevalue("pg_url"), pool_size=24)
+        root = str(tmp_path / "project")
+        yield PostgresTakeStore("p", root, fsspec.filesystem("file"), state, "w1")
+        state.close()
 
 
 def png(name: str = "image", data: bytes = b"\x89PNG fake") -> OutputFile:

@@ -1,9 +1,10 @@
-"""One contract for the task store, run against SQLite and the in-memory twin."""
+"""One contract for the task store, run against SQLite, PostgreSQL and the in-memory twin."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,11 +23,18 @@ from stores.sqlite_state import SqliteState
 GRAPH = {"name": "g", "nodes": [{"id": "n", "template": "number"}]}
 
 
-@pytest.fixture(params=["sqlite", "memory"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> TaskStore:
+@pytest.fixture(params=["sqlite", "memory", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TaskStore]:
     if request.param == "memory":
-        return MemoryTaskStore()
-    return SqliteState(tmp_path / "state.db")
+        yield MemoryTaskStore()
+    elif request.param == "sqlite":
+        yield SqliteState(tmp_path / "state.db")
+    else:
+        from stores.postgres.state import PostgresState
+
+        state = PostgresState(request.getfixturevalue("pg_url"))
+        yield state
+        state.close()
 
 
 def _record(task_id: str, **kw: object) -> TaskRecord:

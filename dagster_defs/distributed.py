@@ -1,0 +1,306 @@
+"""Distributed mode: API replicas and worker processes sharing PostgreSQL (state, queue, Dagster)
+and Redis (live fan-out). Selected by ``TAKEFLOW_DATABASE_URL`` (or ``distributed.database_url``
+in ``<home>/config.json``); without it Takeflow stays the embedded single process.
+
+``DistributedRunner`` is the embedded ``TaskRunner`` with its process-local rooms swapped:
+- pool: ``put`` enqueues a procrastinate job in the submit transaction (task row,
+  ``task.submitted`` and job commit together; ``batch()`` makes a batch one transaction);
+- lifecycle: each move and its event in one transaction; in a worker, ``queued -> running`` is a
+  claim in the task row (new epoch, lease) and the plan is re-made from the stored graph;
+- histories: one git writer per project across processes (advisory lock);
+- cancel: queued tasks in the row (only while unclaimed); running ones through a flag the owning
+  worker reads with its heartbeat;
+- recovery: no start-up sweep; ``Sweeper`` fails only tasks whose lease expired.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+from dagster import DagsterInstance
+
+from dagster_defs.commits import ProjectHistories
+from dagster_defs.lifecycle import TaskLifecycle
+from dagster_defs.node_executor import TaskExecution
+from dagster_defs.queue import JobQueue, queue_for
+from dagster_defs.runner import TaskRunner
+from dagster_defs.workers import QueueItem
+from graph_runtime.errors import TakeflowError
+from graph_runtime.events import TaskFailed
+from graph_runtime.tasks import TaskRecord, TaskStatus
+from graph_runtime.validation import ExecutionPlan
+from stores.postgres.state import LeaseLostError, PostgresState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """Distributed-mode settings (env beats ``config.json``'s ``distributed`` block)."""
+
+    database_url: str
+    redis_url: str | None = None
+    lease_s: float = 10.0
+    heartbeat_s: float = 2.0
+    sweep_s: float = 1.0
+
+    @classmethod
+    def resolve(cls, config: Mapping[str, Any]) -> ClusterSettings | None:
+        block = dict(config.get("distributed") or {})
+        url = os.environ.get("TAKEFLOW_DATABASE_URL") or block.get("database_url")
+        if not url:
+            return None
+        lease = float(os.environ.get("TAKEFLOW_LEASE_S") or block.get("lease_s") or 10.0)
+        return cls(
+            database_url=url,
+            redis_url=os.environ.get("TAKEFLOW_REDIS_URL") or block.get("redis_url"),
+            lease_s=lease,
+            heartbeat_s=float(block.get("heartbeat_s") or max(0.2, lease / 5)),
+            sweep_s=float(block.get("sweep_s") or max(0.2, min(1.0, lease / 5))),
+        )
+
+
+def worker_identity() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class _JobPool:
+    """Stands in for the embedded ``WorkerPool``: ``put`` enqueues a queue job on the
+    connection of the submit transaction; execution is the job queue's (``server/worker.py``)."""
+
+    total = 0
+    closed = False
+
+    def __init__(self, runner: DistributedRunner) -> None:
+        self._runner = runner
+
+    def put(self, task_id: str, plan: ExecutionPlan, project: Any, priority: int) -> None:
+        runner = self._runner
+        with runner.pg.transaction() as conn:
+            runner.jobs.defer(conn, task_id, queue_for(plan), priority)
+
+    def depth(self) -> int:
+        return self._runner.queue_depth()
+
+    def busy(self) -> int:
+        return len(self._runner._signals)
+
+    def alive(self) -> int:
+        return 0
+
+    def start(self) -> None:
+        pass
+
+    def stop_taking_work(self) -> None:
+        pass
+
+    def join(self, timeout: float) -> bool:
+        return True
+
+
+class _AtomicLifecycle(TaskLifecycle):
+    """Each move's status change and its event in one transaction: a reader never sees a
+    terminal status without its terminal event, nor a claim without ``task.started``."""
+
+    store: Any
+
+    def claim(self, task_id: str, run_id: str, job_name: str) -> TaskRecord | None:
+        with self.store.transaction():
+            return super().claim(task_id, run_id, job_name)
+
+    def finish(
+        self, task_id: str, status: TaskStatus, payload: Any, **kw: Any
+    ) -> TaskRecord | None:
+        with self.store.transaction():
+            return super().finish(task_id, status, payload, **kw)
+
+    def cancel_queued(self, task_id: str) -> TaskRecord | None:
+        with self.store.transaction():
+            return super().cancel_queued(task_id)
+
+
+class _LockedHistories(ProjectHistories):
+    """One git writer per project at a time across every process (a transaction-level advisory
+    lock keyed by the project), so commits never collide on ``.git/index.lock``."""
+
+    def __init__(self, metrics: Any, state: PostgresState) -> None:
+        super().__init__(metrics)
+        self._state = state
+
+    def commit(self, project: Any, paths: Any, message: str, trace_context: Any = None) -> Any:
+        with self._state.transaction() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"git:{project.id}",))
+            return super().commit(project, paths, message, trace_context)
+
+
+class DistributedRunner(TaskRunner):
+    """A ``TaskRunner`` whose queue, claims, cancel and recovery live in PostgreSQL."""
+
+    def __init__(
+        self,
+        *args: Any,
+        settings: ClusterSettings,
+        jobs: JobQueue,
+        worker_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs["workers"] = 0  # execution is driven by the job queue (server/worker.py)
+        super().__init__(*args, **kwargs)  # no workers: no start-up recovery (the Sweeper's)
+        self.settings = settings
+        self.jobs = jobs
+        self.worker_id = worker_id or worker_identity()
+        self.pg.claim_as(self.worker_id, settings.lease_s)
+        self.lifecycle = _AtomicLifecycle(self.pg, self.bus, self.telemetry)
+        self.histories = _LockedHistories(self.metrics, self.pg)
+        self.completion.lifecycle = self.lifecycle
+        self.completion.histories = self.histories
+        self.pool = _JobPool(self)  # type: ignore[assignment]
+
+    @property
+    def pg(self) -> PostgresState:
+        """The shared state (``self.state``, typed as what it is in this mode)."""
+        return cast(PostgresState, self.state)
+
+    # -- submit ------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Submissions inside the block are queued all together or not at all."""
+        with self.pg.transaction():
+            yield
+
+    def submit(self, work: Any, **kwargs: Any) -> TaskRecord:
+        with self.pg.transaction():
+            return super().submit(work, **kwargs)
+
+    # -- run (worker processes) ---------------------------------------------------------------
+
+    def run_task(self, task_id: str) -> None:
+        """Run one queued task in this process (called by the queue worker, one thread each);
+        the plan is made again from the stored graph, so any worker can run any task."""
+        record = self.pg.get(task_id)
+        if record is None or record.status != TaskStatus.QUEUED:
+            return  # cancelled, or already taken
+        try:
+            work = self.admission.readmit(record)
+        except TakeflowError as exc:  # e.g. a template this worker lacks
+            self.lifecycle.fail_queued(task_id, exc.to_dict())
+            return
+        self._execute(QueueItem(-record.priority, 0, task_id, work.plan, work.project))
+
+    def _conclude(self, execution: TaskExecution, success: bool, dagster_error: str | None) -> None:
+        try:
+            super()._conclude(execution, success, dagster_error)
+        finally:
+            self.pg.release(execution.task_id)
+
+    def keep_leases(self) -> None:
+        """Extend this worker's leases; pass on cancel requests; stop tasks whose lease is lost."""
+        alive = self.pg.heartbeat(self.worker_id, self.settings.lease_s)
+        for task_id, signal in list(self._signals.items()):
+            if task_id in self.pg.lost:
+                signal.stop(
+                    LeaseLostError(
+                        f"worker {self.worker_id} lost its lease on task {task_id}",
+                        task_id=task_id,
+                    )
+                )
+            elif alive.get(task_id):
+                signal.request_cancel()
+
+    # -- cancel, wait, gauges (any process) ---------------------------------------------------
+
+    def cancel(self, task_id: str) -> TaskRecord:
+        record = self.get(task_id)
+        if record.status == TaskStatus.QUEUED:
+            cancelled = self.lifecycle.cancel_queued(task_id)
+            if cancelled is not None:
+                return cancelled
+            record = self.get(task_id)  # a worker claimed it meanwhile
+        if record.status == TaskStatus.RUNNING:
+            local = self._signals.get(task_id)
+            if local is not None:
+                local.request_cancel()
+            else:
+                self.pg.request_cancel(task_id)
+        return record
+
+    def wait(self, task_id: str, timeout: float = 60.0) -> TaskRecord:
+        deadline = time.monotonic() + timeout
+        while True:
+            record = self.get(task_id)
+            if record.status.terminal:
+                return record
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"task {task_id} still {record.status} after {timeout}s")
+            time.sleep(0.05)
+
+    def _count(self, query: str) -> int:
+        with self.pg.pool.connection() as conn:
+            row = conn.execute(query).fetchone()
+        return int(row[0]) if row else 0
+
+    def queue_depth(self) -> int:
+        return self._count("SELECT count(*) FROM takeflow_tasks WHERE status = 'queued'")
+
+    def running(self) -> int:
+        return self._count("SELECT count(*) FROM takeflow_tasks WHERE status = 'running'")
+
+    def workers_total(self) -> int:
+        return self._count("SELECT count(*) FROM takeflow_workers")
+
+    def workers_alive(self) -> int:
+        return self._count(
+            "SELECT count(*) FROM takeflow_workers WHERE heartbeat > now() - "
+            f"make_interval(secs => {float(self.settings.lease_s)})"
+        )
+
+    def estimate_seconds(self, nodes: int) -> float:
+        return round(0.02 * max(nodes, 1), 3)
+
+
+class Sweeper:
+    """Fails tasks whose worker stopped renewing its lease (killed, paused, cut off): epoch + 1
+    (the old owner is fenced), ``task.failed`` with code ``interrupted``, its Dagster run marked
+    failed, and queue jobs of dead workers retired (re-queued if their task never started).
+    Any number of processes may sweep: each step is conditional under a row lock."""
+
+    def __init__(self, runner: DistributedRunner, instance: DagsterInstance) -> None:
+        self.runner = runner
+        self.instance = instance
+
+    def sweep(self) -> int:
+        runner, failed = self.runner, 0
+        error = {"code": "interrupted", "message": "the worker running this task stopped"}
+        for record in runner.pg.expired():
+            with runner.pg.transaction():
+                ended = runner.pg.expire(record.task_id, error)
+                if ended is not None:
+                    runner.bus.publish(
+                        ended.task_id, ended.project_id, TaskFailed.of(error, ended.trace_id)
+                    )
+            if ended is None:
+                continue  # renewed meanwhile, or another sweeper was first
+            failed += 1
+            runner.backend.end_runs(ended, "the Takeflow worker running it stopped")
+        with runner.pg.transaction() as conn:
+            for job_id, task_id in runner.jobs.stalled_jobs(conn, 3 * runner.settings.lease_s):
+                task = runner.pg.get(task_id)
+                queued = task is not None and task.status == TaskStatus.QUEUED
+                runner.jobs.retire(conn, job_id, requeue=queued)
+        return failed
+
+    def run_forever(self, stop: threading.Event) -> None:
+        while not stop.wait(self.runner.settings.sweep_s):
+            try:
+                self.sweep()
+            except Exception:  # the database may be briefly away: try again next round
+                log.exception("sweep failed")

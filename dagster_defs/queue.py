@@ -1,0 +1,101 @@
+"""Dispatch in distributed mode: a procrastinate job queue in the same PostgreSQL database.
+
+Why procrastinate (see docs/deploy.md for the measured overhead): the job row is inserted on the
+connection that also inserts the task row and its ``task.submitted`` event, so a task (and a
+batch) is queued all-or-none with no second system to keep consistent; workers wake by
+LISTEN/NOTIFY and claim with ``FOR UPDATE SKIP LOCKED``; queues and priorities are native.
+
+The job only names the task. Whether the task still runs, who owns it and its lease live in the
+task row (``stores.postgres.state``), which also fences a worker that lost its lease.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import procrastinate
+from procrastinate import PsycopgConnector
+
+from graph_runtime.validation import ExecutionPlan
+
+JOB_NAME = "takeflow.run_task"
+CPU_QUEUE = "cpu"
+GPU_QUEUE = "gpu"
+
+
+def queue_for(plan: ExecutionPlan) -> str:
+    """Route by resource hints: ``gpu-<model>`` when a GPU node names its model, ``gpu`` for
+    other GPU nodes, ``cpu`` otherwise. A worker serves the queues it is started with."""
+    for node in plan.nodes:
+        if node.template.resources.gpu:
+            model = node.literals.get("model")
+            return f"{GPU_QUEUE}-{model}" if isinstance(model, str) and model else GPU_QUEUE
+    return CPU_QUEUE
+
+
+def make_app(database_url: str, run_task: Callable[[str], Any] | None = None) -> procrastinate.App:
+    """The queue app. Producers (API replicas) pass no ``run_task``; workers pass theirs."""
+    app = procrastinate.App(connector=PsycopgConnector(conninfo=database_url))
+
+    def job(task_id: str) -> None:
+        if run_task is None:
+            raise RuntimeError("this process only enqueues; run `takeflow worker`")
+        run_task(task_id)
+
+    app.task(name=JOB_NAME, pass_context=False)(job)
+    return app
+
+
+class JobQueue:
+    """Enqueues task jobs on a caller's connection (inside its transaction)."""
+
+    def __init__(self, database_url: str) -> None:
+        self.app = make_app(database_url)
+        self._opened = False
+
+    def open(self) -> None:
+        if not self._opened:
+            self.app.open()
+            self._opened = True
+
+    def ensure_schema(self, conn: Any) -> None:
+        """Apply procrastinate's schema once per database (guarded by an advisory lock)."""
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (0x7A6B_F10F,))
+            exists = conn.execute("SELECT to_regclass('procrastinate_jobs')").fetchone()
+            if exists is None or exists[0] is None:
+                conn.execute(self.app.schema_manager.get_schema())
+
+    def defer(self, conn: Any, task_id: str, queue: str, priority: int) -> int:
+        """Insert the job for ``task_id`` on ``conn`` (commits with the caller's transaction)."""
+        self.open()
+        job = self.app.tasks[JOB_NAME].configure(queue=queue, priority=priority, connection=conn)
+        return int(job.defer(task_id=task_id))
+
+    def close(self) -> None:
+        if self._opened:
+            self.app.close()
+            self._opened = False
+
+    @staticmethod
+    def stalled_jobs(conn: Any, stale_s: float) -> list[tuple[int, str]]:
+        """Jobs taken by a worker that stopped heartbeating: ``(job id, task id)``."""
+        rows = conn.execute(
+            "SELECT j.id, j.args->>'task_id' FROM procrastinate_jobs j "
+            "LEFT JOIN procrastinate_workers w ON w.id = j.worker_id "
+            "WHERE j.status = 'doing' AND j.task_name = %s AND (w.id IS NULL OR "
+            "w.last_heartbeat < now() - make_interval(secs => %s))",
+            (JOB_NAME, stale_s),
+        ).fetchall()
+        return [(int(r[0]), str(r[1])) for r in rows]
+
+    @staticmethod
+    def retire(conn: Any, job_id: int, requeue: bool) -> None:
+        """End a stalled job: back to ``todo`` when its task never started, else ``failed``."""
+        if requeue:
+            conn.execute(
+                "SELECT procrastinate_retry_job_v2(%s, now(), NULL, NULL, NULL)", (job_id,)
+            )
+        else:
+            conn.execute("SELECT procrastinate_finish_job_v1(%s, 'failed', FALSE)", (job_id,))

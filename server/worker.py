@@ -1,0 +1,108 @@
+"""``takeflow worker``: a distributed-mode worker process (one per GPU).
+
+It serves queue jobs from the given queues, ``concurrency`` at a time, each in a thread of this
+one process, so templates share its warm imports and its diffusion service (cross-request
+batching keeps working). Next to the queue it keeps its task leases (heartbeat; cancel requests
+come back with it), sweeps tasks whose worker died, and enforces template time limits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import threading
+
+from dagster_defs.distributed import DistributedRunner, Sweeper
+from dagster_defs.queue import CPU_QUEUE, GPU_QUEUE, make_app
+from dagster_defs.runtime import open_runtime
+from graph_runtime.errors import TakeflowError
+
+log = logging.getLogger(__name__)
+
+
+class NotDistributedError(TakeflowError):
+    code = "not_distributed"
+
+
+def keep_leases(runner: DistributedRunner, stop: threading.Event) -> None:
+    while not stop.wait(runner.settings.heartbeat_s):
+        try:
+            runner.keep_leases()
+            runner.pg.worker_heartbeat(runner.worker_id)
+        except Exception:  # database briefly away: the lease has slack (lease_s > heartbeat)
+            log.exception("heartbeat failed")
+
+
+def run_worker(home: str | None, queues: list[str] | None, concurrency: int) -> int:
+    """Run until SIGINT/SIGTERM (graceful: running tasks finish first)."""
+    runtime = open_runtime(home, workers=0)
+    runner = runtime.runner
+    try:
+        if not isinstance(runner, DistributedRunner):
+            raise NotDistributedError(
+                "takeflow worker needs distributed mode: set TAKEFLOW_DATABASE_URL "
+                '(or "distributed": {"database_url": ...} in <home>/config.json)'
+            )
+        state = runner.pg
+        state.register_worker(runner.worker_id, queues or ["*"], socket.gethostname(), os.getpid())
+        stop = threading.Event()
+        threading.Thread(target=keep_leases, args=(runner, stop), daemon=True).start()
+        sweeper = Sweeper(runner, runtime.instance)
+        threading.Thread(target=sweeper.run_forever, args=(stop,), daemon=True).start()
+        runner.limits.start()  # template time and memory limits
+        app = make_app(runner.settings.database_url, run_task=runner.run_task)
+        print(
+            f"takeflow worker {runner.worker_id}: queues {','.join(queues or ['all'])}, "
+            f"concurrency {concurrency}",
+            flush=True,
+        )
+        try:
+            app.run_worker(
+                queues=queues,
+                concurrency=concurrency,
+                name=runner.worker_id,
+                update_heartbeat_interval=runner.settings.heartbeat_s,
+                stalled_worker_timeout=3 * runner.settings.lease_s,
+                fetch_job_polling_interval=1.0,
+            )
+        finally:
+            stop.set()
+    finally:
+        runtime.close()
+    return 0
+
+
+def _worker_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--queues",
+        help=f"comma-separated queues to serve, e.g. {CPU_QUEUE},{GPU_QUEUE} (default: all)",
+    )
+    p.add_argument("--concurrency", type=int, default=2, help="tasks at once in this process")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("worker", help="run tasks from the queue (distributed mode)")
+    _worker_options(p)
+    p.set_defaults(fn=cmd_worker)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    queues = [q.strip() for q in args.queues.split(",") if q.strip()] if args.queues else None
+    return run_worker(getattr(args, "home", None), queues, args.concurrency)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m server.worker`` (tests and benches): the same as ``takeflow worker``."""
+    parser = argparse.ArgumentParser(prog="python -m server.worker")
+    parser.add_argument("--home")
+    _worker_options(parser)
+    logging.basicConfig(level=logging.WARNING)
+    return cmd_worker(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    import sys
+
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,1 @@
+"""Distributed-mode adapters on PostgreSQL: event log, task store, take numbering."""

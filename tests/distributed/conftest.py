@@ -1,0 +1,1 @@
+"""Fixtures for the distributed-mode tests (real PostgreSQL, Redis and processes)."""

@@ -1,0 +1,217 @@
+"""Distributed mode end to end: two API replicas and two workers (real processes) on a real
+PostgreSQL and redis-server. Each test leaves the cluster as it found it (2 APIs, 2 workers)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.distributed.cluster import Cluster, cluster
+from tests.server.harness import TERMINAL, EventClient, ServerProcess
+from tests.services import PostgresServer, RedisServer, redis_server
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+SHOT = "ch01/sc01/sh010"
+
+
+@pytest.fixture(scope="module")
+def redis_mod() -> Iterator[RedisServer]:
+    with redis_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def tf(
+    tmp_path_factory: pytest.TempPathFactory, pg_server: PostgresServer, redis_mod: RedisServer
+) -> Iterator[Cluster]:
+    with cluster(tmp_path_factory.mktemp("cluster"), pg_server, redis_mod) as c:
+        c.apis[0].ok("POST", "/api/v1/projects", json={"project_id": "film", "name": "Film"})
+        yield c
+
+
+def delay(api: ServerProcess, seconds: float, steps: int = 4, **fields: Any) -> str:
+    fields = {"project_id": "film", "shot_id": SHOT, **fields}
+    return api.submit("delay", {"seconds": seconds, "steps": steps, "value": "v"}, **fields)
+
+
+def wait_status(api: ServerProcess, task_id: str, states: set[str], timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        record: dict[str, Any] = api.ok("GET", f"/api/v1/runs/{task_id}")
+        if record["status"] in states:
+            return record
+        assert time.monotonic() < deadline, f"{task_id} still {record['status']}"
+        time.sleep(0.05)
+
+
+def sql(tf: Cluster, query: str, *params: Any) -> list[tuple[Any, ...]]:
+    with psycopg.connect(tf.env["TAKEFLOW_DATABASE_URL"]) as conn:
+        return conn.execute(query, params).fetchall()
+
+
+def assert_once_in_order(events: list[dict[str, Any]], stored: list[dict[str, Any]]) -> None:
+    assert [e["seq"] for e in events] == list(range(1, len(stored) + 1))
+    assert [(e["seq"], e["id"], e["type"]) for e in events] == [
+        (e["seq"], e["id"], e["type"]) for e in stored
+    ]
+
+
+def test_follow_on_replica_a_then_resume_on_replica_b_gets_every_event_once(tf: Cluster) -> None:
+    a, b = tf.apis
+
+    async def scenario() -> None:
+        task_id = delay(a, 1.2, steps=6)
+        async with EventClient(f"{a.ws_base}/ws/artist") as client:
+            await client.subscribe(task_ids=[task_id])
+            await client.until(lambda e: e["type"] == "task.progress", timeout=30)
+            first = list(client.for_task(task_id))
+        last_seq = first[-1]["seq"]
+        async with EventClient(f"{b.ws_base}/ws/artist") as client:
+            await client.subscribe(task_ids=[task_id], last_seq={task_id: last_seq})
+            await client.until_terminal(task_id, timeout=30)
+            rest = list(client.for_task(task_id))
+        stored = b.stored_events(task_id)
+        assert stored[-1]["type"] == "task.completed"
+        assert_once_in_order(first + rest, stored)
+
+    asyncio.run(scenario())
+
+
+def test_forty_concurrent_takes_on_one_shot_are_numbered_1_to_40_and_committed_once(
+    tf: Cluster,
+) -> None:
+    shot = "ch02/sc01/sh010"
+    a, b = tf.apis
+    ids = [delay((a, b)[i % 2], 0.0, steps=1, shot_id=shot) for i in range(40)]
+    records = [wait_status(a, t, {"completed", "failed"}, timeout=120) for t in ids]
+    assert {r["status"] for r in records} == {"completed"}, [
+        (r["error"], tf.apis[0].stored_events(r["task_id"])) for r in records if r["error"]
+    ]
+    takes = a.ok("GET", "/api/v1/projects/film/takes", params={"shot_id": shot})
+    assert sorted(t["number"] for t in takes) == list(range(1, 41))
+    assert sorted(t["metadata"]["task_id"] for t in takes) == sorted(ids)
+    repo = tf.home / "projects" / "film"
+    log = subprocess.run(
+        ["git", "log", "--format=%B"], cwd=repo, capture_output=True, text=True, check=True
+    ).stdout
+    for task_id in ids:
+        assert log.count(f"Takeflow-Task: {task_id}") == 1, task_id
+    status = subprocess.run(
+        ["git", "status", "--porcelain", "03_Renders"], cwd=repo, capture_output=True, text=True
+    )
+    assert [line for line in status.stdout.splitlines() if "/take_" in line] == []
+    owners = sql(
+        tf, "SELECT count(DISTINCT owner) FROM takeflow_tasks WHERE task_id = ANY(%s)", ids
+    )
+    assert owners[0][0] == 2  # both workers took part
+
+
+def test_a_worker_killed_mid_run_ends_its_task_interrupted_and_others_finish(
+    tf: Cluster,
+) -> None:
+    a, b = tf.apis
+    long = delay(a, 60.0, steps=600)
+    wait_status(a, long, {"running"})
+    owner = sql(tf, "SELECT owner FROM takeflow_tasks WHERE task_id = %s", long)[0][0]
+    victim = next(w for w in tf.workers if owner.endswith(f"-{w.pid}"))
+    others = [delay(b, 0.2, steps=2) for _ in range(4)]
+    killed_at = time.monotonic()
+    victim.kill()
+    tf.workers.remove(victim)
+    failed = wait_status(b, long, {"failed", "completed"}, timeout=30)
+    assert failed["status"] == "failed" and failed["error"]["code"] == "interrupted"
+    assert time.monotonic() - killed_at < 2.0 * 2 + 5  # lease (2 s) + sweep + slack
+    for task_id in others:  # queued ones went to the other worker; the victim's died with it
+        record = wait_status(b, task_id, {"completed", "failed"})
+        ran_on = sql(tf, "SELECT owner FROM takeflow_tasks WHERE task_id = %s", task_id)[0][0]
+        assert record["status"] == "completed" or (
+            record["error"]["code"] == "interrupted" and ran_on is None
+        ), record
+    after = [delay(a, 0.1, steps=1) for _ in range(3)]
+    for task_id in after:
+        assert wait_status(b, task_id, {"completed", "failed"})["status"] == "completed"
+    stored = b.stored_events(long)
+    assert [e["seq"] for e in stored] == list(range(1, len(stored) + 1))
+    assert stored[-1]["type"] == "task.failed" and stored[-1]["data"]["code"] == "interrupted"
+    assert sum(e["type"] in TERMINAL for e in stored) == 1
+    run_id = next(e["data"]["dagster_run_id"] for e in stored if e["type"] == "task.started")
+    assert sql(tf, "SELECT status FROM runs WHERE run_id = %s", run_id) == [("FAILURE",)]
+    tf.add_worker()
+
+
+def test_cancel_on_replica_b_stops_a_task_running_on_a_worker(tf: Cluster) -> None:
+    a, b = tf.apis
+    task_id = delay(a, 30.0, steps=300)
+    wait_status(a, task_id, {"running"})
+    b.ok("POST", f"/api/v1/functions/tasks/{task_id}/cancel")
+    record = wait_status(a, task_id, {"cancelled", "completed", "failed"}, timeout=20)
+    assert record["status"] == "cancelled"
+    assert a.stored_events(task_id)[-1]["type"] == "task.cancelled"
+    queued = delay(b, 0.1)  # cancelled while queued: no worker runs it afterwards
+    b.ok("POST", f"/api/v1/functions/tasks/{queued}/cancel")
+    final = wait_status(a, queued, {"cancelled", "completed"})["status"]
+    types = [e["type"] for e in a.stored_events(queued)]
+    if final == "cancelled" and "task.started" not in types:
+        assert types == ["task.submitted", "task.cancelled"]
+        time.sleep(0.5)
+        assert [e["type"] for e in a.stored_events(queued)] == types
+    else:  # a worker claimed it first: then it is cancelled as a running task, or finished
+        assert types[1] == "task.started"
+
+
+def test_clients_lose_nothing_when_a_replica_dies_then_redis(
+    tf: Cluster, redis_mod: RedisServer
+) -> None:
+    a, b = tf.apis
+
+    async def scenario() -> None:
+        ids: list[str] = []
+        async with EventClient(f"{a.ws_base}/ws/artist") as client:
+            ack = await client.subscribe(project_ids=["film"])
+            floor = ack.get("last_id")
+            ids.append(delay(a, 0.3, steps=3))
+            await client.until_terminal(ids[0], timeout=30)
+            last_id = client.events[-1]["id"]
+            got = list(client.events)
+        a.proc.kill()  # replica A dies
+        tf.apis.remove(a)
+        ids.append(delay(b, 0.3, steps=3))  # while nobody listens
+        async with EventClient(f"{b.ws_base}/ws/artist") as client:
+            await client.subscribe(project_ids=["film"], last_id=last_id)
+            await client.until_terminal(ids[1], timeout=30)
+            redis_mod.stop()  # Redis goes down: the log tail carries the events
+            ids.append(delay(b, 0.3, steps=3))
+            await client.until_terminal(ids[2], timeout=30)
+            redis_mod.start()
+            ids.append(delay(b, 0.3, steps=3))
+            await client.until_terminal(ids[3], timeout=30)
+            got += client.events
+        for task_id in ids:
+            mine = [e for e in got if e["data"].get("task_id") == task_id]
+            assert_once_in_order(mine, b.stored_events(task_id))
+        seen = [e["id"] for e in got]
+        assert len(seen) == len(set(seen)) and floor is not None
+
+    asyncio.run(scenario())
+    tf.add_api()
+
+
+def test_worker_refuses_to_start_without_a_database(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [".venv/bin/python", "-m", "server.worker", "--home", str(tmp_path / "h")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "TAKEFLOW_HOME": str(tmp_path / "h")},
+    )
+    assert result.returncode != 0
+    assert "takeflow worker needs distributed mode: set TAKEFLOW_DATABASE_URL" in (
+        result.stdout + result.stderr
+    )
