@@ -17,12 +17,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
 from dagster_defs.observability import TaskTelemetry
 from graph_runtime.errors import TaskNotFoundError
 from graph_runtime.events import (
     EventBus,
+    EventLog,
     EventPayload,
     TaskCancelled,
     TaskFailed,
@@ -33,6 +34,10 @@ from graph_runtime.tasks import TaskOwner, TaskRecord, TaskResult, TaskStatus, T
 from graph_runtime.validation import ExecutionPlan
 
 log = logging.getLogger(__name__)
+
+
+class TaskState(TaskStore, EventLog, Protocol):
+    """Task records and their event log in one store (as ``SqliteState`` is)."""
 
 
 def _process_started(pid: int) -> str | None:

@@ -25,7 +25,7 @@ from dagster_defs.backend import DagsterBackend
 from dagster_defs.commits import ProjectHistories
 from dagster_defs.compiler import JobCompiler, job_name
 from dagster_defs.completion import TaskCompletion
-from dagster_defs.lifecycle import TaskLifecycle
+from dagster_defs.lifecycle import TaskLifecycle, TaskState
 from dagster_defs.limits import Limits, StopSignal
 from dagster_defs.node_executor import NodeExecutor, TaskExecution
 from dagster_defs.observability import RunnerMetrics, TaskTelemetry
@@ -36,10 +36,9 @@ from graph_runtime.canvas import CanvasGraph
 from graph_runtime.errors import TakeflowError, TaskInterruptedError
 from graph_runtime.events import EventBus, EventSink
 from graph_runtime.registry import TemplateRegistry
-from graph_runtime.tasks import TaskRecord, TaskStatus, TaskStore
+from graph_runtime.tasks import TaskRecord, TaskStatus
 from graph_runtime.validation import ExecutionPlan
 from stores.projects import ProjectCatalog
-from stores.sqlite_state import SqliteState
 
 log = logging.getLogger(__name__)
 __all__ = ["VERSIONS", "TaskRunner", "new_task_id"]
@@ -53,7 +52,7 @@ class TaskRunner:
         self,
         registry: TemplateRegistry,
         projects: ProjectCatalog,
-        state: SqliteState,
+        state: TaskState,
         instance: DagsterInstance,
         workers: int = 2,
         services: Mapping[str, Any] | None = None,
@@ -64,7 +63,7 @@ class TaskRunner:
         shutdown_grace_s: float = 10.0,
     ) -> None:
         self.projects = projects
-        self.state: TaskStore = state
+        self.state = state
         self.instance = instance
         self.shutdown_grace_s = shutdown_grace_s
         self.metrics = metrics or RunnerMetrics()

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal, Protocol
@@ -388,9 +388,3 @@ class CallbackSink:
 
     def emit(self, event: TaskEvent) -> None:
         self._fn(event)
-
-
-def iter_payloads(events: Iterable[TaskEvent]) -> Iterator[EventPayload]:
-    """The typed payloads of stored events, in order."""
-    for event in events:
-        yield event.payload

@@ -8,7 +8,6 @@ is parsed, not validated against templates, so unfinished work can be saved.
 from __future__ import annotations
 
 import json
-import logging
 import re
 from typing import Any
 
@@ -22,7 +21,6 @@ from graph_runtime.errors import UnsafePathError
 from server.errors import RequestError, document_issues
 from ui_bridge.document import parse_canvas
 
-log = logging.getLogger(__name__)
 CANVAS_DIR = "02_Source_Creative/canvases"
 SUFFIX = ".takeflow.json"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
