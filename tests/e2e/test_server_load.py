@@ -131,3 +131,23 @@ def git(project: Path, *args: str) -> str:
         ["git", *args], cwd=project, capture_output=True, text=True, check=True, timeout=60
     )
     return done.stdout
+
+
+def test_a_take_left_uncommitted_at_stop_is_committed_on_restart(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    image = {"width": 8, "height": 8, "color": "#aa3300"}
+    with ServerProcess(home, workers=1) as first:
+        first.ok("POST", "/api/v1/projects", json={"project_id": "film"})
+        project = home / "projects" / "film"
+        lock = project / ".git" / "index.lock"
+        lock.write_text("")  # git is busy: the take is stored, its commit fails
+        task_id = first.submit("solid_image", image, project_id="film", shot_id=SHOT)
+        done = wait_status(first, task_id, {"completed"})
+        assert done["commit"] is None
+    take_dir = done["take"]["path"]
+    assert git(project, "status", "--porcelain", "--untracked-files=all").strip()
+    lock.unlink()
+    with ServerProcess(home, workers=1):
+        assert git(project, "status", "--porcelain", "--untracked-files=all") == ""
+        head = git(project, "log", "-1", "--name-only", "--format=%B")
+        assert "Takeflow-Recovery: yes" in head and f"{take_dir}/take.json" in head
