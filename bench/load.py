@@ -12,7 +12,8 @@ refused requests, a bounded queue and bounded memory rather than minutes of back
         [--queue-limit 50] [--user-limit 0]
 
 ``--queue-limit`` / ``--user-limit`` write the server's admission settings into its home config
-(``admission.max_queued`` / ``admission.max_queued_per_user``); 0 leaves them unset.
+(``admission.max_queued`` / ``admission.max_queued_per_user``); 0 leaves them at their defaults
+(10,000 / no limit). Every submission comes from one user (``api``).
 """
 
 from __future__ import annotations
@@ -172,7 +173,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 rate = await sustainable_rate(http, args.burst)
                 print(f"sustainable rate: {rate:.1f} tasks/s (burst of {args.burst}, "
                       f"{args.workers} workers, take + git commit each)")  # fmt: skip
-                print(f"admission: max_queued={args.queue_limit or 'unset'}, "
+                print(f"admission: max_queued={args.queue_limit or 'default (10,000)'}, "
                       f"max_queued_per_user={args.user_limit or 'unset'}")  # fmt: skip
                 print()
                 header = (

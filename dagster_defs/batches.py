@@ -48,11 +48,13 @@ def submit_sweep(
     priority: int = 0,
     batch_id: str | None = None,
     check: Callable[[Submission], None] | None = None,
+    limited: bool = True,
 ) -> tuple[str, list[str]]:
     """Queue one task per combination of ``sweep`` (``runs`` overrides the sweep's own).
 
     Raises ``SweepError`` or ``GraphValidationError`` (naming the combination), or what
-    ``check`` raises for an admitted combination, before queuing any.
+    ``check`` raises for an admitted combination, before queuing any; ``QueueFullError`` when
+    the batch does not fit the queue limits (``limited``): the batch is refused whole.
     """
     if runs is not None:
         sweep = sweep.model_copy(update={"runs": runs})
@@ -80,11 +82,13 @@ def submit_sweep(
             for submission in admitted:
                 runner.admission.abandon(submission)
             raise
-    records = [
-        runner.submit(s, priority=priority, batch_id=batch_id, batch_size=len(items))
-        for s in admitted
-    ]
-    return batch_id, [r.task_id for r in records]
+    queued = runner.queue(
+        [(s, priority) for s in admitted],
+        batch_id=batch_id,
+        batch_size=len(items),
+        limited=limited,
+    )
+    return batch_id, [q.record.task_id for q in queued]
 
 
 @dataclass

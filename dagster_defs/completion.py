@@ -11,6 +11,7 @@ from dagster_defs.node_executor import TaskExecution
 from dagster_defs.observability import TaskTelemetry
 from graph_runtime.errors import TaskCancelledError
 from graph_runtime.events import TaskCancelled, TaskCompleted, TaskFailed
+from graph_runtime.takes import ACTIVE_TAKE_FILE, shot_takes_dir
 from graph_runtime.tasks import TaskResult, TaskStatus
 
 
@@ -85,8 +86,11 @@ class TaskCompletion:
                 f"{take.take_id} of {take.shot} ({record.graph.get('name', 'graph')})\n\n"
                 f"Takeflow-Task: {record.task_id}\n"
             )
+            paths = [take.directory]
+            if take.active:  # the shot's first take wrote the shot's active.json
+                paths.append(f"{shot_takes_dir(take.shot)}/{ACTIVE_TAKE_FILE}")
             commit = self.histories.commit(
-                project, [take.directory], message, self.telemetry.context(record.task_id)
+                project, paths, message, self.telemetry.context(record.task_id)
             )
         return TaskResult(
             outputs={k: v.to_dict() for k, v in take.outputs.items()} if take else {},

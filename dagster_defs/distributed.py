@@ -15,19 +15,19 @@ in ``<home>/config.json``); without it Takeflow stays the embedded single proces
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import socket
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
 from dagster import DagsterInstance
 
 from dagster_defs.commits import ProjectHistories
+from dagster_defs.intake import QueuedTask, TaskIntake
 from dagster_defs.lifecycle import TaskLifecycle
 from dagster_defs.node_executor import TaskExecution
 from dagster_defs.queue import JobQueue, queue_for
@@ -82,10 +82,54 @@ class _JobPool:
     def __init__(self, runner: DistributedRunner) -> None:
         self._runner = runner
 
-    def put(self, task_id: str, plan: ExecutionPlan, project: Any, priority: int) -> None:
+    def put(
+        self, task_id: str, plan: ExecutionPlan, project: Any, priority: int, user: str
+    ) -> None:
         runner = self._runner
         with runner.pg.transaction() as conn:
             runner.jobs.defer(conn, task_id, queue_for(plan), priority)
+
+    def remove(self, task_id: str) -> bool:
+        return False  # a cancelled task's row says so; the job that finds it does nothing
+
+    # The job queue serves by priority, then arrival (no turns between users in this mode).
+    _PRIORITY = "COALESCE((record->>'priority')::int, 0)"
+
+    def position(self, task_id: str) -> int | None:
+        found = self._runner._scalar(
+            f"SELECT {self._PRIORITY}, created_at FROM takeflow_tasks "
+            "WHERE task_id = %s AND status = 'queued'",
+            (task_id,),
+            row=True,
+        )
+        if found is None:
+            return None
+        priority, created = found
+        return self._runner._scalar(
+            "SELECT count(*) FROM takeflow_tasks WHERE status = 'queued' AND "
+            f"({self._PRIORITY} > %s OR ({self._PRIORITY} = %s AND created_at < %s))",
+            (priority, priority, created),
+        )
+
+    def ahead(self, user: str, priority: int) -> int:
+        return self._runner._scalar(
+            "SELECT count(*) FROM takeflow_tasks "
+            f"WHERE status = 'queued' AND {self._PRIORITY} >= %s",
+            (priority,),
+        )
+
+    def queued_by(self, user: str) -> int:
+        return self._runner._scalar(
+            "SELECT count(*) FROM takeflow_tasks WHERE status = 'queued' AND record->>'user' = %s",
+            (user,),
+        )
+
+    def queued_in(self, project_id: str) -> int:
+        return self._runner._scalar(
+            "SELECT count(*) FROM takeflow_tasks "
+            "WHERE status = 'queued' AND record->>'project_id' = %s",
+            (project_id,),
+        )
 
     def depth(self) -> int:
         return self._runner.queue_depth()
@@ -163,6 +207,14 @@ class DistributedRunner(TaskRunner):
         self.completion.lifecycle = self.lifecycle
         self.completion.histories = self.histories
         self.pool = _JobPool(self)  # type: ignore[assignment]
+        self.intake = TaskIntake(
+            self.pool,
+            self.lifecycle,
+            self.admission,
+            self.throughput,
+            self.running,
+            self.intake.limits,
+        )
 
     @property
     def pg(self) -> PostgresState:
@@ -171,15 +223,10 @@ class DistributedRunner(TaskRunner):
 
     # -- submit ------------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def batch(self) -> Iterator[None]:
-        """Submissions inside the block are queued all together or not at all."""
+    def queue(self, entries: Any, **kwargs: Any) -> list[QueuedTask]:
+        """Task rows, first events and queue jobs of a batch in one transaction: all or none."""
         with self.pg.transaction():
-            yield
-
-    def submit(self, work: Any, **kwargs: Any) -> TaskRecord:
-        with self.pg.transaction():
-            return super().submit(work, **kwargs)
+            return super().queue(entries, **kwargs)
 
     # -- run (worker processes) ---------------------------------------------------------------
 
@@ -194,7 +241,7 @@ class DistributedRunner(TaskRunner):
         except TakeflowError as exc:  # e.g. a template this worker lacks
             self.lifecycle.fail_queued(task_id, exc.to_dict())
             return
-        self._execute(QueueItem(-record.priority, 0, task_id, work.plan, work.project))
+        self._execute(QueueItem(task_id, work.plan, work.project))
 
     def _conclude(self, execution: TaskExecution, success: bool, dagster_error: str | None) -> None:
         try:
@@ -244,9 +291,15 @@ class DistributedRunner(TaskRunner):
             time.sleep(0.05)
 
     def _count(self, query: str) -> int:
+        return int(self._scalar(query))
+
+    def _scalar(self, query: str, params: tuple[Any, ...] = (), row: bool = False) -> Any:
+        """The first column of the first row (0 when none), or with ``row`` the row (or None)."""
         with self.pg.pool.connection() as conn:
-            row = conn.execute(query).fetchone()
-        return int(row[0]) if row else 0
+            found = conn.execute(query, params).fetchone()
+        if row:
+            return found
+        return found[0] if found else 0
 
     def queue_depth(self) -> int:
         return self._count("SELECT count(*) FROM takeflow_tasks WHERE status = 'queued'")
@@ -262,9 +315,6 @@ class DistributedRunner(TaskRunner):
             "SELECT count(*) FROM takeflow_workers WHERE heartbeat > now() - "
             f"make_interval(secs => {float(self.settings.lease_s)})"
         )
-
-    def estimate_seconds(self, nodes: int) -> float:
-        return round(0.02 * max(nodes, 1), 3)
 
 
 class Sweeper:

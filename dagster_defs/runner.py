@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -25,6 +26,7 @@ from dagster_defs.backend import DagsterBackend
 from dagster_defs.commits import ProjectHistories
 from dagster_defs.compiler import JobCompiler, job_name
 from dagster_defs.completion import TaskCompletion
+from dagster_defs.intake import QueuedTask, QueueLimits, TaskIntake
 from dagster_defs.lifecycle import TaskLifecycle, TaskState
 from dagster_defs.limits import Limits, StopSignal
 from dagster_defs.node_executor import NodeExecutor, TaskExecution
@@ -36,12 +38,13 @@ from graph_runtime.canvas import CanvasGraph
 from graph_runtime.errors import TakeflowError, TaskInterruptedError
 from graph_runtime.events import EventBus, EventSink
 from graph_runtime.registry import TemplateRegistry
+from graph_runtime.scheduling import ThroughputEstimate
 from graph_runtime.tasks import TaskRecord, TaskStatus
 from graph_runtime.validation import ExecutionPlan
 from stores.projects import ProjectCatalog
 
 log = logging.getLogger(__name__)
-__all__ = ["VERSIONS", "TaskRunner", "new_task_id"]
+__all__ = ["VERSIONS", "QueuedTask", "TaskRunner", "new_task_id"]
 
 
 class TaskRunner:
@@ -61,6 +64,7 @@ class TaskRunner:
         metrics: RunnerMetrics | None = None,
         memory_limit_mb: float | None = None,
         shutdown_grace_s: float = 10.0,
+        queue_limits: QueueLimits | None = None,
     ) -> None:
         self.projects = projects
         self.state = state
@@ -73,9 +77,7 @@ class TaskRunner:
         provided = dict(services or {})  # one mapping: what ops get is what admission checks
         self.admission = Admission(registry, projects, self.telemetry, provided.keys())
         self.limits = Limits(node_timeout_s, memory_limit_mb)
-        self.executor = NodeExecutor(
-            self.bus, self.limits, self.telemetry, provided, node_cache
-        )
+        self.executor = NodeExecutor(self.bus, self.limits, self.telemetry, provided, node_cache)
         self.histories = ProjectHistories(self.metrics)
         self.recorder = TakeRecorder(self.bus, self.telemetry)
         self.completion = TaskCompletion(self.lifecycle, self.histories, self.telemetry)
@@ -83,6 +85,11 @@ class TaskRunner:
             instance, self.executor, self.recorder, self._conclude, self._adopt
         )
         self.pool = WorkerPool(self._execute, workers)
+        self.throughput = ThroughputEstimate(workers)
+        self.intake = TaskIntake(
+            self.pool, self.lifecycle, self.admission, self.throughput, self.running,
+            queue_limits or QueueLimits(),
+        )  # fmt: skip
         self._signals: dict[str, StopSignal] = {}  # running tasks, by task id
         self._by_task: dict[str, TaskExecution] = {}
         self._lock = threading.Lock()
@@ -154,9 +161,10 @@ class TaskRunner:
         batch_size: int | None = None,
         task_id: str | None = None,
         extra_metadata: Mapping[str, Any] | None = None,
+        limited: bool = True,
     ) -> TaskRecord:
         """Queue an admitted submission (a bare graph is admitted first: validated once).
-        Nothing is stored when admission fails."""
+        Nothing is stored when admission fails or a queue limit refuses it (``limited``)."""
         if isinstance(work, CanvasGraph):
             work = self.admission.admit(
                 work,
@@ -166,26 +174,24 @@ class TaskRunner:
                 task_id=task_id,
                 metadata=extra_metadata,
             )
-        plan = work.plan
-        record = TaskRecord(
-            task_id=work.task_id,
-            graph=plan.graph.model_dump(mode="json"),
-            project_id=work.project_id,
-            shot=work.shot,
-            user=work.user,
-            priority=priority,
-            batch_id=batch_id,
-            node_states={n.node_id: "queued" for n in plan.nodes},
-            trace_id=work.trace_id,
-            metadata=dict(work.metadata),
-        )
-        self.lifecycle.submit(record, plan, self.estimate_seconds(len(plan.nodes)), batch_size)
-        self.pool.put(record.task_id, plan, work.project, priority)
-        return record
+        return self.queue(
+            [(work, priority)], batch_id=batch_id, batch_size=batch_size, limited=limited
+        )[0].record
 
-    def estimate_seconds(self, nodes: int) -> float:
-        """A rough estimate for ``estimated_completion``: queue length times a small per-op cost."""
-        return round(0.02 * max(nodes, 1) + 0.02 * self.pool.depth(), 3)
+    def queue(
+        self,
+        entries: Sequence[tuple[Submission, int]],
+        *,
+        batch_id: str | None = None,
+        batch_size: int | None = None,
+        limited: bool = True,
+    ) -> list[QueuedTask]:
+        """Queue admitted submissions (each with its priority), all or none (``TaskIntake``)."""
+        return self.intake.queue(entries, batch_id, batch_size, limited)
+
+    def estimate(self, record: TaskRecord) -> tuple[int | None, float | None]:
+        """A task's queue position and expected seconds to finish (``TaskIntake.estimate``)."""
+        return self.intake.estimate(record)
 
     def get(self, task_id: str) -> TaskRecord:
         record = self.lifecycle.get(task_id)
@@ -199,7 +205,11 @@ class TaskRunner:
         """Cancel a queued task at once, or a running one at its template's next progress point."""
         record = self.get(task_id)
         if record.status == TaskStatus.QUEUED:
-            return self.lifecycle.cancel_queued(task_id) or self.get(task_id)
+            cancelled = self.lifecycle.cancel_queued(task_id)
+            if cancelled is None:
+                return self.get(task_id)
+            self.pool.remove(task_id)
+            return cancelled
         signal = self._signals.get(task_id)
         if record.status == TaskStatus.RUNNING and signal is not None:
             signal.request_cancel()
@@ -271,6 +281,8 @@ class TaskRunner:
 
     def _conclude(self, execution: TaskExecution, success: bool, dagster_error: str | None) -> None:
         self.completion.conclude(execution, success, dagster_error)
+        if not execution.adopted:
+            self.throughput.observe(time.perf_counter() - execution.started)
         with self._lock:
             self._by_task.pop(execution.task_id, None)
 
@@ -304,7 +316,7 @@ class TaskRunner:
             except TakeflowError as exc:
                 self.lifecycle.fail_queued(record.task_id, exc.to_dict())
                 continue
-            self.pool.put(record.task_id, work.plan, work.project, record.priority)
+            self.pool.put(record.task_id, work.plan, work.project, record.priority, record.user)
 
     def _interrupt(self, record: TaskRecord, message: str, why: str) -> None:
         """End a running task as ``interrupted`` here and its Dagster runs as failed there."""

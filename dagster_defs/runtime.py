@@ -12,6 +12,7 @@ from dagster import DagsterInstance
 from dagster_defs.admission import Admission
 from dagster_defs.compiler import JobCompiler
 from dagster_defs.instance import open_runner_instance
+from dagster_defs.intake import QueueLimits
 from dagster_defs.runner import TaskRunner
 from dagster_defs.services import OpenServices, open_services
 from graph_runtime.registry import TemplateRegistry
@@ -75,7 +76,8 @@ def open_runtime(
     projects = ProjectCatalog(takeflow_home.path)
     state = SqliteState(takeflow_home.state_db)
     instance = open_runner_instance(takeflow_home.dagster_home)
-    limits = takeflow_home.config().get("runner", {})
+    config = takeflow_home.config()
+    limits = config.get("runner", {})
     memory_gb = limits.get("memory_limit_gb")
     runner = TaskRunner(
         registry,
@@ -88,5 +90,6 @@ def open_runtime(
         node_timeout_s=float(limits.get("node_timeout_s", 3600.0)),
         memory_limit_mb=float(memory_gb) * 1024 if memory_gb else None,
         shutdown_grace_s=float(limits.get("shutdown_grace_s", 10.0)),
+        queue_limits=QueueLimits.from_config(config),
     )
     return Runtime(takeflow_home, registry, projects, state, instance, runner, opened)

@@ -1,44 +1,44 @@
-"""The worker pool: a priority queue of admitted tasks and the threads that run them.
+"""The worker pool: a fair queue of admitted tasks and the threads that run them.
 
 A queue item carries everything a worker needs (the task id and its validated plan), so there is
-no side table to keep in step with the queue. ``close`` stops taking work; what is still queued
-stays queued in the task store and runs after the next start.
+no side table to keep in step with the queue. The queue is a ``FairQueue`` whose owner is the
+task's **user**: users take turns (a flood of one user's tasks does not starve another's single
+task), higher priority first within and across users; each item also counts toward its project
+(``queued_in``) for the per-project admission limit. ``close`` stops taking work; what is still
+queued stays queued in the task store and runs after the next start.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from graph_runtime.scheduling import FairQueue
 from graph_runtime.validation import ExecutionPlan
 from stores.projects import Project
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(order=True, frozen=True)
+@dataclass(frozen=True)
 class QueueItem:
-    """One admitted task waiting for a worker (higher priority first, then first come)."""
+    """One admitted task waiting for a worker."""
 
-    rank: int
-    order: int
-    task_id: str = field(compare=False)
-    plan: ExecutionPlan | None = field(compare=False)  # None: a wake-up to stop
-    project: Project | None = field(default=None, compare=False)
+    task_id: str
+    plan: ExecutionPlan
+    project: Project | None = None
 
 
 class WorkerPool:
-    """``workers`` threads taking ``QueueItem``s and handing them to ``run``."""
+    """``workers`` threads taking ``QueueItem``s (fair between users) and handing them to
+    ``run``."""
 
     def __init__(self, run: Callable[[QueueItem], None], workers: int) -> None:
         self._run = run
-        self._queue: queue.PriorityQueue[QueueItem] = queue.PriorityQueue()
-        self._order = itertools.count()
+        self._queue: FairQueue[QueueItem] = FairQueue()
         self._closed = threading.Event()
         self._busy = 0
         self._lock = threading.Lock()
@@ -52,12 +52,36 @@ class WorkerPool:
             thread.start()
 
     def put(
-        self, task_id: str, plan: ExecutionPlan, project: Project | None, priority: int
+        self, task_id: str, plan: ExecutionPlan, project: Project | None, priority: int, user: str
     ) -> None:
-        self._queue.put(QueueItem(-priority, next(self._order), task_id, plan, project))
+        self._queue.put(
+            task_id,
+            QueueItem(task_id, plan, project),
+            owner=user,
+            priority=priority,
+            group=project.id if project is not None else None,
+        )
+
+    def remove(self, task_id: str) -> bool:
+        """Take a waiting task out of the queue (it was cancelled); False if not waiting."""
+        return self._queue.remove(task_id)
+
+    def position(self, task_id: str) -> int | None:
+        """Tasks that will start before this one (0: next); None when it is not waiting."""
+        return self._queue.position(task_id)
+
+    def ahead(self, user: str, priority: int) -> int:
+        """Tasks a new task of ``user`` at ``priority`` would wait for."""
+        return self._queue.ahead(user, priority)
 
     def depth(self) -> int:
-        return self._queue.qsize()
+        return len(self._queue)
+
+    def queued_by(self, user: str) -> int:
+        return self._queue.count(user)
+
+    def queued_in(self, project_id: str) -> int:
+        return self._queue.count_group(project_id)
 
     def busy(self) -> int:
         """Workers running a task now."""
@@ -77,8 +101,7 @@ class WorkerPool:
     def stop_taking_work(self) -> None:
         """Workers finish what they run and take nothing new."""
         self._closed.set()
-        for _ in self._threads:
-            self._queue.put(QueueItem(-(10**9), next(self._order), "", None))
+        self._queue.close()
 
     def join(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for every worker to stop; True when all did."""
@@ -90,9 +113,10 @@ class WorkerPool:
 
     def _work(self) -> None:
         while True:
-            item = self._queue.get()
-            if self._closed.is_set() or item.plan is None:
+            taken = self._queue.get()
+            if taken is None or self._closed.is_set():
                 return
+            item = taken[1]
             with self._lock:
                 self._busy += 1
             try:

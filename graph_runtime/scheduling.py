@@ -16,7 +16,7 @@ import heapq
 import itertools
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -30,6 +30,7 @@ class _Entry(Generic[T]):
     key: str = field(compare=False)
     owner: str = field(compare=False)
     item: T = field(compare=False)
+    group: str | None = field(default=None, compare=False)
 
 
 class FairQueue(Generic[T]):
@@ -39,21 +40,37 @@ class FairQueue(Generic[T]):
         self._heaps: dict[str, list[_Entry[T]]] = {}
         self._turns: deque[str] = deque()  # owners with waiting items, next turn first
         self._where: dict[str, str] = {}  # key -> owner
-        self._removed: set[str] = set()
+        self._waiting: Counter[tuple[str, int]] = Counter()  # (owner, priority) -> items
+        self._groups: Counter[str] = Counter()  # group (e.g. a project) -> items
         self._arrival = itertools.count()
         self._cond = threading.Condition()
         self._closed = False
 
-    def put(self, key: str, item: T, *, owner: str, priority: int = 0) -> None:
+    def put(
+        self, key: str, item: T, *, owner: str, priority: int = 0, group: str | None = None
+    ) -> None:
+        """Queue ``item``; ``group`` (e.g. its project) is only counted (``count_group``)."""
         with self._cond:
             if key in self._where:
                 raise ValueError(f"'{key}' is already queued")
             heap = self._heaps.setdefault(owner, [])
             if not heap:
                 self._turns.append(owner)
-            heapq.heappush(heap, _Entry((-priority, next(self._arrival)), key, owner, item))
+            entry = _Entry((-priority, next(self._arrival)), key, owner, item, group)
+            heapq.heappush(heap, entry)
             self._where[key] = owner
+            self._counted(entry, 1)
             self._cond.notify()
+
+    def _counted(self, entry: _Entry[T], change: int) -> None:
+        waiting = (entry.owner, -entry.rank[0])
+        self._waiting[waiting] += change
+        if self._waiting[waiting] <= 0:
+            del self._waiting[waiting]
+        if entry.group is not None:
+            self._groups[entry.group] += change
+            if self._groups[entry.group] <= 0:
+                del self._groups[entry.group]
 
     def get(self, timeout: float | None = None) -> tuple[str, T] | None:
         """The next item by the fairness rule; ``None`` once closed (or after ``timeout``)."""
@@ -77,6 +94,7 @@ class FairQueue(Generic[T]):
             if owner is None:
                 return False
             heap = self._heaps[owner]
+            self._counted(next(e for e in heap if e.key == key), -1)
             self._heaps[owner] = [e for e in heap if e.key != key]
             heapq.heapify(self._heaps[owner])
             if not self._heaps[owner]:
@@ -113,6 +131,28 @@ class FairQueue(Generic[T]):
         with self._cond:
             return len(self._heaps.get(owner, ()))
 
+    def count_group(self, group: str) -> int:
+        with self._cond:
+            return self._groups.get(group, 0)
+
+    def ahead(self, owner: str, priority: int = 0) -> int:
+        """How many waiting items a new item of ``owner`` at ``priority`` would run after,
+        from counts alone (cheap enough for every submission): all items of higher priority,
+        the owner's own items of that priority, and round robin as many of each other owner's
+        (one more for owners before it in turn). Exact when the waiting items share one
+        priority, else an estimate; ``position`` is exact for an item already queued."""
+        with self._cond:
+            higher = sum(n for (_, p), n in self._waiting.items() if p > priority)
+            own = self._waiting.get((owner, priority), 0)
+            order = {o: i for i, o in enumerate(self._turns)}
+            mine = order.get(owner, len(order))
+            same = sum(
+                min(n, own + (1 if order.get(o, len(order)) < mine else 0))
+                for (o, p), n in self._waiting.items()
+                if p == priority and o != owner
+            )
+            return higher + own + same
+
     def close(self) -> None:
         """Wake every waiting ``get`` with ``None``; later puts are still accepted but unserved."""
         with self._cond:
@@ -125,6 +165,7 @@ class FairQueue(Generic[T]):
         owner = self._choose(self._turns, lambda o: self._heaps[o][0].rank[0])
         entry = heapq.heappop(self._heaps[owner])
         del self._where[entry.key]
+        self._counted(entry, -1)
         self._turns.remove(owner)
         if self._heaps[owner]:
             self._turns.append(owner)
@@ -171,8 +212,15 @@ class ThroughputEstimate:
         mean = self._mean_task_s
         return self.workers / mean if mean else None
 
-    def seconds(self, ahead: int, nodes: int) -> float:
-        """Seconds until a task with ``nodes`` nodes and ``ahead`` tasks before it finishes."""
+    def seconds(self, ahead: int, nodes: int, running: int = 0) -> float:
+        """Seconds until a task with ``nodes`` nodes and ``ahead`` tasks before it finishes,
+        with ``running`` tasks on the workers now (they delay it only when all are busy)."""
         mean = self._mean_task_s
         own = mean if mean is not None else self.per_node_s * max(nodes, 1)
-        return round(ahead * own / self.workers + own, 3)
+        waiting = ahead + max(0, running - self.workers + 1)
+        return round(waiting * own / self.workers + own, 3)
+
+    def drain_seconds(self, tasks: int) -> float:
+        """Seconds the workers need to finish ``tasks`` tasks at the measured rate."""
+        mean = self._mean_task_s if self._mean_task_s is not None else self.per_node_s
+        return tasks * mean / self.workers

@@ -15,6 +15,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from pydantic import ValidationError as PydanticValidationError
 
+from dagster_defs.intake import QueueFullError
 from graph_runtime.errors import GraphIssue, TakeflowError
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,8 @@ def error_body(exc: TakeflowError) -> dict[str, Any]:
 
 
 def takeflow_error_handler(request: Request[Any, Any, Any], exc: TakeflowError) -> Response[Any]:
-    return Response(error_body(exc), status_code=exc.http_status)
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, QueueFullError) else None
+    return Response(error_body(exc), status_code=exc.http_status, headers=headers)
 
 
 def validation_error_handler(

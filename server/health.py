@@ -215,7 +215,7 @@ class HealthChecks:
             "delay", {"seconds": 0.0, "steps": 1, "value": "ok"}, context=RunContext(user="health")
         )
         runner = self.runtime.runner
-        record = runner.submit(graph, user=PROBE_USER, priority=100)
+        record = runner.submit(graph, user=PROBE_USER, priority=100, limited=False)
         try:
             done = runner.wait(record.task_id, timeout=self.timeout_s)
         except TimeoutError:

@@ -7,7 +7,6 @@ event, take or commit behind. Each graph is validated once, by ``Admission.admit
 
 from __future__ import annotations
 
-import contextlib
 import re
 import time
 import uuid
@@ -21,6 +20,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from dagster_defs.admission import Admission, Submission
 from dagster_defs.batches import submit_sweep
+from dagster_defs.intake import QueuedTask
 from dagster_defs.runtime import Runtime
 from graph_runtime.canvas import (
     NODE_ID_PATTERN,
@@ -38,7 +38,7 @@ from graph_runtime.errors import (
 from graph_runtime.events import TaskCompleted
 from graph_runtime.sweeps import Sweep, SweepError
 from graph_runtime.takes import check_shot
-from graph_runtime.tasks import TaskRecord, TaskStatus
+from graph_runtime.tasks import TaskStatus
 from graph_runtime.templates import FunctionTemplate, Quality
 from server.auth import Principal
 from server.errors import BatchNotFoundError, RequestError, document_issues
@@ -244,10 +244,10 @@ class Submissions:
 
     # -- submitting -----------------------------------------------------------------------
 
-    def _accepted(self, record: TaskRecord, tracking_id: str) -> dict[str, Any]:
-        estimate = self.runtime.runner.estimate_seconds(len(record.node_states))
+    def _accepted(self, queued: QueuedTask, tracking_id: str) -> dict[str, Any]:
+        estimate = queued.estimated_seconds
         return {
-            "task_id": record.task_id,
+            "task_id": queued.record.task_id,
             "tracking_id": tracking_id,
             "status": "submitted",
             "estimated_seconds": round(estimate, 3),
@@ -312,8 +312,8 @@ class Submissions:
     def _queue(
         self, submission: Submission, priority: int, batch_id: str | None = None
     ) -> dict[str, Any]:
-        record = self.runtime.runner.submit(submission, priority=priority, batch_id=batch_id)
-        return self._accepted(record, str(submission.metadata["tracking_id"]))
+        queued = self.runtime.runner.queue([(submission, priority)], batch_id=batch_id)[0]
+        return self._accepted(queued, str(submission.metadata["tracking_id"]))
 
     def submit_batch(self, req: BatchRequest, principal: Principal | None = None) -> dict[str, Any]:
         """Check every task first; queue them all only if all are valid."""
@@ -344,12 +344,14 @@ class Submissions:
                 errors=errors,
             )
         batch_id = f"batch_{uuid.uuid4().hex[:16]}"
-        # distributed mode: one transaction for the whole batch (all queued or none)
-        with getattr(self.runtime.runner, "batch", contextlib.nullcontext)():
-            accepted = [
-                self._queue(submission, task.priority, batch_id)
-                for submission, task in zip(admitted, req.tasks, strict=True)
-            ]
+        queued = self.runtime.runner.queue(  # all or none: a queue limit refuses the batch whole
+            [(s, task.priority) for s, task in zip(admitted, req.tasks, strict=True)],
+            batch_id=batch_id,
+        )
+        accepted = [
+            self._accepted(q, str(s.metadata["tracking_id"]))
+            for q, s in zip(queued, admitted, strict=True)
+        ]
         return {
             "batch_id": batch_id,
             "task_ids": [a["task_id"] for a in accepted],
@@ -374,6 +376,14 @@ class Submissions:
             body["take"] = result.take
             body["commit"] = result.commit
             body["execution_time"] = result.execution_time
+        position, estimate = self.runtime.runner.estimate(record)
+        body["queue_position"] = position
+        body["estimated_seconds"] = estimate
+        body["estimated_completion"] = (
+            None
+            if estimate is None
+            else datetime.fromtimestamp(time.time() + estimate, UTC).isoformat()
+        )
         body["tracking_id"] = record.metadata.get("tracking_id")
         body["graph_name"] = record.graph.get("name")
         return body

@@ -58,7 +58,7 @@ def _run_one(
     runtime.runner.add_sink(
         ProgressBars(submission.task_id, [n.node_id for n in submission.plan.nodes])
     )
-    record = runtime.runner.submit(submission)
+    record = runtime.runner.submit(submission, limited=False)  # the CLI is not limited
     record = runtime.runner.wait(record.task_id, timeout=args.timeout)
     print(f"task {record.task_id}: {record.status.value}")
     if record.error:
@@ -107,6 +107,7 @@ def _run_sweep(
             project_id=project_id,
             shot=args.shot,
             batch_id=progress.batch_id,
+            limited=False,
         )
         print(f"batch {batch_id}: {len(task_ids)} task(s)", file=sys.stderr)
         done = progress.wait(timeout=args.timeout)

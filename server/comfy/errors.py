@@ -11,7 +11,8 @@ from typing import Any
 
 
 class PromptRejected(Exception):
-    """A prompt answered with 400 and ComfyUI's error body; nothing was queued."""
+    """A prompt answered with 400 (429 with ``Retry-After`` when the queue is full) and
+    ComfyUI's error body; nothing was queued."""
 
     def __init__(
         self,
@@ -20,8 +21,12 @@ class PromptRejected(Exception):
         details: str = "",
         extra_info: dict[str, Any] | None = None,
         node_errors: dict[str, Any] | None = None,
+        status: int = 400,
+        retry_after: int | None = None,
     ) -> None:
         super().__init__(message)
+        self.status = status
+        self.headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
         self.type = type_
         self.message = message
         self.details = details

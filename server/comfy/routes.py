@@ -58,7 +58,7 @@ def make_router(path: str, comfy: ComfyService) -> Router:
         try:
             answer = await asyncio.to_thread(comfy.submit, body, principal_of(request))
         except PromptRejected as rejected:
-            return Response(rejected.body(), status_code=400)
+            return Response(rejected.body(), status_code=rejected.status, headers=rejected.headers)
         return Response(answer)
 
     @get("/prompt")

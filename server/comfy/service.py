@@ -19,6 +19,7 @@ import threading
 import uuid
 from typing import Any
 
+from dagster_defs.intake import QueueFullError
 from dagster_defs.runtime import Runtime
 from graph_runtime.errors import TakeflowError
 from server.auth import Principal
@@ -174,6 +175,9 @@ class ComfyService:
             self.active.discard(prompt_id)
             self.task_prompts.pop(task_id, None)
             self.store.remove(prompt_id)
+            if isinstance(exc, QueueFullError):
+                raise PromptRejected("queue_full", exc.message, exc.code, exc.to_dict(),
+                                     status=429, retry_after=exc.retry_after) from None  # fmt: skip
             if isinstance(exc, TakeflowError) and exc.http_status not in (401, 403):
                 raise PromptRejected("invalid_prompt", f"Invalid prompt: {exc.message}",
                                      exc.code, exc.to_dict()) from None  # fmt: skip

@@ -99,3 +99,29 @@ def test_estimate_grows_with_the_queue() -> None:
     assert estimate.tasks_per_second() == pytest.approx(20.0)
     assert estimate.seconds(ahead=0, nodes=1) == pytest.approx(0.1)
     assert estimate.seconds(ahead=100, nodes=1) == pytest.approx(100 * 0.1 / 2 + 0.1)
+
+
+def test_ahead_counts_what_a_new_item_would_wait_for() -> None:
+    queue: FairQueue[int] = FairQueue()
+    for i in range(5):
+        queue.put(f"a{i}", i, owner="a", group="p1")
+    queue.put("b0", 0, owner="b", group="p2")
+    queue.put("b1", 0, owner="b", group="p2")
+    assert queue.ahead("c") == 2  # a newcomer waits for one item of each other owner
+    assert queue.ahead("b") == 2 + 3  # b0, b1, then a0..a2 (a is before b in turn)
+    assert queue.ahead("b", priority=1) == 0
+    queue.put("b2", 0, owner="b")
+    assert queue.position("b2") == 5
+    assert queue.count_group("p1") == 5 and queue.count_group("p2") == 2
+    queue.remove("a4")
+    assert queue.get(timeout=0) == ("a0", 0)
+    assert queue.count_group("p1") == 3
+    assert queue.ahead("a", priority=-1) == len(queue)
+
+
+def test_busy_workers_delay_a_new_task_only_when_all_are_busy() -> None:
+    estimate = ThroughputEstimate(workers=2)
+    estimate.observe(1.0)
+    assert estimate.seconds(ahead=0, nodes=1, running=1) == pytest.approx(1.0)
+    assert estimate.seconds(ahead=0, nodes=1, running=2) == pytest.approx(1.5)
+    assert estimate.drain_seconds(10) == pytest.approx(5.0)
