@@ -19,20 +19,20 @@ CKPT = "sd15/tiny.safetensors"
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """The demo model's architecture and weights (seed 0), exported to SD 1.5's original
-    single-file layout in a ComfyUI-style checkpoints folder; and its diffusers folder, the
-    config the tiny file needs (its shapes are not SD 1.5's)."""
+def checkpoints(
+    tmp_path_factory: pytest.TempPathFactory, demo_model_dir: Path
+) -> tuple[Path, Path]:
+    """The demo model's architecture and weights, exported to SD 1.5's original single-file
+    layout in a ComfyUI-style checkpoints folder; and its diffusers folder, the config the tiny
+    file needs (its shapes are not SD 1.5's)."""
     from diffusers import DiffusionPipeline
 
-    from nodes.diffusion.demo import build_random_pipeline
     from tests.nodes.ldm_export import save_single_file
 
     root = tmp_path_factory.mktemp("comfy-ckpt")
-    config = build_random_pipeline(root / "tiny-sd15", "tiny", seed=0)
-    pipe = DiffusionPipeline.from_pretrained(config, local_files_only=True)
-    save_single_file(pipe, root / "checkpoints" / CKPT)
-    return root / "checkpoints", config
+    pipe = DiffusionPipeline.from_pretrained(demo_model_dir, local_files_only=True)
+    save_single_file(pipe, root / CKPT)
+    return root, demo_model_dir
 
 
 def generate(client: ComfyClient, ckpt: str) -> tuple[str, list[Any], dict[str, Any]]:
@@ -58,7 +58,7 @@ def test_checkpoint_from_checkpoints_dir_through_the_comfyui_api(
         "models": {CKPT: {"config": str(config)}},  # settings for that file, no path
     }
     server: ServerProcess
-    with comfy_server(tmp_path / "home", config=settings) as (server, client):
+    with comfy_server(tmp_path / "home", config=settings, demo=config) as (server, client):
         _, info = client.get("/object_info/CheckpointLoaderSimple")
         choices = info["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"][0]
         assert CKPT in choices and "demo" in choices
