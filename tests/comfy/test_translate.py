@@ -308,3 +308,34 @@ def test_mapping_agrees_with_the_diffusion_templates() -> None:
     assert set(SAMPLERS.values()) <= set(offered.choices or ())
     assert set(SIGMAS.values()) == set(spacing.choices or ())
     assert SIGMA_SAMPLERS == SIGMA_SCHEDULERS
+
+
+def test_heun_progress_counts_comfyui_steps(catalog: Catalog, tmp_path: Path) -> None:
+    """diffusers' Heun reports each of its 2 * steps - 1 model calls; ComfyUI clients get one
+    progress message (with its preview) per completed step, live and rebuilt alike."""
+    prompt = txt2img(steps=3)
+    prompt["3"]["inputs"]["sampler_name"] = "heun"
+    translation = translate(prompt, catalog, tmp_path)
+    (node,) = translation.samplers["3"]
+    row = PromptRow("p2", "task_x", 1, "c1", "u", "proj", 0.0, prompt, {}, ["9"], translation, None)
+    url = "/api/v1/projects/proj/files/05_Cache/previews/task_x/a_{:03d}.png"
+    events = [event(1, "task.started"), event(2, "node.state", node_id=node, state="running")]
+    events += [
+        event(
+            2 + i,
+            "task.progress",
+            node_id=node,
+            stage="denoising",
+            message=f"step {i} of 5",
+            preview_url=url.format(i),
+        )
+        for i in range(1, 6)
+    ]
+    live = PromptStream(row)
+    outs = [o for e in events for o in live.feed(e)]
+    assert outs == rebuild(row, events)
+    progress = [(o.text["data"]["value"], o.text["data"]["max"]) for o in outs
+                if o.text and o.text["type"] == "progress"]  # fmt: skip
+    assert progress == [(1, 3), (2, 3), (3, 3)]
+    frames = [o.frame.path for o in outs if o.frame]
+    assert frames == [f"05_Cache/previews/task_x/a_{i:03d}.png" for i in (1, 3, 5)]
