@@ -5,7 +5,8 @@ runner, the event model or the model registry is absorbed here. What it uses of 
 
 - ``runtime.runner``: ``plan`` (validation), ``submit`` (with our own task id), ``cancel``,
   ``get``, ``add_sink``/``remove_sink`` (live events);
-- ``runtime.state``: ``read_task`` (the durable event log of one task);
+- ``runtime.state``: ``get`` (task records, their results) and ``read_task`` (the durable
+  event log of one task);
 - ``runtime.projects``: ``get``/``create``, a project's ``fs``, ``abs``, ``repo.commit``;
 - ``runtime.registry``: input specs of the ``image_generation`` / ``image_to_image`` templates;
 - ``nodes.diffusion.models.ModelRegistry``: the model names a checkpoint loader may name.
@@ -257,10 +258,12 @@ class TakeflowBridge:
             log.warning("could not commit %s in %s: %s", rel, project_id, exc.message)
 
     def take_outputs(self, task_id: str) -> dict[str, str]:
-        """A completed task's take outputs: output key -> project-relative path."""
-        events = self.events(task_id)
-        done = next((e for e in reversed(events) if e.type == "task.completed"), None)
-        if done is None:
+        """A completed task's take outputs: output key -> project-relative path (read from the
+        task record's result, written before the task's terminal event)."""
+        record = self.runtime.state.get(task_id)
+        if record is None or record.result is None:
             return {}
-        outputs = done.data.get("outputs") or {}
-        return {k: str(v["path"]) for k, v in outputs.items() if isinstance(v, dict)}
+        outputs = record.result.outputs
+        return {
+            k: str(v["path"]) for k, v in outputs.items() if isinstance(v, dict) and "path" in v
+        }

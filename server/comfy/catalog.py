@@ -18,15 +18,44 @@ LINK_TYPES = frozenset({"MODEL", "CLIP", "VAE", "CONDITIONING", "LATENT", "IMAGE
 MAX_SEED = 2**64 - 1
 MAX_BATCH = 64
 
-# ComfyUI sampler names -> Takeflow scheduler names (the diffusion templates' ``scheduler``).
+# ComfyUI sampler names -> Takeflow sampler names (the diffusion templates' ``scheduler``): the
+# same method in diffusers. Where diffusers runs another variant or order of that method, the
+# prompt's history and take record it (SAMPLER_NOTES).
 SAMPLERS: dict[str, str] = {
     "euler": "euler",
     "euler_ancestral": "euler_a",
-    "ddim": "ddim",
+    "heun": "heun",
     "dpmpp_2m": "dpm++",
+    "dpmpp_2m_sde": "dpm++_sde",
+    "dpmpp_2m_sde_gpu": "dpm++_sde",
+    "ddpm": "ddpm",
+    "ddim": "ddim",
+    "uni_pc": "unipc",
+    "uni_pc_bh2": "unipc",
+    "deis": "deis",
 }
-# ComfyUI's noise schedules. Only ``normal`` (the model's own schedule) is exact; the others run
-# with the model's schedule too, and the prompt's history records that they were approximated.
+SAMPLER_NOTES: dict[str, str] = {
+    "uni_pc": "diffusers' UniPC runs the bh2 variant of order 2 (ComfyUI's uni_pc: bh1, order 3)",
+    "uni_pc_bh2": "diffusers' UniPC runs order 2 (ComfyUI's uni_pc_bh2: order 3)",
+    "deis": "diffusers' DEIS runs order 2 (ComfyUI's deis: order 3)",
+}
+# ComfyUI samplers without a faithful counterpart among the Takeflow samplers: refused
+# (``value_not_in_list``) with this reason.
+REFUSED_SAMPLERS: dict[str, str] = {
+    "dpmpp_sde": "DPM++ SDE (single-step) has no Takeflow sampler; dpmpp_2m_sde is the multistep "
+    "SDE variant",
+    "dpmpp_sde_gpu": "DPM++ SDE (single-step) has no Takeflow sampler; dpmpp_2m_sde is the "
+    "multistep SDE variant",
+    "dpmpp_2s_ancestral": "no ancestral single-step DPM++ in diffusers",
+    "dpm_2": "KDPM2 is not among the Takeflow samplers",
+    "dpm_2_ancestral": "KDPM2 ancestral is not among the Takeflow samplers",
+    "lms": "LMS is not among the Takeflow samplers",
+    "lcm": "LCM needs an LCM model and scheduler",
+}
+# ComfyUI's noise schedules -> the templates' ``sigmas``: ``normal`` is the model's own spacing,
+# ``karras`` / ``exponential`` diffusers' spacings of the same names (for the samplers that can
+# space their sigmas, SIGMA_SAMPLERS). The others, and karras/exponential with another sampler,
+# run with the model's own spacing and the prompt's history records the approximation.
 SCHEDULERS: tuple[str, ...] = (
     "normal",
     "karras",
@@ -38,7 +67,10 @@ SCHEDULERS: tuple[str, ...] = (
     "linear_quadratic",
     "kl_optimal",
 )
-EXACT_SCHEDULERS = frozenset({"normal"})
+SIGMAS: dict[str, str] = {"normal": "default", "karras": "karras", "exponential": "exponential"}
+# Takeflow samplers that accept ``sigmas`` other than ``default`` (the diffusion pack's
+# ``SIGMA_SCHEDULERS``; tests/comfy/test_translate.py checks they agree).
+SIGMA_SAMPLERS = frozenset({"euler", "dpm++", "dpm++_sde", "dpm++_2s", "heun", "unipc", "deis"})
 
 
 @dataclass(frozen=True)
@@ -51,6 +83,7 @@ class Input:
     choices: Callable[[Catalog], list[str]] | None = None
     limits_from: tuple[str, str] | None = None  # (template, port) whose range applies
     required: bool = True
+    refused: dict[str, str] = field(default_factory=dict)  # known values left out, and why
 
 
 @dataclass(frozen=True)
@@ -187,7 +220,7 @@ NODE_TYPES: tuple[NodeType, ...] = (
          Input("steps", "INT", {"default": 20}, limits_from=(_GEN, "steps")),
          Input("cfg", "FLOAT", {"default": 8.0, "step": 0.1, "round": 0.01},
                limits_from=(_GEN, "guidance")),
-         Input("sampler_name", "COMBO", choices=_samplers),
+         Input("sampler_name", "COMBO", choices=_samplers, refused=REFUSED_SAMPLERS),
          Input("scheduler", "COMBO", choices=_schedulers),
          Input("positive", "CONDITIONING"),
          Input("negative", "CONDITIONING"),

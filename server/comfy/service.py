@@ -29,8 +29,9 @@ from server.comfy.errors import PromptRejected
 from server.comfy.files import ComfyFolders
 from server.comfy.history import build_history, history_view
 from server.comfy.hub import ComfyHub
+from server.comfy.issues import map_issues
 from server.comfy.store import ComfyStore, PromptRow
-from server.comfy.translate import Translator, map_issues
+from server.comfy.translate import Translator
 from server.comfy.validate import validate_prompt
 
 log = logging.getLogger(__name__)

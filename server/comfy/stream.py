@@ -60,6 +60,7 @@ class PromptStream:
         self.seq = 0
         self.finished = False
         self.announced: list[str] = []
+        self.reported: dict[str, int] = {}  # KSampler -> the last step reported
         self._after_sampler = self._downstream(set(plan.samplers))
 
     def _downstream(self, roots: set[str]) -> set[str]:
@@ -127,6 +128,13 @@ class PromptStream:
             return self._progress(event.data)
         return []
 
+    def _steps(self, sampler: str) -> int:
+        """The KSampler's ``steps``: the denoising steps ComfyUI reports for it."""
+        try:
+            return int(self.row.prompt[sampler]["inputs"]["steps"])
+        except (KeyError, TypeError, ValueError):
+            return 0
+
     def _progress(self, data: dict[str, Any]) -> list[Out]:
         sampler = self.first_item.get(str(data.get("node_id")))
         if sampler is None or data.get("stage") != "denoising":
@@ -135,6 +143,14 @@ class PromptStream:
         if match is None:
             return []
         value, total = int(match.group(1)), int(match.group(2))
+        steps = self._steps(sampler)
+        if 0 < steps < total:
+            # A sampler that calls the model twice a step reports each call (Heun: 2 * steps - 1
+            # calls, the last step single); ComfyUI counts steps: report each completed one.
+            value, total = (value + 1) * steps // (total + 1), steps
+            if value <= self.reported.get(sampler, 0):
+                return []
+        self.reported[sampler] = value
         outs = self._announce([sampler])
         body = {"value": value, "max": total, "prompt_id": self.prompt_id, "node": sampler}
         outs.append(self._out({"type": "progress", "data": body}))

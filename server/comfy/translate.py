@@ -17,8 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from graph_runtime.errors import GraphIssue
-from server.comfy.catalog import EXACT_SCHEDULERS, SAMPLERS, Catalog
+from server.comfy.catalog import SAMPLER_NOTES, SAMPLERS, SIGMA_SAMPLERS, SIGMAS, Catalog
 from server.comfy.errors import NodeErrors, PromptRejected, input_error, is_link
 from server.comfy.validate import as_float, as_int
 
@@ -181,6 +180,23 @@ class Translator:
         src, _ = self._source(nid, name)
         return str(self._inputs(src).get("text", ""))
 
+    def _sigmas(self, nid: str, sampler_name: str, schedule: str) -> str:
+        """The templates' ``sigmas`` for a ComfyUI scheduler, noting an approximation."""
+        sigmas = SIGMAS.get(schedule)
+        if sigmas is None:
+            self.notes.append(
+                f"node {nid}: scheduler '{schedule}' has no Takeflow counterpart; the model's own "
+                "noise schedule ('normal') was used"
+            )
+            return "default"
+        if sigmas != "default" and SAMPLERS[sampler_name] not in SIGMA_SAMPLERS:
+            self.notes.append(
+                f"node {nid}: sampler '{sampler_name}' cannot space its noise levels as "
+                f"'{schedule}' in diffusers; the model's own noise schedule ('normal') was used"
+            )
+            return "default"
+        return sigmas
+
     def sampler(self, nid: str) -> list[str]:
         """The Takeflow generation nodes of a KSampler (one per image), made once."""
         if nid in self.samplers:
@@ -195,16 +211,17 @@ class Translator:
         steps, cfg = as_int(inputs["steps"]), as_float(inputs["cfg"])
         seed, denoise = as_int(inputs["seed"]), as_float(inputs["denoise"])
         sampler_name, schedule = str(inputs["sampler_name"]), str(inputs["scheduler"])
-        if schedule not in EXACT_SCHEDULERS:
+        sampler, sigmas = SAMPLERS[sampler_name], self._sigmas(nid, sampler_name, schedule)
+        if sampler_name in SAMPLER_NOTES:
             self.notes.append(
-                f"node {nid}: scheduler '{schedule}' is not supported by the Takeflow diffusion "
-                f"templates; the model's own noise schedule ('normal') was used"
+                f"node {nid}: sampler '{sampler_name}': {SAMPLER_NOTES[sampler_name]}"
             )
         common: dict[str, Any] = {
             "prompt": self._text(nid, "positive"),
             "negative_prompt": self._text(nid, "negative"),
             "guidance": cfg,
-            "scheduler": SAMPLERS[sampler_name],
+            "scheduler": sampler,
+            "sigmas": sigmas,
             "model": model,
         }
         ports: dict[str, tuple[str, str]] = {
@@ -212,6 +229,7 @@ class Translator:
             "negative_prompt": (neg_node, "text"),
             "guidance": (nid, "cfg"),
             "scheduler": (nid, "sampler_name"),
+            "sigmas": (nid, "scheduler"),
             "model": (model_node, "ckpt_name"),
             "seed": (nid, "seed"),
             "steps": (nid, "steps"),
@@ -321,60 +339,3 @@ def _natural(node_id: str) -> tuple[int, int | str]:
 def _safe_prefix(prefix: str) -> bool:
     parts = prefix.replace("\\", "/").split("/")
     return bool(prefix) and not prefix.startswith("/") and ".." not in parts and ":" not in prefix
-
-
-_ISSUE_TYPES = {
-    "invalid_choice": ("value_not_in_list", "Value not in list"),
-    "invalid_type": ("invalid_input_type", "Failed to convert an input value"),
-    "missing_input": ("required_input_missing", "Required input is missing"),
-}
-
-
-def map_issues(
-    issues: list[GraphIssue],
-    translation: Translation,
-    prompt: Mapping[str, Any],
-    outputs: list[str],
-    catalog: Catalog,
-) -> PromptRejected:
-    """Takeflow's validation issues, as ComfyUI ``node_errors`` on the nodes they came from."""
-    errors = NodeErrors(prompt, outputs)
-    literals = {
-        (n["id"], port): v.get("value")
-        for n in translation.graph["nodes"]
-        for port, v in n["inputs"].items()
-    }
-    templates = {n["id"]: n["template"] for n in translation.graph["nodes"]}
-    unplaced: list[str] = []
-    for issue in issues:
-        where = translation.ports.get(f"{issue.node_id}|{issue.port}")
-        if where is None:
-            owner = translation.owners.get(issue.node_id or "")
-            if owner is None:
-                unplaced.append(issue.message)
-                continue
-            errors.add(owner, input_error("custom_validation_failed", "Takeflow refused the node",
-                                          issue.message))  # fmt: skip
-            continue
-        comfy_node, comfy_input = where
-        received = prompt[comfy_node].get("inputs", {}).get(comfy_input)
-        type_, message = _ISSUE_TYPES.get(issue.code, ("custom_validation_failed", "Invalid value"))
-        if issue.code == "out_of_range" and issue.node_id and issue.port:
-            value = literals.get((issue.node_id, issue.port))
-            limits = catalog.limits(templates[issue.node_id], issue.port)
-            low = isinstance(value, int | float) and limits.minimum is not None
-            if low and value < limits.minimum:  # type: ignore[operator]
-                type_ = "value_smaller_than_min"
-                message = f"Value {received} smaller than min of {limits.minimum:g}"
-            else:
-                type_ = "value_bigger_than_max"
-                message = f"Value {received} bigger than max of {limits.maximum:g}"
-        details = f"{comfy_input}: {issue.message}"
-        errors.add(comfy_node, input_error(type_, message, details, comfy_input, None, received))
-    if unplaced and not errors:
-        return PromptRejected("invalid_prompt", "Invalid prompt", "; ".join(unplaced))
-    try:
-        errors.raise_if_any()
-    except PromptRejected as rejected:
-        return rejected
-    return PromptRejected("invalid_prompt", "Invalid prompt", "; ".join(unplaced))

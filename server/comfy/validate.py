@@ -153,8 +153,9 @@ def _check_literal(catalog: Catalog, spec: Input, value: Any) -> dict[str, Any] 
             choices = catalog.choices(spec)
             if value not in choices:
                 shown = choices if len(choices) <= 20 else [*choices[:20], "..."]
+                why = f" ({spec.refused[str(value)]})" if str(value) in spec.refused else ""
                 return bad("value_not_in_list", "Value not in list",
-                           f"{name}: '{value}' not in {shown}")  # fmt: skip
+                           f"{name}: '{value}' not in {shown}{why}")  # fmt: skip
             return None
         else:
             if not isinstance(value, str | int | float) or isinstance(value, bool):

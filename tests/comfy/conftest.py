@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import time
 import urllib.error
 import urllib.request
@@ -34,9 +35,17 @@ def wait_compat(base: str, timeout: float = 30.0) -> None:
 
 @contextlib.contextmanager
 def comfy_server(
-    home: Path, *extra: str, config: dict[str, Any] | None = None, token: str | None = None
+    home: Path,
+    *extra: str,
+    config: dict[str, Any] | None = None,
+    token: str | None = None,
+    demo: Path | None = None,
 ) -> Iterator[tuple[ServerProcess, ComfyClient]]:
+    """``takeflow serve --demo --comfy-port``; ``demo``: a built demo model folder to copy
+    into the home, so the server finds it current instead of building it again."""
     home.mkdir(parents=True, exist_ok=True)
+    if demo is not None and not (home / "models" / "demo").exists():
+        shutil.copytree(demo, home / "models" / "demo")
     settings = {"diffusion": {"preview_every": 1, "batch_window_ms": 0}, **(config or {})}
     (home / "config.json").write_text(json.dumps(settings))
     port = free_port()
@@ -47,6 +56,17 @@ def comfy_server(
 
 
 @pytest.fixture(scope="module")
-def comfy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, ComfyClient]]:
-    with comfy_server(tmp_path_factory.mktemp("comfy") / "home") as pair:
+def comfy(
+    tmp_path_factory: pytest.TempPathFactory, demo_model_dir: Path
+) -> Iterator[tuple[ServerProcess, ComfyClient]]:
+    with comfy_server(tmp_path_factory.mktemp("comfy") / "home", demo=demo_model_dir) as pair:
         yield pair
+
+
+@pytest.fixture(scope="session")
+def demo_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo model's diffusers folder (tiny, random weights of seed 0, as ``--demo`` builds
+    it), made once per session."""
+    from nodes.diffusion.demo import build_random_pipeline
+
+    return build_random_pipeline(tmp_path_factory.mktemp("comfy-demo") / "demo", "tiny", seed=0)

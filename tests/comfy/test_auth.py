@@ -13,12 +13,12 @@ from tests.comfy.client import ComfyClient, of_prompt, recv, txt2img, until_done
 from tests.comfy.conftest import comfy_server
 
 
-def test_compat_listener_requires_a_token(tmp_path: Path) -> None:
+def test_compat_listener_requires_a_token(tmp_path: Path, demo_model_dir: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
     ana, _ = TokenStore(home).create("ana", ["comfyui"])
     bob, _ = TokenStore(home).create("bob", ["elsewhere"])
-    with comfy_server(home, "--auth", token=ana) as (server, client):
+    with comfy_server(home, "--auth", token=ana, demo=demo_model_dir) as (server, client):
         anonymous = ComfyClient(client.base)
         assert anonymous.get("/system_stats")[0] == 401
         status, body = anonymous.post("/prompt", {"prompt": txt2img()})

@@ -25,15 +25,18 @@ def png(color: tuple[int, int, int], size: int = 64) -> bytes:
 
 
 def test_save_image_websocket_streams_png_frames(comfy: Comfy) -> None:
-    """websockets_api_example_ws_images.py: POST /api/prompt, frames after its executing."""
+    """websockets_api_example_ws_images.py: POST /api/prompt, frames after its executing; a
+    batch of 2 is 2 frames, and 2 images of a SaveImage beside it."""
     _, client = comfy
     client_id = uuid.uuid4().hex
     ws = client.connect(client_id)
+    prompt = txt2img(seed=3, batch=2, save="SaveImageWebsocket")
+    prompt["9"] = {
+        "class_type": "SaveImage",
+        "inputs": {"images": ["8", 0], "filename_prefix": "batch/two"},
+    }
     try:
-        answer = client.post(
-            "/api/prompt",
-            {"prompt": txt2img(seed=3, batch=2, save="SaveImageWebsocket"), "client_id": client_id},
-        )
+        answer = client.post("/api/prompt", {"prompt": prompt, "client_id": client_id})
         assert answer[0] == 200, answer
         prompt_id = answer[1]["prompt_id"]
         images: list[bytes] = []
@@ -57,7 +60,13 @@ def test_save_image_websocket_streams_png_frames(comfy: Comfy) -> None:
     assert decoded[0].tobytes() != decoded[1].tobytes()  # seeds 3 and 4
     _, history = client.get(f"/history/{prompt_id}")
     assert history[prompt_id]["status"]["status_str"] == "success"
-    assert history[prompt_id]["outputs"] == {}  # SaveImageWebsocket returns no ui output
+    outputs = history[prompt_id]["outputs"]
+    assert list(outputs) == ["9"]  # SaveImageWebsocket returns no ui output
+    saved = outputs["9"]["images"]
+    assert [(i["subfolder"], i["type"]) for i in saved] == [("batch", "output")] * 2
+    assert [i["filename"] for i in saved] == ["two_00001_.png", "two_00002_.png"]
+    stored = [client.view(i)[1] for i in saved]
+    assert stored == images  # the socket sent the saved images, in batch order
 
 
 def test_upload_then_image_to_image_on_the_main_app(comfy: Comfy) -> None:

@@ -115,10 +115,10 @@ def test_reconnect_gets_what_it_missed(comfy: Comfy) -> None:
         ws.close()
 
 
-def test_replay_queue_and_history_survive_a_crash(tmp_path: Path) -> None:
+def test_replay_queue_and_history_survive_a_crash(tmp_path: Path, demo_model_dir: Path) -> None:
     home = tmp_path / "home"
     client_id = uuid.uuid4().hex
-    with comfy_server(home) as (server, client):
+    with comfy_server(home, demo=demo_model_dir) as (server, client):
         start_blocker(server)
         ws = client.connect(client_id)
         running = client.queue_prompt(txt2img(seed=31, steps=2), client_id)["prompt_id"]

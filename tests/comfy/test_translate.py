@@ -12,12 +12,22 @@ from graph_runtime.canvas import CanvasGraph
 from graph_runtime.errors import GraphValidationError
 from graph_runtime.registry import TemplateRegistry
 from graph_runtime.validation import validate_graph
+from nodes.diffusion.requests import SIGMA_SCHEDULERS, GenerationRequest
 from server.comfy.bridge import Event, Limits
-from server.comfy.catalog import Catalog
+from server.comfy.catalog import (
+    REFUSED_SAMPLERS,
+    SAMPLER_NOTES,
+    SAMPLERS,
+    SCHEDULERS,
+    SIGMA_SAMPLERS,
+    SIGMAS,
+    Catalog,
+)
 from server.comfy.errors import PromptRejected
+from server.comfy.issues import map_issues
 from server.comfy.store import PromptRow
 from server.comfy.stream import PromptStream, rebuild
-from server.comfy.translate import Translation, Translator, map_issues
+from server.comfy.translate import Translation, Translator
 from server.comfy.validate import validate_prompt
 from tests.comfy.client import txt2img
 
@@ -205,3 +215,127 @@ def test_live_and_rebuilt_streams_are_the_same(catalog: Catalog, tmp_path: Path)
         "type": "executing",
         "data": {"node": None, "display_node": None, "prompt_id": "p1"},
     }
+
+
+def sampler_of(prompt: dict[str, Any], catalog: Catalog, tmp_path: Path) -> tuple[Any, Translation]:
+    translation = translate(prompt, catalog, tmp_path)
+    return nodes_of(translation)[translation.samplers["3"][0]], translation
+
+
+@pytest.mark.parametrize("sampler_name", list(SAMPLERS))
+def test_every_offered_sampler_runs_as_its_takeflow_sampler(
+    catalog: Catalog, tmp_path: Path, sampler_name: str
+) -> None:
+    prompt = txt2img()
+    prompt["3"]["inputs"].update(sampler_name=sampler_name, scheduler="karras")
+    node, translation = sampler_of(prompt, catalog, tmp_path)
+    assert node["scheduler"] == SAMPLERS[sampler_name]
+    validate_graph(CanvasGraph.model_validate(translation.graph), REGISTRY)
+    # What the diffusion service checks before it runs: the pair is one it can run.
+    GenerationRequest(prompt="x", scheduler=node["scheduler"], sigmas=node["sigmas"]).check()
+    sigma_capable = SAMPLERS[sampler_name] in SIGMA_SCHEDULERS
+    assert node["sigmas"] == ("karras" if sigma_capable else "default")
+    noted = " ".join(translation.notes)
+    assert ("'karras'" in noted) is not sigma_capable
+    assert (SAMPLER_NOTES.get(sampler_name, "-") in noted) is (sampler_name in SAMPLER_NOTES)
+
+
+@pytest.mark.parametrize(
+    ("sampler_name", "scheduler", "sigmas", "approximated"),
+    [
+        ("euler", "normal", "default", False),
+        ("dpmpp_2m", "karras", "karras", False),
+        ("dpmpp_2m_sde", "exponential", "exponential", False),
+        ("euler_ancestral", "karras", "default", True),  # no sigma spacing in diffusers
+        ("ddim", "exponential", "default", True),
+        ("euler", "simple", "default", True),
+        ("heun", "sgm_uniform", "default", True),
+        ("dpmpp_2m", "beta", "default", True),
+    ],
+)
+def test_comfyui_schedulers_become_sigmas_or_a_recorded_note(
+    catalog: Catalog,
+    tmp_path: Path,
+    sampler_name: str,
+    scheduler: str,
+    sigmas: str,
+    approximated: bool,
+) -> None:
+    prompt = txt2img(batch=2)
+    prompt["3"]["inputs"].update(sampler_name=sampler_name, scheduler=scheduler)
+    translation = translate(prompt, catalog, tmp_path)
+    nodes = nodes_of(translation)
+    assert {nodes[n]["sigmas"] for n in translation.samplers["3"]} == {sigmas}
+    assert translation.ports[f"{translation.samplers['3'][0]}|sigmas"] == ["3", "scheduler"]
+    assert bool(translation.notes) is approximated
+    if approximated:
+        assert translation.notes == [
+            next(n for n in translation.notes if f"'{scheduler}'" in n and "node 3" in n)
+        ]
+    validate_graph(CanvasGraph.model_validate(translation.graph), REGISTRY)
+
+
+@pytest.mark.parametrize("sampler_name", ["dpmpp_sde", "dpmpp_2s_ancestral", "lms", "dpm_2"])
+def test_samplers_without_a_faithful_counterpart_are_refused(
+    catalog: Catalog, tmp_path: Path, sampler_name: str
+) -> None:
+    prompt = txt2img()
+    prompt["3"]["inputs"]["sampler_name"] = sampler_name
+    with pytest.raises(PromptRejected) as rejected:
+        translate(prompt, catalog, tmp_path)
+    assert rejected.value.type == "prompt_outputs_failed_validation"
+    (error,) = rejected.value.node_errors["3"]["errors"]
+    assert error["type"] == "value_not_in_list"
+    assert error["extra_info"]["input_name"] == "sampler_name"
+    assert error["extra_info"]["received_value"] == sampler_name
+    assert f"'{sampler_name}' not in" in error["details"]
+    assert REFUSED_SAMPLERS[sampler_name] in error["details"]
+
+
+def test_object_info_offers_the_mapped_samplers_and_every_scheduler(catalog: Catalog) -> None:
+    ksampler = catalog.describe(catalog.types["KSampler"])["input"]["required"]
+    assert ksampler["sampler_name"][0] == list(SAMPLERS)
+    assert ksampler["scheduler"][0] == list(SCHEDULERS)
+    assert not set(SAMPLERS) & set(REFUSED_SAMPLERS)
+
+
+def test_mapping_agrees_with_the_diffusion_templates() -> None:
+    """The tables name only samplers and spacings the diffusion pack offers."""
+    spec = REGISTRY.get("image_generation")
+    offered = spec.input("scheduler")
+    spacing = spec.input("sigmas")
+    assert offered is not None and spacing is not None
+    assert set(SAMPLERS.values()) <= set(offered.choices or ())
+    assert set(SIGMAS.values()) == set(spacing.choices or ())
+    assert SIGMA_SAMPLERS == SIGMA_SCHEDULERS
+
+
+def test_heun_progress_counts_comfyui_steps(catalog: Catalog, tmp_path: Path) -> None:
+    """diffusers' Heun reports each of its 2 * steps - 1 model calls; ComfyUI clients get one
+    progress message (with its preview) per completed step, live and rebuilt alike."""
+    prompt = txt2img(steps=3)
+    prompt["3"]["inputs"]["sampler_name"] = "heun"
+    translation = translate(prompt, catalog, tmp_path)
+    (node,) = translation.samplers["3"]
+    row = PromptRow("p2", "task_x", 1, "c1", "u", "proj", 0.0, prompt, {}, ["9"], translation, None)
+    url = "/api/v1/projects/proj/files/05_Cache/previews/task_x/a_{:03d}.png"
+    events = [event(1, "task.started"), event(2, "node.state", node_id=node, state="running")]
+    events += [
+        event(
+            2 + i,
+            "task.progress",
+            node_id=node,
+            stage="denoising",
+            message=f"step {i} of 5",
+            preview_url=url.format(i),
+        )
+        for i in range(1, 6)
+    ]
+    live = PromptStream(row)
+    outs = [o for e in events for o in live.feed(e)]
+    assert outs == rebuild(row, events)
+    progress = [(o.text["data"]["value"], o.text["data"]["max"]) for o in outs
+                if o.text and o.text["type"] == "progress"]  # fmt: skip
+    assert progress == [(1, 3), (2, 3), (3, 3)]
+    frames = [o.frame.path for o in outs if o.frame]
+    assert frames == [f"05_Cache/previews/task_x/a_{i:03d}.png" for i in (1, 3, 5)]

@@ -1,0 +1,83 @@
+"""A ComfyUI prompt goes through Takeflow's one admission door: its graph is validated exactly
+once per ``POST /prompt``, also while it runs and its history is written."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+
+import dagster_defs.admission as admission_module
+from graph_runtime.validation import ExecutionPlan, validate_graph
+from tests.comfy.client import txt2img
+
+
+@pytest.fixture
+def validations(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every ``validate_graph`` call (admission is its only caller), by graph name."""
+    calls: list[str] = []
+
+    def counting(graph: Any, registry: Any, **options: Any) -> ExecutionPlan:
+        calls.append(graph.name)
+        return validate_graph(graph, registry, **options)
+
+    monkeypatch.setattr(admission_module, "validate_graph", counting)
+    return calls
+
+
+@pytest.fixture
+def client(_isolated_home: Path, demo_model_dir: Path) -> Iterator[TestClient[Any]]:
+    """The main app (ComfyUI API under ``/api``) in process, on a runtime with the demo model."""
+    from dagster_defs.runtime import open_runtime
+    from nodes.diffusion.demo import register_model
+    from server.app import create_app
+    from stores.home import TakeflowHome
+
+    home = TakeflowHome.resolve(_isolated_home)
+    register_model(home, "demo", demo_model_dir, demo=True)
+    home.update_config(diffusion={"batch_window_ms": 0})
+    runtime = open_runtime(_isolated_home, workers=1)
+    try:
+        with TestClient(create_app(runtime)) as test_client:
+            yield test_client
+    finally:
+        runtime.close()
+
+
+def finished(client: TestClient[Any], prompt_id: str, timeout: float = 60.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        history = client.get(f"/api/history/{prompt_id}").json()
+        if prompt_id in history:
+            return dict(history[prompt_id])
+        time.sleep(0.1)
+    raise TimeoutError(f"prompt {prompt_id} did not finish within {timeout}s")
+
+
+def test_a_comfyui_prompt_is_validated_once(
+    client: TestClient[Any], validations: list[str]
+) -> None:
+    answer = client.post("/api/prompt", json={"prompt": txt2img(seed=9)})
+    assert answer.status_code == 200, answer.text
+    prompt_id = answer.json()["prompt_id"]
+    assert validations == [f"comfyui {prompt_id[:8]}"]
+    entry = finished(client, prompt_id)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    assert validations == [f"comfyui {prompt_id[:8]}"]  # running it validated nothing again
+
+    validations.clear()
+    refused = client.post("/api/prompt", json={"prompt": txt2img(size=100)})
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["node_errors"]["5"]["errors"][0]["extra_info"]["input_name"] == "width"
+    assert len(validations) == 1  # Takeflow's validation found it, once
+
+    validations.clear()
+    unknown = txt2img()
+    unknown["3"]["class_type"] = "KSamplerAdvanced"
+    missing = client.post("/api/prompt", json={"prompt": unknown})
+    assert missing.status_code == 400 and missing.json()["error"]["type"] == "missing_node_type"
+    assert validations == []  # refused by the ComfyUI checks, before any translation
