@@ -15,7 +15,9 @@ from dagster import (
     AssetKey,
     AssetMaterialization,
     DagsterInstance,
+    DagsterRun,
     DagsterRunStatus,
+    JobDefinition,
     MetadataValue,
     OpExecutionContext,
     ResourceDefinition,
@@ -24,7 +26,7 @@ from dagster import (
 from dagster._core.events import EngineEventData
 
 from dagster_defs.compiler import JobCompiler, run_config
-from dagster_defs.execution import execute_with_origin
+from dagster_defs.execution import execute_existing_run, execute_with_origin
 from dagster_defs.node_executor import NodeExecutor, TaskExecution
 from dagster_defs.take_recorder import RecordedTake, TakeRecorder
 from graph_runtime.tasks import TaskRecord, TaskStatus
@@ -125,6 +127,21 @@ class DagsterBackend:
             return success, None
         except Exception as exc:  # Dagster itself failed (config, storage)
             log.exception("dagster failed to run task %s", record.task_id)
+            return False, f"{type(exc).__name__}: {exc}"
+        finally:
+            with self._lock:
+                self._live.pop(execution.run_id, None)
+
+    def execute_launched(
+        self, execution: TaskExecution, job: JobDefinition, run: DagsterRun
+    ) -> tuple[bool, str | None]:
+        """Execute ``run``, which Dagster created and a run launcher queued, in this thread."""
+        with self._lock:
+            self._live[execution.run_id] = execution
+        try:
+            return execute_existing_run(job, run, self.instance), None
+        except Exception as exc:
+            log.exception("dagster failed to run task %s", execution.task_id)
             return False, f"{type(exc).__name__}: {exc}"
         finally:
             with self._lock:

@@ -52,6 +52,7 @@ def open_cluster_parts(
         jobs=jobs,
         worker_id=worker_id,
     )
+    runner.home = home
     if settings.redis_url:
         runner.add_sink(RedisPublisher(settings.redis_url, state))
     return {

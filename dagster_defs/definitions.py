@@ -52,6 +52,7 @@ from pydantic import ValidationError
 from dagster_defs.admission import Admission
 from dagster_defs.compiler import JobCompiler, run_config
 from dagster_defs.observability import RunnerMetrics, TaskTelemetry
+from dagster_defs.queue import queue_for
 from dagster_defs.runtime import Runtime, open_runtime
 from dagster_defs.schedules import SCHEDULES_SUFFIX, build_schedule, canvas_name, load_schedules
 from dagster_defs.take_recorder import take_output_names as recorded_output_names
@@ -243,7 +244,7 @@ class DefinitionsSource(Protocol):
 def _location_job(source: DefinitionsSource, canvas: SavedCanvas, shared: bool) -> JobDefinition:
     """The compiler's job for a canvas, re-wrapped with its tags and default run config."""
     base = source.compiler.job_for(canvas.plan, with_takes=True)
-    tags = {"takeflow/graph": canvas.graph.name}
+    tags = {"takeflow/graph": canvas.graph.name, "takeflow/queue": queue_for(canvas.plan)}
     if not shared:
         tags |= {
             "takeflow/project": canvas.project_id,

@@ -24,11 +24,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
-from dagster import DagsterInstance
+from dagster import DagsterError, DagsterInstance, JobDefinition
 
 from dagster_defs.commits import ProjectHistories
 from dagster_defs.intake import QueuedTask, TaskIntake
+from dagster_defs.launcher import LAUNCHED
 from dagster_defs.lifecycle import TaskLifecycle
+from dagster_defs.limits import StopSignal
 from dagster_defs.node_executor import TaskExecution
 from dagster_defs.queue import JobQueue, queue_for
 from dagster_defs.runner import TaskRunner
@@ -37,6 +39,7 @@ from graph_runtime.errors import TakeflowError
 from graph_runtime.events import TaskFailed
 from graph_runtime.tasks import TaskRecord, TaskStatus
 from graph_runtime.validation import ExecutionPlan
+from stores.home import TakeflowHome
 from stores.postgres.state import LeaseLostError, PostgresState
 
 log = logging.getLogger(__name__)
@@ -215,6 +218,7 @@ class DistributedRunner(TaskRunner):
             self.running,
             self.intake.limits,
         )
+        self.home: TakeflowHome | None = None  # set by open_cluster_parts (launched runs)
 
     @property
     def pg(self) -> PostgresState:
@@ -236,12 +240,75 @@ class DistributedRunner(TaskRunner):
         record = self.pg.get(task_id)
         if record is None or record.status != TaskStatus.QUEUED:
             return  # cancelled, or already taken
+        if record.metadata.get(LAUNCHED):
+            self._run_launched(record)
+            return
         try:
             work = self.admission.readmit(record)
         except TakeflowError as exc:  # e.g. a template this worker lacks
             self.lifecycle.fail_queued(task_id, exc.to_dict())
             return
         self._execute(QueueItem(task_id, work.plan, work.project))
+
+    def _run_launched(self, record: TaskRecord) -> None:
+        """A run Dagster created and ``QueueRunLauncher`` queued: find its job among the saved
+        canvases, fill in the task's graph, claim the task and execute that very run."""
+        run_id = str(record.metadata[LAUNCHED])
+        run = self.instance.get_run_by_id(run_id)
+        try:
+            if run is None:
+                raise TakeflowError(f"Dagster run {run_id} does not exist")
+            job, plan = self._location_job(run.job_name)
+        except (TakeflowError, DagsterError) as exc:
+            error = {"code": "launch_failed", "message": str(exc)}
+            self.lifecycle.fail_queued(record.task_id, error)
+            if run is not None:
+                self.instance.report_run_failed(run, f"Takeflow could not run it: {exc}")
+            return
+        project_id = record.project_id or plan.graph.context.project
+        project = self.projects.get(project_id) if project_id else None
+        self.pg.update(
+            record.task_id,
+            graph=plan.graph.model_dump(mode="json"),
+            project_id=project_id,
+            node_states={n.node_id: "queued" for n in plan.nodes},
+        )
+        signal = StopSignal()
+        with self._lock:
+            self._signals[record.task_id] = signal
+        try:
+            claimed = self.lifecycle.claim(record.task_id, run.run_id, run.job_name)
+            if claimed is None:
+                return
+            execution = TaskExecution(
+                claimed,
+                plan,
+                project,
+                run.run_id,
+                signal=signal,
+                cache_keys=self.executor.cache_keys(plan),
+            )
+            self._track(execution)
+            success, dagster_error = self.backend.execute_launched(execution, job, run)
+            self._conclude(execution, success, dagster_error)
+        finally:
+            with self._lock:
+                self._signals.pop(record.task_id, None)
+
+    def _location_job(self, name: str) -> tuple[JobDefinition, ExecutionPlan]:
+        """The code location's job ``name`` (built from the saved canvases now, with this
+        runner's compiler, so its ops reach this worker's backend) and its plan."""
+        from dagster_defs.definitions import LocationSource, build_definitions
+
+        if self.home is None:
+            raise TakeflowError("this runner has no Takeflow home to load saved canvases from")
+        source = LocationSource(self.home, self.projects, self.admission, self.compiler)
+        definitions = build_definitions(source)
+        job = definitions.get_job_def(name)
+        plan = self.compiler.plan_for_job(name)
+        if plan is None:
+            raise TakeflowError(f"job {name!r} is not a saved Takeflow canvas")
+        return job, plan
 
     def _conclude(self, execution: TaskExecution, success: bool, dagster_error: str | None) -> None:
         try:

@@ -18,6 +18,7 @@ from dagster._core.definitions.job_base import InMemoryJob
 from dagster._core.execution.api import (
     ExecuteRunWithPlanIterable,
     create_execution_plan,
+    execute_run,
     job_execution_iterator,
 )
 from dagster._core.execution.context_creation_job import (
@@ -29,6 +30,7 @@ from dagster._core.remote_origin import (
     RemoteJobOrigin,
     RemoteRepositoryOrigin,
 )
+from dagster._core.storage.dagster_run import DagsterRun
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
 LOCATION_NAME = "takeflow"
@@ -92,3 +94,9 @@ def execute_with_origin(
         pass
     finished = instance.get_run_by_id(run.run_id)
     return finished is not None and finished.is_success
+
+
+def execute_existing_run(job: JobDefinition, run: DagsterRun, instance: DagsterInstance) -> bool:
+    """Execute a run Dagster created (UI launch, schedule tick) in this thread, with its own run
+    config and step selection; True when it succeeded (distributed mode's queued launches)."""
+    return execute_run(InMemoryJob(job), run, instance).success

@@ -57,7 +57,18 @@ nux:
     if database_url:  # distributed mode (see dagster_defs/postgres_storage.py)
         from dagster_defs.postgres_storage import storage_yaml
 
-        return head + storage_yaml(database_url) + tail
+        # Takeflow's job queue is the run queue: launches go straight to the launcher (no
+        # daemon needed to dequeue them), which makes each run a queue job for the workers
+        launcher = f"""run_coordinator:
+  module: dagster._core.run_coordinator.default_run_coordinator
+  class: DefaultRunCoordinator
+run_launcher:
+  module: dagster_defs.launcher
+  class: QueueRunLauncher
+  config:
+    database_url: "{database_url}"
+"""
+        return head + storage_yaml(database_url) + launcher + tail
     return (
         head
         + f"""run_storage:

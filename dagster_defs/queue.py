@@ -12,12 +12,12 @@ task row (``stores.postgres.state``), which also fences a worker that lost its l
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
-
-import procrastinate
-from procrastinate import PsycopgConnector
+from typing import TYPE_CHECKING, Any
 
 from graph_runtime.validation import ExecutionPlan
+
+if TYPE_CHECKING:
+    import procrastinate
 
 JOB_NAME = "takeflow.run_task"
 CPU_QUEUE = "cpu"
@@ -35,7 +35,11 @@ def queue_for(plan: ExecutionPlan) -> str:
 
 
 def make_app(database_url: str, run_task: Callable[[str], Any] | None = None) -> procrastinate.App:
-    """The queue app. Producers (API replicas) pass no ``run_task``; workers pass theirs."""
+    """The queue app. Producers (API replicas) pass no ``run_task``; workers pass theirs.
+    (procrastinate is imported here: the embedded mode imports ``queue_for`` only.)"""
+    import procrastinate
+    from procrastinate import PsycopgConnector
+
     app = procrastinate.App(connector=PsycopgConnector(conninfo=database_url))
 
     def job(task_id: str) -> None:

@@ -29,6 +29,13 @@ CREATE TABLE IF NOT EXISTS takeflow_events (
 );
 CREATE INDEX IF NOT EXISTS takeflow_events_project ON takeflow_events (project_id, id);
 
+-- per-task last seq: appends take it with INSERT ... ON CONFLICT DO UPDATE (row lock, latest
+-- committed value), so an append is one statement (no MAX(seq) scan under the clock lock)
+CREATE TABLE IF NOT EXISTS takeflow_task_seq (
+    task_id TEXT PRIMARY KEY,
+    last_seq INTEGER NOT NULL
+);
+
 CREATE TABLE IF NOT EXISTS takeflow_tasks (
     task_id TEXT PRIMARY KEY,
     status TEXT NOT NULL,

@@ -32,6 +32,29 @@ from stores.postgres.schema import migrate
 
 _EVENT_COLUMNS = "id, task_id, seq, type, timestamp, project_id, data"
 
+# One append in one statement. The clock's row lock (held to commit) orders ids; the seq row
+# (INSERT ... ON CONFLICT DO UPDATE locks it and reads its latest committed value) numbers the
+# task's events; MAX(seq) only seeds tasks whose events predate the seq table.
+_APPEND = """
+WITH clock AS (
+    UPDATE takeflow_event_clock SET last_id = last_id + 1 {fence} RETURNING last_id
+), next AS (
+    INSERT INTO takeflow_task_seq AS s (task_id, last_seq)
+    SELECT %(task)s, COALESCE(
+        (SELECT MAX(seq) FROM takeflow_events WHERE task_id = %(task)s), 0) + 1 FROM clock
+    ON CONFLICT (task_id) DO UPDATE SET last_seq = s.last_seq + 1 RETURNING last_seq
+)
+INSERT INTO takeflow_events (id, task_id, seq, type, timestamp, project_id, data)
+SELECT clock.last_id, %(task)s, next.last_seq, %(type)s, %(ts)s, %(project)s, %(data)s
+FROM clock, next RETURNING id, seq
+"""
+# A claimed task's append also checks (and locks to commit) that the task is still ours.
+_APPEND_FENCED = _APPEND.format(
+    fence="WHERE EXISTS (SELECT 1 FROM takeflow_tasks WHERE task_id = %(task)s "
+    "AND owner = %(owner)s AND epoch = %(epoch)s FOR UPDATE)"
+)
+_APPEND = _APPEND.format(fence="")
+
 
 class LeaseLostError(TakeflowError):
     """This worker's claim on a task was taken away (lease expired); it must stop writing."""
@@ -76,7 +99,6 @@ class PostgresState:
             min_size=1,
             max_size=pool_size,
             kwargs={"autocommit": True},
-            check=ConnectionPool.check_connection,
             open=True,
             name="takeflow-state",
         )
@@ -175,12 +197,19 @@ class PostgresState:
             "SELECT owner, epoch FROM takeflow_tasks WHERE task_id = %s FOR UPDATE", (task_id,)
         ).fetchone()
         if row is None or row[0] != claim.owner or int(row[1]) != claim.epoch:
-            self._claims.pop(task_id, None)
-            self.lost.add(task_id)
-            raise LeaseLostError(
-                f"worker {claim.owner} lost its lease on task {task_id}; write refused",
-                task_id=task_id,
-            )
+            self._lose(claim)
+
+    def _locked(self, conn: Connection[Any], task_id: str) -> TaskRecord | None:
+        """The task's record under its row lock (``None``: no such task), after the fence
+        check of a claimed task: one round trip for both."""
+        row = conn.execute(
+            "SELECT record, owner, epoch FROM takeflow_tasks WHERE task_id = %s FOR UPDATE",
+            (task_id,),
+        ).fetchone()
+        claim = self._claims.get(task_id)
+        if claim is not None and (row is None or row[1] != claim.owner or row[2] != claim.epoch):
+            self._lose(claim)
+        return _load(row[0]) if row is not None else None
 
     def check_fence(self, task_id: str) -> None:
         """Raise ``LeaseLostError`` if this process no longer owns ``task_id`` (no-op when it
@@ -279,27 +308,40 @@ class PostgresState:
     def append(
         self, type: str, task_id: str, project_id: str | None, data: dict[str, Any]
     ) -> TaskEvent:
+        """One statement (one round trip; its own transaction outside ``transaction()``): the
+        fence check, the clock, the task's next seq and the insert."""
         now = time.time()
-        with self.transaction() as conn:
-            self._check_fence(conn, task_id)
-            clock = conn.execute(
-                "UPDATE takeflow_event_clock SET last_id = last_id + 1 RETURNING last_id"
-            ).fetchone()
-            assert clock is not None
-            event_id = int(clock[0])
-            seq_row = conn.execute(
-                "SELECT COALESCE(MAX(seq), 0) + 1 FROM takeflow_events WHERE task_id = %s",
-                (task_id,),
-            ).fetchone()
-            assert seq_row is not None
-            seq = int(seq_row[0])
-            payload = json.loads(json.dumps(data, default=str))
-            conn.execute(
-                f"INSERT INTO takeflow_events ({_EVENT_COLUMNS}) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                (event_id, task_id, seq, type, now, project_id, Jsonb(payload)),
-            )
-        return TaskEvent(type, task_id, seq, event_id, now, project_id, payload)
+        payload = json.loads(json.dumps(data, default=str))
+        claim = self._claims.get(task_id)
+        params: dict[str, Any] = {
+            "task": task_id,
+            "type": type,
+            "ts": now,
+            "project": project_id,
+            "data": Jsonb(payload),
+        }
+        if claim is not None:
+            params |= {"owner": claim.owner, "epoch": claim.epoch}
+        query = _APPEND_FENCED if claim is not None else _APPEND
+        bound: Connection[Any] | None = getattr(self._bound, "conn", None)
+        if bound is not None:
+            row = bound.execute(query, params).fetchone()
+        else:
+            with self.pool.connection() as conn:
+                row = conn.execute(query, params).fetchone()
+        if row is None:  # the fence refused: another worker (or the sweeper) owns the task now
+            assert claim is not None
+            self._lose(claim)
+        assert row is not None
+        return TaskEvent(type, task_id, int(row[1]), int(row[0]), now, project_id, payload)
+
+    def _lose(self, claim: Claim) -> None:
+        self._claims.pop(claim.task_id, None)
+        self.lost.add(claim.task_id)
+        raise LeaseLostError(
+            f"worker {claim.owner} lost its lease on task {claim.task_id}; write refused",
+            task_id=claim.task_id,
+        )
 
     def read_task(self, task_id: str, after_seq: int = 0) -> list[TaskEvent]:
         with self.pool.connection() as conn, conn.cursor(row_factory=tuple_row) as cur:
@@ -367,13 +409,10 @@ class PostgresState:
     def update(self, task_id: str, **changes: Any) -> TaskRecord:
         """Change fields of a task under its row lock (no lost update between processes)."""
         with self.transaction() as conn:
-            self._check_fence(conn, task_id)
-            row = conn.execute(
-                "SELECT record FROM takeflow_tasks WHERE task_id = %s FOR UPDATE", (task_id,)
-            ).fetchone()
-            if row is None:
+            current = self._locked(conn, task_id)
+            if current is None:
                 raise TaskNotFoundError(f"no task {task_id!r}", task_id=task_id)
-            record = replace(_load(row[0]), **changes)
+            record = replace(current, **changes)
             conn.execute(
                 "UPDATE takeflow_tasks SET status = %s, record = %s WHERE task_id = %s",
                 (record.status.value, _dump(record), task_id),
@@ -393,14 +432,8 @@ class PostgresState:
         ):
             return self.claim(task_id, claimant[0], claimant[1], **changes)
         with self.transaction() as conn:
-            self._check_fence(conn, task_id)
-            row = conn.execute(
-                "SELECT record FROM takeflow_tasks WHERE task_id = %s FOR UPDATE", (task_id,)
-            ).fetchone()
-            if row is None:
-                return None
-            current = _load(row[0])
-            if current.status not in expected:
+            current = self._locked(conn, task_id)
+            if current is None or current.status not in expected:
                 return None
             record = replace(current, **changes)
             conn.execute(

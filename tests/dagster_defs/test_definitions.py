@@ -35,6 +35,7 @@ def test_saved_canvas_is_a_job_named_like_takeflow_runs(runtime: Any, demo_canva
         "takeflow/project": "demo",
         "takeflow/shot": "ch01/sc01/sh010",
         "takeflow/canvas": "poster",
+        "takeflow/queue": "cpu",  # where a distributed-mode launch of it is queued
     }
     assert job.executor_def.name == "in_process"
     # a run started from Takeflow sits under that job, with its tags

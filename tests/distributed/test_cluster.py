@@ -4,7 +4,9 @@ PostgreSQL and redis-server. Each test leaves the cluster as it found it (2 APIs
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +16,7 @@ import psycopg
 import pytest
 
 from tests.distributed.cluster import Cluster, cluster
-from tests.server.harness import TERMINAL, EventClient, ServerProcess
+from tests.server.harness import REPO, TERMINAL, EventClient, ServerProcess
 from tests.services import PostgresServer, RedisServer, redis_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
@@ -215,3 +217,113 @@ def test_worker_refuses_to_start_without_a_database(tmp_path: Path) -> None:
     assert "takeflow worker needs distributed mode: set TAKEFLOW_DATABASE_URL" in (
         result.stdout + result.stderr
     )
+
+
+def _launch(instance: Any, job: Any, run_config: dict[str, Any], tags: dict[str, str]) -> str:
+    """Create a run of the location's job and submit it, as the Dagster UI or a schedule tick
+    does (the instance's run coordinator hands it to the run launcher of dagster.yaml)."""
+    from dagster._core.code_pointer import ModuleCodePointer
+    from dagster._core.definitions.job_base import InMemoryJob
+    from dagster._core.execution.api import create_execution_plan
+    from dagster._core.origin import JobPythonOrigin, RepositoryPythonOrigin
+
+    from dagster_defs.execution import code_origin
+
+    pointer = ModuleCodePointer("dagster_defs.definitions", "takeflow_definitions", str(REPO))
+    python_origin = JobPythonOrigin(
+        job.name, RepositoryPythonOrigin(sys.executable, pointer, None, None, None)
+    )
+
+    plan = create_execution_plan(InMemoryJob(job), run_config=run_config)
+    run = instance.create_run_for_job(
+        job_def=job,
+        run_config=run_config,
+        tags={**job.run_tags, **tags},
+        execution_plan=plan,
+        remote_job_origin=code_origin(job.name),
+        job_code_origin=python_origin,
+    )
+    instance.submit_run(run.run_id, workspace=None)
+    return str(run.run_id)
+
+
+def test_dagster_launches_and_re_executions_become_queue_jobs_run_by_a_worker(
+    tf: Cluster,
+) -> None:
+    from dagster import DagsterInstance, DagsterRunStatus
+
+    from dagster_defs.definitions import LocationSource, build_definitions
+    from dagster_defs.launcher import QueueRunLauncher
+
+    a, b = tf.apis
+    shot = "ch03/sc01/sh010"
+    project = tf.home / "projects" / "film"
+    canvas = {
+        "name": "relaunch",
+        "nodes": [
+            {"id": "n", "template": "number", "inputs": {"value": {"kind": "literal", "value": 7}}}
+        ],
+        "context": {"project": "film", "shot": shot},
+    }
+    folder = project / "02_Source_Creative" / "canvases"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "relaunch.takeflow.json").write_text(json.dumps(canvas))
+    definitions = build_definitions(LocationSource.open(tf.home))
+    (job,) = [j for j in definitions.resolve_all_job_defs() if j.tags.get("takeflow/canvas")]
+    instance = DagsterInstance.from_config(str(tf.home / "dagster"))
+    assert isinstance(instance.run_launcher, QueueRunLauncher)
+    worker_ids = {str(w.pid) for w in tf.workers}
+
+    def launched(run_id: str) -> dict[str, Any]:
+        """The task the launcher queued for ``run_id``, once it ended (a worker ran it)."""
+        query = "SELECT task_id FROM takeflow_tasks WHERE record->>'dagster_run_id' = %s"
+        deadline = time.monotonic() + 30
+        while not (rows := sql(tf, query, run_id)):
+            assert time.monotonic() < deadline, f"no task for run {run_id}"
+            time.sleep(0.05)
+        record = dict(wait_status(a, rows[0][0], {"completed", "failed"}, timeout=60))
+        assert record["status"] == "completed", (record, a.stored_events(record["task_id"]))
+        ((owner,),) = sql(tf, "SELECT owner FROM takeflow_tasks WHERE task_id = %s", rows[0][0])
+        assert owner.rsplit("-", 1)[1] in worker_ids  # a worker process ran it
+        return record
+
+    async def scenario() -> list[dict[str, Any]]:
+        async with EventClient(f"{b.ws_base}/ws/artist") as client:
+            await client.subscribe(project_ids=["film"])
+            first = _launch(instance, job, dict(job.run_config or {}), {})
+            done = await asyncio.to_thread(launched, first)
+            parent = instance.get_run_by_id(first)
+            assert parent is not None
+            reexecution = {**parent.tags, "dagster/parent_run_id": first}
+            second = _launch(instance, job, dict(parent.run_config), reexecution)
+            again = await asyncio.to_thread(launched, second)
+            for record in (done, again):
+                await client.until_terminal(record["task_id"], timeout=30)
+                assert_once_in_order(
+                    client.for_task(record["task_id"]), b.stored_events(record["task_id"])
+                )
+            return [done, again]
+
+    done, again = asyncio.run(scenario())
+    assert done["task_id"] != again["task_id"]
+    for record in (done, again):
+        assert record["status"] == "completed", record
+        run = instance.get_run_by_id(record["dagster_run_id"])
+        assert run is not None and run.status == DagsterRunStatus.SUCCESS
+        types = [e["type"] for e in a.stored_events(record["task_id"])]
+        assert types[0] == "task.submitted" and types[-1] == "task.completed"
+        assert "take.created" in types
+    takes = a.ok("GET", "/api/v1/projects/film/takes", params={"shot_id": shot})
+    assert sorted(t["metadata"]["task_id"] for t in takes) == sorted(
+        [done["task_id"], again["task_id"]]
+    )
+    log = subprocess.run(
+        ["git", "log", "--format=%B"], cwd=project, capture_output=True, text=True, check=True
+    ).stdout
+    assert log.count(f"Takeflow-Task: {done['task_id']}") == 1
+    assert log.count(f"Takeflow-Task: {again['task_id']}") == 1
+    health = instance.run_launcher.check_run_worker_health(
+        instance.get_run_by_id(done["dagster_run_id"])
+    )
+    assert health.status.value == "SUCCESS"
+    instance.dispose()
