@@ -73,9 +73,7 @@ class TaskRunner:
         provided = dict(services or {})  # one mapping: what ops get is what admission checks
         self.admission = Admission(registry, projects, self.telemetry, provided.keys())
         self.limits = Limits(node_timeout_s, memory_limit_mb)
-        self.executor = NodeExecutor(
-            self.bus, self.limits, self.telemetry, provided, node_cache
-        )
+        self.executor = NodeExecutor(self.bus, self.limits, self.telemetry, provided, node_cache)
         self.histories = ProjectHistories(self.metrics)
         self.recorder = TakeRecorder(self.bus, self.telemetry)
         self.completion = TaskCompletion(self.lifecycle, self.histories, self.telemetry)
@@ -290,8 +288,8 @@ class TaskRunner:
         else:
             for project in self.projects.list():
                 try:
-                    project.takes.discard_staging()
-                    project.repo.recover()
+                    project.discard_staging()
+                    project.history.recover()
                 except TakeflowError as exc:
                     log.warning("could not tidy project %s after restart: %s", project.id, exc)
         for record in orphans:
