@@ -73,7 +73,9 @@ class TaskRunner:
         provided = dict(services or {})  # one mapping: what ops get is what admission checks
         self.admission = Admission(registry, projects, self.telemetry, provided.keys())
         self.limits = Limits(node_timeout_s, memory_limit_mb)
-        self.executor = NodeExecutor(self.bus, self.limits, self.telemetry, provided, node_cache)
+        self.executor = NodeExecutor(
+            self.bus, self.limits, self.telemetry, provided, node_cache
+        )
         self.histories = ProjectHistories(self.metrics)
         self.recorder = TakeRecorder(self.bus, self.telemetry)
         self.completion = TaskCompletion(self.lifecycle, self.histories, self.telemetry)
