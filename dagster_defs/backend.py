@@ -63,7 +63,7 @@ def run_tags(record: TaskRecord, plan: ExecutionPlan) -> dict[str, str]:
 
 
 def take_materializations(
-    recorded: RecordedTake, record: TaskRecord, project_root: str
+    recorded: RecordedTake, record: TaskRecord, locate: Callable[[str], str]
 ) -> Iterator[Any]:
     """One materialization per take output, keyed ``takeflow/<project>/<shot path>/<output>``."""
     take = recorded.take
@@ -80,7 +80,7 @@ def take_materializations(
             metadata={
                 "take_id": take.take_id,
                 "take_number": take.number,
-                "path": MetadataValue.path(f"{project_root}/{stored.path}"),
+                "path": MetadataValue.path(locate(stored.path)),
                 "task_id": record.task_id,
                 "content_type": stored.content_type,
                 "size": stored.size,
@@ -212,7 +212,7 @@ class DagsterBackend:
                 self._finish_adopted(execution, False)
             raise
         assert execution.project is not None
-        yield from take_materializations(recorded, execution.record, str(execution.project.path))
+        yield from take_materializations(recorded, execution.record, execution.project.location)
         if execution.adopted:
             self._finish_adopted(execution, True)
 

@@ -17,7 +17,7 @@ from opentelemetry import context as otel_context
 
 from dagster_defs.observability import RunnerMetrics, tracer
 from graph_runtime.errors import GitError
-from stores.projects import Project
+from graph_runtime.projects import ProjectStore
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class GitHealth:
 class CommitQueue:
     """Commits of one project, with the backlog of paths whose commit failed."""
 
-    def __init__(self, project: Project, health: GitHealth, metrics: RunnerMetrics) -> None:
+    def __init__(self, project: ProjectStore, health: GitHealth, metrics: RunnerMetrics) -> None:
         self.project = project
         self._health = health
         self._metrics = metrics
@@ -66,7 +66,7 @@ class CommitQueue:
                 context=trace_context,
                 attributes={"takeflow.project": self.project.id},
             ):
-                sha = self.project.repo.commit(pending, message)
+                sha = self.project.history.commit(pending, message)
         except GitError as exc:
             log.warning("git commit failed in project %s: %s", self.project.id, exc.message)
             with self._lock:
@@ -89,7 +89,7 @@ class ProjectHistories:
         self._queues: dict[str, CommitQueue] = {}
         self._lock = threading.Lock()
 
-    def of(self, project: Project) -> CommitQueue:
+    def of(self, project: ProjectStore) -> CommitQueue:
         with self._lock:
             queue = self._queues.get(project.id)
             if queue is None:
@@ -99,7 +99,7 @@ class ProjectHistories:
 
     def commit(
         self,
-        project: Project,
+        project: ProjectStore,
         paths: Sequence[str],
         message: str,
         trace_context: otel_context.Context | None = None,

@@ -22,17 +22,21 @@ from opentelemetry.trace import StatusCode
 from dagster_defs.limits import Limits, StopSignal
 from dagster_defs.observability import RunnerMetrics, TaskTelemetry
 from graph_runtime.caching import NodeOutputCache, node_cache_keys
-from graph_runtime.errors import TakeflowError, TaskCancelledError, TemplateExecutionError
+from graph_runtime.errors import (
+    ProjectError,
+    TakeflowError,
+    TaskCancelledError,
+    TemplateExecutionError,
+)
 from graph_runtime.events import EventBus, EventPayload, NodeState, NodeStateChanged, TaskProgress
+from graph_runtime.projects import ProjectAssets, ProjectStore
 from graph_runtime.takes import Take
 from graph_runtime.tasks import TaskRecord
 from graph_runtime.templates import Quality
 from graph_runtime.validation import ExecutionPlan, PlannedNode
 from nodes.values import summarize
-from stores.projects import Project, ProjectAssets
 
 log = logging.getLogger(__name__)
-PREVIEW_DIR = "05_Cache/previews"
 
 
 @dataclass(eq=False)
@@ -41,7 +45,7 @@ class TaskExecution:
 
     record: TaskRecord
     plan: ExecutionPlan
-    project: Project | None
+    project: ProjectStore | None
     run_id: str
     adopted: bool = False
     signal: StopSignal = field(default_factory=StopSignal)
@@ -85,15 +89,6 @@ class TaskExecution:
 
     def emit(self, bus: EventBus, payload: EventPayload) -> None:
         bus.publish(self.record.task_id, self.record.project_id, payload)
-
-
-def store_preview(project: Project, task_id: str, node_id: str, number: int, png: bytes) -> str:
-    """Write a preview image; returns its project-relative path (the server makes the URL)."""
-    folder = f"{PREVIEW_DIR}/{task_id}"
-    rel = f"{folder}/{node_id}_{number:03d}.png"
-    project.fs.makedirs(project.abs(folder), exist_ok=True)
-    project.fs.pipe_file(project.abs(rel), png)
-    return rel
 
 
 class NodeReporter:
@@ -146,8 +141,8 @@ class NodeReporter:
         if project is None:
             return None
         try:
-            return store_preview(project, self.task_id, self.node_id, next(self._previews), png)
-        except OSError as exc:  # a preview is a nicety: never fail the task for it
+            return project.write_preview(self.task_id, self.node_id, next(self._previews), png)
+        except (OSError, ProjectError) as exc:  # a preview is a nicety: never fail the task for it
             log.warning("preview for %s/%s not stored: %s", self.task_id, self.node_id, exc)
             return None
 

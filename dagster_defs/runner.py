@@ -302,8 +302,8 @@ class TaskRunner:
         else:
             for project in self.projects.list():
                 try:
-                    project.takes.discard_staging()
-                    project.repo.recover()
+                    project.discard_staging()
+                    project.history.recover()
                 except TakeflowError as exc:
                     log.warning("could not tidy project %s after restart: %s", project.id, exc)
         for record in orphans:

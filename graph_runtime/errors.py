@@ -173,6 +173,11 @@ class AssetNotFoundError(ProjectError):
     http_status = 404
 
 
+class ProjectFileNotFoundError(ProjectError):
+    code = "file_not_found"
+    http_status = 404
+
+
 class TakeStoreError(TakeflowError):
     code = "take_store_error"
     http_status = 500

@@ -5,27 +5,28 @@ from __future__ import annotations
 import asyncio
 import logging
 import mimetypes
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from litestar import Controller, Request, get, post, put
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 from litestar.response import File, Response
-from litestar.types import ControllerRouterHandler
+from litestar.types import ControllerRouterHandler, FileSystemProtocol
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dagster_defs.runtime import Runtime
 from graph_runtime.events import AssetUploaded
+from graph_runtime.projects import ProjectStore
 from graph_runtime.takes import Take
 from server.auth import principal_of
 from server.canvases import CanvasesController
 from server.config import ServerConfig
 from server.errors import FileNotFoundInProjectError, NotCancellableError, ProjectExistsError
 from server.health import HealthChecks
+from server.project_files import ProjectFiles
 from server.submissions import BatchRequest, RunRequest, Submissions, TaskRequest
 from server.uploads import receive_upload
 from server.wire import API, file_url, wire_event
-from stores.projects import Project
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +248,7 @@ class ProjectsController(Controller):
     ) -> list[dict[str, Any]]:
         """Newest commits first: sha, message, time, files."""
         project = runtime.projects.get(project_id)
-        return [c.to_dict() for c in project.repo.recent_commits(limit)]
+        return [c.to_dict() for c in project.history.recent_commits(limit)]
 
     @get("/{project_id:str}/files/{path:path}", sync_to_thread=True)
     def file(
@@ -255,15 +256,17 @@ class ProjectsController(Controller):
     ) -> File:
         """A stored project file (take outputs, previews, assets); never ``..`` or ``.git``."""
         project = runtime.projects.get(project_id)
-        absolute = project.safe_file(path.lstrip("/"))
-        if not project.fs.isfile(absolute):
+        rel = path.lstrip("/")
+        if not project.is_file(rel):  # refuses '..' and '.git' (unsafe_path)
             raise FileNotFoundInProjectError(
-                f"project '{project_id}' has no file {path.lstrip('/')!r}", path=path
+                f"project '{project_id}' has no file {rel!r}", path=path
             )
-        media_type = mimetypes.guess_type(absolute)[0] or "application/octet-stream"
+        media_type = mimetypes.guess_type(rel)[0] or "application/octet-stream"
         return File(
-            absolute,
-            file_system=project.fs,
+            rel,
+            file_system=cast(
+                "FileSystemProtocol", ProjectFiles(project)
+            ),  # info + open (read-only)
             media_type=media_type,
             content_disposition_type="inline",
         )
@@ -277,7 +280,7 @@ class ProjectsController(Controller):
         config: NamedDependency[ServerConfig],
     ) -> dict[str, Any]:
         """Upload a file (multipart field ``file``) into ``01_Assets``; answers its ``asset://``."""
-        project: Project = await asyncio.to_thread(runtime.projects.get, project_id)
+        project: ProjectStore = await asyncio.to_thread(runtime.projects.get, project_id)
         length = request.headers.get("content-length")
         stored = await receive_upload(
             project,

@@ -17,7 +17,7 @@ from litestar.params import FromPath, JSONBody
 from pydantic import ValidationError
 
 from dagster_defs.runtime import Runtime
-from graph_runtime.errors import UnsafePathError
+from graph_runtime.errors import ProjectFileNotFoundError, UnsafePathError
 from server.errors import RequestError, document_issues
 from ui_bridge.document import parse_canvas
 
@@ -58,21 +58,16 @@ class CanvasesController(Controller):
     ) -> list[dict[str, Any]]:
         """Saved canvases, newest first: name, path, modified time."""
         project = runtime.projects.get(project_id)
-        folder = project.abs(CANVAS_DIR)
-        if not project.fs.isdir(folder):
-            return []
-        out = []
-        for info in project.fs.ls(folder, detail=True):
-            base = info["name"].rsplit("/", 1)[-1]
-            if info.get("type") == "file" and base.endswith(SUFFIX):
-                out.append(
-                    {
-                        "name": base.removesuffix(SUFFIX),
-                        "path": f"{CANVAS_DIR}/{base}",
-                        "modified": info.get("mtime"),
-                        "size": info.get("size"),
-                    }
-                )
+        out = [
+            {
+                "name": entry.name.removesuffix(SUFFIX),
+                "path": entry.path,
+                "modified": entry.mtime,
+                "size": entry.size,
+            }
+            for entry in project.list_dir(CANVAS_DIR)
+            if entry.kind == "file" and entry.name.endswith(SUFFIX)
+        ]
         return sorted(out, key=lambda c: c["modified"] or 0, reverse=True)
 
     @get("/{name:str}", sync_to_thread=True)
@@ -83,8 +78,8 @@ class CanvasesController(Controller):
         project = runtime.projects.get(project_id)
         rel = canvas_relpath(name)
         try:
-            raw = project.fs.cat_file(project.abs(rel))
-        except FileNotFoundError:
+            raw = project.read_file(rel)
+        except ProjectFileNotFoundError:
             raise CanvasNotFoundError(
                 f"project '{project_id}' has no canvas '{name}'", project_id=project_id, name=name
             ) from None
@@ -110,7 +105,6 @@ class CanvasesController(Controller):
                 f"the canvas is not a valid document ({len(errors)} problem(s))", errors=errors
             ) from None
         body = graph.model_dump(mode="json", exclude_none=True)
-        project.fs.makedirs(project.abs(CANVAS_DIR), exist_ok=True)
-        project.fs.pipe_file(project.abs(rel), (json.dumps(body, indent=2) + "\n").encode())
+        project.write_file(rel, (json.dumps(body, indent=2) + "\n").encode())
         commit = runtime.runner.histories.commit(project, [rel], f"Save canvas {name}")
         return {"name": name, "path": rel, "commit": commit, "nodes": len(graph.nodes)}

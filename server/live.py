@@ -22,14 +22,14 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
 from dagster_defs.observability import RunnerMetrics
-from graph_runtime.events import TaskEvent
+from graph_runtime.events import EventLog, TaskEvent
+from graph_runtime.tasks import TaskStore
 from server.wire import wire_event
-from stores.sqlite_state import SqliteState
 
 log = logging.getLogger(__name__)
 
@@ -276,10 +276,15 @@ class Connection:
                 await self._deliver(event)
 
 
+class LiveState(EventLog, TaskStore, Protocol):
+    """What the live hub reads: the event log (catch-up and replays) and the task records (whose
+    task a subscription names). ``SqliteState`` and ``PostgresState`` are both."""
+
+
 class LiveEvents:
     """The runtime sink that fans stored events out to connections on the server's loop."""
 
-    def __init__(self, state: SqliteState, metrics: RunnerMetrics | None = None) -> None:
+    def __init__(self, state: LiveState, metrics: RunnerMetrics | None = None) -> None:
         self.state = state
         self.metrics = metrics
         self.replayed_total = 0

@@ -186,9 +186,10 @@ class Submissions:
                 f"input references {refs[0]!r}, but asset references need a project_id",
                 field="project_id",
             )
-        paths = [asset_relpath(ref) for ref in refs]  # every unsafe reference before any lookup
-        for ref, rel in zip(refs, paths, strict=True):
-            if not project.fs.isfile(project.abs(rel)):
+        for ref in refs:  # every unsafe reference refused before any lookup
+            asset_relpath(ref)
+        for ref in refs:
+            if not project.has_asset(ref):
                 raise AssetNotFoundError(
                     f"asset {ref!r} is not in project '{project.id}' (upload it first)",
                     asset=ref,

@@ -1,26 +1,25 @@
-"""Streaming multipart uploads into a project's ``01_Assets`` through its fsspec filesystem.
+"""Streaming multipart uploads into a project's ``01_Assets`` through its ``ProjectStore``.
 
-The body is parsed as it arrives (python-multipart), written to a staging file in the cache
-folder and moved into ``01_Assets/uploads/<uuid8>-<safe name>`` once complete, so an upload
-that is too large or breaks off leaves nothing behind.
+The body is parsed as it arrives (python-multipart), written to a staged file (the project's
+cache folder) and published as ``01_Assets/uploads/<uuid8>-<safe name>`` once complete, so an
+upload that is too large or breaks off leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import Any
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from graph_runtime.errors import StorageError, TakeflowError
+from graph_runtime.projects import ASSET_SCHEME, ProjectStore, StagedFile, asset_relpath
 from server.errors import RequestError, UploadTooLargeError
-from stores.projects import ASSET_SCHEME, Project, asset_relpath
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -57,22 +56,22 @@ class StoredUpload:
 
 
 class _FilePart:
-    """Receives the bytes of the ``file`` field into a staging file, hashing and counting."""
+    """Receives the bytes of the ``file`` field into a staged file, hashing and counting."""
 
-    def __init__(self, project: Project, limit: int) -> None:
+    def __init__(self, project: ProjectStore, limit: int) -> None:
         self.project = project
         self.limit = limit
-        self.staging = project.abs(f"05_Cache/uploads/{uuid.uuid4().hex}.part")
-        self.handle: IO[bytes] | None = None
+        self.handle: StagedFile | None = None
         self.size = 0
         self.digest = hashlib.sha256()
         self.filename: str | None = None
         self.content_type = "application/octet-stream"
         self.done = False
+        self.opened = False
 
     def open(self) -> None:
-        self.project.fs.makedirs(self.staging.rsplit("/", 1)[0], exist_ok=True)
-        self.handle = self.project.fs.open(self.staging, "wb")
+        self.handle = self.project.stage_file()
+        self.opened = True
 
     def write(self, data: bytes) -> None:
         self.size += len(data)
@@ -84,20 +83,19 @@ class _FilePart:
         self.handle.write(data)
         self.digest.update(data)
 
-    def close(self) -> None:
-        if self.handle is not None:
-            self.handle.close()
-            self.handle = None
+    def publish(self, rel: str) -> None:
+        assert self.handle is not None
+        self.handle.publish(rel)
+        self.handle = None
 
     def discard(self) -> None:
-        self.close()
-        with contextlib.suppress(OSError):
-            if self.project.fs.exists(self.staging):
-                self.project.fs.rm(self.staging)
+        if self.handle is not None:
+            self.handle.discard()
+            self.handle = None
 
 
 async def receive_upload(
-    project: Project,
+    project: ProjectStore,
     content_type: str,
     body: AsyncIterator[bytes],
     limit: int,
@@ -136,7 +134,7 @@ async def receive_upload(
     def on_headers_finished() -> None:
         _, opts = parse_options_header(state["headers"].get("content-disposition", b""))
         name = opts.get(b"name", b"").decode("utf-8", "replace")
-        is_file = name == "file" and b"filename" in opts and not part.done and part.handle is None
+        is_file = name == "file" and b"filename" in opts and not part.done and not part.opened
         state["in_file"] = is_file
         if is_file:
             part.filename = opts[b"filename"].decode("utf-8", "replace")
@@ -151,7 +149,6 @@ async def receive_upload(
 
     def on_part_end() -> None:
         if state["in_file"]:
-            part.close()
             part.done = True
             state["in_file"] = False
 
@@ -168,10 +165,6 @@ async def receive_upload(
         },
     )
 
-    def store(staging: str, target: str) -> None:
-        project.fs.makedirs(project.abs("01_Assets/uploads"), exist_ok=True)
-        project.fs.mv(staging, target)
-
     try:
         # Storage writes run in a thread: a slow (remote) filesystem never stalls the event loop.
         async for chunk in body:
@@ -184,7 +177,7 @@ async def receive_upload(
         filename = safe_filename(part.filename or "upload")
         asset_id = f"uploads/{uuid.uuid4().hex[:8]}-{filename}"
         rel = asset_relpath(asset_id)
-        await asyncio.to_thread(store, part.staging, project.abs(rel))
+        await asyncio.to_thread(part.publish, rel)
     except TakeflowError:
         part.discard()
         raise

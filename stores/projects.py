@@ -1,27 +1,39 @@
-"""Projects on disk: the studio folder layout, git repository, takes and assets of each."""
+"""Projects on disk: the studio folder layout, git repository, takes and assets of each
+(``Project`` is the real ``graph_runtime.projects.ProjectStore``)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-import re
 import threading
 import time
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, BinaryIO, Literal, cast
 
 import fsspec
 
 from graph_runtime.errors import (
     AssetNotFoundError,
     ProjectError,
+    ProjectFileNotFoundError,
     ProjectNotFoundError,
-    UnsafePathError,
+)
+from graph_runtime.history import ProjectHistory
+from graph_runtime.projects import (
+    ASSET_SCHEME,
+    FileInfo,
+    ProjectAssets,
+    StagedFile,
+    asset_relpath,
+    check_relpath,
+    preview_relpath,
 )
 from graph_runtime.takes import (
     PROJECT_DIRS,
     PROJECT_FILE,
+    TakeStore,
     check_project_id,
     project_id_from_name,
 )
@@ -30,69 +42,186 @@ from stores.takes import FsspecTakeStore
 
 TakeStoreFactory = Callable[[str, str, fsspec.AbstractFileSystem], FsspecTakeStore]
 
-ASSET_SCHEME = "asset://"
-_ASSET_ID_RE = re.compile(
-    r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}(/[A-Za-z0-9][A-Za-z0-9._-]{0,127}){0,4}$"
-)
+__all__ = ["ASSET_SCHEME", "Project", "ProjectAssets", "ProjectCatalog", "asset_relpath"]
+
+UPLOAD_STAGING_DIR = "05_Cache/uploads"
+WRITE_STAGING_DIR = "05_Cache/tmp"
 
 
-def asset_relpath(uri_or_id: str) -> str:
-    """``asset://<id>`` (or a bare id) -> project-relative path, refusing anything that escapes."""
-    asset_id = uri_or_id.removeprefix(ASSET_SCHEME)
-    if not _ASSET_ID_RE.match(asset_id) or ".." in asset_id.split("/"):
-        raise UnsafePathError(
-            f"asset reference {uri_or_id!r} is not a valid asset id "
-            "(letters, digits, '.', '-', '_' and '/' between segments; no '..')",
-            field="asset",
-        )
-    return f"01_Assets/{asset_id}"
+class _StagedFile:
+    """A file written under ``05_Cache/uploads`` and moved into place by ``publish``."""
+
+    def __init__(self, project: Project) -> None:
+        self._project = project
+        self._staging = project.abs(f"{UPLOAD_STAGING_DIR}/{uuid.uuid4().hex}.part")
+        fs = project._fs
+        fs.makedirs(self._staging.rsplit("/", 1)[0], exist_ok=True)
+        self._handle: IO[bytes] | None = fs.open(self._staging, "wb")
+
+    def write(self, data: bytes) -> None:
+        if self._handle is None:
+            raise ValueError("the staged file was already published or discarded")
+        self._handle.write(data)
+
+    def _close(self) -> None:
+        if self._handle is not None:
+            handle, self._handle = self._handle, None
+            handle.close()
+
+    def publish(self, rel: str) -> None:
+        self._close()
+        self._project._move_into(self._staging, rel)
+
+    def discard(self) -> None:
+        with contextlib.suppress(OSError):
+            self._close()
+        with contextlib.suppress(OSError):
+            if self._project._fs.exists(self._staging):
+                self._project._fs.rm(self._staging)
 
 
-@dataclass
 class Project:
-    """One project: its folder on an fsspec filesystem, git repository and take store."""
+    """One project (a ``ProjectStore``): its folder on an fsspec filesystem, its git repository
+    (the project's history) and its take store."""
 
-    id: str
-    name: str
-    path: Path
-    fs: fsspec.AbstractFileSystem
-    repo: ProjectRepository
-    takes: FsspecTakeStore = field(init=False)
+    def __init__(
+        self,
+        project_id: str,
+        name: str,
+        path: Path,
+        fs: fsspec.AbstractFileSystem,
+        repo: ProjectRepository,
+        take_store: TakeStoreFactory | None = None,
+    ) -> None:
+        self.id = project_id
+        self.name = name
+        self.path = Path(path)
+        self.repo = repo
+        self._take_store = take_store or FsspecTakeStore
+        self._fs = fs
+        self._takes = self._take_store(project_id, str(self.path), fs)
 
-    def __post_init__(self) -> None:
-        self.takes = FsspecTakeStore(self.id, str(self.path), self.fs)
+    @property
+    def takes(self) -> TakeStore:
+        return self._takes
+
+    @property
+    def history(self) -> ProjectHistory:
+        return self.repo
+
+    def use_filesystem(self, fs: fsspec.AbstractFileSystem) -> None:
+        """Keep this project's files (and takes) on ``fs`` from now on (fault injection)."""
+        self._fs = fs
+        self._takes = self._take_store(self.id, str(self.path), fs)
 
     def abs(self, rel: str) -> str:
+        """Absolute path of a project-relative path (unchecked: callers pass checked paths)."""
         return f"{self.path}/{rel}"
+
+    def location(self, rel: str) -> str:
+        return self.abs(check_relpath(rel))
+
+    def info(self) -> dict[str, Any]:
+        return {"project_id": self.id, "name": self.name, "path": str(self.path)}
+
+    # -- assets and previews ----------------------------------------------------------------
 
     def read_asset(self, uri: str) -> bytes:
         rel = asset_relpath(uri)
         try:
-            return bytes(self.fs.cat_file(self.abs(rel)))
+            return bytes(self._fs.cat_file(self.abs(rel)))
         except FileNotFoundError:
             raise AssetNotFoundError(
                 f"asset {uri!r} is not in project '{self.id}'", asset=uri, project_id=self.id
             ) from None
 
-    def safe_file(self, rel: str) -> str:
-        """Absolute path of a project file, refusing paths that leave the project or hit .git."""
-        parts = [p for p in rel.split("/") if p not in ("", ".")]
-        if not parts or any(p == ".." for p in parts) or parts[0] in (".git",) or "\\" in rel:
-            raise UnsafePathError(f"path {rel!r} is not a file inside the project", field="path")
-        return self.abs("/".join(parts))
+    def has_asset(self, uri: str) -> bool:
+        return bool(self._fs.isfile(self.abs(asset_relpath(uri))))
 
-    def info(self) -> dict[str, Any]:
-        return {"project_id": self.id, "name": self.name, "path": str(self.path)}
+    def write_preview(self, task_id: str, node_id: str, index: int, png: bytes) -> str:
+        rel = preview_relpath(task_id, node_id, index)
+        self.write_file(rel, png)
+        return rel
 
+    # -- files ------------------------------------------------------------------------------
 
-class ProjectAssets:
-    """The ``assets`` service templates use to read ``asset://`` references of one project."""
+    def is_file(self, rel: str) -> bool:
+        return bool(self._fs.isfile(self.abs(check_relpath(rel))))
 
-    def __init__(self, project: Project) -> None:
-        self._project = project
+    def file_info(self, rel: str) -> FileInfo:
+        rel = check_relpath(rel)
+        try:
+            info = self._fs.info(self.abs(rel))
+        except FileNotFoundError:
+            raise self._missing(rel) from None
+        return self._file_info(rel, info)
 
-    def read(self, uri: str) -> bytes:
-        return self._project.read_asset(uri)
+    @staticmethod
+    def _file_info(rel: str, info: dict[str, Any]) -> FileInfo:
+        kind: Literal["file", "directory"] = (
+            "directory" if info.get("type") == "directory" else "file"
+        )
+        mtime = info.get("mtime")
+        return FileInfo(rel, kind, int(info.get("size") or 0), float(mtime) if mtime else None)
+
+    def read_file(self, rel: str) -> bytes:
+        rel = check_relpath(rel)
+        try:
+            return bytes(self._fs.cat_file(self.abs(rel)))
+        except (FileNotFoundError, IsADirectoryError):
+            raise self._missing(rel) from None
+
+    def open_file(self, rel: str) -> BinaryIO:
+        rel = check_relpath(rel)
+        try:
+            return cast(BinaryIO, self._fs.open(self.abs(rel), "rb"))
+        except (FileNotFoundError, IsADirectoryError):
+            raise self._missing(rel) from None
+
+    def list_dir(self, rel: str) -> list[FileInfo]:
+        rel = check_relpath(rel)
+        folder = self.abs(rel)
+        if not self._fs.isdir(folder):
+            return []
+        entries = [
+            self._file_info(f"{rel}/{info['name'].rstrip('/').rsplit('/', 1)[-1]}", info)
+            for info in self._fs.ls(folder, detail=True)
+        ]
+        return sorted(entries, key=lambda e: e.name)
+
+    def write_file(self, rel: str, data: bytes) -> None:
+        """Written under ``05_Cache/tmp`` first, then renamed into place."""
+        rel = check_relpath(rel)
+        tmp = self.abs(f"{WRITE_STAGING_DIR}/{uuid.uuid4().hex}")
+        self._fs.makedirs(tmp.rsplit("/", 1)[0], exist_ok=True)
+        try:
+            self._fs.pipe_file(tmp, bytes(data))
+            self._move_into(tmp, rel)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                if self._fs.exists(tmp):
+                    self._fs.rm(tmp)
+            raise
+
+    def stage_file(self) -> StagedFile:
+        return _StagedFile(self)
+
+    def discard_staging(self) -> int:
+        discard = getattr(self._takes, "discard_staging", None)
+        return int(discard()) if discard is not None else 0
+
+    def _move_into(self, source: str, rel: str) -> None:
+        rel = check_relpath(rel)
+        target = self.abs(rel)
+        if self._fs.isdir(target):  # a move would put the file inside the folder
+            raise ProjectError(f"{rel!r} is a folder of project '{self.id}'", path=rel)
+        self._fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
+        self._fs.mv(source, target)
+
+    def _missing(self, rel: str) -> ProjectFileNotFoundError:
+        return ProjectFileNotFoundError(
+            f"project '{self.id}' has no file {rel!r}", path=rel, project_id=self.id
+        )
 
 
 class ProjectCatalog:
@@ -145,7 +274,9 @@ class ProjectCatalog:
             repo = ProjectRepository.create(folder)
             index[project_id] = str(folder)
             self._write_index(index)
-            project = self._opened(Project(project_id, display_name, folder, self.fs, repo))
+            project = self._opened(
+                Project(project_id, display_name, folder, self.fs, repo, self._take_store)
+            )
             return project
 
     def free_id(self, name: str) -> str:
@@ -184,13 +315,21 @@ class ProjectCatalog:
             repo = ProjectRepository(Path(folder))
             repo.uses_lfs = (Path(folder) / ".git" / "hooks" / "pre-push").exists()
             name = meta.get("name", project_id)
-            return self._opened(Project(project_id, name, Path(folder), self.fs, repo))
+            return self._opened(
+                Project(project_id, name, Path(folder), self.fs, repo, self._take_store)
+            )
 
     def _opened(self, project: Project) -> Project:
-        if self._take_store is not None:
-            project.takes = self._take_store(project.id, str(project.path), project.fs)
         self._open[project.id] = project
         return project
+
+    def use_filesystem(self, fs: fsspec.AbstractFileSystem) -> None:
+        """Keep every project's files on ``fs``, those open now and those opened later (the
+        test-only fault-injection plugin wraps the local filesystem this way)."""
+        with self._lock:
+            self.fs = fs
+            for project in self._open.values():
+                project.use_filesystem(fs)
 
     def list(self) -> list[Project]:
         return [self.get(pid) for pid in sorted(self._read_index())]

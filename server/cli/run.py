@@ -68,7 +68,7 @@ def _run_one(
         project = runtime.projects.get(project_id)
         for take in project.takes.list(task_id=record.task_id):
             for name, out in take.outputs.items():
-                print(f"  {take.take_id} {name}: {project.abs(out.path)}")
+                print(f"  {take.take_id} {name}: {project.location(out.path)}")
     return 0 if record.status.value == "completed" else 1
 
 
@@ -131,5 +131,5 @@ def _run_sweep(
             values = take.metadata.get("sweep", {}).get("values", {})
             shown = ", ".join(f"{k}={v!r}" for k, v in values.items())
             for name, out in take.outputs.items():
-                print(f"  {take.take_id} {name} [{shown}]: {project.abs(out.path)}")
+                print(f"  {take.take_id} {name} [{shown}]: {project.location(out.path)}")
     return 0 if done and summary["completed"] == summary["total"] else 1

@@ -235,25 +235,21 @@ class TakeflowBridge:
             self.runtime.projects.create(project_id, "ComfyUI prompts")
 
     def has_file(self, project_id: str, rel: str) -> bool:
-        project = self.runtime.projects.get(project_id)
-        return bool(project.fs.isfile(project.safe_file(rel)))
+        return self.runtime.projects.get(project_id).is_file(rel)
 
     def read_file(self, project_id: str, rel: str) -> bytes | None:
         """A project file's bytes, ``None`` when it is gone."""
         try:
-            project = self.runtime.projects.get(project_id)
-            return bytes(project.fs.cat_file(project.safe_file(rel)))
-        except (FileNotFoundError, TakeflowError, OSError):
+            return self.runtime.projects.get(project_id).read_file(rel)
+        except (TakeflowError, OSError):
             return None
 
     def store_file(self, project_id: str, rel: str, data: bytes, message: str) -> None:
         """Write a project file and commit it (a failed commit is logged, not raised)."""
         project = self.runtime.projects.get(project_id)
-        absolute = project.safe_file(rel)
-        project.fs.makedirs(absolute.rsplit("/", 1)[0], exist_ok=True)
-        project.fs.pipe_file(absolute, data)
+        project.write_file(rel, data)
         try:
-            project.repo.commit([rel], message)
+            project.history.commit([rel], message)
         except GitError as exc:
             log.warning("could not commit %s in %s: %s", rel, project_id, exc.message)
 

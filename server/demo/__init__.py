@@ -14,7 +14,7 @@ from importlib import resources
 
 from dagster_defs.runtime import Runtime
 from graph_runtime.errors import GitError, ProjectNotFoundError
-from stores.projects import Project
+from graph_runtime.projects import ProjectStore
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def ensure_demo(runtime: Runtime) -> None:
         log.exception("could not prepare the demo diffusion model")
 
 
-def ensure_demo_project(runtime: Runtime) -> Project:
+def ensure_demo_project(runtime: Runtime) -> ProjectStore:
     """Create the ``demo`` project with its example canvases, unless it exists (then as is)."""
     try:
         return runtime.projects.get(DEMO_PROJECT)
@@ -48,17 +48,15 @@ def ensure_demo_project(runtime: Runtime) -> Project:
     return project
 
 
-def add_example_canvases(project: Project) -> list[str]:
+def add_example_canvases(project: ProjectStore) -> list[str]:
     """Copy the example canvases (and schedule sidecar) into a project and commit them."""
     source = resources.files(__package__).joinpath("canvases")
-    folder = project.path / CANVAS_DIR
-    folder.mkdir(parents=True, exist_ok=True)
     added = []
     for name in EXAMPLE_FILES:
-        (folder / name).write_bytes(source.joinpath(name).read_bytes())
+        project.write_file(f"{CANVAS_DIR}/{name}", source.joinpath(name).read_bytes())
         added.append(f"{CANVAS_DIR}/{name}")
     try:
-        project.repo.commit(added, "Add example canvases")
+        project.history.commit(added, "Add example canvases")
     except GitError as exc:  # stored either way: the demo works without git (see /health)
         log.warning("could not commit the example canvases of %s: %s", project.id, exc.message)
     return added

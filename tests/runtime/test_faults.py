@@ -42,7 +42,7 @@ def image_task(runtime: Any, seed: int) -> Any:
 
 def test_disk_full_fails_the_task_clearly_and_heals(runtime: Any, project: Any) -> None:
     faulty = FaultyFileSystem()
-    project.takes.fs = faulty
+    project.use_filesystem(faulty)
     faulty.full = True
     sink = RecordingSink()
     runtime.runner.add_sink(sink)

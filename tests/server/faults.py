@@ -70,9 +70,6 @@ def clear_faults(home: Path) -> None:
 
 
 def install(runtime: Any) -> None:
-    """Wrap every project's filesystem (and those opened later) in ``FaultyFileSystem``."""
-    faulty = FaultyFileSystem(runtime.home.path / FAULTS_FILE)
-    runtime.projects.fs = faulty
-    for project in runtime.projects.list():
-        project.fs = faulty
-        project.takes.fs = faulty
+    """Keep every project's files (those open now and those opened later) on a
+    ``FaultyFileSystem``, through the project catalog."""
+    runtime.projects.use_filesystem(FaultyFileSystem(runtime.home.path / FAULTS_FILE))

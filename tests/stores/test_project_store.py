@@ -1,0 +1,210 @@
+"""One contract for a project's store (``ProjectStore``), run against a real project (a temp
+folder with a real git repository, ``stores.projects.Project``) and the in-memory twin
+(``graph_runtime.projects.MemoryProject``)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from graph_runtime.errors import (
+    AssetNotFoundError,
+    ProjectError,
+    ProjectFileNotFoundError,
+    UnsafePathError,
+)
+from graph_runtime.projects import MemoryProject, ProjectAssets, ProjectStore
+from graph_runtime.takes import OutputFile
+from stores.projects import ProjectCatalog
+
+SHOT = "ch01/sc01/sh010"
+UNSAFE = ["../outside.txt", "01_Assets/../../x", ".git/config", "a/.git/HEAD", "a\\b", "", "/"]
+
+
+@pytest.fixture(params=["real", "memory"])
+def project(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ProjectStore]:
+    if request.param == "memory":
+        yield MemoryProject("p1", "Project one")
+    else:
+        yield ProjectCatalog(tmp_path / "home").create("p1", "Project one")
+
+
+def test_identity_and_info(project: ProjectStore) -> None:
+    assert (project.id, project.name) == ("p1", "Project one")
+    assert project.info()["project_id"] == "p1" and project.info()["name"] == "Project one"
+    assert project.location("01_Assets/a.png").endswith("/p1/01_Assets/a.png")
+
+
+def test_write_read_and_info_of_a_file(project: ProjectStore) -> None:
+    project.write_file("02_Source_Creative/canvases/a.takeflow.json", b'{"a": 1}')
+    assert project.is_file("02_Source_Creative/canvases/a.takeflow.json")
+    assert project.read_file("02_Source_Creative/canvases/a.takeflow.json") == b'{"a": 1}'
+    assert project.read_file("./02_Source_Creative//canvases/a.takeflow.json") == b'{"a": 1}'
+    with project.open_file("02_Source_Creative/canvases/a.takeflow.json") as handle:
+        assert handle.read() == b'{"a": 1}'
+    info = project.file_info("02_Source_Creative/canvases/a.takeflow.json")
+    assert (info.path, info.kind, info.size, info.name) == (
+        "02_Source_Creative/canvases/a.takeflow.json",
+        "file",
+        8,
+        "a.takeflow.json",
+    )
+    assert info.mtime is not None and info.mtime > 0
+    assert project.file_info("02_Source_Creative/canvases").kind == "directory"
+    assert not project.is_file("02_Source_Creative/canvases")
+
+
+def test_write_replaces_in_one_step(project: ProjectStore) -> None:
+    """Readers racing a rewrite see the old or the new bytes, never a part of either."""
+    rel = "02_Source_Creative/canvases/big.takeflow.json"
+    old, new = b"a" * 2_000_000, b"b" * 2_000_000
+    project.write_file(rel, old)
+
+    def read(_: int) -> bytes:
+        return project.read_file(rel)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        reads = pool.map(read, range(30))
+        for _ in range(5):
+            project.write_file(rel, new)
+            project.write_file(rel, old)
+        assert set(reads) <= {old, new}
+    assert project.read_file(rel) == old
+    assert project.list_dir("05_Cache/tmp") == []  # no temporary file left behind
+
+
+def test_writing_over_a_folder_is_refused(project: ProjectStore) -> None:
+    project.write_file("04_Project_Files/x/y.txt", b"y")
+    with pytest.raises(ProjectError, match="'04_Project_Files/x' is a folder of project 'p1'"):
+        project.write_file("04_Project_Files/x", b"z")
+    assert project.read_file("04_Project_Files/x/y.txt") == b"y"
+
+
+def test_missing_files_are_named(project: ProjectStore) -> None:
+    for read in (project.read_file, project.file_info, project.open_file):
+        with pytest.raises(
+            ProjectFileNotFoundError, match=re.escape("project 'p1' has no file 'no/such.txt'")
+        ) as exc:
+            read("no/such.txt")
+        assert exc.value.code == "file_not_found" and exc.value.http_status == 404
+        assert exc.value.details["path"] == "no/such.txt"
+    assert not project.is_file("no/such.txt")
+    assert project.list_dir("no/such") == []
+
+
+def test_list_dir_names_files_and_folders(project: ProjectStore) -> None:
+    project.write_file("06_Exports/b.txt", b"bb")
+    project.write_file("06_Exports/a.txt", b"a")
+    project.write_file("06_Exports/sub/c.txt", b"c")
+    entries = project.list_dir("06_Exports")
+    assert [(e.name, e.kind) for e in entries] == [
+        ("a.txt", "file"),
+        ("b.txt", "file"),
+        ("sub", "directory"),
+    ]
+    assert [e.path for e in entries] == ["06_Exports/a.txt", "06_Exports/b.txt", "06_Exports/sub"]
+    assert [e.size for e in entries[:2]] == [1, 2]
+
+
+@pytest.mark.parametrize("rel", UNSAFE)
+def test_every_verb_refuses_paths_that_leave_the_project(project: ProjectStore, rel: str) -> None:
+    verbs = [
+        lambda: project.read_file(rel),
+        lambda: project.is_file(rel),
+        lambda: project.file_info(rel),
+        lambda: project.open_file(rel),
+        lambda: project.list_dir(rel),
+        lambda: project.write_file(rel, b"x"),
+        lambda: project.location(rel),
+    ]
+    for verb in verbs:
+        with pytest.raises(UnsafePathError, match="is not a file inside the project") as exc:
+            verb()
+        assert exc.value.code == "unsafe_path" and exc.value.details["field"] == "path"
+    staged = project.stage_file()
+    staged.write(b"x")
+    with pytest.raises(UnsafePathError):
+        staged.publish(rel)
+    staged.discard()
+
+
+def test_assets_are_read_by_reference_and_missing_ones_named(project: ProjectStore) -> None:
+    project.write_file("01_Assets/refs/face.png", b"\x89PNG face")
+    assert project.has_asset("asset://refs/face.png")
+    assert project.read_asset("asset://refs/face.png") == b"\x89PNG face"
+    assert ProjectAssets(project).read("asset://refs/face.png") == b"\x89PNG face"
+    assert not project.has_asset("asset://refs/gone.png")
+    with pytest.raises(
+        AssetNotFoundError, match=re.escape("asset 'asset://refs/gone.png' is not in project 'p1'")
+    ) as exc:
+        project.read_asset("asset://refs/gone.png")
+    assert exc.value.code == "asset_not_found" and exc.value.http_status == 404
+    assert exc.value.details == {"asset": "asset://refs/gone.png", "project_id": "p1"}
+    for bad in ("asset://../project.json", "asset://a/../../b", "asset://.git/config"):
+        with pytest.raises(UnsafePathError, match="is not a valid asset id"):
+            project.has_asset(bad)
+        with pytest.raises(UnsafePathError, match="is not a valid asset id"):
+            project.read_asset(bad)
+
+
+def test_previews_are_stored_under_the_cache(project: ProjectStore) -> None:
+    rel = project.write_preview("task1", "gen", 3, b"\x89PNG preview")
+    assert rel == "05_Cache/previews/task1/gen_003.png"
+    assert project.read_file(rel) == b"\x89PNG preview"
+    with pytest.raises(UnsafePathError):
+        project.write_preview("..", "..", 1, b"x")
+
+
+def test_a_staged_file_is_invisible_until_published(project: ProjectStore) -> None:
+    staged = project.stage_file()
+    staged.write(b"part one, ")
+    staged.write(b"part two")
+    assert not project.is_file("01_Assets/uploads/u.bin")
+    staged.publish("01_Assets/uploads/u.bin")
+    assert project.read_file("01_Assets/uploads/u.bin") == b"part one, part two"
+    assert project.has_asset("asset://uploads/u.bin")
+
+    dropped = project.stage_file()
+    dropped.write(b"never seen")
+    dropped.discard()
+    dropped.discard()  # twice is fine
+    assert [e.name for e in project.list_dir("01_Assets/uploads")] == ["u.bin"]
+
+
+def test_takes_are_files_of_the_project_and_committable(project: ProjectStore) -> None:
+    files = [OutputFile("image", b"\x89PNG take", ".png", "image/png")]
+    take = project.takes.create(SHOT, files, {"task_id": "t1"})
+    assert take.take_id == "take_001" and take.active and take.project_id == "p1"
+    assert project.read_file(take.outputs["image"].path) == b"\x89PNG take"
+    assert project.is_file(f"{take.directory}/take.json")
+    assert [t.take_id for t in project.takes.list(task_id="t1")] == ["take_001"]
+    second = project.takes.create(SHOT, files, {"task_id": "t2"})
+    assert not second.active
+    assert project.takes.set_active(SHOT, "take_002").active
+    sha = project.history.commit([take.directory.rsplit("/", 1)[0]], "takes of sh010")
+    newest = project.history.recent_commits(1)[0]
+    assert newest.sha == sha and newest.message == "takes of sh010"
+    assert f"{take.directory}/take.json" in newest.files
+    assert project.discard_staging() == 0  # nothing half-written
+    assert project.history.recover() is None  # everything committed
+
+
+def test_recover_commits_takes_that_missed_their_commit(project: ProjectStore) -> None:
+    project.takes.create(SHOT, [OutputFile("n", b"1", ".json", "application/json")], {})
+    sha = project.history.recover()
+    assert sha is not None
+    assert "Takeflow-Recovery: yes" in project.history.recent_commits(1)[0].message
+
+
+def test_real_project_discards_takes_left_half_written(tmp_path: Path) -> None:
+    project = ProjectCatalog(tmp_path / "home").create("p1")
+    left = project.path / "05_Cache" / "staging" / "abc"
+    left.mkdir(parents=True)
+    (left / "image.png").write_bytes(b"half")
+    assert project.discard_staging() == 1
+    assert not left.exists()
+    assert project.takes.list() == []
