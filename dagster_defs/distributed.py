@@ -4,13 +4,14 @@ in ``<home>/config.json``); without it Takeflow stays the embedded single proces
 
 ``DistributedRunner`` is the embedded ``TaskRunner`` with its process-local rooms swapped:
 - pool: ``put`` enqueues a procrastinate job in the submit transaction (task row,
-  ``task.submitted`` and job commit together; ``batch()`` makes a batch one transaction);
+  ``task.submitted`` and job commit together; ``queue`` makes a batch one transaction);
 - lifecycle: each move and its event in one transaction; in a worker, ``queued -> running`` is a
   claim in the task row (new epoch, lease) and the plan is re-made from the stored graph;
 - histories: one git writer per project across processes (advisory lock);
 - cancel: queued tasks in the row (only while unclaimed); running ones through a flag the owning
   worker reads with its heartbeat;
-- recovery: no start-up sweep; ``Sweeper`` fails only tasks whose lease expired.
+- recovery: no start-up sweep; ``dagster_defs.sweeper.Sweeper`` fails only tasks whose lease
+  expired.
 """
 
 from __future__ import annotations
@@ -18,13 +19,12 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
-from dagster import DagsterError, DagsterInstance, JobDefinition
+from dagster import DagsterError, JobDefinition
 
 from dagster_defs.commits import ProjectHistories
 from dagster_defs.intake import QueuedTask, TaskIntake
@@ -36,7 +36,6 @@ from dagster_defs.queue import JobQueue, queue_for
 from dagster_defs.runner import TaskRunner
 from dagster_defs.workers import QueueItem
 from graph_runtime.errors import TakeflowError
-from graph_runtime.events import TaskFailed
 from graph_runtime.tasks import TaskRecord, TaskStatus
 from graph_runtime.validation import ExecutionPlan
 from stores.home import TakeflowHome
@@ -382,42 +381,3 @@ class DistributedRunner(TaskRunner):
             "SELECT count(*) FROM takeflow_workers WHERE heartbeat > now() - "
             f"make_interval(secs => {float(self.settings.lease_s)})"
         )
-
-
-class Sweeper:
-    """Fails tasks whose worker stopped renewing its lease (killed, paused, cut off): epoch + 1
-    (the old owner is fenced), ``task.failed`` with code ``interrupted``, its Dagster run marked
-    failed, and queue jobs of dead workers retired (re-queued if their task never started).
-    Any number of processes may sweep: each step is conditional under a row lock."""
-
-    def __init__(self, runner: DistributedRunner, instance: DagsterInstance) -> None:
-        self.runner = runner
-        self.instance = instance
-
-    def sweep(self) -> int:
-        runner, failed = self.runner, 0
-        error = {"code": "interrupted", "message": "the worker running this task stopped"}
-        for record in runner.pg.expired():
-            with runner.pg.transaction():
-                ended = runner.pg.expire(record.task_id, error)
-                if ended is not None:
-                    runner.bus.publish(
-                        ended.task_id, ended.project_id, TaskFailed.of(error, ended.trace_id)
-                    )
-            if ended is None:
-                continue  # renewed meanwhile, or another sweeper was first
-            failed += 1
-            runner.backend.end_runs(ended, "the Takeflow worker running it stopped")
-        with runner.pg.transaction() as conn:
-            for job_id, task_id in runner.jobs.stalled_jobs(conn, 3 * runner.settings.lease_s):
-                task = runner.pg.get(task_id)
-                queued = task is not None and task.status == TaskStatus.QUEUED
-                runner.jobs.retire(conn, job_id, requeue=queued)
-        return failed
-
-    def run_forever(self, stop: threading.Event) -> None:
-        while not stop.wait(self.runner.settings.sweep_s):
-            try:
-                self.sweep()
-            except Exception:  # the database may be briefly away: try again next round
-                log.exception("sweep failed")

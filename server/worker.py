@@ -14,9 +14,10 @@ import os
 import socket
 import threading
 
-from dagster_defs.distributed import DistributedRunner, Sweeper
+from dagster_defs.distributed import DistributedRunner
 from dagster_defs.queue import CPU_QUEUE, GPU_QUEUE, make_app
 from dagster_defs.runtime import open_runtime
+from dagster_defs.sweeper import Sweeper
 from graph_runtime.errors import TakeflowError
 
 log = logging.getLogger(__name__)
