@@ -30,7 +30,6 @@ from dagster_defs.commits import ProjectHistories
 from dagster_defs.intake import QueuedTask, TaskIntake
 from dagster_defs.launcher import LAUNCHED
 from dagster_defs.lifecycle import TaskLifecycle
-from dagster_defs.limits import StopSignal
 from dagster_defs.node_executor import TaskExecution
 from dagster_defs.queue import JobQueue, queue_for
 from dagster_defs.runner import TaskRunner
@@ -272,27 +271,10 @@ class DistributedRunner(TaskRunner):
             project_id=project_id,
             node_states={n.node_id: "queued" for n in plan.nodes},
         )
-        signal = StopSignal()
-        with self._lock:
-            self._signals[record.task_id] = signal
-        try:
-            claimed = self.lifecycle.claim(record.task_id, run.run_id, run.job_name)
-            if claimed is None:
-                return
-            execution = TaskExecution(
-                claimed,
-                plan,
-                project,
-                run.run_id,
-                signal=signal,
-                cache_keys=self.executor.cache_keys(plan),
-            )
-            self._track(execution)
-            success, dagster_error = self.backend.execute_launched(execution, job, run)
-            self._conclude(execution, success, dagster_error)
-        finally:
-            with self._lock:
-                self._signals.pop(record.task_id, None)
+        self._claim_and_run(
+            record.task_id, plan, project, run.run_id, run.job_name,
+            lambda execution: self.backend.execute_launched(execution, job, run),
+        )  # fmt: skip
 
     def _location_job(self, name: str) -> tuple[JobDefinition, ExecutionPlan]:
         """The code location's job ``name`` (built from the saved canvases now, with this

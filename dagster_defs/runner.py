@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -37,6 +37,7 @@ from graph_runtime.caching import NodeOutputCache
 from graph_runtime.canvas import CanvasGraph
 from graph_runtime.errors import TakeflowError, TaskInterruptedError
 from graph_runtime.events import EventBus, EventSink
+from graph_runtime.projects import ProjectStore
 from graph_runtime.registry import TemplateRegistry
 from graph_runtime.scheduling import ThroughputEstimate
 from graph_runtime.tasks import TaskRecord, TaskStatus
@@ -234,28 +235,39 @@ class TaskRunner:
 
     def _execute(self, item: QueueItem) -> None:
         assert item.plan is not None
+        self._claim_and_run(
+            item.task_id, item.plan, item.project, str(uuid.uuid4()), job_name(item.plan),
+            self.backend.execute,
+        )  # fmt: skip
+
+    def _claim_and_run(
+        self,
+        task_id: str,
+        plan: ExecutionPlan,
+        project: ProjectStore | None,
+        run_id: str,
+        job: str,
+        execute: Callable[[TaskExecution], tuple[bool, str | None]],
+    ) -> None:
+        """Claim a queued task for the Dagster run ``run_id`` and run it with ``execute``
+        (nothing happens when it was cancelled or ended while it waited)."""
         signal = StopSignal()
         with self._lock:
-            self._signals[item.task_id] = signal
+            self._signals[task_id] = signal
         try:
-            run_id = str(uuid.uuid4())
-            record = self.lifecycle.claim(item.task_id, run_id, job_name(item.plan))
-            if record is None:  # cancelled (or ended) while it waited
+            record = self.lifecycle.claim(task_id, run_id, job)
+            if record is None:
                 return
             execution = TaskExecution(
-                record,
-                item.plan,
-                item.project,
-                run_id,
-                signal=signal,
-                cache_keys=self.executor.cache_keys(item.plan),
-            )
+                record, plan, project, run_id, signal=signal,
+                cache_keys=self.executor.cache_keys(plan),
+            )  # fmt: skip
             self._track(execution)
-            success, dagster_error = self.backend.execute(execution)
+            success, dagster_error = execute(execution)
             self._conclude(execution, success, dagster_error)
         finally:
             with self._lock:
-                self._signals.pop(item.task_id, None)
+                self._signals.pop(task_id, None)
 
     def _track(self, execution: TaskExecution) -> None:
         with self._lock:
