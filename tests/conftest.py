@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,3 +44,19 @@ def load_graph(name: str) -> CanvasGraph:
     return CanvasGraph.model_validate(
         json.loads((FIXTURES / "graphs" / f"{name}.json").read_text())
     )
+
+
+@pytest.fixture
+def validations(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every ``validate_graph`` call, by graph name (admission is its only caller)."""
+    import dagster_defs.admission as admission_module
+    from graph_runtime.validation import validate_graph
+
+    calls: list[str] = []
+
+    def counting(graph: Any, registry: Any, **options: Any) -> Any:
+        calls.append(graph.name)
+        return validate_graph(graph, registry, **options)
+
+    monkeypatch.setattr(admission_module, "validate_graph", counting)
+    return calls

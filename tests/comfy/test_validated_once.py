@@ -11,22 +11,7 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
-import dagster_defs.admission as admission_module
-from graph_runtime.validation import ExecutionPlan, validate_graph
 from tests.comfy.client import txt2img
-
-
-@pytest.fixture
-def validations(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every ``validate_graph`` call (admission is its only caller), by graph name."""
-    calls: list[str] = []
-
-    def counting(graph: Any, registry: Any, **options: Any) -> ExecutionPlan:
-        calls.append(graph.name)
-        return validate_graph(graph, registry, **options)
-
-    monkeypatch.setattr(admission_module, "validate_graph", counting)
-    return calls
 
 
 @pytest.fixture

@@ -11,27 +11,13 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
-import dagster_defs.admission as admission_module
 from graph_runtime.canvas import single_node_graph
 from graph_runtime.tasks import TaskStatus
-from graph_runtime.validation import ExecutionPlan, validate_graph
+from graph_runtime.validation import ExecutionPlan
 from tests.conftest import FIXTURES
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("graph_runtime", "nodes", "stores", "dagster_defs", "server", "ui_bridge")
-
-
-@pytest.fixture
-def validations(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every call of ``validate_graph`` made through the admission door (the only caller)."""
-    calls: list[str] = []
-
-    def counting(graph: Any, registry: Any, **options: Any) -> ExecutionPlan:
-        calls.append(graph.name)
-        return validate_graph(graph, registry, **options)
-
-    monkeypatch.setattr(admission_module, "validate_graph", counting)
-    return calls
 
 
 @pytest.fixture
