@@ -294,6 +294,12 @@ class DistributedRunner(TaskRunner):
     def _conclude(self, execution: TaskExecution, success: bool, dagster_error: str | None) -> None:
         try:
             super()._conclude(execution, success, dagster_error)
+        except LeaseLostError:  # fenced: the sweeper already ended the task; nothing was stored
+            log.warning(
+                "task %s: this worker lost its lease while running it (paused or cut off past "
+                "lease_s); its outcome was discarded, the task had been failed over",
+                execution.task_id,
+            )
         finally:
             self.pg.release(execution.task_id)
 

@@ -189,8 +189,17 @@ class PostgresState:
     def claims(self) -> list[Claim]:
         return list(self._claims.values())
 
+    def _held(self, task_id: str) -> Claim | None:
+        """This process's claim on ``task_id`` (``None``: it never claimed it). A task whose
+        claim it lost stays fenced until released: every write for it raises."""
+        if task_id in self.lost:
+            raise LeaseLostError(
+                f"this worker lost its lease on task {task_id}; write refused", task_id=task_id
+            )
+        return self._claims.get(task_id)
+
     def _check_fence(self, conn: Connection[Any], task_id: str) -> None:
-        claim = self._claims.get(task_id)
+        claim = self._held(task_id)
         if claim is None:
             return
         row = conn.execute(
@@ -206,7 +215,7 @@ class PostgresState:
             "SELECT record, owner, epoch FROM takeflow_tasks WHERE task_id = %s FOR UPDATE",
             (task_id,),
         ).fetchone()
-        claim = self._claims.get(task_id)
+        claim = self._held(task_id)
         if claim is not None and (row is None or row[1] != claim.owner or row[2] != claim.epoch):
             self._lose(claim)
         return _load(row[0]) if row is not None else None
@@ -312,7 +321,7 @@ class PostgresState:
         fence check, the clock, the task's next seq and the insert."""
         now = time.time()
         payload = json.loads(json.dumps(data, default=str))
-        claim = self._claims.get(task_id)
+        claim = self._held(task_id)
         params: dict[str, Any] = {
             "task": task_id,
             "type": type,

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -146,6 +148,56 @@ def test_a_worker_killed_mid_run_ends_its_task_interrupted_and_others_finish(
     run_id = next(e["data"]["dagster_run_id"] for e in stored if e["type"] == "task.started")
     assert sql(tf, "SELECT status FROM runs WHERE run_id = %s", run_id) == [("FAILURE",)]
     tf.add_worker()
+
+
+def test_a_paused_worker_that_lost_its_lease_writes_nothing_after_it_resumes(
+    tf: Cluster,
+) -> None:
+    """Fencing: a worker frozen (SIGSTOP: a long GC pause, a stalled VM) past its lease is failed
+    over by the sweeper; once it resumes mid-task it stores no event, no take and no commit."""
+    a, b = tf.apis
+    shot = "ch03/sc01/sh010"
+    task_id = delay(a, 4.0, steps=40, shot_id=shot)  # progress every 0.1 s, then a take
+    deadline = time.monotonic() + 30
+    while not any(e["type"] == "task.progress" for e in a.stored_events(task_id)):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    owner = sql(tf, "SELECT owner FROM takeflow_tasks WHERE task_id = %s", task_id)[0][0]
+    victim = next(w for w in tf.workers if owner.endswith(f"-{w.pid}"))
+    os.kill(victim.pid, signal.SIGSTOP)
+    try:
+        failed = wait_status(b, task_id, {"failed", "completed"}, timeout=30)
+        assert failed["status"] == "failed" and failed["error"]["code"] == "interrupted"
+        fenced = b.stored_events(task_id)
+        run_id = next(e["data"]["dagster_run_id"] for e in fenced if e["type"] == "task.started")
+    finally:
+        os.kill(victim.pid, signal.SIGCONT)
+    # the victim resumes inside the template: its next write finds the epoch moved on, the step
+    # fails and Dagster records the step's end (its one write that is not fenced: the record)
+    deadline = time.monotonic() + 30
+    while not sql(
+        tf,
+        "SELECT 1 FROM event_logs WHERE run_id = %s AND dagster_event_type = 'STEP_FAILURE'",
+        run_id,
+    ):
+        assert time.monotonic() < deadline, victim.output()
+        time.sleep(0.1)
+    time.sleep(0.5)  # slack for any straggling write
+    assert victim.proc.poll() is None  # alive, and still serving
+    assert "lost its lease" in victim.output()  # the fenced path, named in its log
+    assert b.stored_events(task_id) == fenced
+    assert b.ok("GET", f"/api/v1/runs/{task_id}")["error"]["code"] == "interrupted"
+    assert a.ok("GET", "/api/v1/projects/film/takes", params={"shot_id": shot}) == []
+    repo = tf.home / "projects" / "film"
+    log = subprocess.run(
+        ["git", "log", "--format=%B"], cwd=repo, capture_output=True, text=True, check=True
+    ).stdout
+    assert f"Takeflow-Task: {task_id}" not in log
+    assert not list((repo / "03_Renders").glob("ch03/**/take_*"))
+    assert sql(tf, "SELECT status FROM runs WHERE run_id = %s", run_id) == [("FAILURE",)]
+    after = [delay((a, b)[i % 2], 0.0, steps=1) for i in range(4)]
+    for done in after:
+        assert wait_status(b, done, {"completed", "failed"})["status"] == "completed"
 
 
 def test_cancel_on_replica_b_stops_a_task_running_on_a_worker(tf: Cluster) -> None:

@@ -116,8 +116,13 @@ def test_a_worker_that_lost_its_lease_writes_nothing(state: PostgresState, pg_ur
     failed = state.fail_expired("t1", {"code": "interrupted", "message": "worker lost"})
     assert failed is not None and failed.seq == 3
     assert state.fail_expired("t1", {"code": "interrupted"}) is None  # only once
+    assert worker.heartbeat("w1", lease_s=0.2) == {}  # it resumes: its heartbeat finds it lost
     with pytest.raises(LeaseLostError, match="lost its lease on task t1"):
         worker.append("task.progress", "t1", "p", {"late": True})
+    with pytest.raises(LeaseLostError):  # and every later write, until the task is released
+        worker.append("node.state", "t1", "p", {"state": "failed"})
+    with pytest.raises(LeaseLostError):
+        worker.transition("t1", (TaskStatus.RUNNING,), status=TaskStatus.COMPLETED)
     assert worker.claims() == [] and worker.claim("t1", "w1", lease_s=1) is None
     types = [e.type for e in state.read_task("t1")]
     assert types == ["task.submitted", "task.started", "task.failed"]
