@@ -74,9 +74,7 @@ def _event_types(instance: DagsterInstance, run_id: str) -> list[str]:
     return [r.event_log_entry.dagster_event_type or "log" for r in records]  # type: ignore[misc]
 
 
-def test_step_events_are_grouped_with_run_events_in_emit_order(
-    pg_url: str, tmp_path: Path
-) -> None:
+def test_step_events_are_grouped_with_run_events_in_emit_order(pg_url: str, tmp_path: Path) -> None:
     """A 1-op run writes its events in a few statements, in the order Dagster emitted them
     (the same order an unpatched in-memory instance stores), all before the run's end."""
     instance = open_runner_instance(tmp_path / "dagster", pg_url)
