@@ -11,6 +11,7 @@ import fsspec
 from dagster_defs.distributed import ClusterSettings, DistributedRunner, worker_identity
 from dagster_defs.instance import open_runner_instance
 from dagster_defs.queue import JobQueue
+from dagster_defs.runtime import runner_options
 from graph_runtime.registry import TemplateRegistry
 from stores.home import TakeflowHome
 from stores.node_cache import DiskNodeCache
@@ -39,7 +40,6 @@ def open_cluster_parts(
 
     projects = ProjectCatalog(home.path, take_store=take_store)
     instance = open_runner_instance(home.dagster_home, settings.database_url)
-    limits = home.config().get("runner", {})
     runner = DistributedRunner(
         registry,
         projects,
@@ -47,7 +47,7 @@ def open_cluster_parts(
         instance,
         services=services,
         node_cache=DiskNodeCache(home.cache_dir / "nodes"),
-        node_timeout_s=float(limits.get("node_timeout_s", 3600.0)),
+        **runner_options(home.config()),
         settings=settings,
         jobs=jobs,
         worker_id=worker_id,

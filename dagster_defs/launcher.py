@@ -29,6 +29,7 @@ from dagster_defs.queue import CPU_QUEUE, JobQueue
 from graph_runtime.events import TaskCancelled, TaskSubmitted
 from graph_runtime.tasks import TaskRecord, TaskStatus
 from stores.postgres.state import PostgresState
+from stores.postgres.turns import QueueTurns
 
 LAUNCHED = "launched_run"  # record metadata key: the Dagster run this task executes
 QUEUE_TAG = "takeflow/queue"  # set on every saved canvas job (dagster_defs.definitions)
@@ -107,6 +108,7 @@ class QueueRunLauncher(RunLauncher, ConfigurableClass):
         )
         with state.transaction() as conn:
             state.save(record, queue)
+            QueueTurns(state).enqueue(task_id, queue)
             state.append("task.submitted", task_id, record.project_id, submitted.to_data())
             jobs.defer(conn, task_id, queue, 0)
         self._instance.report_engine_event(

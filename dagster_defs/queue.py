@@ -5,8 +5,10 @@ connection that also inserts the task row and its ``task.submitted`` event, so a
 batch) is queued all-or-none with no second system to keep consistent; workers wake by
 LISTEN/NOTIFY and claim with ``FOR UPDATE SKIP LOCKED``; queues and priorities are native.
 
-The job only names the task. Whether the task still runs, who owns it and its lease live in the
-task row (``stores.postgres.state``), which also fences a worker that lost its lease.
+A job names the task it was deferred for, but it is a token of its queue: the worker runs the
+queue's next task in fair turns between users (``stores.postgres.turns``). Whether a task still
+runs, who owns it and its lease live in the task row (``stores.postgres.state``), which also
+fences a worker that lost its lease.
 """
 
 from __future__ import annotations
@@ -34,7 +36,9 @@ def queue_for(plan: ExecutionPlan) -> str:
     return CPU_QUEUE
 
 
-def make_app(database_url: str, run_task: Callable[[str], Any] | None = None) -> procrastinate.App:
+def make_app(
+    database_url: str, run_task: Callable[[str, str, int], Any] | None = None
+) -> procrastinate.App:
     """The queue app. Producers (API replicas) pass no ``run_task``; workers pass theirs.
     (procrastinate is imported here: the embedded mode imports ``queue_for`` only.)"""
     import procrastinate
@@ -42,12 +46,12 @@ def make_app(database_url: str, run_task: Callable[[str], Any] | None = None) ->
 
     app = procrastinate.App(connector=PsycopgConnector(conninfo=database_url))
 
-    def job(task_id: str) -> None:
+    def job(context: Any, task_id: str) -> None:
         if run_task is None:
             raise RuntimeError("this process only enqueues; run `takeflow worker`")
-        run_task(task_id)
+        run_task(task_id, context.job.queue, context.job.id)
 
-    app.task(name=JOB_NAME, pass_context=False)(job)
+    app.task(name=JOB_NAME, pass_context=True)(job)
     return app
 
 

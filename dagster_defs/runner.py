@@ -233,9 +233,9 @@ class TaskRunner:
 
     # -- running ---------------------------------------------------------------------------
 
-    def _execute(self, item: QueueItem) -> None:
+    def _execute(self, item: QueueItem) -> bool:
         assert item.plan is not None
-        self._claim_and_run(
+        return self._claim_and_run(
             item.task_id, item.plan, item.project, str(uuid.uuid4()), job_name(item.plan),
             self.backend.execute,
         )  # fmt: skip
@@ -248,16 +248,16 @@ class TaskRunner:
         run_id: str,
         job: str,
         execute: Callable[[TaskExecution], tuple[bool, str | None]],
-    ) -> None:
-        """Claim a queued task for the Dagster run ``run_id`` and run it with ``execute``
-        (nothing happens when it was cancelled or ended while it waited)."""
+    ) -> bool:
+        """Claim a queued task for the Dagster run ``run_id`` and run it with ``execute``;
+        False (nothing ran) when it was cancelled, taken or ended while it waited."""
         signal = StopSignal()
         with self._lock:
             self._signals[task_id] = signal
         try:
             record = self.lifecycle.claim(task_id, run_id, job)
             if record is None:
-                return
+                return False
             execution = TaskExecution(
                 record, plan, project, run_id, signal=signal,
                 cache_keys=self.executor.cache_keys(plan),
@@ -265,6 +265,7 @@ class TaskRunner:
             self._track(execution)
             success, dagster_error = execute(execution)
             self._conclude(execution, success, dagster_error)
+            return True
         finally:
             with self._lock:
                 self._signals.pop(task_id, None)

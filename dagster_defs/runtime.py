@@ -53,6 +53,19 @@ class Runtime:
         self.instance.dispose()
 
 
+def runner_options(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The runner settings of a home's ``config.json`` (both modes): template time and memory
+    limits (``runner``), shutdown grace, and the queue limits (``admission``)."""
+    limits = config.get("runner", {})
+    memory_gb = limits.get("memory_limit_gb")
+    return {
+        "node_timeout_s": float(limits.get("node_timeout_s", 3600.0)),
+        "memory_limit_mb": float(memory_gb) * 1024 if memory_gb else None,
+        "shutdown_grace_s": float(limits.get("shutdown_grace_s", 10.0)),
+        "queue_limits": QueueLimits.from_config(config),
+    }
+
+
 def open_runtime(
     home: str | Path | None = None,
     workers: int = 2,
@@ -76,9 +89,6 @@ def open_runtime(
     projects = ProjectCatalog(takeflow_home.path)
     state = SqliteState(takeflow_home.state_db)
     instance = open_runner_instance(takeflow_home.dagster_home)
-    config = takeflow_home.config()
-    limits = config.get("runner", {})
-    memory_gb = limits.get("memory_limit_gb")
     runner = TaskRunner(
         registry,
         projects,
@@ -87,9 +97,6 @@ def open_runtime(
         workers=workers,
         services=opened.services,
         node_cache=DiskNodeCache(takeflow_home.cache_dir / "nodes"),
-        node_timeout_s=float(limits.get("node_timeout_s", 3600.0)),
-        memory_limit_mb=float(memory_gb) * 1024 if memory_gb else None,
-        shutdown_grace_s=float(limits.get("shutdown_grace_s", 10.0)),
-        queue_limits=QueueLimits.from_config(config),
+        **runner_options(takeflow_home.config()),
     )
     return Runtime(takeflow_home, registry, projects, state, instance, runner, opened)

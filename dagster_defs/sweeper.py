@@ -11,7 +11,6 @@ from dagster import DagsterInstance
 
 from dagster_defs.distributed import DistributedRunner
 from graph_runtime.events import TaskFailed
-from graph_runtime.tasks import TaskStatus
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +40,10 @@ class Sweeper:
             failed += 1
             runner.backend.end_runs(ended, "the Takeflow worker running it stopped")
         with runner.pg.transaction() as conn:
-            for job_id, task_id in runner.jobs.stalled_jobs(conn, 3 * runner.settings.lease_s):
-                task = runner.pg.get(task_id)
-                queued = task is not None and task.status == TaskStatus.QUEUED
-                runner.jobs.retire(conn, job_id, requeue=queued)
+            for job_id, _task_id in runner.jobs.stalled_jobs(conn, 3 * runner.settings.lease_s):
+                # a job is a token of its queue: re-queued unless it claimed a task (that
+                # task's lease ends it above)
+                runner.jobs.retire(conn, job_id, requeue=not runner.turns.consumed(job_id))
         return failed
 
     def run_forever(self, stop: threading.Event) -> None:

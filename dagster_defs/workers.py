@@ -36,7 +36,7 @@ class WorkerPool:
     """``workers`` threads taking ``QueueItem``s (fair between users) and handing them to
     ``run``."""
 
-    def __init__(self, run: Callable[[QueueItem], None], workers: int) -> None:
+    def __init__(self, run: Callable[[QueueItem], object], workers: int) -> None:
         self._run = run
         self._queue: FairQueue[QueueItem] = FairQueue()
         self._closed = threading.Event()

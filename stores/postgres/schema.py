@@ -49,6 +49,17 @@ CREATE TABLE IF NOT EXISTS takeflow_tasks (
     queue TEXT
 );
 CREATE INDEX IF NOT EXISTS takeflow_tasks_status ON takeflow_tasks (status);
+-- fair turns between users in the queue (stores.postgres.turns); added after the first release
+ALTER TABLE takeflow_tasks ADD COLUMN IF NOT EXISTS user_id TEXT;
+ALTER TABLE takeflow_tasks ADD COLUMN IF NOT EXISTS priority INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE takeflow_tasks ADD COLUMN IF NOT EXISTS turn BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE takeflow_tasks ADD COLUMN IF NOT EXISTS job_id BIGINT;
+CREATE INDEX IF NOT EXISTS takeflow_tasks_next ON takeflow_tasks
+    (queue, priority DESC, turn, created_at) WHERE status = 'queued';
+CREATE INDEX IF NOT EXISTS takeflow_tasks_turns ON takeflow_tasks (turn) WHERE status = 'queued';
+CREATE INDEX IF NOT EXISTS takeflow_tasks_user_turns ON takeflow_tasks (user_id, turn)
+    WHERE status = 'queued';
+CREATE INDEX IF NOT EXISTS takeflow_tasks_job ON takeflow_tasks (job_id);
 CREATE INDEX IF NOT EXISTS takeflow_tasks_batch ON takeflow_tasks (batch_id);
 
 CREATE TABLE IF NOT EXISTS takeflow_shot_takes (

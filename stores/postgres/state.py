@@ -167,8 +167,8 @@ class PostgresState:
             epoch_row = conn.execute(
                 "UPDATE takeflow_tasks SET status = 'running', record = %s, owner = %s, "
                 "epoch = epoch + 1, lease_until = now() + make_interval(secs => %s), "
-                "cancel_requested = FALSE WHERE task_id = %s RETURNING epoch",
-                (_dump(record), worker, lease_s, task_id),
+                "cancel_requested = FALSE, job_id = %s WHERE task_id = %s RETURNING epoch",
+                (_dump(record), worker, lease_s, getattr(self._bound, "job_id", None), task_id),
             ).fetchone()
             assert epoch_row is not None
             claim = Claim(task_id, worker, int(epoch_row[0]))
@@ -176,6 +176,15 @@ class PostgresState:
             # task still queued and a heartbeat would take the claim for lost
             self.after_commit(lambda: self._hold(claim))
         return record
+
+    @contextlib.contextmanager
+    def serving(self, job_id: int | None) -> Iterator[None]:
+        """Claims made by this thread inside the block record the queue job ``job_id``."""
+        self._bound.job_id = job_id
+        try:
+            yield
+        finally:
+            self._bound.job_id = None
 
     def _hold(self, claim: Claim) -> None:
         self._claims[claim.task_id] = claim

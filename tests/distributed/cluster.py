@@ -5,6 +5,7 @@ filesystem), a real PostgreSQL database and a real redis-server on loopback."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tests.server.harness import REPO, ServerProcess
 from tests.services import PostgresServer, RedisServer
@@ -106,9 +108,12 @@ def cluster(
     workers: int = 2,
     lease_s: float = 2.0,
     concurrency: int = 2,
+    config: dict[str, Any] | None = None,
 ) -> Iterator[Cluster]:
     home = root / "home"
     home.mkdir(parents=True)
+    if config is not None:
+        (home / "config.json").write_text(json.dumps(config))
     env = {
         "TAKEFLOW_HOME": str(home),
         "TAKEFLOW_DATABASE_URL": pg.url(pg.create_database("cluster")),

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -200,6 +201,21 @@ def test_a_paused_worker_that_lost_its_lease_writes_nothing_after_it_resumes(
         assert wait_status(b, done, {"completed", "failed"})["status"] == "completed"
 
 
+def test_users_take_turns_across_workers(tf: Cluster) -> None:
+    """One artist floods the queue; another's single task starts within a round, not after
+    the flood (2 workers x 2 slots)."""
+    a, b = tf.apis
+    flood = [delay((a, b)[i % 2], 0.3, steps=1, user_id="flood") for i in range(30)]
+    single = delay(b, 0.3, steps=1, user_id="single")
+    queued_at = a.ok("GET", f"/api/v1/functions/tasks/{single}")
+    for task_id in [*flood, single]:
+        assert wait_status(a, task_id, {"completed", "failed"})["status"] == "completed"
+    started = {t: wait_status(a, t, {"completed"})["started_at"] for t in [*flood, single]}
+    before = sum(started[t] < started[single] for t in flood)
+    assert before <= 4 + 3, (before, queued_at.get("queue_position"))  # the running ones + a round
+    assert queued_at.get("queue_position") is None or queued_at["queue_position"] <= 8
+
+
 def test_cancel_on_replica_b_stops_a_task_running_on_a_worker(tf: Cluster) -> None:
     a, b = tf.apis
     task_id = delay(a, 30.0, steps=300)
@@ -379,3 +395,26 @@ def test_dagster_launches_and_re_executions_become_queue_jobs_run_by_a_worker(
     )
     assert health.status.value == "SUCCESS"
     instance.dispose()
+
+
+def test_queue_limits_hold_across_api_replicas(tmp_path: Path, pg_server: PostgresServer) -> None:
+    """Two replicas, no worker (nothing drains), 40 concurrent submissions against a limit of
+    10: exactly 10 are queued, the rest refused with 429 queue_full, nothing of them stored."""
+    config = {"admission": {"max_queued": 10}}
+    with cluster(tmp_path, pg_server, None, apis=2, workers=0, config=config) as c:
+        a, b = c.apis
+        codes: list[int] = []
+
+        def submit(i: int) -> None:
+            body = {"template_id": "number", "inputs": {"value": i}}
+            response = (a, b)[i % 2].http.post("/api/v1/functions/tasks", json=body)
+            if response.status_code == 429:
+                assert response.json()["code"] == "queue_full"
+            codes.append(response.status_code)
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(submit, range(40)))
+        assert sum(code < 300 for code in codes) == 10, codes
+        assert codes.count(429) == 30, codes
+        rows = sql(c, "SELECT status, count(*) FROM takeflow_tasks GROUP BY status")
+        assert rows == [("queued", 10)]

@@ -1,0 +1,103 @@
+"""Fair turns between users in the distributed queue.
+
+Each queued task gets a ``turn`` when it is enqueued (start-time fair queuing): the user's last
+queued turn + 1, but never before the queue's current turn (the smallest one still waiting). A
+worker serving a queue job runs the queue's next task by ``priority`` (highest first), then
+``turn``, then arrival, not necessarily the task that job was deferred for: the jobs of a queue are
+interchangeable tokens (one per task), so a user who queues 500 tasks takes one turn in every
+round and somebody else's single task starts after at most one of theirs per free worker slot.
+
+A claimed task records the id of the job that claimed it (``job_id``), so the sweeper can tell a
+dead worker's job that never claimed anything (re-queued) from one whose task it ran (failed).
+Turns are assigned under the intake lock (``INTAKE_LOCK``), which also makes the queue limits
+exact across API replicas.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stores.postgres.state import PostgresState
+
+INTAKE_LOCK = 0x7A6B_F110  # pg_advisory_xact_lock key: limit checks, turns and enqueues, in turn
+
+_ENQUEUE = """
+UPDATE takeflow_tasks t SET
+    queue = %(queue)s,
+    user_id = t.record->>'user',
+    priority = COALESCE((t.record->>'priority')::int, 0),
+    turn = GREATEST(
+        COALESCE((SELECT MIN(q.turn) FROM takeflow_tasks q
+                  WHERE q.status = 'queued' AND q.task_id <> t.task_id), 0),
+        COALESCE((SELECT MAX(q.turn) + 1 FROM takeflow_tasks q
+                  WHERE q.status = 'queued' AND q.user_id = t.record->>'user'
+                  AND q.task_id <> t.task_id), 0))
+WHERE t.task_id = %(task)s
+"""
+
+_BEFORE = """
+SELECT count(*) FROM takeflow_tasks q,
+    (SELECT queue, priority, turn, created_at FROM takeflow_tasks
+     WHERE task_id = %(task)s AND status = 'queued') me
+WHERE q.status = 'queued' AND q.queue = me.queue AND (q.priority > me.priority
+    OR (q.priority = me.priority AND (q.turn, q.created_at) < (me.turn, me.created_at)))
+"""
+
+
+class QueueTurns:
+    """Turns, positions and the next task of a queue, on the shared task table."""
+
+    def __init__(self, state: PostgresState) -> None:
+        self.state = state
+
+    def _one(self, query: str, params: Any) -> Any:
+        """The first column of the first row (on the bound transaction when there is one)."""
+        with self.state.transaction() as conn:
+            row = conn.execute(query, params).fetchone()
+        return row[0] if row else None
+
+    def enqueue(self, task_id: str, queue: str) -> None:
+        """Put a stored queued task in ``queue`` with its turn (call under ``INTAKE_LOCK``)."""
+        with self.state.transaction() as conn:
+            conn.execute(_ENQUEUE, {"task": task_id, "queue": queue})
+
+    def next_queued(self, queue: str) -> str | None:
+        """The task the next job of ``queue`` should run (None: nothing waits there)."""
+        return self._one(
+            "SELECT task_id FROM takeflow_tasks WHERE status = 'queued' AND queue = %s "
+            "ORDER BY priority DESC, turn, created_at LIMIT 1",
+            (queue,),
+        )
+
+    def position(self, task_id: str) -> int | None:
+        """How many tasks of its queue run before this one (None: it is not waiting)."""
+        if self._one("SELECT 1 FROM takeflow_tasks WHERE task_id = %s AND status = 'queued'",
+                     (task_id,)) is None:  # fmt: skip
+            return None
+        return int(self._one(_BEFORE, {"task": task_id}))
+
+    def ahead(self, user: str, priority: int) -> int:
+        """How many waiting tasks (any queue) would run before a new task of ``user``."""
+        return int(
+            self._one(
+                "WITH now AS (SELECT GREATEST("
+                "  COALESCE((SELECT MIN(turn) FROM takeflow_tasks WHERE status = 'queued'), 0),"
+                "  COALESCE((SELECT MAX(turn) + 1 FROM takeflow_tasks "
+                "            WHERE status = 'queued' AND user_id = %(user)s), 0)) AS turn) "
+                "SELECT count(*) FROM takeflow_tasks, now WHERE status = 'queued' AND "
+                "(priority > %(p)s OR (priority = %(p)s AND takeflow_tasks.turn <= now.turn))",
+                {"user": user, "p": priority},
+            )
+        )
+
+    def queued_by(self, user: str) -> int:
+        return int(
+            self._one(
+                "SELECT count(*) FROM takeflow_tasks WHERE status = 'queued' AND user_id = %s",
+                (user,),
+            )
+        )
+
+    def consumed(self, job_id: int) -> bool:
+        """Whether the queue job ``job_id`` claimed a task (then it must not run again)."""
+        return self._one("SELECT 1 FROM takeflow_tasks WHERE job_id = %s", (job_id,)) is not None
