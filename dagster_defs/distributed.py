@@ -33,10 +33,11 @@ from dagster_defs.intake import QueuedTask, TaskIntake
 from dagster_defs.launcher import LAUNCHED
 from dagster_defs.lifecycle import TaskLifecycle
 from dagster_defs.node_executor import TaskExecution
-from dagster_defs.queue import JobQueue, queue_for
+from dagster_defs.queue import JobQueue, model_for, queue_for
 from dagster_defs.runner import TaskRunner
 from dagster_defs.workers import QueueItem
 from graph_runtime.errors import TakeflowError
+from graph_runtime.services import WarmModels
 from graph_runtime.tasks import TaskRecord, TaskStatus
 from graph_runtime.validation import ExecutionPlan
 from stores.home import TakeflowHome
@@ -92,7 +93,7 @@ class _JobPool:
         runner = self._runner
         queue = queue_for(plan)
         with runner.pg.transaction() as conn:
-            runner.turns.enqueue(task_id, queue)
+            runner.turns.enqueue(task_id, queue, model_for(plan))
             runner.jobs.defer(conn, task_id, queue, priority)
 
     def remove(self, task_id: str) -> bool:
@@ -225,7 +226,7 @@ class DistributedRunner(TaskRunner):
         from the stored graph, so any worker can run any task."""
         with self.pg.serving(job_id):
             while True:  # another worker claimed the task we picked: it made progress, pick again
-                picked = self.turns.next_queued(queue) if queue else None
+                picked = self.turns.next_queued(queue, self.warm_models()) if queue else None
                 record = self.pg.get(picked or task_id)
                 if record is None or record.status != TaskStatus.QUEUED:
                     if picked:
@@ -233,6 +234,15 @@ class DistributedRunner(TaskRunner):
                     return  # nothing waits in this queue (cancelled, or all taken)
                 if self._run_record(record):
                     return
+
+    def warm_models(self) -> list[str]:
+        """Models this worker's services hold loaded (its picks prefer tasks naming them)."""
+        return [
+            name
+            for service in self.services.values()
+            if isinstance(service, WarmModels)
+            for name in service.warm_models()
+        ]
 
     def _run_record(self, record: TaskRecord) -> bool:
         """Claim and run a queued task; False when another worker claimed it first."""

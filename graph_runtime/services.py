@@ -116,6 +116,14 @@ def discover_service_factories() -> list[ServiceFactory]:
     return list(found.values())
 
 
+@runtime_checkable
+class WarmModels(Protocol):
+    """A service that keeps models loaded: in distributed mode its worker prefers, within a
+    turn, queued tasks that name one of them (no reload)."""
+
+    def warm_models(self) -> list[str]: ...
+
+
 @dataclass(frozen=True)
 class ServiceKey(Generic[S]):
     """A service's name together with its type, for typed lookups."""

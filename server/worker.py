@@ -15,7 +15,7 @@ import socket
 import threading
 
 from dagster_defs.distributed import DistributedRunner
-from dagster_defs.queue import CPU_QUEUE, GPU_QUEUE, make_app
+from dagster_defs.queue import CPU_QUEUE, GPU_QUEUE, detect_vram_gb, make_app, worker_queues
 from dagster_defs.runtime import open_runtime
 from dagster_defs.sweeper import Sweeper
 from graph_runtime.errors import TakeflowError
@@ -36,8 +36,15 @@ def keep_leases(runner: DistributedRunner, stop: threading.Event) -> None:
             log.exception("heartbeat failed")
 
 
-def run_worker(home: str | None, queues: list[str] | None, concurrency: int) -> int:
-    """Run until SIGINT/SIGTERM (graceful: running tasks finish first)."""
+def run_worker(
+    home: str | None, queues: list[str] | None, concurrency: int, vram_gb: float | None = None
+) -> int:
+    """Run until SIGINT/SIGTERM (graceful: running tasks finish first). ``queues`` as given to
+    ``--queues`` (``gpu``: every GPU tier that fits ``vram_gb``, detected when not given);
+    None serves every queue."""
+    if queues is not None:
+        memory = vram_gb if vram_gb is not None else detect_vram_gb()
+        queues = worker_queues(queues, memory)
     runtime = open_runtime(home, workers=0)
     runner = runtime.runner
     try:
@@ -78,7 +85,14 @@ def run_worker(home: str | None, queues: list[str] | None, concurrency: int) -> 
 def _worker_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--queues",
-        help=f"comma-separated queues to serve, e.g. {CPU_QUEUE},{GPU_QUEUE} (default: all)",
+        help=f"comma-separated queues to serve, e.g. {CPU_QUEUE},{GPU_QUEUE} (default: all); "
+        f"{GPU_QUEUE} means the GPU queues of every memory tier that fits --vram-gb",
+    )
+    p.add_argument(
+        "--vram-gb",
+        type=float,
+        help="this worker's GPU memory in GB, for the GPU queues it serves (default: detected "
+        "from CUDA device 0; all tiers when there is none)",
     )
     p.add_argument("--concurrency", type=int, default=2, help="tasks at once in this process")
 
@@ -91,7 +105,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     queues = [q.strip() for q in args.queues.split(",") if q.strip()] if args.queues else None
-    return run_worker(getattr(args, "home", None), queues, args.concurrency)
+    return run_worker(getattr(args, "home", None), queues, args.concurrency, args.vram_gb)
 
 
 def main(argv: list[str] | None = None) -> int:

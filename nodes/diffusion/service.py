@@ -79,6 +79,10 @@ class DiffusionService:
         self._device: str | None = None
         self.scheduler = BatchScheduler(self.cache, self.settings, lambda: self.device)
 
+    def warm_models(self) -> list[str]:
+        """Names of the models loaded in this service's cache."""
+        return sorted({loaded.spec.name for loaded in self.cache.loaded()})
+
     @property
     def device(self) -> str:
         if self._device is None:

@@ -54,6 +54,7 @@ ALTER TABLE takeflow_tasks ADD COLUMN IF NOT EXISTS user_id TEXT;
 ALTER TABLE takeflow_tasks ADD COLUMN IF NOT EXISTS priority INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE takeflow_tasks ADD COLUMN IF NOT EXISTS turn BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE takeflow_tasks ADD COLUMN IF NOT EXISTS job_id BIGINT;
+ALTER TABLE takeflow_tasks ADD COLUMN IF NOT EXISTS model TEXT;
 CREATE INDEX IF NOT EXISTS takeflow_tasks_next ON takeflow_tasks
     (queue, priority DESC, turn, created_at) WHERE status = 'queued';
 CREATE INDEX IF NOT EXISTS takeflow_tasks_turns ON takeflow_tasks (turn) WHERE status = 'queued';

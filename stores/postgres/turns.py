@@ -15,6 +15,7 @@ exact across API replicas.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from stores.postgres.state import PostgresState
@@ -24,6 +25,7 @@ INTAKE_LOCK = 0x7A6B_F110  # pg_advisory_xact_lock key: limit checks, turns and 
 _ENQUEUE = """
 UPDATE takeflow_tasks t SET
     queue = %(queue)s,
+    model = %(model)s,
     user_id = t.record->>'user',
     priority = COALESCE((t.record->>'priority')::int, 0),
     turn = GREATEST(
@@ -56,17 +58,19 @@ class QueueTurns:
             row = conn.execute(query, params).fetchone()
         return row[0] if row else None
 
-    def enqueue(self, task_id: str, queue: str) -> None:
-        """Put a stored queued task in ``queue`` with its turn (call under ``INTAKE_LOCK``)."""
+    def enqueue(self, task_id: str, queue: str, model: str | None = None) -> None:
+        """Put a stored queued task in ``queue`` with its turn (call under ``INTAKE_LOCK``);
+        ``model``: the model it loads, for workers that hold it."""
         with self.state.transaction() as conn:
-            conn.execute(_ENQUEUE, {"task": task_id, "queue": queue})
+            conn.execute(_ENQUEUE, {"task": task_id, "queue": queue, "model": model})
 
-    def next_queued(self, queue: str) -> str | None:
-        """The task the next job of ``queue`` should run (None: nothing waits there)."""
+    def next_queued(self, queue: str, warm: Sequence[str] = ()) -> str | None:
+        """The task the next job of ``queue`` should run (None: nothing waits there): highest
+        priority, then earliest turn; within a turn, one whose model is in ``warm`` first."""
         return self._one(
             "SELECT task_id FROM takeflow_tasks WHERE status = 'queued' AND queue = %s "
-            "ORDER BY priority DESC, turn, created_at LIMIT 1",
-            (queue,),
+            "ORDER BY priority DESC, turn, (model = ANY(%s)) IS TRUE DESC, created_at LIMIT 1",
+            (queue, list(warm)),
         )
 
     def position(self, task_id: str) -> int | None:

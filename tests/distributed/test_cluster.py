@@ -216,6 +216,21 @@ def test_users_take_turns_across_workers(tf: Cluster) -> None:
     assert queued_at.get("queue_position") is None or queued_at["queue_position"] <= 8
 
 
+def test_a_gpu_worker_serves_only_gpu_queues(tf: Cluster) -> None:
+    """``--queues gpu`` on a machine without CUDA: every GPU memory tier, and no CPU task."""
+    gpu = tf.add_worker(queues="gpu", concurrency=2)
+    try:
+        assert "queues gpu-4gb,gpu-8gb,gpu-12gb," in gpu.output()  # no CUDA here: every tier
+        ids = [delay((tf.apis[i % 2]), 0.2, steps=1) for i in range(8)]
+        for task_id in ids:
+            assert wait_status(tf.apis[0], task_id, {"completed"})["status"] == "completed"
+        owners = sql(tf, "SELECT DISTINCT owner FROM takeflow_tasks WHERE task_id = ANY(%s)", ids)
+        assert all(not owner.endswith(f"-{gpu.pid}") for (owner,) in owners)
+    finally:
+        gpu.stop()
+        tf.workers.remove(gpu)
+
+
 def test_cancel_on_replica_b_stops_a_task_running_on_a_worker(tf: Cluster) -> None:
     a, b = tf.apis
     task_id = delay(a, 30.0, steps=300)

@@ -61,6 +61,19 @@ def test_a_user_who_comes_back_waits_for_the_current_round_not_the_first(
     assert serve(state) == ["a2", "b0", "a3", "b1", "a4"]
 
 
+def test_within_a_turn_a_worker_prefers_a_model_it_holds(state: PostgresState) -> None:
+    turns = QueueTurns(state)
+    state.save(TaskRecord(task_id="a0", graph={}, project_id=None, shot="main/main/main", user="a"))
+    turns.enqueue("a0", "gpu-8gb", "sd15")
+    state.save(TaskRecord(task_id="b0", graph={}, project_id=None, shot="main/main/main", user="b"))
+    turns.enqueue("b0", "gpu-8gb", "sdxl")
+    state.save(TaskRecord(task_id="a1", graph={}, project_id=None, shot="main/main/main", user="a"))
+    turns.enqueue("a1", "gpu-8gb", "sdxl")
+    assert turns.next_queued("gpu-8gb") == "a0"
+    assert turns.next_queued("gpu-8gb", ["sdxl"]) == "b0"  # same turn as a0; a1 waits its turn
+    assert turns.next_queued("gpu-8gb", ["flux"]) == "a0"
+
+
 def test_queues_are_served_apart(state: PostgresState) -> None:
     enqueue(state, "g0", "alice", queue="gpu")
     enqueue(state, "c0", "alice", queue="cpu")
