@@ -8,9 +8,10 @@ server for comparison. Prints:
 - 1-node task overhead (``task.submitted`` -> ``task.completed`` timestamps from the event log,
   minus the template's own time), p50 / p95 ms, without and with take + git commit;
 - N tasks (take + git each) submitted over HTTP by C concurrent clients, one worker SIGKILLed
-  halfway: tasks/s, and from a WebSocket client following the project: events lost (stored
-  but never delivered), duplicated, out of order (per-task seq going back), tasks ending
-  ``interrupted`` (those running on the killed worker); the same load on the embedded server.
+  halfway: tasks/s, submit latency (HTTP round trip under that load, ms), and from a WebSocket
+  client following the project: events lost (stored but never delivered), duplicated, out of
+  order (per-task seq going back), tasks ending ``interrupted`` (those running on the killed
+  worker); the same load on the embedded server.
 """
 
 from __future__ import annotations
@@ -99,14 +100,18 @@ class Follower:
 def load(apis: list[ServerProcess], tasks: int, clients: int, kill: Any = None) -> dict[str, float]:
     follower = Follower(f"{apis[0].ws_base}/ws/bench")
     ids: list[str] = []
+    submit_ms: list[float] = []
     lock = threading.Lock()
 
     def client(n: int) -> None:
         api = apis[n % len(apis)]
         for i in range(n, tasks, clients):
+            started = time.perf_counter()
             task_id = api.submit("number", {"value": i}, project_id="bench", shot_id=SHOT)
+            took = (time.perf_counter() - started) * 1000
             with lock:
                 ids.append(task_id)
+                submit_ms.append(took)
 
     started = time.perf_counter()
     killer = None
@@ -128,8 +133,11 @@ def load(apis: list[ServerProcess], tasks: int, clients: int, kill: Any = None) 
     lost = sum(len(set(s) - set(per_task.get(t, []))) for t, s in stored.items())
     dup = sum(len(s) - len(set(s)) for s in per_task.values())
     disorder = sum(any(b <= a for a, b in itertools.pairwise(s)) for s in per_task.values())
+    submit_p50, submit_p95 = stats(submit_ms)
     return {
         "tasks/s": len(ids) / elapsed,
+        "submit p50": submit_p50,
+        "submit p95": submit_p95,
         "completed": sum(r["status"] == "completed" for r in records),
         "interrupted": sum((r.get("error") or {}).get("code") == "interrupted" for r in records),
         "lost": lost,
@@ -175,7 +183,8 @@ def main() -> None:
     print(f"  embedded                  {e_plain[0]:6.1f} / {e_plain[1]:6.1f}")
     print(f"  embedded + take + git     {e_take[0]:6.1f} / {e_take[1]:6.1f}")
     print(f"{args.tasks} tasks (take + git) from {args.clients} clients")
-    keys = ["tasks/s", "completed", "interrupted", "lost", "duplicated", "out_of_order", "events"]
+    keys = ["tasks/s", "submit p50", "submit p95", "completed", "interrupted", "lost",
+            "duplicated", "out_of_order", "events"]  # fmt: skip
     print("  " + " ".join(f"{k:>12s}" for k in ["mode", *keys]))
     for mode, r in results.items():
         print("  " + f"{mode:>12s} " + " ".join(f"{r[k]:12.1f}" for k in keys))
