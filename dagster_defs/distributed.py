@@ -342,6 +342,18 @@ class DistributedRunner(TaskRunner):
                 self.pg.request_cancel(task_id)
         return record
 
+    def waiting_for(self, record: TaskRecord) -> str | None:
+        """Names the queue of a waiting task that no live worker serves."""
+        if record.status != TaskStatus.QUEUED:
+            return None
+        queue = self.turns.unserved(record.task_id, self.settings.lease_s)
+        if queue is None:
+            return None
+        return (
+            f"no live worker serves queue '{queue}': start one with "
+            f"`takeflow worker --queues {queue}` (or `gpu` with enough GPU memory)"
+        )
+
     def wait(self, task_id: str, timeout: float = 60.0) -> TaskRecord:
         deadline = time.monotonic() + timeout
         while True:

@@ -194,6 +194,11 @@ class TaskRunner:
         """A task's queue position and expected seconds to finish (``TaskIntake.estimate``)."""
         return self.intake.estimate(record)
 
+    def waiting_for(self, record: TaskRecord) -> str | None:
+        """Why a queued task cannot start, when something outside the queue is missing (the
+        embedded workers serve every task: never)."""
+        return None
+
     def get(self, task_id: str) -> TaskRecord:
         record = self.lifecycle.get(task_id)
         live = self._by_task.get(task_id)

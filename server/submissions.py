@@ -313,8 +313,11 @@ class Submissions:
     def _queue(
         self, submission: Submission, priority: int, batch_id: str | None = None
     ) -> dict[str, Any]:
-        queued = self.runtime.runner.queue([(submission, priority)], batch_id=batch_id)[0]
-        return self._accepted(queued, str(submission.metadata["tracking_id"]))
+        runner = self.runtime.runner
+        queued = runner.queue([(submission, priority)], batch_id=batch_id)[0]
+        body = self._accepted(queued, str(submission.metadata["tracking_id"]))
+        body["waiting_for"] = runner.waiting_for(queued.record)
+        return body
 
     def submit_batch(self, req: BatchRequest, principal: Principal | None = None) -> dict[str, Any]:
         """Check every task first; queue them all only if all are valid."""
@@ -379,6 +382,7 @@ class Submissions:
             body["execution_time"] = result.execution_time
         position, estimate = self.runtime.runner.estimate(record)
         body["queue_position"] = position
+        body["waiting_for"] = self.runtime.runner.waiting_for(record)
         body["estimated_seconds"] = estimate
         body["estimated_completion"] = (
             None

@@ -102,6 +102,17 @@ class QueueTurns:
             )
         )
 
+    def unserved(self, task_id: str, alive_s: float) -> str | None:
+        """The queue of a waiting task when no worker that heartbeat within ``alive_s`` serves
+        it (None: served, or not waiting)."""
+        return self._one(
+            "SELECT t.queue FROM takeflow_tasks t WHERE t.task_id = %s AND t.status = 'queued' "
+            "AND t.queue IS NOT NULL AND NOT EXISTS (SELECT 1 FROM takeflow_workers w "
+            "WHERE w.heartbeat > now() - make_interval(secs => %s) "
+            "AND (w.queues = '*' OR t.queue = ANY(string_to_array(w.queues, ','))))",
+            (task_id, alive_s),
+        )
+
     def consumed(self, job_id: int) -> bool:
         """Whether the queue job ``job_id`` claimed a task (then it must not run again)."""
         return self._one("SELECT 1 FROM takeflow_tasks WHERE job_id = %s", (job_id,)) is not None

@@ -208,6 +208,7 @@ def test_users_take_turns_across_workers(tf: Cluster) -> None:
     flood = [delay((a, b)[i % 2], 0.3, steps=1, user_id="flood") for i in range(30)]
     single = delay(b, 0.3, steps=1, user_id="single")
     queued_at = a.ok("GET", f"/api/v1/functions/tasks/{single}")
+    assert queued_at["waiting_for"] is None  # served (by the 2 workers), just waiting its turn
     for task_id in [*flood, single]:
         assert wait_status(a, task_id, {"completed", "failed"})["status"] == "completed"
     started = {t: wait_status(a, t, {"completed"})["started_at"] for t in [*flood, single]}
@@ -431,5 +432,8 @@ def test_queue_limits_hold_across_api_replicas(tmp_path: Path, pg_server: Postgr
             list(pool.map(submit, range(40)))
         assert sum(code < 300 for code in codes) == 10, codes
         assert codes.count(429) == 30, codes
+        queued = sql(c, "SELECT task_id FROM takeflow_tasks LIMIT 1")[0][0]
+        waiting = b.ok("GET", f"/api/v1/functions/tasks/{queued}")["waiting_for"]
+        assert "no live worker serves queue 'cpu'" in waiting  # this cluster has no worker
         rows = sql(c, "SELECT status, count(*) FROM takeflow_tasks GROUP BY status")
         assert rows == [("queued", 10)]
