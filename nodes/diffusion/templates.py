@@ -58,8 +58,14 @@ def _request(kind: str, inputs: Inputs, **extra: Any) -> GenerationRequest:
 
 
 def _outputs(ctx: ProgressReporter, result: GenerationResult) -> dict[str, Any]:
-    # The take should say which model made the image, and that the demo model is a demo.
-    ctx.record_metadata(model=result.model.name, demo=result.model.demo, device=result.device)
+    # The take says which model made the image (and that the demo model is a demo), where,
+    # and how many requests shared its batch.
+    ctx.record_metadata(
+        model=result.model.name,
+        demo=result.model.demo,
+        device=result.device,
+        batch_size=result.batch_size,
+    )
     return {"image": result.image, "seed": result.seed}
 
 

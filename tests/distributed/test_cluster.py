@@ -437,3 +437,36 @@ def test_queue_limits_hold_across_api_replicas(tmp_path: Path, pg_server: Postgr
         assert "no live worker serves queue 'cpu'" in waiting  # this cluster has no worker
         rows = sql(c, "SELECT status, count(*) FROM takeflow_tasks GROUP BY status")
         assert rows == [("queued", 10)]
+
+
+def test_a_gpu_worker_batches_diffusion_requests_of_different_tasks(
+    tmp_path: Path, pg_server: PostgresServer
+) -> None:
+    """Cross-request batching inside one worker in distributed mode: two image tasks from two
+    API replicas run in one diffusion batch (``--concurrency 2`` threads share one service)."""
+    from nodes.diffusion.demo import build_random_pipeline
+
+    model = build_random_pipeline(tmp_path / "tiny", "tiny")
+    config = {
+        "models": {"demo": {"path": str(model), "demo": True}},
+        "diffusion": {"max_batch_size": 2, "batch_window_ms": 3000, "preview_every": 2},
+    }
+    with cluster(tmp_path / "c", pg_server, None, apis=2, workers=1, config=config) as c:
+        c.apis[0].ok("POST", "/api/v1/projects", json={"project_id": "film"})
+        inputs = {"prompt": "a lighthouse", "width": 64, "height": 64, "steps": 4,
+                  "scheduler": "euler", "model": "demo"}  # fmt: skip
+        ids = [
+            api.submit("image_generation", {**inputs, "seed": seed}, project_id="film",
+                       shot_id=f"ch01/sc01/sh0{seed}0")
+            for seed, api in zip((1, 2), c.apis, strict=True)
+        ]  # fmt: skip
+        takes = []
+        for task_id, seed in zip(ids, (1, 2), strict=True):
+            record = wait_status(c.apis[0], task_id, {"completed", "failed"}, timeout=150)
+            assert record["status"] == "completed", record["error"]
+            shot = f"ch01/sc01/sh0{seed}0"
+            takes += c.apis[1].ok("GET", "/api/v1/projects/film/takes", params={"shot_id": shot})
+        assert [t["metadata"]["batch_size"] for t in takes] == [2, 2]
+        assert [t["metadata"]["seed"] for t in takes] == [1, 2]
+        queues = sql(c, "SELECT DISTINCT queue FROM takeflow_tasks WHERE task_id = ANY(%s)", ids)
+        assert queues == [("gpu-4gb",)]
