@@ -367,12 +367,10 @@ class DistributedRunner(TaskRunner):
     def _count(self, query: str) -> int:
         return int(self._scalar(query))
 
-    def _scalar(self, query: str, params: tuple[Any, ...] = (), row: bool = False) -> Any:
-        """The first column of the first row (0 when none), or with ``row`` the row (or None)."""
+    def _scalar(self, query: str, params: tuple[Any, ...] = ()) -> Any:
+        """The first column of the first row (0 when none)."""
         with self.pg.pool.connection() as conn:
             found = conn.execute(query, params).fetchone()
-        if row:
-            return found
         return found[0] if found else 0
 
     def queue_depth(self) -> int:

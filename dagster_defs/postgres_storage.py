@@ -57,7 +57,8 @@ log = logging.getLogger(__name__)
 POOL_SIZE = 4
 MAX_OVERFLOW = 8
 FLUSH_AFTER_S = 0.1
-_SCHEMA_PROBES = (
+_SCHEMA_PROBES = (  # stock: catalog reflection on every call (the first, for every run event)
+    "has_run_stats_index_cols",
     "has_backfill_id_column",
     "has_bulk_actions_selector_cols",
     "has_bulk_action_job_name_column",
@@ -91,7 +92,8 @@ def _kwargs(inst_data: ConfigurableClassData | None, config: Mapping[str, Any]) 
 
 
 def _cached_probe(name: str) -> Callable[..., bool]:
-    """A schema probe answered from the database once it said yes (migrations only add)."""
+    """A schema probe answered from the database once it said yes (migrations only add).
+    The stock constructor calls some before ours runs, hence state kept in ``__dict__``."""
     stock = getattr(PostgresRunStorage, name)
 
     def probe(self: Any) -> bool:
@@ -127,14 +129,6 @@ class PooledPostgresRunStorage(PostgresRunStorage):
         if found and len(snapshots) < 10_000:
             snapshots.add(snapshot_id)
         return found
-
-    def has_run_stats_index_cols(self) -> bool:
-        """Cached once true (the columns exist once migrated; stock: reflection for every run
-        event). Called by the stock constructor before ours runs, hence ``getattr``."""
-        if getattr(self, "_stats_cols", False):
-            return True
-        self._stats_cols = super().has_run_stats_index_cols()
-        return self._stats_cols
 
     @classmethod
     def from_config_value(

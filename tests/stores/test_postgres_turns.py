@@ -18,12 +18,20 @@ def state(pg_url: str) -> Iterator[PostgresState]:
     s.close()
 
 
-def enqueue(state: PostgresState, task_id: str, user: str, queue: str = "cpu", **kw: int) -> None:
+def enqueue(
+    state: PostgresState,
+    task_id: str,
+    user: str,
+    queue: str = "cpu",
+    model: str | None = None,
+    priority: int = 0,
+) -> None:
     record = TaskRecord(
-        task_id=task_id, graph={}, project_id=None, shot="ch01/sc01/sh010", user=user, **kw
-    )
+        task_id=task_id, graph={}, project_id=None, shot="ch01/sc01/sh010", user=user,
+        priority=priority,
+    )  # fmt: skip
     state.save(record)
-    QueueTurns(state).enqueue(task_id, queue)
+    QueueTurns(state).enqueue(task_id, queue, model)
 
 
 def serve(state: PostgresState, queue: str = "cpu", count: int = 1_000) -> list[str]:
@@ -62,13 +70,10 @@ def test_a_user_who_comes_back_waits_for_the_current_round_not_the_first(
 
 
 def test_within_a_turn_a_worker_prefers_a_model_it_holds(state: PostgresState) -> None:
+    enqueue(state, "a0", "a", "gpu-8gb", "sd15")
+    enqueue(state, "b0", "b", "gpu-8gb", "sdxl")
+    enqueue(state, "a1", "a", "gpu-8gb", "sdxl")
     turns = QueueTurns(state)
-    state.save(TaskRecord(task_id="a0", graph={}, project_id=None, shot="main/main/main", user="a"))
-    turns.enqueue("a0", "gpu-8gb", "sd15")
-    state.save(TaskRecord(task_id="b0", graph={}, project_id=None, shot="main/main/main", user="b"))
-    turns.enqueue("b0", "gpu-8gb", "sdxl")
-    state.save(TaskRecord(task_id="a1", graph={}, project_id=None, shot="main/main/main", user="a"))
-    turns.enqueue("a1", "gpu-8gb", "sdxl")
     assert turns.next_queued("gpu-8gb") == "a0"
     assert turns.next_queued("gpu-8gb", ["sdxl"]) == "b0"  # same turn as a0; a1 waits its turn
     assert turns.next_queued("gpu-8gb", ["flux"]) == "a0"
