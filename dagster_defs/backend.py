@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -29,7 +29,7 @@ from dagster_defs.compiler import JobCompiler, run_config
 from dagster_defs.execution import execute_existing_run, execute_with_origin
 from dagster_defs.node_executor import NodeExecutor, TaskExecution
 from dagster_defs.take_recorder import RecordedTake, TakeRecorder
-from graph_runtime.tasks import TaskRecord, TaskStatus
+from graph_runtime.tasks import TaskRecord
 from graph_runtime.validation import ExecutionPlan, PlannedNode
 from nodes.values import thumbnail_markdown
 
@@ -44,8 +44,8 @@ UNFINISHED = [
 
 # (execution, run succeeded, Dagster's own error) -> None: ends the task (the runner's).
 Conclude = Callable[[TaskExecution, bool, str | None], None]
-# (context, plan, record of the new task) -> the live execution of an adopted run.
-Adopt = Callable[[OpExecutionContext, ExecutionPlan, TaskRecord], TaskExecution]
+# (context, plan of the run's job) -> the live execution of an adopted run (a new task).
+Adopt = Callable[[OpExecutionContext, ExecutionPlan], TaskExecution]
 
 
 def run_tags(record: TaskRecord, plan: ExecutionPlan) -> dict[str, str]:
@@ -108,6 +108,7 @@ class DagsterBackend:
         self._adopt = adopt
         self.compiler = JobCompiler(ResourceDefinition.hardcoded_resource(self))
         self._live: dict[str, TaskExecution] = {}  # by Dagster run id
+        self._ended: OrderedDict[str, TaskExecution] = OrderedDict()  # adopted runs that ended
         self._lock = threading.Lock()
 
     def running(self) -> list[TaskExecution]:
@@ -151,51 +152,49 @@ class DagsterBackend:
 
     def _execution_for(self, context: OpExecutionContext) -> TaskExecution:
         """The live task of a Dagster run; runs Dagster started itself (schedule ticks, UI
-        re-execution) are adopted as new tasks on first sight."""
+        launches and re-executions) are adopted as new tasks on first sight."""
         with self._lock:
-            execution = self._live.get(context.run_id)
+            execution = self._live.get(context.run_id) or self._ended.get(context.run_id)
             if execution is None:
-                execution = self._adopted(context)
+                plan = self.compiler.plan_for_job(context.job_name)
+                if plan is None:
+                    raise RuntimeError(
+                        f"job {context.job_name!r} is not a Takeflow graph this code location knows"
+                    )
+                execution = self._adopt(context, plan)
                 self._live[context.run_id] = execution
             return execution
 
-    def _adopted(self, context: OpExecutionContext) -> TaskExecution:
-        plan = self.compiler.plan_for_job(context.job_name)
-        if plan is None:
-            raise RuntimeError(
-                f"job {context.job_name!r} is not a Takeflow graph this code location knows"
-            )
-        tags = dict(context.run.tags)
-        task_id = tags.get("takeflow/task_id") or f"task_{context.run_id.replace('-', '')[:16]}"
-        record = TaskRecord(
-            task_id=task_id,
-            graph=plan.graph.model_dump(mode="json"),
-            project_id=tags.get("takeflow/project") or plan.graph.context.project,
-            shot=tags.get("takeflow/shot") or plan.graph.context.shot,
-            user=tags.get("takeflow/user") or "dagster",
-            status=TaskStatus.RUNNING,
-            started_at=time.time(),
-            node_states={n.node_id: "queued" for n in plan.nodes},
-            dagster_run_id=context.run_id,
-        )
-        return self._adopt(context, plan, record)
-
     def _finish_adopted(self, execution: TaskExecution, success: bool) -> None:
+        """End an adopted run's task; later steps of the run (independent branches Dagster
+        still runs after a failure) find it ended instead of adopting the run again."""
         with self._lock:
             self._live.pop(execution.run_id, None)
+            self._ended[execution.run_id] = execution
+            while len(self._ended) > 256:
+                self._ended.popitem(last=False)
         self._conclude(execution, success, None)
 
     def run_node(
         self, context: OpExecutionContext, node: PlannedNode, values: dict[str, Any]
     ) -> Mapping[str, Any]:
+        """Run ``node`` with the task's own validated values (its plan), whatever job the op
+        belongs to: a job stands for every graph of its shape."""
         execution = self._execution_for(context)
+        if execution.run_id in self._ended or execution.error is not None:
+            error = execution.error or RuntimeError("this run's task has already ended")
+            if execution.adopted and execution.run_id not in self._ended:
+                self._finish_adopted(execution, False)  # adoption refused the run's values
+            raise error
+        planned = execution.plan.node(node.node_id)
+        values = {**planned.literals, **{port: values[port] for port in planned.links}}
         try:
-            outputs = self.executor.run(execution, node, values)
+            outputs = self.executor.run(execution, planned, values)
         except Exception:
             if execution.adopted:
                 self._finish_adopted(execution, False)
             raise
-        if execution.adopted and execution.project is None and node is execution.plan.nodes[-1]:
+        if execution.adopted and execution.project is None and planned is execution.plan.nodes[-1]:
             self._finish_adopted(execution, True)
         return outputs
 
@@ -203,6 +202,8 @@ class DagsterBackend:
         self, context: OpExecutionContext, terminal_outputs: dict[str, Mapping[str, Any]]
     ) -> Iterator[Any]:
         execution = self._execution_for(context)
+        if execution.run_id in self._ended:
+            raise execution.error or RuntimeError("this run's task has already ended")
         try:
             recorded = self.recorder.record(
                 execution, terminal_outputs, context.run.tags.get("dagster/schedule_name")

@@ -31,6 +31,7 @@ from dagster_defs.lifecycle import TaskLifecycle, TaskState
 from dagster_defs.limits import Limits, StopSignal
 from dagster_defs.node_executor import NodeExecutor, TaskExecution
 from dagster_defs.observability import RunnerMetrics, TaskTelemetry
+from dagster_defs.run_plans import adopted_run
 from dagster_defs.take_recorder import VERSIONS, TakeRecorder
 from dagster_defs.workers import QueueItem, WorkerPool
 from graph_runtime.caching import NodeOutputCache
@@ -279,21 +280,23 @@ class TaskRunner:
         with self._lock:
             self._by_task[execution.task_id] = execution
 
-    def _adopt(
-        self, context: OpExecutionContext, plan: ExecutionPlan, record: TaskRecord
-    ) -> TaskExecution:
-        if self.state.get(record.task_id) is not None:  # a re-execution carries its parent's id
-            record = replace(record, task_id=f"task_{context.run_id.replace('-', '')[:16]}")
-        record = self.lifecycle.adopt(record, context.job_name)
+    def _adopt(self, context: OpExecutionContext, job_plan: ExecutionPlan) -> TaskExecution:
+        """A run Dagster started itself (UI launch, re-execution, schedule tick) becomes a new
+        running task that executes the graph and values of the run's own config."""
+        run = context.run
+        adopted = adopted_run(run, job_plan, self.admission.validate, self.state.get)
+        record = self.lifecycle.adopt(adopted.record, context.job_name)
+        self.instance.add_run_tags(run.run_id, adopted.tags)
         project = self.projects.get(record.project_id) if record.project_id else None
         execution = TaskExecution(
             record,
-            plan,
+            adopted.plan,
             project,
             context.run_id,
             adopted=True,
-            cache_keys=self.executor.cache_keys(plan),
+            cache_keys=self.executor.cache_keys(adopted.plan),
         )
+        execution.error = adopted.error
         self._track(execution)
         return execution
 

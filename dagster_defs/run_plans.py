@@ -1,0 +1,179 @@
+"""The plan a run that Dagster started executes: its job's graph with the values of its own run
+config, validated again.
+
+A job stands for a graph *shape* (``compiler.job_name``); the values live in run config. A UI
+launch, a schedule tick or a re-execution therefore carries the values that must run, and the
+task's graph, its node cache keys and its take's recorded inputs must all come from them, never
+from the saved canvas the job was built from. The base graph (whose wiring, positions and names
+are kept) is the re-executed task's own graph when the run names one, else the job's plan.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from dagster import DagsterRun
+
+from dagster_defs.compiler import op_names
+from graph_runtime.canvas import CanvasGraph, LinkInput, LiteralInput, NodeProperties
+from graph_runtime.errors import TakeflowError
+from graph_runtime.tasks import TaskRecord, TaskStatus
+from graph_runtime.templates import Quality
+from graph_runtime.validation import ExecutionPlan
+
+Validate = Callable[[CanvasGraph], ExecutionPlan]
+TASK_TAG = "takeflow/task_id"
+PARENT_TAG = "takeflow/parent_task_id"
+DAGSTER_USER = "dagster"  # who a run started from Dagster without a takeflow/user tag is for
+
+
+class RunConfigError(TakeflowError):
+    """A Dagster run's config does not fit its job's graph."""
+
+    code = "invalid_run_config"
+    http_status = 422
+
+
+def graph_of_run(base: ExecutionPlan, config: Mapping[str, Any]) -> CanvasGraph:
+    """``base.graph`` with each node's typed-in values and quality taken from run ``config``
+    (``ops.<op>.config.inputs`` / ``.quality``, as ``compiler.run_config`` writes them).
+
+    A value equal to what validation filled in for an input the graph leaves empty (a template
+    default) stays empty, so re-running unchanged config gives back the same graph (same hash).
+    """
+    ops = config.get("ops") or {}
+    if not isinstance(ops, Mapping):
+        raise RunConfigError("run config 'ops' must be a mapping of op names to their config")
+    nodes = []
+    names = op_names(base)
+    for node in base.graph.nodes:
+        op = names[node.id]
+        op_config = (ops.get(op) or {}).get("config") or {}
+        if not op_config:
+            nodes.append(node)
+            continue
+        planned = base.node(node.id).literals
+        given = op_config.get("inputs")
+        inputs: dict[str, Any] = {k: v for k, v in node.inputs.items() if isinstance(v, LinkInput)}
+        if not isinstance(given, Mapping):
+            given = {k: v.value for k, v in node.inputs.items() if isinstance(v, LiteralInput)}
+        for port, value in given.items():
+            if port in inputs:
+                continue  # a linked input: its value comes from upstream, whatever config says
+            if port not in node.inputs and port in planned and planned[port] == value:
+                continue  # the template's default, filled in by validation
+            inputs[port] = LiteralInput(value=value)
+        quality = op_config.get("quality", node.properties.quality.value)
+        try:
+            properties = NodeProperties(quality=Quality(quality), label=node.properties.label)
+        except ValueError:
+            raise RunConfigError(
+                f"node '{node.id}': quality {quality!r} is not one of "
+                f"{', '.join(q.value for q in Quality)}",
+                node_id=node.id,
+            ) from None
+        nodes.append(node.model_copy(update={"inputs": inputs, "properties": properties}))
+    return base.graph.model_copy(update={"nodes": tuple(nodes)})
+
+
+def plan_of_run(
+    job_plan: ExecutionPlan,
+    config: Mapping[str, Any],
+    validate: Validate,
+    parent_graph: Mapping[str, Any] | None = None,
+) -> ExecutionPlan:
+    """The validated plan of a Dagster-started run of the job whose plan is ``job_plan``.
+    ``parent_graph``: the stored graph of the task the run re-executes, used as the base when
+    it has the job's shape (it keeps that task's name and layout). Raises
+    ``GraphValidationError`` when the config's values are invalid (naming node and port)."""
+    base = job_plan
+    if parent_graph:
+        try:
+            parent = CanvasGraph.model_validate(parent_graph)
+        except ValueError:
+            parent = None
+        if parent is not None and parent.structure_hash() == job_plan.structure_hash:
+            try:
+                base = validate(parent)
+            except TakeflowError:  # its templates changed since: the job's graph is the base
+                base = job_plan
+    return validate(graph_of_run(base, config))
+
+
+def run_task_id(run: DagsterRun) -> str:
+    """The task id made from a Dagster run's id (runs that carry no task id of their own)."""
+    return f"task_{run.run_id.replace('-', '')[:16]}"
+
+
+def parent_task_id(run: DagsterRun, known: Callable[[str], object | None]) -> str | None:
+    """The task a run re-executes: its ``takeflow/parent_task_id`` tag, or a ``takeflow/task_id``
+    it carries from its parent run (Dagster copies the parent's tags) that names a stored task."""
+    if run.tags.get(PARENT_TAG):
+        return run.tags[PARENT_TAG]
+    tagged = run.tags.get(TASK_TAG)
+    return tagged if tagged and known(tagged) is not None else None
+
+
+@dataclass(frozen=True)
+class AdoptedRun:
+    """A Dagster-started run as a Takeflow task: its record (running), the plan it executes,
+    the tags that make the run describe that task, and the error that refuses it, if any."""
+
+    record: TaskRecord
+    plan: ExecutionPlan
+    tags: dict[str, str]
+    error: TakeflowError | None = None
+
+
+def adopted_run(
+    run: DagsterRun,
+    job_plan: ExecutionPlan,
+    validate: Validate,
+    get_task: Callable[[str], TaskRecord | None],
+    task_id: str | None = None,
+) -> AdoptedRun:
+    """The task for ``run``: a new task id (never its parent's), the run config's graph and
+    values validated (``error`` set, with the job's plan in their place, when they are not
+    valid), project, shot and user from the run's tags."""
+    tags = run.tags
+    parent_id = parent_task_id(run, get_task)
+    parent = get_task(parent_id) if parent_id else None
+    if task_id is None:
+        tagged = tags.get(TASK_TAG)
+        task_id = tagged if tagged and tagged != parent_id else run_task_id(run)
+    error: TakeflowError | None = None
+    graph = job_plan.graph
+    try:
+        graph = graph_of_run(job_plan, run.run_config)
+        plan = plan_of_run(job_plan, run.run_config, validate, parent.graph if parent else None)
+        graph = plan.graph
+    except TakeflowError as exc:
+        plan, error = job_plan, exc
+    shot = tags.get("takeflow/shot") or graph.context.shot
+    user = tags.get("takeflow/user") or DAGSTER_USER
+    record = TaskRecord(
+        task_id=task_id,
+        graph=graph.model_dump(mode="json"),
+        project_id=tags.get("takeflow/project") or graph.context.project,
+        shot=shot,
+        user=user,
+        status=TaskStatus.RUNNING,
+        started_at=time.time(),
+        node_states={n.node_id: "queued" for n in plan.nodes},
+        dagster_run_id=run.run_id,
+        metadata={"parent_task_id": parent_id} if parent_id else {},
+    )
+    new_tags = {
+        TASK_TAG: task_id,
+        "takeflow/graph_hash": plan.content_hash if error is None else "",
+        "takeflow/shot": shot,
+        "takeflow/user": user,
+    }
+    if record.project_id:
+        new_tags["takeflow/project"] = record.project_id
+    if parent_id:
+        new_tags[PARENT_TAG] = parent_id
+    return AdoptedRun(record, plan, new_tags, error)
