@@ -34,6 +34,7 @@ from dagster_defs.launcher import LAUNCHED
 from dagster_defs.lifecycle import TaskLifecycle
 from dagster_defs.node_executor import TaskExecution
 from dagster_defs.queue import JobQueue, model_for, queue_for
+from dagster_defs.run_plans import adopted_run
 from dagster_defs.runner import TaskRunner
 from dagster_defs.workers import QueueItem
 from graph_runtime.errors import TakeflowError
@@ -271,6 +272,12 @@ class DistributedRunner(TaskRunner):
             if run is not None:
                 self.instance.report_run_failed(run, f"Takeflow could not run it: {exc}")
             return True
+        adopted = adopted_run(run, plan, self.admission.validate, self.pg.get, record.task_id)
+        if adopted.error is not None:  # the run's config does not validate: refuse it here
+            self.lifecycle.fail_queued(record.task_id, adopted.error.to_dict())
+            self.instance.report_run_failed(run, f"Takeflow refused it: {adopted.error.message}")
+            return True
+        plan = adopted.plan
         project_id = record.project_id or plan.graph.context.project
         project = self.projects.get(project_id) if project_id else None
         self.pg.update(
@@ -278,7 +285,9 @@ class DistributedRunner(TaskRunner):
             graph=plan.graph.model_dump(mode="json"),
             project_id=project_id,
             node_states={n.node_id: "queued" for n in plan.nodes},
+            metadata={**record.metadata, **adopted.record.metadata},
         )
+        self.instance.add_run_tags(run.run_id, adopted.tags)
         return self._claim_and_run(
             record.task_id, plan, project, run.run_id, run.job_name,
             lambda execution: self.backend.execute_launched(execution, job, run),

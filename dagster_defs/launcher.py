@@ -26,6 +26,7 @@ from dagster._core.storage.dagster_run import DagsterRun
 from dagster._serdes import ConfigurableClass, ConfigurableClassData
 
 from dagster_defs.queue import CPU_QUEUE, JobQueue
+from dagster_defs.run_plans import PARENT_TAG, TASK_TAG, parent_task_id, run_task_id
 from graph_runtime.events import TaskCancelled, TaskSubmitted
 from graph_runtime.tasks import TaskRecord, TaskStatus
 from stores.postgres.state import PostgresState
@@ -33,13 +34,6 @@ from stores.postgres.turns import QueueTurns
 
 LAUNCHED = "launched_run"  # record metadata key: the Dagster run this task executes
 QUEUE_TAG = "takeflow/queue"  # set on every saved canvas job (dagster_defs.definitions)
-
-
-def launched_task_id(run: DagsterRun, taken: bool) -> str:
-    """The run's ``takeflow/task_id`` tag, unless a task has it already (a re-execution carries
-    its parent's tags): then an id made from the run id, as the embedded adoption does."""
-    tagged = run.tags.get("takeflow/task_id")
-    return tagged if tagged and not taken else f"task_{run.run_id.replace('-', '')[:16]}"
 
 
 class QueueRunLauncher(RunLauncher, ConfigurableClass):
@@ -86,9 +80,9 @@ class QueueRunLauncher(RunLauncher, ConfigurableClass):
         run = context.dagster_run
         state, jobs = self._open()
         tags = run.tags
-        task_id = launched_task_id(run, taken=False)
-        if state.get(task_id) is not None:
-            task_id = launched_task_id(run, taken=True)
+        parent_id = parent_task_id(run, state.get)
+        tagged = tags.get(TASK_TAG)
+        task_id = tagged if tagged and tagged != parent_id else run_task_id(run)
         queue = tags.get(QUEUE_TAG) or CPU_QUEUE
         record = TaskRecord(
             task_id=task_id,
@@ -111,6 +105,10 @@ class QueueRunLauncher(RunLauncher, ConfigurableClass):
             QueueTurns(state).enqueue(task_id, queue)
             state.append("task.submitted", task_id, record.project_id, submitted.to_data())
             jobs.defer(conn, task_id, queue, 0)
+        # tags describe the run they are on: a re-execution's are its parent's until here
+        self._instance.add_run_tags(
+            run.run_id, {TASK_TAG: task_id, **({PARENT_TAG: parent_id} if parent_id else {})}
+        )
         self._instance.report_engine_event(
             f"Queued as Takeflow task {task_id} on queue {queue!r}", run
         )

@@ -352,8 +352,10 @@ def test_dagster_launches_and_re_executions_become_queue_jobs_run_by_a_worker(
     folder = project / "02_Source_Creative" / "canvases"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "relaunch.takeflow.json").write_text(json.dumps(canvas))
-    definitions = build_definitions(LocationSource.open(tf.home))
+    source = LocationSource.open(tf.home)
+    definitions = build_definitions(source)
     (job,) = [j for j in definitions.resolve_all_job_defs() if j.tags.get("takeflow/canvas")]
+    job_plan_hash = source.compiler.plan_for_job(job.name).content_hash  # the saved canvas
     instance = DagsterInstance.from_config(str(tf.home / "dagster"))
     assert isinstance(instance.run_launcher, QueueRunLauncher)
     worker_ids = {str(w.pid) for w in tf.workers}
@@ -374,7 +376,9 @@ def test_dagster_launches_and_re_executions_become_queue_jobs_run_by_a_worker(
     async def scenario() -> list[dict[str, Any]]:
         async with EventClient(f"{b.ws_base}/ws/artist") as client:
             await client.subscribe(project_ids=["film"])
-            first = _launch(instance, job, dict(job.run_config or {}), {})
+            edited = json.loads(json.dumps(job.run_config or {}))
+            edited["ops"]["n"]["config"]["inputs"]["value"] = 13  # edited in the launchpad
+            first = _launch(instance, job, edited, {})
             done = await asyncio.to_thread(launched, first)
             parent = instance.get_run_by_id(first)
             assert parent is not None
@@ -401,6 +405,14 @@ def test_dagster_launches_and_re_executions_become_queue_jobs_run_by_a_worker(
     assert sorted(t["metadata"]["task_id"] for t in takes) == sorted(
         [done["task_id"], again["task_id"]]
     )
+    # both ran the launch's own value (13), not the saved canvas's (7), and say so
+    for take in takes:
+        assert take["metadata"]["inputs"]["n"]["value"] == 13, take["metadata"]
+        assert take["metadata"]["graph_hash"] != job_plan_hash
+    # tags describe the run they are on: the re-execution is a task of its own
+    child = instance.get_run_by_id(again["dagster_run_id"])
+    assert child.tags["takeflow/task_id"] == again["task_id"]
+    assert child.tags["takeflow/parent_task_id"] == done["task_id"]
     log = subprocess.run(
         ["git", "log", "--format=%B"], cwd=project, capture_output=True, text=True, check=True
     ).stdout
