@@ -32,6 +32,7 @@ from dagster_defs.take_recorder import RecordedTake, TakeRecorder
 from graph_runtime.tasks import TaskRecord
 from graph_runtime.validation import ExecutionPlan, PlannedNode
 from nodes.values import thumbnail_markdown
+from stores.graph_shapes import GraphShapes
 
 log = logging.getLogger(__name__)
 UNFINISHED = [
@@ -100,8 +101,10 @@ class DagsterBackend:
         recorder: TakeRecorder,
         conclude: Conclude,
         adopt: Adopt,
+        shapes: GraphShapes | None = None,
     ) -> None:
         self.instance = instance
+        self.shapes = shapes  # the graph of each job shape run, for the code location
         self.executor = executor
         self.recorder = recorder
         self._conclude = conclude
@@ -122,6 +125,7 @@ class DagsterBackend:
             self._live[execution.run_id] = execution
         try:
             job = self.compiler.job_for(plan, with_takes=execution.project is not None)
+            self._remember_shape(job.name, plan)
             success = execute_with_origin(
                 job, run_config(plan), self.instance, execution.run_id, run_tags(record, plan)
             )
@@ -132,6 +136,14 @@ class DagsterBackend:
         finally:
             with self._lock:
                 self._live.pop(execution.run_id, None)
+
+    def _remember_shape(self, job_name: str, plan: ExecutionPlan) -> None:
+        if self.shapes is None:
+            return
+        try:
+            self.shapes.remember(job_name, plan.graph)
+        except OSError as exc:  # only re-execution from the Dagster UI depends on it
+            log.warning("could not store the graph of job %s: %s", job_name, exc)
 
     def execute_launched(
         self, execution: TaskExecution, job: JobDefinition, run: DagsterRun
@@ -202,6 +214,10 @@ class DagsterBackend:
         self, context: OpExecutionContext, terminal_outputs: dict[str, Mapping[str, Any]]
     ) -> Iterator[Any]:
         execution = self._execution_for(context)
+        if execution.project is None:  # a task without a project makes no take
+            if execution.adopted and execution.run_id not in self._ended:
+                self._finish_adopted(execution, True)
+            return
         if execution.run_id in self._ended:
             raise execution.error or RuntimeError("this run's task has already ended")
         try:
@@ -212,7 +228,6 @@ class DagsterBackend:
             if execution.adopted:
                 self._finish_adopted(execution, False)
             raise
-        assert execution.project is not None
         yield from take_materializations(recorded, execution.record, execution.project.location)
         if execution.adopted:
             self._finish_adopted(execution, True)

@@ -13,6 +13,7 @@ from dagster_defs.instance import open_runner_instance
 from dagster_defs.queue import JobQueue
 from dagster_defs.runtime import runner_options
 from graph_runtime.registry import TemplateRegistry
+from stores.graph_shapes import GraphShapes
 from stores.home import TakeflowHome
 from stores.node_cache import DiskNodeCache
 from stores.postgres.state import PostgresState
@@ -47,6 +48,7 @@ def open_cluster_parts(
         instance,
         services=services,
         node_cache=DiskNodeCache(home.cache_dir / "nodes"),
+        shapes=GraphShapes(home.jobs_dir),
         **runner_options(home.config()),
         settings=settings,
         jobs=jobs,

@@ -50,7 +50,7 @@ from dagster._core.definitions.dependency import IDependencyDefinition, NodeInvo
 from pydantic import ValidationError
 
 from dagster_defs.admission import Admission
-from dagster_defs.compiler import JobCompiler, run_config
+from dagster_defs.compiler import JobCompiler, job_name, run_config
 from dagster_defs.observability import RunnerMetrics, TaskTelemetry
 from dagster_defs.queue import queue_for
 from dagster_defs.runtime import Runtime, open_runtime
@@ -60,6 +60,7 @@ from graph_runtime.canvas import CanvasGraph
 from graph_runtime.errors import TakeflowError
 from graph_runtime.registry import TemplateRegistry
 from graph_runtime.validation import ExecutionPlan
+from stores.graph_shapes import GraphShapes
 from stores.home import TakeflowHome
 from stores.projects import Project, ProjectCatalog
 
@@ -268,6 +269,42 @@ def _location_job(source: DefinitionsSource, canvas: SavedCanvas, shared: bool) 
     )
 
 
+def _shape_job(source: DefinitionsSource, plan: ExecutionPlan) -> JobDefinition:
+    """The job of a graph shape Takeflow ran that no saved canvas has (a template task, an
+    unsaved canvas, a ComfyUI prompt), so that its runs can be re-executed from the UI."""
+    base = source.compiler.job_for(plan, with_takes=True)
+    return _with_unique_op_names(base.graph).to_job(
+        name=base.name,
+        description=f"Takeflow graph '{plan.graph.name}' as run from the API, the CLI or the "
+        "ComfyUI API (not a saved canvas). Re-execute its runs; to launch it anew, add the tags "
+        "takeflow/project and takeflow/shot.",
+        executor_def=in_process_executor,
+        logger_defs=dict(base.loggers),
+        resource_defs=dict(base.resource_defs),
+        tags={"takeflow/graph": plan.graph.name, "takeflow/queue": queue_for(plan)},
+        config=run_config(plan),
+    )
+
+
+def load_shapes(source: DefinitionsSource, taken: Iterable[str]) -> list[ExecutionPlan]:
+    """The plans of the graph shapes Takeflow ran (``stores.graph_shapes``) that are not jobs
+    already; shapes whose templates are gone or changed are left out."""
+    skip = set(taken)
+    plans = []
+    for name, graph in GraphShapes(source.home.jobs_dir).graphs():
+        if name in skip:
+            continue
+        try:
+            plan = source.admission.validate(graph)
+        except TakeflowError as exc:
+            log.info("graph shape %s is not a job any more: %s", name, exc.message)
+            continue
+        if source.compiler.register_plan(plan) == name:
+            plans.append(plan)
+            skip.add(name)
+    return plans
+
+
 def load_canvases(source: DefinitionsSource, errors: list[str]) -> list[SavedCanvas]:
     """Every project's saved canvases that parse and validate; problems go to ``errors``."""
     canvases = []
@@ -299,10 +336,10 @@ def build_definitions(source: DefinitionsSource) -> Definitions:
     schedules: list[ScheduleDefinition] = []
     specs = _SpecBuilder()
     for canvas in canvases:
-        job_name = source.compiler.register_plan(canvas.plan)
+        name = source.compiler.register_plan(canvas.plan)
         shots = [canvas.graph.context.shot]
-        if job_name not in jobs:
-            jobs[job_name] = _location_job(source, canvas, shared=len(users[job_name]) > 1)
+        if name not in jobs:
+            jobs[name] = _location_job(source, canvas, shared=len(users[name]) > 1)
         try:
             saved = load_schedules(canvas.path)
             for entry in saved:
@@ -312,7 +349,7 @@ def build_definitions(source: DefinitionsSource) -> Definitions:
                         project_id=canvas.project_id,
                         canvas=canvas.name,
                         graph=canvas.graph,
-                        job=jobs[job_name],
+                        job=jobs[name],
                         plan_for=source.admission.validate,
                     )
                 )
@@ -322,6 +359,8 @@ def build_definitions(source: DefinitionsSource) -> Definitions:
             errors.append(f"{canvas.project_id}/{SOURCE_DIR}/{canvas.path.name}: {exc.message}")
             log.warning("skipping schedules of %s: %s", canvas.path, exc.message)
         _canvas_specs(canvas, shots, specs)
+    for plan in load_shapes(source, jobs):
+        jobs[job_name(plan)] = _shape_job(source, plan)
 
     return Definitions(
         jobs=list(jobs.values()),

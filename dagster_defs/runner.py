@@ -43,6 +43,7 @@ from graph_runtime.registry import TemplateRegistry
 from graph_runtime.scheduling import ThroughputEstimate
 from graph_runtime.tasks import TaskRecord, TaskStatus
 from graph_runtime.validation import ExecutionPlan
+from stores.graph_shapes import GraphShapes
 from stores.projects import ProjectCatalog
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class TaskRunner:
         memory_limit_mb: float | None = None,
         shutdown_grace_s: float = 10.0,
         queue_limits: QueueLimits | None = None,
+        shapes: GraphShapes | None = None,
     ) -> None:
         self.projects = projects
         self.state = state
@@ -84,7 +86,7 @@ class TaskRunner:
         self.recorder = TakeRecorder(self.bus, self.telemetry)
         self.completion = TaskCompletion(self.lifecycle, self.histories, self.telemetry)
         self.backend = DagsterBackend(
-            instance, self.executor, self.recorder, self._conclude, self._adopt
+            instance, self.executor, self.recorder, self._conclude, self._adopt, shapes
         )
         self.pool = WorkerPool(self._execute, workers)
         self.throughput = ThroughputEstimate(workers)

@@ -16,6 +16,7 @@ from dagster_defs.intake import QueueLimits
 from dagster_defs.runner import TaskRunner
 from dagster_defs.services import OpenServices, open_services
 from graph_runtime.registry import TemplateRegistry
+from stores.graph_shapes import GraphShapes
 from stores.home import TakeflowHome
 from stores.node_cache import DiskNodeCache
 from stores.projects import ProjectCatalog
@@ -97,6 +98,7 @@ def open_runtime(
         workers=workers,
         services=opened.services,
         node_cache=DiskNodeCache(takeflow_home.cache_dir / "nodes"),
+        shapes=GraphShapes(takeflow_home.jobs_dir),
         **runner_options(takeflow_home.config()),
     )
     return Runtime(takeflow_home, registry, projects, state, instance, runner, opened)

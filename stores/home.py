@@ -36,6 +36,11 @@ class TakeflowHome:
         return self.path / "cache"
 
     @property
+    def jobs_dir(self) -> Path:
+        """The graph of each job shape run (``stores.graph_shapes``)."""
+        return self.path / "jobs"
+
+    @property
     def config_file(self) -> Path:
         return self.path / "config.json"
 

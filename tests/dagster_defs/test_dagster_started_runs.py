@@ -167,3 +167,50 @@ def test_a_launch_with_an_out_of_range_value_fails_naming_the_node(
     # one task for the run, though Dagster ran the independent branches after the failure
     run = runtime.instance.get_run_by_id(result.run_id)
     assert run.tags["takeflow/task_id"] == record.task_id
+
+
+def test_runs_of_template_tasks_and_unsaved_graphs_can_be_re_executed(
+    runtime: Any, project: Any
+) -> None:
+    from dagster_defs.definitions import LocationSource
+    from graph_runtime.canvas import single_node_graph
+
+    template_task = single_node_graph("noise_image", {"width": 24, "height": 16, "seed": 5})
+    unsaved = CanvasGraph.model_validate(
+        {
+            "name": "sketch",
+            "nodes": [
+                {
+                    "id": "a",
+                    "template": "noise_image",
+                    "inputs": {
+                        "width": {"kind": "literal", "value": 32},
+                        "height": {"kind": "literal", "value": 32},
+                        "seed": {"kind": "literal", "value": 3},
+                    },
+                },
+                {
+                    "id": "b",
+                    "template": "resize",
+                    "inputs": {
+                        "image": {"kind": "link", "node": "a", "output": "image"},
+                        "width": {"kind": "literal", "value": 16},
+                        "height": {"kind": "literal", "value": 16},
+                    },
+                },
+            ],
+        }
+    )
+    for shot, graph in (("tpl/t01/sh001", template_task), ("sk/s01/sh001", unsaved)):
+        first = _submitted_take(runtime, project, graph, shot)
+        (parent,) = runtime.instance.get_runs(
+            RunsFilter(tags={"takeflow/task_id": first.metadata["task_id"]})
+        )
+        # the code location as `takeflow ui` loads it: no saved canvas has this shape
+        repo = build_definitions(LocationSource.open(runtime.home.path)).get_repository_def()
+        assert repo.has_job(parent.job_name), sorted(j.name for j in repo.get_all_jobs())
+        job = build_definitions(runtime).get_repository_def().get_job(parent.job_name)
+        assert _reexecute(runtime, job, parent).success
+        second = next(t for t in project.takes.list(shot=shot) if t.number == 2)
+        assert _pixels(second) == _pixels(first)
+        assert second.metadata["inputs"] == first.metadata["inputs"]
