@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from dagster import (
-    AssetKey,
     AssetMaterialization,
     DagsterInstance,
     DagsterRun,
@@ -23,8 +22,17 @@ from dagster import (
     ResourceDefinition,
     RunsFilter,
 )
-from dagster._core.events import EngineEventData
+from dagster._core.events import DagsterEvent, DagsterEventType, EngineEventData
+from dagster._core.execution.plan.objects import StepFailureData
+from dagster._core.execution.stats import StepEventStatus
+from dagster._utils.error import SerializableErrorInfo
 
+from dagster_defs.asset_keys import (
+    SavedCanvasIndex,
+    file_url,
+    node_asset_key,
+    take_asset_key,
+)
 from dagster_defs.compiler import JobCompiler, run_config
 from dagster_defs.execution import execute_existing_run, execute_with_origin
 from dagster_defs.node_executor import NodeExecutor, TaskExecution
@@ -35,6 +43,7 @@ from nodes.values import thumbnail_markdown
 from stores.graph_shapes import GraphShapes
 
 log = logging.getLogger(__name__)
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:8470"  # config.json "public_url": where takes are linked
 UNFINISHED = [
     DagsterRunStatus.QUEUED,
     DagsterRunStatus.NOT_STARTED,
@@ -64,29 +73,50 @@ def run_tags(record: TaskRecord, plan: ExecutionPlan) -> dict[str, str]:
 
 
 def take_materializations(
-    recorded: RecordedTake, record: TaskRecord, locate: Callable[[str], str]
-) -> Iterator[Any]:
-    """One materialization per take output, keyed ``takeflow/<project>/<shot path>/<output>``."""
+    recorded: RecordedTake, record: TaskRecord, public_url: str
+) -> Iterator[AssetMaterialization]:
+    """One materialization per take output (``asset_keys.take_asset_key``), with a
+    project-relative path and a link to the file through Takeflow's API."""
     take = recorded.take
-    chapter, scene, shot = record.shot.split("/")
     previews = {f.name: thumbnail_markdown(f) for f in recorded.files}
     for name, stored in take.outputs.items():
         preview = previews.get(name)
         extra = {"preview": MetadataValue.md(preview)} if preview else {}
         yield AssetMaterialization(
-            asset_key=AssetKey(
-                ["takeflow", take.project_id, chapter, scene, shot, name.replace(".", "__")]
-            ),
+            asset_key=take_asset_key(take.project_id, record.shot, name.replace(".", "__")),
             description=f"{take.take_id} of {record.shot}",
             metadata={
                 "take_id": take.take_id,
                 "take_number": take.number,
-                "path": MetadataValue.path(locate(stored.path)),
+                "path": MetadataValue.path(stored.path),
+                "url": MetadataValue.url(
+                    f"{public_url.rstrip('/')}{file_url(take.project_id, stored.path)}"
+                ),
                 "task_id": record.task_id,
                 "content_type": stored.content_type,
                 "size": stored.size,
                 "seed": MetadataValue.json(recorded.seeds),
                 **extra,
+            },
+        )
+
+
+def node_materializations(
+    execution: TaskExecution, canvas: str, take_id: str
+) -> Iterator[AssetMaterialization]:
+    """The saved canvas's node assets, materialized by the run that made ``take_id`` (cheap
+    metadata: template, time, whether the node cache answered)."""
+    project_id = execution.record.project_id or ""
+    for node in execution.plan.nodes:
+        yield AssetMaterialization(
+            asset_key=node_asset_key(project_id, canvas, node.node_id),
+            description=f"node '{node.node_id}' of {canvas}, for {take_id}",
+            metadata={
+                "template": node.template.ref,
+                "cached": node.node_id in execution.cached_nodes,
+                "duration_ms": float(execution.timings_ms.get(node.node_id, 0.0)),
+                "task_id": execution.task_id,
+                "take_id": take_id,
             },
         )
 
@@ -102,8 +132,11 @@ class DagsterBackend:
         conclude: Conclude,
         adopt: Adopt,
         shapes: GraphShapes | None = None,
+        public_url: str = DEFAULT_PUBLIC_URL,
     ) -> None:
         self.instance = instance
+        self.public_url = public_url  # links to takes in materializations
+        self.canvases = SavedCanvasIndex()
         self.shapes = shapes  # the graph of each job shape run, for the code location
         self.executor = executor
         self.recorder = recorder
@@ -228,11 +261,37 @@ class DagsterBackend:
             if execution.adopted:
                 self._finish_adopted(execution, False)
             raise
-        yield from take_materializations(recorded, execution.record, execution.project.location)
+        yield from take_materializations(recorded, execution.record, self.public_url)
+        canvas = context.run.tags.get("takeflow/canvas") or self.canvases.canvas_for(
+            execution.project, execution.plan.graph
+        )
+        if canvas is not None:
+            yield from node_materializations(execution, canvas, recorded.take.take_id)
         if execution.adopted:
             self._finish_adopted(execution, True)
 
     # -- runs whose process stopped -----------------------------------------------------
+
+    def _fail_open_steps(self, run: DagsterRun, message: str) -> None:
+        """A step failure for each step the stopped process left started and unfinished, so the
+        run's page lists it as failed, not "Executing"."""
+        for stats in self.instance.get_run_step_stats(run.run_id):
+            if stats.start_time is None or stats.end_time is not None:
+                continue
+            if stats.status not in (None, StepEventStatus.IN_PROGRESS):
+                continue
+            error = SerializableErrorInfo(message, [], "TaskInterruptedError")
+            self.instance.report_dagster_event(
+                DagsterEvent(
+                    event_type_value=DagsterEventType.STEP_FAILURE.value,
+                    job_name=run.job_name,
+                    step_key=stats.step_key,
+                    event_specific_data=StepFailureData(error=error, user_failure_data=None),
+                    message=f'Step "{stats.step_key}" failed: {message}',
+                ),
+                run_id=run.run_id,
+                log_level=logging.ERROR,
+            )
 
     def end_runs(self, record: TaskRecord, reason: str) -> list[str]:
         """Say in the task's Dagster run why the task was interrupted (an engine event) and
@@ -260,6 +319,7 @@ class DagsterBackend:
                 ),
             )
             if run.status in UNFINISHED:
+                self._fail_open_steps(run, message)
                 self.instance.report_run_failed(run, message)
                 ended.append(run.run_id)
         return ended

@@ -50,11 +50,18 @@ from dagster._core.definitions.dependency import IDependencyDefinition, NodeInvo
 from pydantic import ValidationError
 
 from dagster_defs.admission import Admission
+from dagster_defs.asset_keys import (
+    SOURCE_DIR,
+    node_asset_key,
+    saved_canvas_paths,
+    take_asset_key,
+    uploaded_asset_key,
+)
 from dagster_defs.compiler import JobCompiler, job_name, run_config
 from dagster_defs.observability import RunnerMetrics, TaskTelemetry
 from dagster_defs.queue import queue_for
 from dagster_defs.runtime import Runtime, open_runtime
-from dagster_defs.schedules import SCHEDULES_SUFFIX, build_schedule, canvas_name, load_schedules
+from dagster_defs.schedules import build_schedule, canvas_name, load_schedules
 from dagster_defs.take_recorder import take_output_names as recorded_output_names
 from graph_runtime.canvas import CanvasGraph
 from graph_runtime.errors import TakeflowError
@@ -62,11 +69,10 @@ from graph_runtime.registry import TemplateRegistry
 from graph_runtime.validation import ExecutionPlan
 from stores.graph_shapes import GraphShapes
 from stores.home import TakeflowHome
-from stores.projects import Project, ProjectCatalog
+from stores.projects import ProjectCatalog
 
 log = logging.getLogger(__name__)
 
-SOURCE_DIR = "02_Source_Creative"
 LOCATION_NAME = "takeflow"
 _GROUP_RE = re.compile(r"[^A-Za-z0-9_]")
 
@@ -85,31 +91,10 @@ class SavedCanvas:
         return self.plan.graph
 
 
-def saved_canvas_paths(project: Project) -> list[Path]:
-    """The canvas documents of a project (not their schedule sidecars): ``02_Source_Creative/
-    *.json`` and the server's ``02_Source_Creative/canvases/*.takeflow.json``."""
-    folder = project.path / SOURCE_DIR
-    found = [*folder.glob("*.json"), *(folder / "canvases").glob("*.takeflow.json")]
-    return sorted(p for p in found if p.is_file() and not p.name.endswith(SCHEDULES_SUFFIX))
-
-
 def take_output_names(plan: ExecutionPlan) -> dict[str, tuple[str, str]]:
     """Take output key (as in the take's asset key, ``.`` written ``__``) -> (terminal node
     id, output port); the names are the take recorder's."""
     return {k.replace(".", "__"): v for k, v in recorded_output_names(plan).items()}
-
-
-def uploaded_asset_key(project_id: str, uri: str) -> AssetKey:
-    return AssetKey(["takeflow", project_id, "01_Assets", *uri.removeprefix("asset://").split("/")])
-
-
-def node_asset_key(project_id: str, canvas: str, node_id: str) -> AssetKey:
-    return AssetKey(["takeflow", project_id, canvas, node_id])
-
-
-def take_asset_key(project_id: str, shot: str, output: str) -> AssetKey:
-    chapter, scene, shot_name = shot.split("/")
-    return AssetKey(["takeflow", project_id, chapter, scene, shot_name, output])
 
 
 def group_name(project_id: str) -> str:
@@ -309,7 +294,7 @@ def load_canvases(source: DefinitionsSource, errors: list[str]) -> list[SavedCan
     """Every project's saved canvases that parse and validate; problems go to ``errors``."""
     canvases = []
     for project in source.projects.list():
-        for path in saved_canvas_paths(project):
+        for path in saved_canvas_paths(project.path):
             try:
                 graph = CanvasGraph.model_validate_json(path.read_text())
                 plan = source.admission.validate(graph)

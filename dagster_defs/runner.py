@@ -22,7 +22,7 @@ from typing import Any
 from dagster import DagsterInstance, OpExecutionContext
 
 from dagster_defs.admission import Admission, Submission, new_task_id
-from dagster_defs.backend import DagsterBackend
+from dagster_defs.backend import DEFAULT_PUBLIC_URL, DagsterBackend
 from dagster_defs.commits import ProjectHistories
 from dagster_defs.compiler import JobCompiler, job_name
 from dagster_defs.completion import TaskCompletion
@@ -69,6 +69,7 @@ class TaskRunner:
         shutdown_grace_s: float = 10.0,
         queue_limits: QueueLimits | None = None,
         shapes: GraphShapes | None = None,
+        public_url: str = DEFAULT_PUBLIC_URL,
     ) -> None:
         self.projects = projects
         self.state = state
@@ -86,7 +87,7 @@ class TaskRunner:
         self.recorder = TakeRecorder(self.bus, self.telemetry)
         self.completion = TaskCompletion(self.lifecycle, self.histories, self.telemetry)
         self.backend = DagsterBackend(
-            instance, self.executor, self.recorder, self._conclude, self._adopt, shapes
+            instance, self.executor, self.recorder, self._conclude, self._adopt, shapes, public_url
         )
         self.pool = WorkerPool(self._execute, workers)
         self.throughput = ThroughputEstimate(workers)
@@ -344,7 +345,7 @@ class TaskRunner:
     def _interrupt(self, record: TaskRecord, message: str, why: str) -> None:
         """End a running task as ``interrupted`` here and its Dagster runs as failed there."""
         ended = self.lifecycle.interrupt(record, message)
-        runs = self.backend.end_runs(record, f"{why} (task {record.task_id})")
+        runs = self.backend.end_runs(record, why)
         log.warning(
             "task %s interrupted by %s%s; Dagster run(s) marked failed: %s",
             record.task_id,

@@ -10,6 +10,7 @@ from typing import Any
 from dagster import DagsterInstance
 
 from dagster_defs.admission import Admission
+from dagster_defs.backend import DEFAULT_PUBLIC_URL
 from dagster_defs.compiler import JobCompiler
 from dagster_defs.instance import open_runner_instance
 from dagster_defs.intake import QueueLimits
@@ -64,6 +65,7 @@ def runner_options(config: Mapping[str, Any]) -> dict[str, Any]:
         "memory_limit_mb": float(memory_gb) * 1024 if memory_gb else None,
         "shutdown_grace_s": float(limits.get("shutdown_grace_s", 10.0)),
         "queue_limits": QueueLimits.from_config(config),
+        "public_url": str(config.get("public_url") or DEFAULT_PUBLIC_URL),
     }
 
 

@@ -8,13 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from dagster_defs.asset_keys import API, file_url
 from graph_runtime.events import TaskEvent
 
-API = "/api/v1"
-
-
-def file_url(project_id: str, rel: str) -> str:
-    return f"{API}/projects/{project_id}/files/{rel}"
+__all__ = ["API", "file_url", "wire_event"]
 
 
 def wire_event(event: TaskEvent) -> dict[str, Any]:

@@ -191,18 +191,18 @@ def test_graphql_shows_job_run_lineage_and_schedule(demo_home: DemoHome, ui_url:
         for d in n["dependencyKeys"]
     }
     for edge in [
-        ("01_Assets/logo.png", "poster/logo"),
-        ("poster/logo", "poster/stamp"),
-        ("poster/mix", "poster/stamp"),
-        ("poster/stamp", "poster/final"),
-        ("poster/final", "ch01/sc01/sh010/image"),
+        ("01_Assets/logo.png", "poster/poster.logo"),
+        ("poster/poster.logo", "poster/poster.stamp"),
+        ("poster/poster.mix", "poster/poster.stamp"),
+        ("poster/poster.stamp", "poster/poster.final"),
+        ("poster/poster.final", "ch01/sc01/sh010/sh010.image"),
     ]:
         assert edge in edges, (edge, sorted(edges))
 
     # the take is a materialization of the take asset, with its metadata
     asset = graphql(
         ui_url,
-        '{ assetOrError(assetKey: {path: ["takeflow","demo","ch01","sc01","sh010","image"]}) {'
+        '{ assetOrError(assetKey: {path: ["takeflow","demo","ch01","sc01","sh010","sh010.image"]}) {'
         " ... on Asset { assetMaterializations(limit: 5) { runId metadataEntries { label"
         " ... on TextMetadataEntry { text } ... on IntMetadataEntry { intValue } } } } } }",
     )["assetOrError"]

@@ -60,17 +60,24 @@ def test_asset_graph_draws_lineage_from_upload_to_takes(runtime: Any, demo_canva
     }
     assert parents == {
         "takeflow/demo/01_Assets/logo.png": [],
-        "takeflow/demo/poster/logo": ["takeflow/demo/01_Assets/logo.png"],
-        "takeflow/demo/poster/sky": [],
-        "takeflow/demo/poster/grain": [],
-        "takeflow/demo/poster/mix": ["takeflow/demo/poster/grain", "takeflow/demo/poster/sky"],
-        "takeflow/demo/poster/stamp": ["takeflow/demo/poster/logo", "takeflow/demo/poster/mix"],
-        "takeflow/demo/poster/final": ["takeflow/demo/poster/stamp"],
-        # the canvas's own shot and the shot its schedule renders into
-        "takeflow/demo/ch01/sc01/sh010/image": ["takeflow/demo/poster/final"],
-        "takeflow/demo/ch01/sc01/sh020/image": ["takeflow/demo/poster/final"],
+        "takeflow/demo/poster/poster.logo": ["takeflow/demo/01_Assets/logo.png"],
+        "takeflow/demo/poster/poster.sky": [],
+        "takeflow/demo/poster/poster.grain": [],
+        "takeflow/demo/poster/poster.mix": [
+            "takeflow/demo/poster/poster.grain",
+            "takeflow/demo/poster/poster.sky",
+        ],
+        "takeflow/demo/poster/poster.stamp": [
+            "takeflow/demo/poster/poster.logo",
+            "takeflow/demo/poster/poster.mix",
+        ],
+        "takeflow/demo/poster/poster.final": ["takeflow/demo/poster/poster.stamp"],
+        # the canvas's own shot and the shot its schedule renders into; the lineage graph
+        # draws the last part of a key, so each box names its canvas or shot
+        "takeflow/demo/ch01/sc01/sh010/sh010.image": ["takeflow/demo/poster/poster.final"],
+        "takeflow/demo/ch01/sc01/sh020/sh020.image": ["takeflow/demo/poster/poster.final"],
     }
-    assert graph.get(_key("poster", "stamp")).group_name == "takeflow_demo"
+    assert graph.get(_key("poster", "poster.stamp")).group_name == "takeflow_demo"
 
 
 def test_schedule_tick_requests_a_run_that_becomes_a_take(
@@ -105,6 +112,43 @@ def test_schedule_tick_requests_a_run_that_becomes_a_take(
     assert take.metadata["inputs"]["grain"]["seed"] == 7  # what the run used, not the saved 42
     assert take.metadata["seeds"]["grain"] == 7
     assert take.metadata["inputs"]["mix"]["opacity"] == 0.4
+
+
+def test_runs_of_a_saved_canvas_materialize_its_nodes_and_takes(
+    runtime: Any, project: Any, demo_canvas: Path
+) -> None:
+    """Every node asset of the canvas gets a materialization per run (so the lineage graph says
+    what ran), and the take's has a project-relative path and a link through the API."""
+    graph = CanvasGraph.model_validate_json(demo_canvas.read_text())
+    for _ in range(2):
+        record = runtime.runner.submit(graph, project_id="demo", user="artist")
+        assert runtime.runner.wait(record.task_id, 60).status == TaskStatus.COMPLETED
+    for node in ("logo", "sky", "grain", "mix", "stamp", "final"):
+        events = runtime.instance.fetch_materializations(_key("poster", f"poster.{node}"), 10)
+        assert len(events.records) == 2, node
+        latest = events.records[0].asset_materialization
+        assert latest.metadata["task_id"].value == record.task_id
+    # the second run found every node in the cache, and says so
+    assert latest.metadata["cached"].value is True
+    take = runtime.instance.fetch_materializations(
+        _key("ch01", "sc01", "sh010", "sh010.image"), 1
+    ).records[0].asset_materialization
+    assert take.metadata["path"].value == "03_Renders/ch01/sc01/sh010/takes/take_002/image.png"
+    assert take.metadata["url"].value == (
+        "http://127.0.0.1:8470/api/v1/projects/demo/files/"
+        "03_Renders/ch01/sc01/sh010/takes/take_002/image.png"
+    )
+    # a graph that is not a saved canvas (another shape) materializes takes only
+    other = runtime.runner.submit(
+        CanvasGraph.model_validate(
+            {"name": "poster", "nodes": [{"id": "grain", "template": "noise_image"}]}
+        ),
+        project_id="demo",
+        shot="ch09/sc01/sh001",
+    )
+    assert runtime.runner.wait(other.task_id, 60).status == TaskStatus.COMPLETED
+    events = runtime.instance.fetch_materializations(_key("poster", "poster.grain"), 10)
+    assert len(events.records) == 2
 
 
 def test_broken_files_are_skipped_and_reported(

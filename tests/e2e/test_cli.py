@@ -63,7 +63,7 @@ def test_run_example_graph_makes_take_commit_and_dagster_records(tmp_path: Path)
         assert len(runs) == 1 and runs[0].status == DagsterRunStatus.SUCCESS
         assert runs[0].tags["takeflow/task_id"] == task_id
         mat = instance.get_latest_materialization_event(
-            AssetKey(["takeflow", "spot-01", "ch01", "sc01", "sh010", "image"])
+            AssetKey(["takeflow", "spot-01", "ch01", "sc01", "sh010", "sh010.image"])
         )
         assert mat is not None and mat.run_id == runs[0].run_id
     finally:

@@ -26,6 +26,25 @@ def _image(server: ServerProcess, seed: int) -> str:
     return server.submit("noise_image", inputs, project_id="film", shot_id=SHOT)
 
 
+def _assert_run_and_steps_failed(home: Path, run_id: str) -> None:
+    """The killed task's Dagster run failed, and so did the step it was executing (the run's
+    page must not list it under "Executing")."""
+    from dagster import DagsterInstance, DagsterRunStatus
+    from dagster._core.execution.stats import StepEventStatus
+
+    instance = DagsterInstance.from_config(str(home / "dagster"))
+    try:
+        run = instance.get_run_by_id(run_id)
+        assert run is not None and run.status == DagsterRunStatus.FAILURE
+        (step,) = instance.get_run_step_stats(run_id)
+        assert step.status == StepEventStatus.FAILURE and step.end_time is not None
+        messages = [e.message for e in instance.all_logs(run_id)]
+        interrupted = [m for m in messages if "was interrupted" in m]
+        assert interrupted and all(m.count("task_") == 1 for m in interrupted), interrupted
+    finally:
+        instance.dispose()
+
+
 def test_sigkill_mid_run_then_restart(tmp_path: Path) -> None:
     home = tmp_path / "home"
     first = ServerProcess(home, workers=1).wait_ready()
@@ -80,6 +99,7 @@ def test_sigkill_mid_run_then_restart(tmp_path: Path) -> None:
         assert "stopped while this task ran" in failed["data"]["message"]
         status = second.ok("GET", f"/api/v1/functions/tasks/{long}")
         assert status["status"] == "failed" and status["error"]["code"] == "interrupted"
+        _assert_run_and_steps_failed(home, status["dagster_run_id"])
         for task_id in queued:
             assert client.for_task(task_id)[-1]["type"] == "task.completed"
 

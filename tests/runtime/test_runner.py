@@ -64,7 +64,7 @@ def test_graph_run_makes_take_commit_dagster_run_and_materialization(
     assert run_.tags["takeflow/task_id"] == record.task_id
     assert run_.tags["takeflow/project"] == "demo" and run_.tags["takeflow/shot"] == SHOT
     mats = runtime.instance.fetch_materializations(
-        AssetKey(["takeflow", "demo", "ch01", "sc01", "sh010", "image"]), limit=5
+        AssetKey(["takeflow", "demo", "ch01", "sc01", "sh010", "sh010.image"]), limit=5
     ).records
     assert len(mats) == 1
     meta = mats[0].asset_materialization.metadata
