@@ -202,7 +202,8 @@ def test_graphql_shows_job_run_lineage_and_schedule(demo_home: DemoHome, ui_url:
     # the take is a materialization of the take asset, with its metadata
     asset = graphql(
         ui_url,
-        '{ assetOrError(assetKey: {path: ["takeflow","demo","ch01","sc01","sh010","sh010.image"]}) {'
+        "{ assetOrError(assetKey: {path:"
+        ' ["takeflow","demo","ch01","sc01","sh010","sh010.image"]}) {'
         " ... on Asset { assetMaterializations(limit: 5) { runId metadataEntries { label"
         " ... on TextMetadataEntry { text } ... on IntMetadataEntry { intValue } } } } } }",
     )["assetOrError"]
