@@ -130,9 +130,11 @@ def test_runs_of_a_saved_canvas_materialize_its_nodes_and_takes(
         assert latest.metadata["task_id"].value == record.task_id
     # the second run found every node in the cache, and says so
     assert latest.metadata["cached"].value is True
-    take = runtime.instance.fetch_materializations(
-        _key("ch01", "sc01", "sh010", "sh010.image"), 1
-    ).records[0].asset_materialization
+    take = (
+        runtime.instance.fetch_materializations(_key("ch01", "sc01", "sh010", "sh010.image"), 1)
+        .records[0]
+        .asset_materialization
+    )
     assert take.metadata["path"].value == "03_Renders/ch01/sc01/sh010/takes/take_002/image.png"
     assert take.metadata["url"].value == (
         "http://127.0.0.1:8470/api/v1/projects/demo/files/"
