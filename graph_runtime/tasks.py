@@ -11,6 +11,11 @@ from typing import Any, Protocol
 
 from graph_runtime.errors import TaskNotFoundError
 
+DEFAULT_USER = "local"
+"""The user of a task whose request names none and carries no token, whichever door it came
+through (HTTP API, CLI, batches and sweeps, ComfyUI API, a run Dagster started without a
+``takeflow/user`` tag). Schedules keep their own configured user."""
+
 
 class TaskStatus(StrEnum):
     PENDING = "pending"
@@ -104,6 +109,43 @@ class TaskRecord:
         }
 
 
+@dataclass(frozen=True)
+class TaskQuery:
+    """Which task records to list: every filter given must hold (``None``: no filter). Records
+    come newest first, by ``created_at`` then ``task_id`` (both descending); ``before`` is the
+    ``(created_at, task_id)`` key of the last record of the previous page."""
+
+    projects: frozenset[str] | None = None  # tasks of one of these projects
+    projectless_of: str | None = None  # with ``projects``: also this user's project-less tasks
+    shot: str | None = None
+    statuses: frozenset[TaskStatus] | None = None
+    user: str | None = None
+    since: float | None = None  # created at or after (unix seconds)
+    batch_id: str | None = None
+    template_id: str | None = None  # one-template tasks of this template (``metadata``)
+    before: tuple[float, str] | None = None
+    limit: int = 50
+
+    def matches(self, record: TaskRecord) -> bool:
+        """The filters as Python (the memory twin; the SQL stores say the same in SQL)."""
+        if self.projects is not None and record.project_id not in self.projects:
+            if not (
+                self.projectless_of is not None
+                and record.project_id is None
+                and record.user == self.projectless_of
+            ):
+                return False
+        return (
+            (self.shot is None or record.shot == self.shot)
+            and (self.statuses is None or record.status in self.statuses)
+            and (self.user is None or record.user == self.user)
+            and (self.since is None or record.created_at >= self.since)
+            and (self.batch_id is None or record.batch_id == self.batch_id)
+            and (self.template_id is None or record.metadata.get("template_id") == self.template_id)
+            and (self.before is None or (record.created_at, record.task_id) < self.before)
+        )
+
+
 class TaskStore(Protocol):
     """Durable task records. ``transition`` is the only way the lifecycle moves a status: it
     applies ``changes`` when the record's status is one of ``expected``, else returns None."""
@@ -121,6 +163,10 @@ class TaskStore(Protocol):
     def list(
         self, status: TaskStatus | None = None, batch_id: str | None = None
     ) -> list[TaskRecord]: ...
+
+    def query(self, query: TaskQuery) -> list[TaskRecord]:
+        """At most ``query.limit`` records matching ``query``, newest first (see ``TaskQuery``)."""
+        ...
 
 
 class MemoryTaskStore:
@@ -165,6 +211,14 @@ class MemoryTaskStore:
             if (status is None or r.status == status)
             and (batch_id is None or r.batch_id == batch_id)
         ]
+
+    def query(self, query: TaskQuery) -> list[TaskRecord]:
+        found = sorted(
+            (r for r in list(self._tasks.values()) if query.matches(r)),
+            key=lambda r: (r.created_at, r.task_id),
+            reverse=True,
+        )
+        return found[: query.limit]
 
     def close(self) -> None:
         """Nothing to release (the store lives in memory)."""
