@@ -128,15 +128,10 @@ class TaskQuery:
 
     def matches(self, record: TaskRecord) -> bool:
         """The filters as Python (the memory twin; the SQL stores say the same in SQL)."""
-        if self.projects is not None and record.project_id not in self.projects:
-            if not (
-                self.projectless_of is not None
-                and record.project_id is None
-                and record.user == self.projectless_of
-            ):
-                return False
+        own = record.project_id is None and record.user == self.projectless_of
         return (
-            (self.shot is None or record.shot == self.shot)
+            (self.projects is None or record.project_id in self.projects or own)
+            and (self.shot is None or record.shot == self.shot)
             and (self.statuses is None or record.status in self.statuses)
             and (self.user is None or record.user == self.user)
             and (self.since is None or record.created_at >= self.since)

@@ -482,9 +482,7 @@ class PostgresState:
             clause = "record->>'project_id' = ANY(%s)"
             params.append(sorted(query.projects))
             if query.projectless_of is not None:
-                clause = (
-                    f"({clause} OR (record->>'project_id' IS NULL AND record->>'user' = %s))"
-                )
+                clause = f"({clause} OR (record->>'project_id' IS NULL AND record->>'user' = %s))"
                 params.append(query.projectless_of)
             where.append(clause)
         for value, column in (
