@@ -116,7 +116,8 @@ class TaskQuery:
     ``(created_at, task_id)`` key of the last record of the previous page."""
 
     projects: frozenset[str] | None = None  # tasks of one of these projects
-    projectless_of: str | None = None  # with ``projects``: also this user's project-less tasks
+    projectless_of: str | None = None  # project-less tasks: only this user's (and with
+    # ``projects`` too); ``None``: all of them, unless ``projects`` is given
     shot: str | None = None
     statuses: frozenset[TaskStatus] | None = None
     user: str | None = None
@@ -128,9 +129,14 @@ class TaskQuery:
 
     def matches(self, record: TaskRecord) -> bool:
         """The filters as Python (the memory twin; the SQL stores say the same in SQL)."""
-        own = record.project_id is None and record.user == self.projectless_of
+        if record.project_id is None:
+            in_scope = record.user == self.projectless_of or (
+                self.projectless_of is None and self.projects is None
+            )
+        else:
+            in_scope = self.projects is None or record.project_id in self.projects
         return (
-            (self.projects is None or record.project_id in self.projects or own)
+            in_scope
             and (self.shot is None or record.shot == self.shot)
             and (self.statuses is None or record.status in self.statuses)
             and (self.user is None or record.user == self.user)

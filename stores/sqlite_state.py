@@ -236,10 +236,12 @@ class SqliteState:
         def field(name: str) -> str:
             return f"json_extract(record, '$.{name}')"
 
-        if query.projects is not None:
-            ids = sorted(query.projects)
-            clause = f"{field('project_id')} IN ({','.join('?' * len(ids))})"
-            params += ids
+        if query.projects is not None or query.projectless_of is not None:
+            clause = f"{field('project_id')} IS NOT NULL"
+            if query.projects is not None:
+                ids = sorted(query.projects)
+                clause = f"{field('project_id')} IN ({','.join('?' * len(ids))})"
+                params += ids
             if query.projectless_of is not None:
                 clause = f"({clause} OR ({field('project_id')} IS NULL AND {field('user')} = ?))"
                 params.append(query.projectless_of)

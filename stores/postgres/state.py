@@ -478,9 +478,11 @@ class PostgresState:
         """Records matching ``query``, newest first (served by ``takeflow_tasks_recent`` or,
         with a project filter, ``takeflow_tasks_project_recent``)."""
         where, params = ["TRUE"], []
-        if query.projects is not None:
-            clause = "record->>'project_id' = ANY(%s)"
-            params.append(sorted(query.projects))
+        if query.projects is not None or query.projectless_of is not None:
+            clause = "record->>'project_id' IS NOT NULL"
+            if query.projects is not None:
+                clause = "record->>'project_id' = ANY(%s)"
+                params.append(sorted(query.projects))
             if query.projectless_of is not None:
                 clause = f"({clause} OR (record->>'project_id' IS NULL AND record->>'user' = %s))"
                 params.append(query.projectless_of)

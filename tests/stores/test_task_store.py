@@ -152,10 +152,13 @@ def test_query_filters_each_field(listed: TaskStore) -> None:
 
 
 def test_query_scope_adds_the_users_projectless_tasks(listed: TaskStore) -> None:
-    """What a token for project ``demo`` and user ``ana`` may see."""
+    """What a token for project ``demo`` and user ``ana`` may see: project-less tasks are
+    only their user's."""
     scope = {"projects": frozenset({"demo"}), "projectless_of": "ana"}
     assert _listed(listed, **scope) == ["t4", "t2", "t1"]
     assert _listed(listed, **scope, user="bob") == ["t2"]
+    every_project = {"projectless_of": "bob"}  # a token for all projects, of user bob
+    assert _listed(listed, **every_project) == ["t6", "t5", "t3", "t2", "t1"]
 
 
 def test_query_pages_see_every_task_once_while_tasks_arrive(listed: TaskStore) -> None:
