@@ -161,13 +161,13 @@ class TaskStore(Protocol):
         self, task_id: str, expected: Collection[TaskStatus], **changes: Any
     ) -> TaskRecord | None: ...
 
-    def list(
-        self, status: TaskStatus | None = None, batch_id: str | None = None
-    ) -> list[TaskRecord]: ...
-
     def query(self, query: TaskQuery) -> list[TaskRecord]:
         """At most ``query.limit`` records matching ``query``, newest first (see ``TaskQuery``)."""
         ...
+
+    def list(
+        self, status: TaskStatus | None = None, batch_id: str | None = None
+    ) -> list[TaskRecord]: ...
 
 
 class MemoryTaskStore:
@@ -203,6 +203,16 @@ class MemoryTaskStore:
             self._tasks[task_id] = record
             return record
 
+    def query(self, query: TaskQuery) -> list[TaskRecord]:
+        with self._lock:
+            records = list(self._tasks.values())
+        found = sorted(
+            (r for r in records if query.matches(r)),
+            key=lambda r: (r.created_at, r.task_id),
+            reverse=True,
+        )
+        return found[: query.limit]
+
     def list(
         self, status: TaskStatus | None = None, batch_id: str | None = None
     ) -> list[TaskRecord]:
@@ -212,14 +222,6 @@ class MemoryTaskStore:
             if (status is None or r.status == status)
             and (batch_id is None or r.batch_id == batch_id)
         ]
-
-    def query(self, query: TaskQuery) -> list[TaskRecord]:
-        found = sorted(
-            (r for r in list(self._tasks.values()) if query.matches(r)),
-            key=lambda r: (r.created_at, r.task_id),
-            reverse=True,
-        )
-        return found[: query.limit]
 
     def close(self) -> None:
         """Nothing to release (the store lives in memory)."""

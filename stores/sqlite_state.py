@@ -214,24 +214,11 @@ class SqliteState:
             )
         return record
 
-    def list(
-        self, status: TaskStatus | None = None, batch_id: str | None = None
-    ) -> list[TaskRecord]:
-        query, params = "SELECT record FROM tasks WHERE 1=1", []
-        if status is not None:
-            query += " AND status = ?"
-            params.append(status.value)
-        if batch_id is not None:
-            query += " AND batch_id = ?"
-            params.append(batch_id)
-        with self._lock:
-            rows = self._conn.execute(query + " ORDER BY created_at", params).fetchall()
-        return [self._load(r[0]) for r in rows]
-
     def query(self, query: TaskQuery) -> list[TaskRecord]:
         """Records matching ``query``, newest first (served by ``tasks_recent`` or, with a
         project filter, ``tasks_project_recent``)."""
-        where, params = ["1=1"], []
+        where: list[str] = ["1=1"]
+        params: list[Any] = []
 
         def field(name: str) -> str:
             return f"json_extract(record, '$.{name}')"
@@ -271,4 +258,18 @@ class SqliteState:
         )
         with self._lock:
             rows = self._conn.execute(sql, [*params, query.limit]).fetchall()
+        return [self._load(r[0]) for r in rows]
+
+    def list(
+        self, status: TaskStatus | None = None, batch_id: str | None = None
+    ) -> list[TaskRecord]:
+        query, params = "SELECT record FROM tasks WHERE 1=1", []
+        if status is not None:
+            query += " AND status = ?"
+            params.append(status.value)
+        if batch_id is not None:
+            query += " AND batch_id = ?"
+            params.append(batch_id)
+        with self._lock:
+            rows = self._conn.execute(query + " ORDER BY created_at", params).fetchall()
         return [self._load(r[0]) for r in rows]

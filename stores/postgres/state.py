@@ -460,24 +460,11 @@ class PostgresState:
             )
         return record
 
-    def list(
-        self, status: TaskStatus | None = None, batch_id: str | None = None
-    ) -> list[TaskRecord]:
-        query, params = "SELECT record FROM takeflow_tasks WHERE TRUE", []
-        if status is not None:
-            query += " AND status = %s"
-            params.append(status.value)
-        if batch_id is not None:
-            query += " AND batch_id = %s"
-            params.append(batch_id)
-        with self.pool.connection() as conn:
-            rows = conn.execute(query + " ORDER BY created_at", params).fetchall()
-        return [_load(r[0]) for r in rows]
-
     def query(self, query: TaskQuery) -> list[TaskRecord]:
         """Records matching ``query``, newest first (served by ``takeflow_tasks_recent`` or,
         with a project filter, ``takeflow_tasks_project_recent``)."""
-        where, params = ["TRUE"], []
+        where: list[str] = ["TRUE"]
+        params: list[Any] = []
         if query.projects is not None or query.projectless_of is not None:
             clause = "record->>'project_id' IS NOT NULL"
             if query.projects is not None:
@@ -511,4 +498,18 @@ class PostgresState:
         )
         with self.pool.connection() as conn:
             rows = conn.execute(sql, [*params, query.limit]).fetchall()
+        return [_load(r[0]) for r in rows]
+
+    def list(
+        self, status: TaskStatus | None = None, batch_id: str | None = None
+    ) -> list[TaskRecord]:
+        query, params = "SELECT record FROM takeflow_tasks WHERE TRUE", []
+        if status is not None:
+            query += " AND status = %s"
+            params.append(status.value)
+        if batch_id is not None:
+            query += " AND batch_id = %s"
+            params.append(batch_id)
+        with self.pool.connection() as conn:
+            rows = conn.execute(query + " ORDER BY created_at", params).fetchall()
         return [_load(r[0]) for r in rows]
