@@ -57,10 +57,11 @@ def queue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         made: dict[str, dict[str, Any]] = {
             blocker: {"project": "film", "shot": SH10, "user": "ana", "template": "delay"}
         }
-        for n, (project, shot, user) in enumerate(
-            [("film", SH10, "ana"), ("film", SH20, "bob"), ("set", SH10, "ana"),
-             ("set", SH20, "bob"), (None, SH10, None), ("film", SH10, "bob")]
-        ):  # fmt: skip
+        rows: list[tuple[str | None, str, str | None]] = [
+            ("film", SH10, "ana"), ("film", SH20, "bob"), ("set", SH10, "ana"),
+            ("set", SH20, "bob"), (None, SH10, None), ("film", SH10, "bob"),
+        ]  # fmt: skip
+        for n, (project, shot, user) in enumerate(rows):
             fields: dict[str, Any] = {"shot_id": shot}
             if project:
                 fields["project_id"] = project
