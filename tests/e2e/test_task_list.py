@@ -44,8 +44,8 @@ def queue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     server = ServerProcess(home, "--heartbeat", "0.5", workers=1)
     try:
         server.wait_ready()
-        for project in ("film", "set"):
-            server.ok("POST", "/api/v1/projects", json={"project_id": project})
+        for name in ("film", "set"):
+            server.ok("POST", "/api/v1/projects", json={"project_id": name})
         blocker = server.submit(
             "delay", {"seconds": 600, "steps": 2400, "value": "hold"}, project_id="film",
             shot_id=SH10, user_id="ana",
