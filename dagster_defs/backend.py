@@ -29,7 +29,7 @@ from dagster_defs.compiler import JobCompiler, run_config
 from dagster_defs.execution import execute_existing_run, execute_with_origin
 from dagster_defs.node_executor import NodeExecutor, TaskExecution
 from dagster_defs.take_recorder import RecordedTake, TakeRecorder
-from graph_runtime.tasks import TaskRecord, TaskStatus
+from graph_runtime.tasks import DEFAULT_USER, TaskRecord, TaskStatus
 from graph_runtime.validation import ExecutionPlan, PlannedNode
 from nodes.values import thumbnail_markdown
 
@@ -172,7 +172,7 @@ class DagsterBackend:
             graph=plan.graph.model_dump(mode="json"),
             project_id=tags.get("takeflow/project") or plan.graph.context.project,
             shot=tags.get("takeflow/shot") or plan.graph.context.shot,
-            user=tags.get("takeflow/user") or "dagster",
+            user=tags.get("takeflow/user") or DEFAULT_USER,
             status=TaskStatus.RUNNING,
             started_at=time.time(),
             node_states={n.node_id: "queued" for n in plan.nodes},
