@@ -252,3 +252,15 @@ def test_auth_scopes_the_list_to_the_callers_projects(tmp_path: Path) -> None:
         assert httpx.get(f"{server.base}{TASKS}", params={"token": tokens["bob"]}).json()["tasks"][
             0
         ]["task_id"] in {*sets, bob_own}
+
+
+def test_the_list_is_in_the_openapi_document_with_its_parameters(queue: dict[str, Any]) -> None:
+    spec = queue["server"].ok("GET", "/schema/openapi.json")
+    operation = spec["paths"]["/api/v1/functions/tasks"]["get"]
+    params = {p["name"]: p for p in operation["parameters"]}
+    assert set(params) == {"project_id", "shot_id", "status", "user_id", "since", "batch_id",
+                           "template_id", "limit", "cursor"}  # fmt: skip
+    assert all(p["in"] == "query" and not p.get("required") for p in params.values())
+    assert "cancelled" in params["status"]["description"]
+    assert "newest first" in operation["description"]
+    assert "post" in spec["paths"]["/api/v1/functions/tasks"]
