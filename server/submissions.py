@@ -46,6 +46,7 @@ from graph_runtime.tasks import DEFAULT_USER, TaskQuery, TaskRecord, TaskStatus
 from graph_runtime.templates import FunctionTemplate, Quality
 from server.auth import Principal
 from server.errors import BatchNotFoundError, RequestError, document_issues
+from server.health import PROBE_USER
 from server.limits import DEFAULT_MAX_GRAPH_NODES, check_graph_size
 from stores.projects import ASSET_SCHEME, Project, asset_relpath
 
@@ -152,6 +153,15 @@ def split_properties(
 
 def literal_values(graph: CanvasGraph) -> list[Any]:
     return [v.value for n in graph.nodes for v in n.inputs.values() if isinstance(v, LiteralInput)]
+
+
+def _passing_probe(record: TaskRecord) -> bool:
+    """A ``/health`` probe task that has not failed: it is removed as soon as it passes, and
+    never listed (a failed one stays, for the operator)."""
+    return record.user == PROBE_USER and record.status not in (
+        TaskStatus.FAILED,
+        TaskStatus.CANCELLED,
+    )
 
 
 class Submissions:
@@ -462,7 +472,7 @@ class Submissions:
         page = records[: filters.limit]
         more = len(records) > filters.limit
         return {
-            "tasks": [self._listed(r) for r in page],
+            "tasks": [self._listed(r) for r in page if not _passing_probe(r)],
             "next_cursor": self.encode_cursor(page[-1]) if more else None,
             "limit": filters.limit,
         }

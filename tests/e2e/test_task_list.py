@@ -3,8 +3,10 @@ that stay exact while tasks arrive, the queue fields, refused query values, and 
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -264,3 +266,31 @@ def test_the_list_is_in_the_openapi_document_with_its_parameters(queue: dict[str
     assert "cancelled" in params["status"]["description"]
     assert "newest first" in operation["description"]
     assert "post" in spec["paths"]["/api/v1/functions/tasks"]
+
+
+def test_a_health_probe_is_listed_only_once_it_failed(queue: dict[str, Any]) -> None:
+    """The probe task of ``/health`` waits behind the blocker (one worker) until the probe
+    times out: while it waits it is not listed; once cancelled it stays, for the operator.
+    Runs last: it leaves that cancelled probe among the tasks."""
+    server: ServerProcess = queue["server"]
+
+    def stored_probes() -> list[tuple[str, str]]:
+        with sqlite3.connect(f"file:{server.home / 'state.db'}?mode=ro", uri=True) as db:
+            rows = db.execute(
+                "SELECT task_id, status FROM tasks WHERE json_extract(record, '$.user') = 'health'"
+            ).fetchall()
+        return [(str(r[0]), str(r[1])) for r in rows]
+
+    with ThreadPoolExecutor(1) as pool:
+        report = pool.submit(server.http.get, "/health", timeout=60)
+        deadline = time.monotonic() + 20
+        while not stored_probes():
+            assert time.monotonic() < deadline, "no probe task was stored"
+            time.sleep(0.05)
+        ((probe, status),) = stored_probes()
+        assert status == "queued"
+        assert probe not in listing(server) and listing(server, user_id="health") == []
+        checks = {c["name"]: c for c in report.result().json()["checks"]}
+    assert checks["data_flow"]["details"]["task_id"] == probe
+    assert listing(server, user_id="health") == [probe]
+    assert server.ok("GET", f"{TASKS}/{probe}")["status"] == "cancelled"
