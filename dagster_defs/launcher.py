@@ -28,7 +28,7 @@ from dagster._serdes import ConfigurableClass, ConfigurableClassData
 from dagster_defs.queue import CPU_QUEUE, JobQueue
 from dagster_defs.run_plans import PARENT_TAG, TASK_TAG, parent_task_id, run_task_id
 from graph_runtime.events import TaskCancelled, TaskSubmitted
-from graph_runtime.tasks import TaskRecord, TaskStatus
+from graph_runtime.tasks import DEFAULT_USER, TaskRecord, TaskStatus
 from stores.postgres.state import PostgresState
 from stores.postgres.turns import QueueTurns
 
@@ -89,7 +89,7 @@ class QueueRunLauncher(RunLauncher, ConfigurableClass):
             graph={},  # filled in by the worker from the code location's job
             project_id=tags.get("takeflow/project"),
             shot=tags.get("takeflow/shot") or "main/main/main",
-            user=tags.get("takeflow/user") or "dagster",
+            user=tags.get("takeflow/user") or DEFAULT_USER,
             dagster_run_id=run.run_id,
             metadata={LAUNCHED: run.run_id, "job_name": run.job_name},
         )

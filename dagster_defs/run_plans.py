@@ -20,14 +20,13 @@ from dagster import DagsterRun
 from dagster_defs.compiler import op_names
 from graph_runtime.canvas import CanvasGraph, LinkInput, LiteralInput, NodeProperties
 from graph_runtime.errors import TakeflowError
-from graph_runtime.tasks import TaskRecord, TaskStatus
+from graph_runtime.tasks import DEFAULT_USER, TaskRecord, TaskStatus
 from graph_runtime.templates import Quality
 from graph_runtime.validation import ExecutionPlan
 
 Validate = Callable[[CanvasGraph], ExecutionPlan]
 TASK_TAG = "takeflow/task_id"
 PARENT_TAG = "takeflow/parent_task_id"
-DAGSTER_USER = "dagster"  # who a run started from Dagster without a takeflow/user tag is for
 
 
 class RunConfigError(TakeflowError):
@@ -153,7 +152,7 @@ def adopted_run(
     except TakeflowError as exc:
         plan, error = job_plan, exc
     shot = tags.get("takeflow/shot") or graph.context.shot
-    user = tags.get("takeflow/user") or DAGSTER_USER
+    user = tags.get("takeflow/user") or DEFAULT_USER
     record = TaskRecord(
         task_id=task_id,
         graph=graph.model_dump(mode="json"),

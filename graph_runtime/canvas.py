@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from graph_runtime.tasks import DEFAULT_USER
 from graph_runtime.templates import Quality
 
 NODE_ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"
@@ -75,7 +76,7 @@ class RunContext(_Frozen):
 
     project: str | None = None
     shot: str = "main/main/main"
-    user: str = "local"
+    user: str = DEFAULT_USER
 
     @field_validator("shot")
     @classmethod

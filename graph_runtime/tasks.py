@@ -11,6 +11,11 @@ from typing import Any, Protocol
 
 from graph_runtime.errors import TaskNotFoundError
 
+DEFAULT_USER = "local"
+"""The user of a task whose request names none and carries no token, whichever door it came
+through (HTTP API, CLI, batches and sweeps, ComfyUI API, a run Dagster started without a
+``takeflow/user`` tag). Schedules keep their own configured user."""
+
 
 class TaskStatus(StrEnum):
     PENDING = "pending"
@@ -104,6 +109,44 @@ class TaskRecord:
         }
 
 
+@dataclass(frozen=True)
+class TaskQuery:
+    """Which task records to list: every filter given must hold (``None``: no filter). Records
+    come newest first, by ``created_at`` then ``task_id`` (both descending); ``before`` is the
+    ``(created_at, task_id)`` key of the last record of the previous page."""
+
+    projects: frozenset[str] | None = None  # tasks of one of these projects
+    projectless_of: str | None = None  # project-less tasks: only this user's (and with
+    # ``projects`` too); ``None``: all of them, unless ``projects`` is given
+    shot: str | None = None
+    statuses: frozenset[TaskStatus] | None = None
+    user: str | None = None
+    since: float | None = None  # created at or after (unix seconds)
+    batch_id: str | None = None
+    template_id: str | None = None  # one-template tasks of this template (``metadata``)
+    before: tuple[float, str] | None = None
+    limit: int = 50
+
+    def matches(self, record: TaskRecord) -> bool:
+        """The filters as Python (the memory twin; the SQL stores say the same in SQL)."""
+        if record.project_id is None:
+            in_scope = record.user == self.projectless_of or (
+                self.projectless_of is None and self.projects is None
+            )
+        else:
+            in_scope = self.projects is None or record.project_id in self.projects
+        return (
+            in_scope
+            and (self.shot is None or record.shot == self.shot)
+            and (self.statuses is None or record.status in self.statuses)
+            and (self.user is None or record.user == self.user)
+            and (self.since is None or record.created_at >= self.since)
+            and (self.batch_id is None or record.batch_id == self.batch_id)
+            and (self.template_id is None or record.metadata.get("template_id") == self.template_id)
+            and (self.before is None or (record.created_at, record.task_id) < self.before)
+        )
+
+
 class TaskStore(Protocol):
     """Durable task records. ``transition`` is the only way the lifecycle moves a status: it
     applies ``changes`` when the record's status is one of ``expected``, else returns None."""
@@ -117,6 +160,10 @@ class TaskStore(Protocol):
     def transition(
         self, task_id: str, expected: Collection[TaskStatus], **changes: Any
     ) -> TaskRecord | None: ...
+
+    def query(self, query: TaskQuery) -> list[TaskRecord]:
+        """At most ``query.limit`` records matching ``query``, newest first (see ``TaskQuery``)."""
+        ...
 
     def list(
         self, status: TaskStatus | None = None, batch_id: str | None = None
@@ -155,6 +202,16 @@ class MemoryTaskStore:
             record = replace(current, **changes)
             self._tasks[task_id] = record
             return record
+
+    def query(self, query: TaskQuery) -> list[TaskRecord]:
+        with self._lock:
+            records = list(self._tasks.values())
+        found = sorted(
+            (r for r in records if query.matches(r)),
+            key=lambda r: (r.created_at, r.task_id),
+            reverse=True,
+        )
+        return found[: query.limit]
 
     def list(
         self, status: TaskStatus | None = None, batch_id: str | None = None

@@ -18,17 +18,29 @@ from dagster_defs.runtime import Runtime
 from graph_runtime.events import AssetUploaded
 from graph_runtime.projects import ProjectStore
 from graph_runtime.takes import Take
+from graph_runtime.tasks import DEFAULT_USER
 from server.auth import principal_of
 from server.canvases import CanvasesController
 from server.config import ServerConfig
 from server.errors import FileNotFoundInProjectError, NotCancellableError, ProjectExistsError
 from server.health import HealthChecks
 from server.project_files import ProjectFiles
-from server.submissions import BatchRequest, RunRequest, Submissions, TaskRequest
+from server.submissions import (
+    MAX_TASK_PAGE,
+    BatchRequest,
+    RunRequest,
+    Submissions,
+    TaskListFilters,
+    TaskRequest,
+)
 from server.uploads import receive_upload
 from server.wire import API, file_url, wire_event
 
 log = logging.getLogger(__name__)
+_STATUS_HELP = (
+    "one or several of pending, queued, running, completed, failed, cancelled "
+    "(repeat the parameter, or separate with commas)"
+)
 
 
 class ProjectRequest(BaseModel):
@@ -78,6 +90,44 @@ class FunctionsController(Controller):
     ) -> dict[str, Any]:
         """Run one template as a one-node graph; follow it on ``/ws/{user_id}``."""
         return submissions.submit_task(data, principal=principal_of(request))
+
+    @get("/tasks", sync_to_thread=True)
+    def list_tasks(
+        self,
+        submissions: NamedDependency[Submissions],
+        request: Request[Any, Any, Any],
+        project_id: FromQuery[str | None] = None,
+        shot_id: FromQuery[str | None] = None,
+        status: Annotated[list[str] | None, Parameter(description=_STATUS_HELP)] = None,
+        user_id: FromQuery[str | None] = None,
+        since: Annotated[
+            float | None, Parameter(description="created at or after (unix seconds)")
+        ] = None,
+        batch_id: FromQuery[str | None] = None,
+        template_id: FromQuery[str | None] = None,
+        limit: Annotated[int, Parameter(description=f"1 to {MAX_TASK_PAGE}")] = 50,
+        cursor: Annotated[
+            str | None, Parameter(description="the previous page's `next_cursor`")
+        ] = None,
+    ) -> dict[str, Any]:
+        """Tasks, newest first (creation time, then task id), one page at a time.
+
+        Answers ``tasks``, ``limit`` and ``next_cursor`` (``null`` on the last page). Each task
+        has its status, project, shot, user, batch, template, times (unix seconds), progress,
+        takes, error, and for waiting tasks ``queue_position`` and ``estimated_seconds``. With
+        auth on: the caller's projects' tasks and its own project-less ones."""
+        filters = TaskListFilters(
+            project_id=project_id,
+            shot_id=shot_id,
+            status=tuple(status or ()),
+            user_id=user_id,
+            since=since,
+            batch_id=batch_id,
+            template_id=template_id,
+            limit=limit,
+            cursor=cursor,
+        )
+        return submissions.list_tasks(filters, principal=principal_of(request))
 
     @get("/tasks/{task_id:str}", sync_to_thread=True)
     def task_status(
@@ -313,7 +363,7 @@ def whoami(request: Request[Any, Any, Any]) -> dict[str, Any]:
     """
     principal = principal_of(request)
     if principal is None:
-        return {"user_id": "local", "projects": None, "auth": False}
+        return {"user_id": DEFAULT_USER, "projects": None, "auth": False}
     projects = None if principal.all_projects else sorted(principal.projects)
     return {"user_id": principal.user, "projects": projects, "auth": True}
 

@@ -7,6 +7,10 @@ event, take or commit behind. Each graph is validated once, by ``Admission.admit
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+import math
 import re
 import time
 import uuid
@@ -38,14 +42,17 @@ from graph_runtime.errors import (
 from graph_runtime.events import TaskCompleted
 from graph_runtime.sweeps import Sweep, SweepError
 from graph_runtime.takes import check_shot
-from graph_runtime.tasks import TaskStatus
+from graph_runtime.tasks import DEFAULT_USER, TaskQuery, TaskRecord, TaskStatus
 from graph_runtime.templates import FunctionTemplate, Quality
 from server.auth import Principal
 from server.errors import BatchNotFoundError, RequestError, document_issues
+from server.health import PROBE_USER
 from server.limits import DEFAULT_MAX_GRAPH_NODES, check_graph_size
 from stores.projects import ASSET_SCHEME, Project, asset_relpath
 
 _NODE_ID_RE = re.compile(NODE_ID_PATTERN)
+MAX_TASK_PAGE = 200
+"""The most tasks one ``GET /api/v1/functions/tasks`` answers (``limit``)."""
 
 
 class _Request(BaseModel):
@@ -73,6 +80,20 @@ class RunRequest(_Request):
     shot_id: str | None = None
     user_id: Annotated[str, Field(max_length=128)] | None = None
     priority: Annotated[int, Field(ge=-100, le=100)] = 0
+
+
+class TaskListFilters(_Request):
+    """``GET /api/v1/functions/tasks``: which tasks, and which page (query parameters)."""
+
+    project_id: str | None = None
+    shot_id: str | None = None
+    status: tuple[str, ...] = ()
+    user_id: str | None = None
+    since: float | None = None
+    batch_id: str | None = None
+    template_id: str | None = None
+    limit: int = 50
+    cursor: str | None = None
 
 
 class BatchRequest(_Request):
@@ -134,6 +155,15 @@ def literal_values(graph: CanvasGraph) -> list[Any]:
     return [v.value for n in graph.nodes for v in n.inputs.values() if isinstance(v, LiteralInput)]
 
 
+def _passing_probe(record: TaskRecord) -> bool:
+    """A ``/health`` probe task that has not failed: it is removed as soon as it passes, and
+    never listed (a failed one stays, for the operator)."""
+    return record.user == PROBE_USER and record.status not in (
+        TaskStatus.FAILED,
+        TaskStatus.CANCELLED,
+    )
+
+
 class Submissions:
     """Turns API requests into admitted submissions and queues them on the runtime's runner.
 
@@ -171,7 +201,7 @@ class Submissions:
             if project_id is not None:
                 principal.require(project_id)
         return RunContext(
-            project=project_id, shot=shot_id or "main/main/main", user=user_id or "api"
+            project=project_id, shot=shot_id or "main/main/main", user=user_id or DEFAULT_USER
         )
 
     def check_assets(self, project: Project | str | None, value: Any) -> None:
@@ -364,6 +394,106 @@ class Submissions:
         }
 
     # -- reading --------------------------------------------------------------------------
+
+    @staticmethod
+    def _statuses(values: tuple[str, ...]) -> frozenset[TaskStatus] | None:
+        """``status=queued&status=running`` or ``status=queued,running``; none: every status."""
+        names = [n.strip() for v in values for n in v.split(",") if n.strip()]
+        if not names:
+            return None
+        known = {s.value for s in TaskStatus}
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise RequestError(
+                f"status {unknown[0]!r} is not a task status; use one or several of "
+                f"{', '.join(s.value for s in TaskStatus)}",
+                field="status",
+            )
+        return frozenset(TaskStatus(n) for n in names)
+
+    @staticmethod
+    def encode_cursor(record: TaskRecord) -> str:
+        """An opaque page cursor: the ``(created_at, task_id)`` key of a page's last task."""
+        raw = json.dumps([record.created_at, record.task_id], separators=(",", ":"))
+        return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+    @staticmethod
+    def decode_cursor(cursor: str) -> tuple[float, str]:
+        try:
+            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+            created_at, task_id = json.loads(raw)
+            if (
+                isinstance(created_at, int | float)
+                and not isinstance(created_at, bool)
+                and math.isfinite(created_at)
+                and isinstance(task_id, str)
+            ):
+                return float(created_at), task_id
+        except (binascii.Error, ValueError, TypeError):
+            pass
+        raise RequestError(
+            "cursor is not one this server gave: pass a page's `next_cursor` as it came",
+            field="cursor",
+        )
+
+    def list_tasks(
+        self, filters: TaskListFilters, principal: Principal | None = None
+    ) -> dict[str, Any]:
+        """One page of tasks, newest first, with ``next_cursor`` while more remain. With auth
+        on: tasks of the caller's projects, and its own project-less tasks."""
+        if not 1 <= filters.limit <= MAX_TASK_PAGE:
+            raise RequestError(
+                f"limit must be between 1 and {MAX_TASK_PAGE}, got {filters.limit}", field="limit"
+            )
+        if filters.since is not None and not math.isfinite(filters.since):
+            raise RequestError("since must be a finite unix time in seconds", field="since")
+        projects: frozenset[str] | None = None
+        projectless_of: str | None = None
+        if filters.project_id is not None:
+            if principal is not None:
+                principal.require(filters.project_id)
+            projects = frozenset({filters.project_id})
+        elif principal is not None:
+            projects = None if principal.all_projects else principal.projects
+            projectless_of = principal.user
+        query = TaskQuery(
+            projects=projects,
+            projectless_of=projectless_of,
+            shot=filters.shot_id,
+            statuses=self._statuses(filters.status),
+            user=filters.user_id,
+            since=filters.since,
+            batch_id=filters.batch_id,
+            template_id=filters.template_id,
+            before=None if filters.cursor is None else self.decode_cursor(filters.cursor),
+            limit=filters.limit + 1,  # one more than asked tells whether a next page exists
+        )
+        records = self.runtime.state.query(query)
+        page = records[: filters.limit]
+        more = len(records) > filters.limit
+        return {
+            "tasks": [self._listed(r) for r in page if not _passing_probe(r)],
+            "next_cursor": self.encode_cursor(page[-1]) if more else None,
+            "limit": filters.limit,
+        }
+
+    def _listed(self, record: TaskRecord) -> dict[str, Any]:
+        """A task as the list shows it: the task status minus per-node states, outputs and the
+        socket's ``last_seq`` (``GET /api/v1/functions/tasks/{task_id}`` has those)."""
+        if record.status == TaskStatus.RUNNING:
+            record = self.runtime.runner.get(record.task_id)  # live progress
+        body = record.to_dict()
+        del body["nodes"]
+        position, estimate = (None, None)
+        if not record.status.terminal:
+            position, estimate = self.runtime.runner.estimate(record)
+        body["queue_position"] = position
+        body["estimated_seconds"] = estimate
+        body["tracking_id"] = record.metadata.get("tracking_id")
+        body["template_id"] = record.metadata.get("template_id")
+        body["source"] = record.metadata.get("source")
+        body["graph_name"] = record.graph.get("name")
+        return body
 
     def task_status(self, task_id: str) -> dict[str, Any]:
         record = self.runtime.runner.get(task_id)

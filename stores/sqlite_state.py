@@ -18,7 +18,7 @@ from typing import Any
 
 from graph_runtime.errors import TaskNotFoundError
 from graph_runtime.events import TaskEvent
-from graph_runtime.tasks import TaskRecord, TaskStatus
+from graph_runtime.tasks import TaskQuery, TaskRecord, TaskStatus
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -41,6 +41,10 @@ CREATE TABLE IF NOT EXISTS tasks (
 );
 CREATE INDEX IF NOT EXISTS tasks_status ON tasks (status);
 CREATE INDEX IF NOT EXISTS tasks_batch ON tasks (batch_id);
+-- task listing (``query``): newest first, overall and per project
+CREATE INDEX IF NOT EXISTS tasks_recent ON tasks (created_at, task_id);
+CREATE INDEX IF NOT EXISTS tasks_project_recent
+    ON tasks (json_extract(record, '$.project_id'), created_at, task_id);
 """
 
 
@@ -209,6 +213,52 @@ class SqliteState:
                 (record.status.value, self._dump(record), task_id),
             )
         return record
+
+    def query(self, query: TaskQuery) -> list[TaskRecord]:
+        """Records matching ``query``, newest first (served by ``tasks_recent`` or, with a
+        project filter, ``tasks_project_recent``)."""
+        where: list[str] = ["1=1"]
+        params: list[Any] = []
+
+        def field(name: str) -> str:
+            return f"json_extract(record, '$.{name}')"
+
+        if query.projects is not None or query.projectless_of is not None:
+            clause = f"{field('project_id')} IS NOT NULL"
+            if query.projects is not None:
+                ids = sorted(query.projects)
+                clause = f"{field('project_id')} IN ({','.join('?' * len(ids))})"
+                params += ids
+            if query.projectless_of is not None:
+                clause = f"({clause} OR ({field('project_id')} IS NULL AND {field('user')} = ?))"
+                params.append(query.projectless_of)
+            where.append(clause)
+        for value, column in (
+            (query.shot, field("shot")),
+            (query.user, field("user")),
+            (query.batch_id, "batch_id"),
+            (query.template_id, field("metadata.template_id")),
+        ):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if query.statuses is not None:
+            statuses = sorted(s.value for s in query.statuses)
+            where.append(f"status IN ({','.join('?' * len(statuses))})")
+            params += statuses
+        if query.since is not None:
+            where.append("created_at >= ?")
+            params.append(query.since)
+        if query.before is not None:
+            where.append("(created_at, task_id) < (?, ?)")
+            params += list(query.before)
+        sql = (
+            f"SELECT record FROM tasks WHERE {' AND '.join(where)} "
+            "ORDER BY created_at DESC, task_id DESC LIMIT ?"
+        )
+        with self._lock:
+            rows = self._conn.execute(sql, [*params, query.limit]).fetchall()
+        return [self._load(r[0]) for r in rows]
 
     def list(
         self, status: TaskStatus | None = None, batch_id: str | None = None

@@ -22,6 +22,7 @@ from typing import Any
 from dagster_defs.intake import QueueFullError
 from dagster_defs.runtime import Runtime
 from graph_runtime.errors import TakeflowError
+from graph_runtime.tasks import DEFAULT_USER
 from server.auth import Principal
 from server.comfy.bridge import TakeflowBridge
 from server.comfy.catalog import Catalog
@@ -137,7 +138,7 @@ class ComfyService:
         translation = Translator(prompt, outputs, needed, self.catalog,
                                  self.folders.folder("input"),
                                  name=f"comfyui {prompt_id[:8]}").translate()  # fmt: skip
-        user = principal.user if principal is not None else "comfyui"
+        user = principal.user if principal is not None else DEFAULT_USER
         plan = self.bridge.validate(translation.graph, project_id=project, shot=shot, user=user)
         if isinstance(plan, list):
             raise map_issues(plan, translation, prompt, outputs, self.catalog)

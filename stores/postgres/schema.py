@@ -62,6 +62,10 @@ CREATE INDEX IF NOT EXISTS takeflow_tasks_user_turns ON takeflow_tasks (user_id,
     WHERE status = 'queued';
 CREATE INDEX IF NOT EXISTS takeflow_tasks_job ON takeflow_tasks (job_id);
 CREATE INDEX IF NOT EXISTS takeflow_tasks_batch ON takeflow_tasks (batch_id);
+-- task listing (PostgresState.query): newest first, overall and per project
+CREATE INDEX IF NOT EXISTS takeflow_tasks_recent ON takeflow_tasks (created_at, task_id);
+CREATE INDEX IF NOT EXISTS takeflow_tasks_project_recent
+    ON takeflow_tasks ((record->>'project_id'), created_at, task_id);
 
 CREATE TABLE IF NOT EXISTS takeflow_shot_takes (
     project_id TEXT NOT NULL,

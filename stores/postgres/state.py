@@ -27,7 +27,7 @@ from psycopg_pool import ConnectionPool
 
 from graph_runtime.errors import TakeflowError, TaskNotFoundError
 from graph_runtime.events import TaskEvent
-from graph_runtime.tasks import TaskRecord, TaskStatus
+from graph_runtime.tasks import TaskQuery, TaskRecord, TaskStatus
 from stores.postgres.schema import migrate
 
 _EVENT_COLUMNS = "id, task_id, seq, type, timestamp, project_id, data"
@@ -459,6 +459,46 @@ class PostgresState:
                 (record.status.value, _dump(record), task_id),
             )
         return record
+
+    def query(self, query: TaskQuery) -> list[TaskRecord]:
+        """Records matching ``query``, newest first (served by ``takeflow_tasks_recent`` or,
+        with a project filter, ``takeflow_tasks_project_recent``)."""
+        where: list[str] = ["TRUE"]
+        params: list[Any] = []
+        if query.projects is not None or query.projectless_of is not None:
+            clause = "record->>'project_id' IS NOT NULL"
+            if query.projects is not None:
+                clause = "record->>'project_id' = ANY(%s)"
+                params.append(sorted(query.projects))
+            if query.projectless_of is not None:
+                clause = f"({clause} OR (record->>'project_id' IS NULL AND record->>'user' = %s))"
+                params.append(query.projectless_of)
+            where.append(clause)
+        for value, column in (
+            (query.shot, "record->>'shot'"),
+            (query.user, "record->>'user'"),
+            (query.batch_id, "batch_id"),
+            (query.template_id, "record->'metadata'->>'template_id'"),
+        ):
+            if value is not None:
+                where.append(f"{column} = %s")
+                params.append(value)
+        if query.statuses is not None:
+            where.append("status = ANY(%s)")
+            params.append(sorted(s.value for s in query.statuses))
+        if query.since is not None:
+            where.append("created_at >= %s")
+            params.append(query.since)
+        if query.before is not None:
+            where.append("(created_at, task_id) < (%s, %s)")
+            params += list(query.before)
+        sql = (
+            f"SELECT record FROM takeflow_tasks WHERE {' AND '.join(where)} "
+            "ORDER BY created_at DESC, task_id DESC LIMIT %s"
+        )
+        with self.pool.connection() as conn:
+            rows = conn.execute(sql, [*params, query.limit]).fetchall()
+        return [_load(r[0]) for r in rows]
 
     def list(
         self, status: TaskStatus | None = None, batch_id: str | None = None
