@@ -53,7 +53,7 @@ _ASSET_ID_RE = re.compile(
 def asset_relpath(uri_or_id: str) -> str:
     """``asset://<id>`` (or a bare id) -> project-relative path, refusing anything that escapes."""
     asset_id = uri_or_id.removeprefix(ASSET_SCHEME)
-    if not _ASSET_ID_RE.match(asset_id) or ".." in asset_id.split("/"):
+    if not _ASSET_ID_RE.fullmatch(asset_id) or ".." in asset_id.split("/"):
         raise UnsafePathError(
             f"asset reference {uri_or_id!r} is not a valid asset id "
             "(letters, digits, '.', '-', '_' and '/' between segments; no '..')",

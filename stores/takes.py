@@ -137,7 +137,7 @@ class FsspecTakeStore:
         numbers = [
             int(m.group(1))
             for entry in self.fs.ls(path, detail=False)
-            if (m := TAKE_ID_RE.match(entry.rstrip("/").rsplit("/", 1)[-1]))
+            if (m := TAKE_ID_RE.fullmatch(entry.rstrip("/").rsplit("/", 1)[-1]))
         ]
         return max(numbers, default=0) + 1
 
