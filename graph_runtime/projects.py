@@ -4,7 +4,11 @@ the ComfyUI layer need from a project (assets, previews, canvases, uploads, take
 ``stores.projects.Project`` is the real one (a folder on an fsspec filesystem and a git
 repository); ``MemoryProject`` is its in-memory twin for unit tests of the core. Both share one
 contract (``tests/stores/test_project_store.py``). Paths are project-relative and every verb
-refuses one that leaves the project or touches ``.git`` (``UnsafePathError``).
+refuses one that leaves the project or touches ``.git`` (``UnsafePathError``, ``unsafe_path``):
+as text here (``check_relpath``, ``asset_relpath``), and once resolved on disk in the real
+store, so a symlink in a cloned or pulled project cannot lead out of it or into ``.git``. A
+symlink that resolves inside the project (not into ``.git``) is followed; the memory twin holds
+no symlinks.
 """
 
 from __future__ import annotations
