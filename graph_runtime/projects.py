@@ -66,6 +66,17 @@ def asset_relpath(uri_or_id: str) -> str:
     return f"{ASSETS_DIR}/{asset_id}"
 
 
+_NOT_TEXT = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2066-\u2069\s]+")
+
+
+def one_line(text: object, limit: int = 200) -> str:
+    """``text`` as one line of plain text for a commit message or a display name: control,
+    line-breaking and bidirectional-override characters become a space (runs collapsed), at
+    most ``limit`` characters (cut with an ellipsis)."""
+    line = _NOT_TEXT.sub(" ", str(text)).strip()
+    return line if len(line) <= limit else line[: limit - 1].rstrip() + "\u2026"
+
+
 def check_relpath(rel: str) -> str:
     """``rel`` normalised (no empty or ``.`` segments), refusing paths that leave the project
     (``..``, backslashes) or reach into ``.git``."""

@@ -5,6 +5,7 @@ leaves nothing stored or committed."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from collections.abc import Iterator
@@ -18,11 +19,14 @@ from tests.server.harness import ServerProcess, running_server
 
 pytestmark = pytest.mark.e2e
 SECRET = "TOP-SECRET-TOKEN-LINE"
+MAX_PIXELS = 50_000_000  # set in the home config: below the default 64 MP
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     home = tmp_path_factory.mktemp("server-hostile") / "home"
+    home.mkdir()
+    (home / "config.json").write_text(json.dumps({"images": {"max_pixels": MAX_PIXELS}}))
     with running_server(home) as srv:
         for pid in ("film", "other"):
             srv.ok("POST", "/api/v1/projects", json={"project_id": pid})
@@ -151,7 +155,7 @@ def test_upload_of_a_decompression_bomb_is_refused_and_stores_nothing(
     assert response.status_code == 413, response.text
     body = response.json()
     assert body["code"] == "image_too_large"
-    assert "12000x12000" in body["message"] and body["limit"] == 64_000_000
+    assert "12000x12000" in body["message"] and body["limit"] == MAX_PIXELS
     assert snapshot(server) == before
     assert not list((film(server) / "05_Cache" / "uploads").glob("*"))
 
