@@ -45,7 +45,7 @@ def test_template_ids_and_versions_are_matched_whole() -> None:
 
     FunctionTemplate(id="ok", version="1.0.0", name="ok", category="t", description="",
                      inputs=(), outputs=(), fn=fn)  # fmt: skip
-    for bad in ({"id": "ok\n", "version": "1.0.0"}, {"id": "ok", "version": "1.0.0\n"}):
+    for tid, version in (("ok\n", "1.0.0"), ("ok", "1.0.0\n")):
         with pytest.raises(ValueError):
-            FunctionTemplate(name="ok", category="t", description="", inputs=(), outputs=(),
-                             fn=fn, **bad)  # fmt: skip
+            FunctionTemplate(id=tid, version=version, name="ok", category="t", description="",
+                             inputs=(), outputs=(), fn=fn)  # fmt: skip
