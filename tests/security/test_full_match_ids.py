@@ -3,11 +3,16 @@ everywhere an id is checked (issue 19, F9)."""
 
 from __future__ import annotations
 
-import pytest
+import re
+from typing import Annotated
 
-from graph_runtime.canvas import validate_shot
+import pytest
+from pydantic import Field, TypeAdapter, ValidationError
+
+from graph_runtime.canvas import NODE_ID_PATTERN, validate_shot
 from graph_runtime.errors import UnsafePathError
 from graph_runtime.projects import asset_relpath
+from graph_runtime.sweeps import INPUT_PATTERN
 from graph_runtime.takes import check_project_id, check_shot, take_number
 from graph_runtime.templates import FunctionTemplate
 from server.canvases import canvas_relpath
@@ -49,3 +54,20 @@ def test_template_ids_and_versions_are_matched_whole() -> None:
         with pytest.raises(ValueError):
             FunctionTemplate(id=tid, version=version, name="ok", category="t", description="",
                              inputs=(), outputs=(), fn=fn)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("pattern", "good"),
+    [(NODE_ID_PATTERN, "node_1"), (INPUT_PATTERN, "gen.seed"),
+     (r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$", "nightly")],
+    ids=["node id", "sweep input", "schedule name"],
+)  # fmt: skip
+def test_pydantic_patterns_refuse_a_trailing_newline(pattern: str, good: str) -> None:
+    """pydantic matches ``Field(pattern=...)`` with Rust's regex, where ``$`` is the end of the
+    text: the same ``^...$`` patterns are safe there (Python's ``re`` needs ``fullmatch``)."""
+    checked = TypeAdapter(Annotated[str, Field(pattern=pattern)])
+    assert checked.validate_python(good) == good
+    with pytest.raises(ValidationError):
+        checked.validate_python(good + "\n")
+    assert re.match(pattern, good + "\n")  # why Python's re gets fullmatch instead
+    assert not re.fullmatch(pattern, good + "\n")
