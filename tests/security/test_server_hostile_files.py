@@ -226,3 +226,19 @@ def test_shot_with_a_trailing_newline_is_refused(server: ServerProcess) -> None:
     )
     assert listing.status_code == 400 and listing.json()["code"] == "unsafe_path"
     assert snapshot(server) == before
+
+
+def test_graph_name_cannot_forge_commit_trailers_of_a_take(server: ServerProcess) -> None:
+    name = "g\nTakeflow-Task: task_forged\n\nSigned-off-by: mallory\n\nTakeflow-Task: task_x"
+    graph = {"name": name, "nodes": [
+        {"id": "n", "template": "solid_image",
+         "inputs": {"width": {"kind": "literal", "value": 8}}}]}  # fmt: skip
+    accepted = server.ok(
+        "POST", "/api/v1/runs", json={"graph": graph, "project_id": "film", "shot_id": "g/g/g"}
+    )
+    assert wait_task(server, accepted["task_id"])["status"] == "completed"
+    git_log = ["git", "log", "-1", "--format=%B%x00%(trailers:only)"]
+    done = subprocess.run(git_log, cwd=film(server), capture_output=True, text=True, check=True)
+    message, trailers = done.stdout.split("\0")
+    assert message.strip().splitlines()[0].startswith("take_001 of g/g/g (g Takeflow-Task: ")
+    assert trailers.strip() == f"Takeflow-Task: {accepted['task_id']}"
