@@ -11,6 +11,7 @@ from dagster_defs.node_executor import TaskExecution
 from dagster_defs.observability import TaskTelemetry
 from graph_runtime.errors import TaskCancelledError
 from graph_runtime.events import TaskCancelled, TaskCompleted, TaskFailed
+from graph_runtime.projects import one_line
 from graph_runtime.takes import ACTIVE_TAKE_FILE, shot_takes_dir
 from graph_runtime.tasks import TaskResult, TaskStatus
 
@@ -83,7 +84,7 @@ class TaskCompletion:
         commit: str | None = None
         if take is not None and project is not None:
             message = (
-                f"{take.take_id} of {take.shot} ({record.graph.get('name', 'graph')})\n\n"
+                f"{take.take_id} of {take.shot} ({one_line(record.graph.get('name', 'graph'))})\n\n"
                 f"Takeflow-Task: {record.task_id}\n"
             )
             paths = [take.directory]

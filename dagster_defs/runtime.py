@@ -17,6 +17,7 @@ from dagster_defs.intake import QueueLimits
 from dagster_defs.runner import TaskRunner
 from dagster_defs.services import OpenServices, open_services
 from graph_runtime.registry import TemplateRegistry
+from nodes.images import configure_image_limits
 from stores.graph_shapes import GraphShapes
 from stores.home import TakeflowHome
 from stores.node_cache import DiskNodeCache
@@ -77,6 +78,7 @@ def open_runtime(
 ) -> Runtime:
     """Open (creating if needed) the Takeflow home and start its runner."""
     takeflow_home = TakeflowHome.resolve(home)
+    configure_image_limits(takeflow_home.config())  # images.max_pixels, for every decode
     opened = open_services(takeflow_home, services)  # packs' factories; no torch until first use
     registry = registry or TemplateRegistry.discover()
     # -- distributed mode (TAKEFLOW_DATABASE_URL / config.json "distributed"): see docs/deploy.md

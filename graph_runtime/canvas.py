@@ -63,7 +63,7 @@ class CanvasNode(_Frozen):
 
 def validate_shot(shot: str) -> str:
     """A shot is ``chapter/scene/shot``: three safe path segments."""
-    if not SHOT_PATTERN.match(shot):
+    if not SHOT_PATTERN.fullmatch(shot):
         raise ValueError(
             f"shot {shot!r} must look like 'chapter/scene/shot' "
             "(three segments of letters, digits, '-' or '_')"

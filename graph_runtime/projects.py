@@ -4,7 +4,11 @@ the ComfyUI layer need from a project (assets, previews, canvases, uploads, take
 ``stores.projects.Project`` is the real one (a folder on an fsspec filesystem and a git
 repository); ``MemoryProject`` is its in-memory twin for unit tests of the core. Both share one
 contract (``tests/stores/test_project_store.py``). Paths are project-relative and every verb
-refuses one that leaves the project or touches ``.git`` (``UnsafePathError``).
+refuses one that leaves the project or touches ``.git`` (``UnsafePathError``, ``unsafe_path``):
+as text here (``check_relpath``, ``asset_relpath``), and once resolved on disk in the real
+store, so a symlink in a cloned or pulled project cannot lead out of it or into ``.git``. A
+symlink that resolves inside the project (not into ``.git``) is followed; the memory twin holds
+no symlinks.
 """
 
 from __future__ import annotations
@@ -53,13 +57,24 @@ _ASSET_ID_RE = re.compile(
 def asset_relpath(uri_or_id: str) -> str:
     """``asset://<id>`` (or a bare id) -> project-relative path, refusing anything that escapes."""
     asset_id = uri_or_id.removeprefix(ASSET_SCHEME)
-    if not _ASSET_ID_RE.match(asset_id) or ".." in asset_id.split("/"):
+    if not _ASSET_ID_RE.fullmatch(asset_id) or ".." in asset_id.split("/"):
         raise UnsafePathError(
             f"asset reference {uri_or_id!r} is not a valid asset id "
             "(letters, digits, '.', '-', '_' and '/' between segments; no '..')",
             field="asset",
         )
     return f"{ASSETS_DIR}/{asset_id}"
+
+
+_NOT_TEXT = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2066-\u2069\s]+")
+
+
+def one_line(text: object, limit: int = 200) -> str:
+    """``text`` as one line of plain text for a commit message or a display name: control,
+    line-breaking and bidirectional-override characters become a space (runs collapsed), at
+    most ``limit`` characters (cut with an ellipsis)."""
+    line = _NOT_TEXT.sub(" ", str(text)).strip()
+    return line if len(line) <= limit else line[: limit - 1].rstrip() + "\u2026"
 
 
 def check_relpath(rel: str) -> str:

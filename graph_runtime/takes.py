@@ -28,7 +28,7 @@ TAKE_ID_RE = re.compile(r"^take_(\d{3,})$")
 
 
 def check_project_id(project_id: str) -> str:
-    if not PROJECT_ID_RE.match(project_id):
+    if not PROJECT_ID_RE.fullmatch(project_id):
         raise UnsafePathError(
             f"project id {project_id!r} must be lower-case letters, digits, '-' or '_' "
             "(at most 64, starting with a letter or digit)",
@@ -68,7 +68,7 @@ def take_id(number: int) -> str:
 
 
 def take_number(take_id_: str) -> int:
-    match = TAKE_ID_RE.match(take_id_)
+    match = TAKE_ID_RE.fullmatch(take_id_)
     if not match:
         raise UnsafePathError(f"take id {take_id_!r} must look like 'take_001'", field="take_id")
     return int(match.group(1))

@@ -166,9 +166,9 @@ class FunctionTemplate:
     requires: tuple[str, ...] = ()  # service names (``graph_runtime.services``) it runs on
 
     def __post_init__(self) -> None:
-        if not _ID_RE.match(self.id):
+        if not _ID_RE.fullmatch(self.id):
             raise ValueError(f"template id {self.id!r} must be snake_case")
-        if not _SEMVER_RE.match(self.version):
+        if not _SEMVER_RE.fullmatch(self.version):
             raise ValueError(f"template {self.id!r}: version {self.version!r} is not semantic")
         names = [p.name for p in self.inputs]
         if len(set(names)) != len(names):

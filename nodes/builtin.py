@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -17,6 +16,7 @@ from graph_runtime.templates import (
     ProgressReporter,
     TemplateFn,
 )
+from nodes.images import open_image
 
 T = PortType
 Inputs = Mapping[str, Any]
@@ -129,7 +129,7 @@ def load_asset(ctx: ProgressReporter, inputs: Inputs) -> dict[str, Any]:
     if assets is None:
         raise RuntimeError("no asset resolver is configured for this run (is a project set?)")
     data: bytes = assets.read(inputs["asset"])
-    image = Image.open(io.BytesIO(data))
+    image = open_image(data, inputs["asset"])  # the header's size is checked before decoding
     image.load()
     return {
         "image": image.convert("RGBA")

@@ -10,6 +10,7 @@ from PIL import Image
 
 from graph_runtime.takes import OutputFile
 from graph_runtime.templates import PortType
+from nodes.images import ImageTooLargeError, open_image
 
 
 def to_output_file(name: str, port_type: PortType, value: Any) -> OutputFile:
@@ -53,5 +54,9 @@ def thumbnail_markdown(output: OutputFile, max_side: int = 96) -> str | None:
         return None
     import base64
 
-    thumb = png_preview(Image.open(io.BytesIO(output.data)), max_side)
+    try:
+        image = open_image(output.data, output.name)
+    except ImageTooLargeError:
+        return None
+    thumb = png_preview(image, max_side)
     return f"![{output.name}](data:image/png;base64,{base64.b64encode(thumb).decode()})"

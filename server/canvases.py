@@ -38,7 +38,7 @@ class InvalidCanvasError(RequestError):
 
 def canvas_relpath(name: str) -> str:
     """Project-relative path of a canvas; names are one safe segment (no ``/`` or ``..``)."""
-    if not _NAME_RE.match(name) or ".." in name:
+    if not _NAME_RE.fullmatch(name) or ".." in name:
         raise UnsafePathError(
             f"canvas name {name!r} must be letters, digits, '.', '-' or '_' (at most 64)",
             field="name",

@@ -230,7 +230,7 @@ class Submissions:
         template = self.runtime.registry.get(req.template_id)  # unknown_template, with a hint
         inputs, quality = split_properties(template, dict(req.inputs), req.quality)
         node_id = req.canvas_node_id or "node"
-        if not _NODE_ID_RE.match(node_id):
+        if not _NODE_ID_RE.fullmatch(node_id):
             raise RequestError(
                 f"canvas_node_id {node_id!r} must match {NODE_ID_PATTERN}", field="canvas_node_id"
             )

@@ -18,10 +18,18 @@ from typing import Any
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from graph_runtime.errors import StorageError, TakeflowError
-from graph_runtime.projects import ASSET_SCHEME, ProjectStore, StagedFile, asset_relpath
+from graph_runtime.projects import (
+    ASSET_SCHEME,
+    ProjectStore,
+    StagedFile,
+    asset_relpath,
+    one_line,
+)
+from nodes.images import check_image_header
 from server.errors import RequestError, UploadTooLargeError
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+HEADER_BYTES = 1024 * 1024  # the start of an upload kept to check an image's header
 
 
 def safe_filename(name: str) -> str:
@@ -64,6 +72,7 @@ class _FilePart:
         self.handle: StagedFile | None = None
         self.size = 0
         self.digest = hashlib.sha256()
+        self.head = bytearray()
         self.filename: str | None = None
         self.content_type = "application/octet-stream"
         self.done = False
@@ -82,6 +91,8 @@ class _FilePart:
         assert self.handle is not None
         self.handle.write(data)
         self.digest.update(data)
+        if len(self.head) < HEADER_BYTES:
+            self.head += data[: HEADER_BYTES - len(self.head)]
 
     def publish(self, rel: str) -> None:
         assert self.handle is not None
@@ -175,6 +186,8 @@ async def receive_upload(
                 "the form has no complete 'file' field with a filename", field="file"
             )
         filename = safe_filename(part.filename or "upload")
+        # a decompression bomb is refused from its header, before it is stored
+        check_image_header(bytes(part.head), part.filename)
         asset_id = f"uploads/{uuid.uuid4().hex[:8]}-{filename}"
         rel = asset_relpath(asset_id)
         await asyncio.to_thread(part.publish, rel)
@@ -192,6 +205,6 @@ async def receive_upload(
         rel,
         part.size,
         part.digest.hexdigest(),
-        part.filename or filename,
+        one_line(part.filename or "", 255) or filename,  # shown and committed: one plain line
         part.content_type,
     )

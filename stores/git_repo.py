@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -17,9 +18,44 @@ import git
 
 from graph_runtime.errors import GitError
 from graph_runtime.history import RECOVERY_TRAILER, RENDERS_DIR, CommitInfo
+from graph_runtime.projects import one_line
 from graph_runtime.takes import GIT_IGNORED_DIRS
 
 log = logging.getLogger(__name__)
+
+# The only trailers a commit carries, written by Takeflow itself (e.g. ``Takeflow-Task: task_…``).
+_TRAILER_RE = re.compile(r"Takeflow-[A-Za-z]+(?:-[A-Za-z]+)*: [A-Za-z0-9_.:-]{1,100}")
+SUBJECT_LIMIT = 200
+
+
+def split_message(message: str) -> tuple[str, list[str]]:
+    """A commit message as (subject, trailers). The trailers are the last paragraph when every
+    line of it is a ``Takeflow-*: value`` trailer; everything else is text and becomes the
+    one-line subject, so text (user values included) can never start a line of the message."""
+    paragraphs = message.strip().split("\n\n")
+    trailers: list[str] = []
+    if len(paragraphs) > 1:
+        last = paragraphs[-1].strip().splitlines()
+        if last and all(_TRAILER_RE.fullmatch(line) for line in last):
+            trailers, paragraphs = last, paragraphs[:-1]
+    return one_line(" ".join(paragraphs), SUBJECT_LIMIT), trailers
+
+
+def build_message(messages: Sequence[str]) -> str:
+    """One commit message for the messages of the callers sharing a commit: a title naming what
+    it holds (their subjects, ``; ``-joined), each subject on its own line when there are
+    several, and every caller's trailers in one block at the end."""
+    parts = [split_message(m) for m in messages]
+    subjects = list(dict.fromkeys(s for s, _ in parts if s)) or ["Takeflow commit"]
+    trailers = list(dict.fromkeys(t for _, ts in parts for t in ts))
+    title = one_line("; ".join(subjects), SUBJECT_LIMIT)
+    blocks = [title]
+    if len(subjects) > 1:
+        blocks.append("\n".join(subjects))
+    if trailers:
+        blocks.append("\n".join(trailers))
+    return "\n\n".join(blocks) + "\n"
+
 
 LFS_PATTERNS = (
     "*.png", "*.jpg", "*.jpeg", "*.webp", "*.gif", "*.tif", "*.tiff", "*.exr", "*.psd",
@@ -116,10 +152,7 @@ class ProjectRepository:
         paths = sorted({p for ps, _, _ in batch for p in ps})
         # The git CLI runs LFS clean filters; GitPython's index.add would store full blobs.
         self._git("add", "--", *paths)
-        if len(batch) == 1:
-            message = batch[0][1]
-        else:
-            message = f"Takeflow: {len(batch)} takes\n\n" + "\n".join(m for _, m, _ in batch)
+        message = build_message([m for _, m, _ in batch])
         status = self._git("status", "--porcelain", "--untracked-files=no")
         if not status.strip():
             return self._git("rev-parse", "HEAD").strip()

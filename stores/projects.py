@@ -19,6 +19,7 @@ from graph_runtime.errors import (
     ProjectError,
     ProjectFileNotFoundError,
     ProjectNotFoundError,
+    UnsafePathError,
 )
 from graph_runtime.history import ProjectHistory
 from graph_runtime.projects import (
@@ -38,6 +39,7 @@ from graph_runtime.takes import (
     project_id_from_name,
 )
 from stores.git_repo import ProjectRepository
+from stores.paths import resolved_inside
 from stores.takes import FsspecTakeStore
 
 TakeStoreFactory = Callable[[str, str, fsspec.AbstractFileSystem], FsspecTakeStore]
@@ -53,7 +55,7 @@ class _StagedFile:
 
     def __init__(self, project: Project) -> None:
         self._project = project
-        self._staging = project.abs(f"{UPLOAD_STAGING_DIR}/{uuid.uuid4().hex}.part")
+        self._staging = project.checked(f"{UPLOAD_STAGING_DIR}/{uuid.uuid4().hex}.part")
         fs = project._fs
         fs.makedirs(self._staging.rsplit("/", 1)[0], exist_ok=True)
         self._handle: IO[bytes] | None = fs.open(self._staging, "wb")
@@ -118,8 +120,16 @@ class Project:
         """Absolute path of a project-relative path (unchecked: callers pass checked paths)."""
         return f"{self.path}/{rel}"
 
+    def checked(self, rel: str) -> str:
+        """Absolute path of ``rel``, refusing (``UnsafePathError``) a path that leaves the
+        project or touches ``.git``, as text or once its symlinks are resolved; a symlink that
+        resolves inside the project (not into ``.git``) is followed."""
+        rel = check_relpath(rel)
+        resolved_inside(self.path, rel)
+        return self.abs(rel)
+
     def location(self, rel: str) -> str:
-        return self.abs(check_relpath(rel))
+        return self.checked(rel)
 
     def info(self) -> dict[str, Any]:
         return {"project_id": self.id, "name": self.name, "path": str(self.path)}
@@ -127,16 +137,16 @@ class Project:
     # -- assets and previews ----------------------------------------------------------------
 
     def read_asset(self, uri: str) -> bytes:
-        rel = asset_relpath(uri)
+        path = self.checked(asset_relpath(uri))
         try:
-            return bytes(self._fs.cat_file(self.abs(rel)))
+            return bytes(self._fs.cat_file(path))
         except FileNotFoundError:
             raise AssetNotFoundError(
                 f"asset {uri!r} is not in project '{self.id}'", asset=uri, project_id=self.id
             ) from None
 
     def has_asset(self, uri: str) -> bool:
-        return bool(self._fs.isfile(self.abs(asset_relpath(uri))))
+        return bool(self._fs.isfile(self.checked(asset_relpath(uri))))
 
     def write_preview(self, task_id: str, node_id: str, index: int, png: bytes) -> str:
         rel = preview_relpath(task_id, node_id, index)
@@ -146,12 +156,12 @@ class Project:
     # -- files ------------------------------------------------------------------------------
 
     def is_file(self, rel: str) -> bool:
-        return bool(self._fs.isfile(self.abs(check_relpath(rel))))
+        return bool(self._fs.isfile(self.checked(rel)))
 
     def file_info(self, rel: str) -> FileInfo:
         rel = check_relpath(rel)
         try:
-            info = self._fs.info(self.abs(rel))
+            info = self._fs.info(self.checked(rel))
         except FileNotFoundError:
             raise self._missing(rel) from None
         return self._file_info(rel, info)
@@ -167,32 +177,35 @@ class Project:
     def read_file(self, rel: str) -> bytes:
         rel = check_relpath(rel)
         try:
-            return bytes(self._fs.cat_file(self.abs(rel)))
+            return bytes(self._fs.cat_file(self.checked(rel)))
         except (FileNotFoundError, IsADirectoryError):
             raise self._missing(rel) from None
 
     def open_file(self, rel: str) -> BinaryIO:
         rel = check_relpath(rel)
         try:
-            return cast(BinaryIO, self._fs.open(self.abs(rel), "rb"))
+            return cast(BinaryIO, self._fs.open(self.checked(rel), "rb"))
         except (FileNotFoundError, IsADirectoryError):
             raise self._missing(rel) from None
 
     def list_dir(self, rel: str) -> list[FileInfo]:
         rel = check_relpath(rel)
-        folder = self.abs(rel)
+        folder = self.checked(rel)
         if not self._fs.isdir(folder):
             return []
-        entries = [
-            self._file_info(f"{rel}/{info['name'].rstrip('/').rsplit('/', 1)[-1]}", info)
-            for info in self._fs.ls(folder, detail=True)
-        ]
+        entries = []
+        for info in self._fs.ls(folder, detail=True):
+            entry = f"{rel}/{info['name'].rstrip('/').rsplit('/', 1)[-1]}"
+            with contextlib.suppress(UnsafePathError):  # a symlink out is not listed
+                resolved_inside(self.path, entry)
+                entries.append(self._file_info(entry, info))
         return sorted(entries, key=lambda e: e.name)
 
     def write_file(self, rel: str, data: bytes) -> None:
         """Written under ``05_Cache/tmp`` first, then renamed into place."""
         rel = check_relpath(rel)
-        tmp = self.abs(f"{WRITE_STAGING_DIR}/{uuid.uuid4().hex}")
+        self.checked(rel)
+        tmp = self.checked(f"{WRITE_STAGING_DIR}/{uuid.uuid4().hex}")
         self._fs.makedirs(tmp.rsplit("/", 1)[0], exist_ok=True)
         try:
             self._fs.pipe_file(tmp, bytes(data))
@@ -212,7 +225,7 @@ class Project:
 
     def _move_into(self, source: str, rel: str) -> None:
         rel = check_relpath(rel)
-        target = self.abs(rel)
+        target = self.checked(rel)
         if self._fs.isdir(target):  # a move would put the file inside the folder
             raise ProjectError(f"{rel!r} is a folder of project '{self.id}'", path=rel)
         self._fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)

@@ -13,7 +13,7 @@ from typing import Any
 
 import fsspec
 
-from graph_runtime.errors import StorageError, TakeNotFoundError
+from graph_runtime.errors import StorageError, TakeNotFoundError, UnsafePathError
 from graph_runtime.takes import (
     ACTIVE_TAKE_FILE,
     TAKE_ID_RE,
@@ -26,6 +26,7 @@ from graph_runtime.takes import (
     take_id,
     take_number,
 )
+from stores.paths import resolved_inside
 
 _locks: dict[tuple[int, str], threading.Lock] = {}
 _locks_guard = threading.Lock()
@@ -62,7 +63,17 @@ class FsspecTakeStore:
         self.fs.mv(staging, final, recursive=True)
 
     def _abs(self, rel: str) -> str:
+        """``rel`` under the root, refusing one a symlink leads out of the project."""
+        resolved_inside(self.root, rel)
         return f"{self.root}/{rel}"
+
+    def _inside(self, path: str) -> bool:
+        """Whether an absolute path found under the root (a glob match) resolves inside it."""
+        try:
+            resolved_inside(self.root, path[len(self.root) + 1 :])
+        except UnsafePathError:
+            return False
+        return True
 
     def create(self, shot: str, files: Sequence[OutputFile], metadata: Mapping[str, Any]) -> Take:
         takes_dir = shot_takes_dir(shot)
@@ -137,7 +148,7 @@ class FsspecTakeStore:
         numbers = [
             int(m.group(1))
             for entry in self.fs.ls(path, detail=False)
-            if (m := TAKE_ID_RE.match(entry.rstrip("/").rsplit("/", 1)[-1]))
+            if (m := TAKE_ID_RE.fullmatch(entry.rstrip("/").rsplit("/", 1)[-1]))
         ]
         return max(numbers, default=0) + 1
 
@@ -176,7 +187,8 @@ class FsspecTakeStore:
             else f"03_Renders/*/*/*/takes/take_*/{TAKE_METADATA_FILE}"
         )
         active: dict[str, str | None] = {}
-        takes = [self._load(p, active) for p in self.fs.glob(self._abs(pattern))]
+        found = [p for p in self.fs.glob(self._abs(pattern)) if self._inside(p)]
+        takes = [self._load(p, active) for p in found]
         if task_id is not None:
             takes = [t for t in takes if t.metadata.get("task_id") == task_id]
         return sorted(takes, key=lambda t: (t.shot, t.number))

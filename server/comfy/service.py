@@ -22,6 +22,7 @@ from typing import Any
 from dagster_defs.intake import QueueFullError
 from dagster_defs.runtime import Runtime
 from graph_runtime.errors import TakeflowError
+from graph_runtime.projects import one_line
 from graph_runtime.tasks import DEFAULT_USER
 from server.auth import Principal
 from server.comfy.bridge import TakeflowBridge
@@ -148,7 +149,7 @@ class ComfyService:
                 rel = f"01_Assets/{asset_id}"
                 if not self.bridge.has_file(project, rel):
                     data = (self.folders.folder("input") / name).read_bytes()
-                    self.bridge.store_file(project, rel, data, f"ComfyUI input {name}")
+                    self.bridge.store_file(project, rel, data, f"ComfyUI input {one_line(name)}")
         except TakeflowError as exc:
             if exc.http_status in (401, 403):
                 raise

@@ -19,7 +19,7 @@ from graph_runtime.errors import (
 )
 from graph_runtime.projects import MemoryProject, ProjectAssets, ProjectStore
 from graph_runtime.takes import OutputFile
-from stores.projects import ProjectCatalog
+from stores.projects import Project, ProjectCatalog
 
 SHOT = "ch01/sc01/sh010"
 UNSAFE = ["../outside.txt", "01_Assets/../../x", ".git/config", "a/.git/HEAD", "a\\b", "", "/"]
@@ -208,3 +208,113 @@ def test_real_project_discards_takes_left_half_written(tmp_path: Path) -> None:
     assert project.discard_staging() == 1
     assert not left.exists()
     assert project.takes.list() == []
+
+
+# -- symlinks (only a real project has them: the memory twin holds bytes, never links) --------
+
+
+@pytest.fixture
+def linked(tmp_path: Path) -> Iterator[Project]:
+    """A real project holding symlinks as a clone or a pull could bring them: out to a file and
+    a folder of the machine, into ``.git``, and one inside the project."""
+    project = ProjectCatalog(tmp_path / "home").create("p1", "Project one")
+    outside = tmp_path / "outside"
+    (outside / "dir").mkdir(parents=True)
+    (outside / "secret.txt").write_text("secret")
+    (outside / "dir" / "x.png").write_bytes(b"\x89PNG outside")
+    root = project.path
+    project.write_file("01_Assets/refs/face.png", b"\x89PNG face")
+    (root / "01_Assets" / "passwd.png").symlink_to("/etc/passwd")
+    (root / "01_Assets" / "secret.png").symlink_to(outside / "secret.txt")
+    (root / "01_Assets" / "out").symlink_to(outside / "dir")
+    (root / "04_Project_Files" / "gitlink").symlink_to("../.git")
+    (root / "04_Project_Files" / "head").symlink_to("../.git/HEAD")
+    (root / "01_Assets" / "inside.png").symlink_to("refs/face.png")
+    (root / "01_Assets" / "refs2").symlink_to("refs")
+    yield project
+
+
+LINKS_OUT = [
+    "01_Assets/passwd.png",
+    "01_Assets/secret.png",
+    "01_Assets/out",
+    "01_Assets/out/x.png",
+    "01_Assets/out/new.png",
+    "04_Project_Files/gitlink",
+    "04_Project_Files/gitlink/config",
+    "04_Project_Files/head",
+]
+
+
+@pytest.mark.parametrize("rel", LINKS_OUT)
+def test_every_verb_refuses_symlinks_that_leave_the_project_or_reach_git(
+    linked: Project, rel: str, tmp_path: Path
+) -> None:
+    before = sorted(p.name for p in (tmp_path / "outside").rglob("*"))
+    verbs = [
+        lambda: linked.read_file(rel),
+        lambda: linked.is_file(rel),
+        lambda: linked.file_info(rel),
+        lambda: linked.open_file(rel),
+        lambda: linked.list_dir(rel),
+        lambda: linked.write_file(rel, b"x"),
+        lambda: linked.location(rel),
+    ]
+    for verb in verbs:
+        with pytest.raises(UnsafePathError, match="is not a file inside the project") as exc:
+            verb()
+        assert exc.value.code == "unsafe_path" and exc.value.details["field"] == "path"
+    staged = linked.stage_file()
+    staged.write(b"x")
+    with pytest.raises(UnsafePathError):
+        staged.publish(rel)
+    staged.discard()
+    if rel.startswith("01_Assets/"):
+        uri = "asset://" + rel.removeprefix("01_Assets/")
+        with pytest.raises(UnsafePathError):
+            linked.read_asset(uri)
+        with pytest.raises(UnsafePathError):
+            linked.has_asset(uri)
+    assert sorted(p.name for p in (tmp_path / "outside").rglob("*")) == before
+    assert (tmp_path / "outside" / "secret.txt").read_text() == "secret"
+    assert linked.list_dir("05_Cache/tmp") == [] and linked.list_dir("05_Cache/uploads") == []
+
+
+def test_a_folder_listing_leaves_out_symlinks_that_leave(linked: Project) -> None:
+    names = [e.name for e in linked.list_dir("01_Assets")]
+    assert "inside.png" in names and "refs" in names and "refs2" in names
+    assert not {"passwd.png", "secret.png", "out"} & set(names)
+    assert [e.name for e in linked.list_dir("04_Project_Files")] == [".gitkeep"]
+
+
+def test_symlinks_that_stay_inside_the_project_are_followed(linked: Project) -> None:
+    """The decision: a link resolving inside the project (not into ``.git``) is a file of it."""
+    assert linked.read_file("01_Assets/inside.png") == b"\x89PNG face"
+    assert linked.read_asset("asset://inside.png") == b"\x89PNG face"
+    assert linked.read_asset("asset://refs2/face.png") == b"\x89PNG face"
+    assert linked.file_info("01_Assets/refs2").kind == "directory"
+    linked.write_file("01_Assets/refs2/new.png", b"new")
+    assert (linked.path / "01_Assets" / "refs" / "new.png").read_bytes() == b"new"
+
+
+def test_takes_are_never_written_or_read_through_a_symlink_out(
+    linked: Project, tmp_path: Path
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (linked.path / "03_Renders" / "ch01").symlink_to(elsewhere)
+    files = [OutputFile("image", b"\x89PNG take", ".png", "image/png")]
+    with pytest.raises(UnsafePathError):
+        linked.takes.create(SHOT, files, {"task_id": "t1"})
+    assert list(elsewhere.rglob("*")) == []
+    # a take planted outside and reached through the link is not listed or read
+    planted = elsewhere / "sc01" / "sh010" / "takes" / "take_001"
+    planted.mkdir(parents=True)
+    (planted / "take.json").write_text(
+        '{"take_id": "take_001", "number": 1, "shot_id": "ch01/sc01/sh010", "outputs": {}}'
+    )
+    assert linked.takes.list() == []
+    with pytest.raises(UnsafePathError):
+        linked.takes.list(shot=SHOT)
+    with pytest.raises(UnsafePathError):
+        linked.takes.get(SHOT, "take_001")
