@@ -219,3 +219,24 @@ def test_bad_names_and_numbers_answer_4xx_naming_the_field(users: Users) -> None
     status, body = ana.post("/prompt", {"prompt": load_and_save("prefix.png", "p" * 300)})
     assert status == 400, body
     assert body["node_errors"]["2"]["errors"][0]["extra_info"]["input_name"] == "filename_prefix"
+
+
+def test_an_output_that_cannot_be_written_ends_the_prompt_with_an_error(users: Users) -> None:
+    """A SaveImage prefix whose folder is a file: the prompt ends (``execution_error``) instead
+    of waiting forever for a history entry that could not be written."""
+    ana = users["ana"]
+    assert ana.upload("wall.png", png((9, 9, 9)), type="output")[0] == 200
+    prompt = txt2img(seed=41, steps=1)
+    prompt["9"]["inputs"]["filename_prefix"] = "wall.png/shot"
+    client_id = uuid.uuid4().hex
+    ws = ana.connect(client_id)
+    try:
+        prompt_id = ana.queue_prompt(prompt, client_id)["prompt_id"]
+        messages = of_prompt(until_done(ws, prompt_id, timeout=30), prompt_id)
+    finally:
+        ws.close()
+    error = next(m for m in messages if isinstance(m, dict) and m["type"] == "execution_error")
+    assert error["data"]["exception_type"] == "output_not_saved"
+    assert error["data"]["node_id"] == "9" and "wall" not in error["data"]["exception_message"]
+    _, history = ana.get(f"/history/{prompt_id}")
+    assert history[prompt_id]["status"]["status_str"] == "error"
