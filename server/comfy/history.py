@@ -88,10 +88,10 @@ def build_history(
         messages.append(["execution_success", {"prompt_id": pid, "timestamp": ended_ms}])
         status_str, completed = "success", True
     elif unsaved is not None:  # the take is stored; the ComfyUI copy of an output is not
-        node, why = unsaved
         messages.append(["execution_error", {
-            "prompt_id": pid, "node_id": node, "node_type": row.plan.classes.get(node),
-            "executed": executed, "exception_message": why, "exception_type": "output_not_saved",
+            "prompt_id": pid, "node_id": unsaved[0], "node_type": row.plan.classes.get(unsaved[0]),
+            "executed": executed, "exception_message": unsaved[1],
+            "exception_type": "output_not_saved",
             "traceback": [], "current_inputs": {}, "current_outputs": {},
             "timestamp": ended_ms}])  # fmt: skip
         status_str, completed = "error", False
