@@ -3,11 +3,16 @@
 ``input`` holds uploads (what LoadImage reads), ``output`` the SaveImage files
 (``prefix_00001_.png``), ``temp`` the PreviewImage files. Takes stay the project's record (in
 git); these folders are what ComfyUI clients read back through ``/view``. Every path a client
-names is checked to stay inside its folder.
+names is checked to stay inside its folder and to be a name the filesystem can hold.
+
+With auth on, each user has the three folders of their own under ``comfyui/users/<user>`` (a
+``ComfyFolders`` per user): the names a client sees stay ComfyUI's, and no user can read or
+overwrite another's files.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import re
 import secrets
@@ -16,41 +21,136 @@ import threading
 from pathlib import Path
 
 FOLDER_TYPES = ("input", "output", "temp")
+MAX_NAME_BYTES = 255  # one path component (NAME_MAX)
+MAX_SUBFOLDER_BYTES = 1024
 _COUNTER = re.compile(r"_(\d{5,})_\.png$")
+_COUNTER_SUFFIX = len("_00001_.png")
+# OS errors a client's name can cause (answered 400); others (disk full, permissions) are ours.
+_NAME_ERRNOS = frozenset(
+    {errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ELOOP}
+)
+_UNSAFE_USER = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
 class PathRefused(Exception):
-    """A client path that would leave its folder; ``status`` is 400 or 403 (as ComfyUI)."""
+    """A client path that is not acceptable: ``status`` 400 (or 403 for a subfolder outside its
+    folder, as ComfyUI), a stable ``code`` and the ``field`` (``filename``, ``subfolder``,
+    ``type``) the message names."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, code: str, field: str) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.code = code
+        self.field = field
+
+    def body(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message, "field": self.field}
+
+
+def user_folder(user: str) -> str:
+    """The folder name of a user's files: readable, and distinct for distinct user names."""
+    readable = _UNSAFE_USER.sub("_", user)[:64].strip("._") or "user"
+    return f"{readable}-{hashlib.sha256(user.encode()).hexdigest()[:10]}"
+
+
+def check_filename(filename: str, field: str = "filename") -> None:
+    """One path component: not empty, no separator, no ``..``, not ``.``, at most 255 bytes."""
+    if not filename or filename in (".", "..") or filename.startswith("/") or ".." in filename:
+        raise PathRefused(400, f"invalid {field}: {filename[:80]!r}", f"invalid_{field}", field)
+    if "/" in filename or "\\" in filename or "\x00" in filename:
+        raise PathRefused(400, f"invalid {field}: {filename[:80]!r}", f"invalid_{field}", field)
+    if len(filename.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        raise PathRefused(
+            400, f"{field} is longer than {MAX_NAME_BYTES} bytes", f"invalid_{field}", field
+        )
+
+
+def check_subfolder(subfolder: str, field: str = "subfolder") -> None:
+    """A relative folder: at most 1024 bytes, each part at most 255, no NUL."""
+    if "\x00" in subfolder:
+        raise PathRefused(
+            400, f"invalid {field}: it holds a NUL character", f"invalid_{field}", field
+        )
+    size = len(subfolder.encode("utf-8", "surrogatepass"))
+    parts = subfolder.replace("\\", "/").split("/")
+    if size > MAX_SUBFOLDER_BYTES or any(
+        len(p.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES for p in parts
+    ):
+        raise PathRefused(
+            400,
+            f"{field} is too long (at most {MAX_SUBFOLDER_BYTES} bytes, "
+            f"{MAX_NAME_BYTES} per folder name)",
+            f"invalid_{field}",
+            field,
+        )
+
+
+def check_prefix(prefix: str, field: str = "filename_prefix") -> None:
+    """SaveImage's ``filename_prefix``: a subfolder and a stem that fit the numbered names."""
+    subfolder, _, stem = prefix.replace("\\", "/").rpartition("/")
+    check_subfolder(subfolder, field)
+    if len(stem.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES - _COUNTER_SUFFIX:
+        raise PathRefused(
+            400,
+            f"{field} is too long (at most "
+            f"{MAX_NAME_BYTES - _COUNTER_SUFFIX} bytes after the last '/')",
+            f"invalid_{field}",
+            field,
+        )
+
+
+def _oserror(exc: OSError, field: str) -> PathRefused:
+    """A filesystem refusal caused by the client's name, as a 400 naming the field."""
+    if exc.errno not in _NAME_ERRNOS:
+        raise exc
+    reason = {
+        errno.ENOTDIR: "runs through a file",
+        errno.EEXIST: "runs through a file",
+        errno.EISDIR: "names a folder",
+    }.get(exc.errno or 0, "is not a usable name")
+    return PathRefused(400, f"invalid {field}: it {reason}", f"invalid_{field}", field)
 
 
 class ComfyFolders:
-    def __init__(self, root: Path) -> None:
+    """The three folders under ``root`` (made at once unless ``create`` is false)."""
+
+    def __init__(self, root: Path, create: bool = True) -> None:
         self.root = root
-        for name in FOLDER_TYPES:
-            (root / name).mkdir(parents=True, exist_ok=True)
+        if create:
+            for name in FOLDER_TYPES:
+                (root / name).mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
 
     def folder(self, folder_type: str) -> Path:
         if folder_type not in FOLDER_TYPES:
-            raise PathRefused(400, f"type must be one of {', '.join(FOLDER_TYPES)}")
+            raise PathRefused(
+                400, f"type must be one of {', '.join(FOLDER_TYPES)}", "invalid_type", "type"
+            )
         return self.root / folder_type
 
     def resolve(self, folder_type: str, subfolder: str, filename: str) -> Path:
         """The file a ``/view`` or upload names, refusing anything outside its folder."""
-        if not filename or filename.startswith("/") or ".." in filename or "\\" in filename:
-            raise PathRefused(400, "invalid filename")
-        if "/" in filename or "\x00" in filename or "\x00" in subfolder:
-            raise PathRefused(400, "invalid filename")
+        check_filename(filename)
+        check_subfolder(subfolder)
         base = self.folder(folder_type).resolve()
-        directory = (base / subfolder).resolve() if subfolder else base
+        try:
+            directory = (base / subfolder).resolve() if subfolder else base
+        except OSError as exc:
+            raise _oserror(exc, "subfolder") from None
         if directory != base and base not in directory.parents:
-            raise PathRefused(403, "subfolder leaves the folder")
+            raise PathRefused(
+                403, "subfolder leaves the folder", "path_outside_folder", "subfolder"
+            )
         return directory / filename
+
+    def find(self, folder_type: str, subfolder: str, filename: str) -> Path | None:
+        """``/view``: the named file, ``None`` when there is no such file."""
+        path = self.resolve(folder_type, subfolder, filename)
+        try:
+            return path if path.is_file() else None
+        except OSError:  # e.g. a subfolder that runs through a file
+            return None
 
     def input_files(self) -> list[str]:
         """Every file of the input folder by relative path (LoadImage's choices)."""
@@ -64,21 +164,34 @@ class ComfyFolders:
     def store_upload(
         self, folder_type: str, subfolder: str, filename: str, data: bytes, overwrite: bool
     ) -> str:
-        """Write an upload; a clash with different bytes is renamed ``name (1).png``."""
+        """Write an upload; a clash with different bytes (or a folder) is renamed
+        ``name (1).png``; with ``overwrite`` a folder of that name is refused."""
         target = self.resolve(folder_type, subfolder, filename)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _oserror(exc, "subfolder") from None
         with self._lock:
             if not overwrite:
                 stem, suffix = _split(filename)
                 n = 0
                 while target.exists():
-                    if _sha(target.read_bytes()) == _sha(data):
+                    if target.is_file() and _sha(target.read_bytes()) == _sha(data):
                         return target.name  # the same file: reuse its name
                     n += 1
                     target = target.with_name(f"{stem} ({n}){suffix}")
-            tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
-            tmp.write_bytes(data)
-            tmp.replace(target)
+                    check_filename(target.name)
+            elif target.is_dir():
+                raise PathRefused(
+                    400, "invalid filename: it names a folder", "invalid_filename", "filename"
+                )
+            tmp = target.with_name(f".{secrets.token_hex(4)}.part")
+            try:
+                tmp.write_bytes(data)
+                tmp.replace(target)
+            except OSError as exc:
+                tmp.unlink(missing_ok=True)
+                raise _oserror(exc, "filename") from None
         return target.name
 
     def save_images(self, prefix: str, images: list[bytes]) -> list[tuple[str, str]]:

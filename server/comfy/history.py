@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 from server.comfy.bridge import Event, TakeflowBridge, TaskInfo
-from server.comfy.files import ComfyFolders
+from server.comfy.files import ComfyFolders, PathRefused
 from server.comfy.store import PromptRow
 from server.comfy.translate import OutputPlan
 
@@ -61,6 +61,7 @@ def build_history(
     executed = [n for n in row.plan.order if n in done_nodes]
     outputs: dict[str, Any] = {}
     frames: dict[str, list[list[str]]] = {}
+    unsaved: tuple[str, str] | None = None  # (node, why) when an output file was not written
     if task.status == "completed" and row.project is not None:
         take = bridge.take_outputs(row.task_id)
         for plan in row.plan.outputs:
@@ -69,17 +70,31 @@ def build_history(
                 frames[plan.node] = [[row.project, p] for p in paths]
                 continue
             images = [b for p in paths if (b := bridge.read_file(row.project, p))]
-            if plan.kind == "SaveImage":
-                saved, folder_type = folders.save_images(plan.prefix, images), "output"
-            else:
-                saved, folder_type = folders.temp_images(images), "temp"
+            try:
+                if plan.kind == "SaveImage":
+                    saved, folder_type = folders.save_images(plan.prefix, images), "output"
+                else:
+                    saved, folder_type = folders.temp_images(images), "temp"
+            except (PathRefused, OSError) as exc:  # e.g. a prefix's folder that is a file
+                why = exc.message if isinstance(exc, PathRefused) else str(exc.strerror)
+                unsaved = unsaved or (plan.node, f"{plan.kind} could not write its files: {why}")
+                continue
             outputs[plan.node] = {
                 "images": [
                     {"filename": name, "subfolder": sub, "type": folder_type} for name, sub in saved
                 ]
             }
+    if task.status == "completed" and row.project is not None and unsaved is None:
         messages.append(["execution_success", {"prompt_id": pid, "timestamp": ended_ms}])
         status_str, completed = "success", True
+    elif unsaved is not None:  # the take is stored; the ComfyUI copy of an output is not
+        messages.append(["execution_error", {
+            "prompt_id": pid, "node_id": unsaved[0], "node_type": row.plan.classes.get(unsaved[0]),
+            "executed": executed, "exception_message": unsaved[1],
+            "exception_type": "output_not_saved",
+            "traceback": [], "current_inputs": {}, "current_outputs": {},
+            "timestamp": ended_ms}])  # fmt: skip
+        status_str, completed = "error", False
     elif task.status == "cancelled":
         data = terminal.data if terminal else {}
         node, node_type = _error_node(row, data)

@@ -2,7 +2,9 @@
 
 Bodies are read as JSON whatever their Content-Type (ComfyUI's example clients post JSON as
 ``application/x-www-form-urlencoded``). Answers follow ComfyUI's shapes; ``/history/{id}``
-answers ``{}`` while a prompt is queued or running, as ComfyUI does.
+answers ``{}`` while a prompt is queued or running, as ComfyUI does. Refusals outside
+``/prompt`` are Takeflow's ``{"code", "message", "field"}``. With auth on, files, history and
+``clientId`` are each user's own.
 """
 
 from __future__ import annotations
@@ -27,10 +29,22 @@ from server.comfy.service import ComfyService
 
 Comfy = NamedDependency[ComfyService]
 MAX_UPLOAD_BYTES = 100 * 1024 * 1024  # ComfyUI's default --max-upload-size
+MAX_QUERY_INT = 2**63 - 1  # SQLite's INTEGER
+WS_FORBIDDEN = 4403  # closing before the accept: the handshake is answered 403
 
 
-def _error(status: int, message: str) -> Response[dict[str, Any]]:
-    return Response({"error": message}, status_code=status)
+def _error(
+    status: int, code: str, message: str, field: str | None = None
+) -> Response[dict[str, Any]]:
+    body = {"code": code, "message": message}
+    if field is not None:
+        body["field"] = field
+    return Response(body, status_code=status)
+
+
+def _user(connection: Request[Any, Any, Any] | WebSocket[Any, Any, Any]) -> str | None:
+    principal = principal_of(connection)
+    return principal.user if principal is not None else None
 
 
 async def _json(request: Request[Any, Any, Any]) -> Any:
@@ -74,7 +88,7 @@ def make_router(path: str, comfy: ComfyService) -> Router:
         try:
             body = await _json(request)
         except ValueError:
-            return _error(400, "the body is not JSON")
+            return _error(400, "invalid_json", "the body is not JSON")
         principal = principal_of(request)
         if isinstance(body, dict) and body.get("clear"):
             await asyncio.to_thread(comfy.delete, None, principal)
@@ -99,8 +113,16 @@ def make_router(path: str, comfy: ComfyService) -> Router:
         comfy: Comfy,
         max_items: FromQuery[int | None] = None,
         offset: FromQuery[int] = 0,
-    ) -> dict[str, Any]:
-        return comfy.history(principal_of(request), max_items, max(0, offset))
+    ) -> Response[Any]:
+        for field, value in (("max_items", max_items), ("offset", offset)):
+            if value is not None and abs(value) > MAX_QUERY_INT:
+                return _error(
+                    400,
+                    f"invalid_{field}",
+                    f"{field} is out of range (at most {MAX_QUERY_INT})",
+                    field,
+                )
+        return Response(comfy.history(principal_of(request), max_items, max(0, offset)))
 
     @get("/history/{prompt_id:str}", sync_to_thread=True)
     def history_of(
@@ -113,12 +135,13 @@ def make_router(path: str, comfy: ComfyService) -> Router:
         try:
             body = await _json(request)
         except ValueError:
-            return _error(400, "the body is not JSON")
+            return _error(400, "invalid_json", "the body is not JSON")
+        principal = principal_of(request)
         if isinstance(body, dict) and body.get("clear"):
-            await asyncio.to_thread(comfy.store.hide_history, None)
+            await asyncio.to_thread(comfy.hide_history, None, principal)
         if isinstance(body, dict) and isinstance(body.get("delete"), list):
             ids = [str(i) for i in body["delete"]]
-            await asyncio.to_thread(comfy.store.hide_history, ids)
+            await asyncio.to_thread(comfy.hide_history, ids, principal)
         return _empty()
 
     @get("/view", sync_to_thread=True)
@@ -130,12 +153,21 @@ def make_router(path: str, comfy: ComfyService) -> Router:
         name, _, tag = filename.partition(" [")
         if tag.endswith("]") and tag[:-1] in FOLDER_TYPES:  # "name.png [output]"
             filename, folder_type = name, tag[:-1]
+        principal, owner = principal_of(request), query.get("user")
+        if owner is not None and comfy.auth and principal is not None:
+            if not principal.all_projects:  # another user's files: for '*' tokens only
+                return _error(
+                    403, "forbidden", "user= needs a token for every project ('*')", "user"
+                )
+            folders = comfy.folders_of(str(owner), create=False)
+        else:
+            folders = comfy.folders_of(_user(request))
         try:
-            path = comfy.folders.resolve(folder_type, subfolder, filename)
+            path = folders.find(folder_type, subfolder, filename)
         except PathRefused as refused:
-            return _error(refused.status, refused.message)
-        if not path.is_file():
-            return _error(404, "file not found")
+            return Response(refused.body(), status_code=refused.status)
+        if path is None:
+            return _error(404, "file_not_found", "file not found", "filename")
         media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         return File(path, filename=path.name, media_type=media_type,
                     content_disposition_type="inline")  # fmt: skip
@@ -145,26 +177,32 @@ def make_router(path: str, comfy: ComfyService) -> Router:
         form = await request.form()
         image = form.get("image")
         if not isinstance(image, UploadFile) or not image.filename:
-            return _error(400, "send the image as multipart/form-data field 'image'")
+            return _error(
+                400, "invalid_image", "send the image as multipart/form-data field 'image'", "image"
+            )
         folder_type = str(form.get("type") or "input")
         subfolder = str(form.get("subfolder") or "")
         overwrite = str(form.get("overwrite") or "").lower() in ("true", "1")
         data = await image.read()
+        folders = comfy.folders_of(_user(request))
         try:
-            name = await asyncio.to_thread(comfy.folders.store_upload, folder_type, subfolder,
+            name = await asyncio.to_thread(folders.store_upload, folder_type, subfolder,
                                            image.filename, data, overwrite)  # fmt: skip
         except PathRefused as refused:
-            return _error(refused.status, refused.message)
+            return Response(refused.body(), status_code=refused.status)
         return Response({"name": name, "subfolder": subfolder, "type": folder_type})
 
     @get("/object_info", sync_to_thread=True)
-    def object_info(comfy: Comfy) -> dict[str, Any]:
-        return comfy.catalog.object_info()
+    def object_info(request: Request[Any, Any, Any], comfy: Comfy) -> dict[str, Any]:
+        return comfy.catalog_of(_user(request)).object_info()
 
     @get("/object_info/{class_type:str}", sync_to_thread=True)
-    def object_info_of(class_type: FromPath[str], comfy: Comfy) -> dict[str, Any]:
-        node = comfy.catalog.get(class_type)
-        return {} if node is None else {class_type: comfy.catalog.describe(node)}
+    def object_info_of(
+        class_type: FromPath[str], request: Request[Any, Any, Any], comfy: Comfy
+    ) -> dict[str, Any]:
+        catalog = comfy.catalog_of(_user(request))
+        node = catalog.get(class_type)
+        return {} if node is None else {class_type: catalog.describe(node)}
 
     @get("/system_stats", sync_to_thread=True)
     def system_stats(comfy: Comfy) -> dict[str, Any]:
@@ -189,7 +227,12 @@ def make_router(path: str, comfy: ComfyService) -> Router:
     @websocket("/ws")
     async def socket(socket: WebSocket[Any, Any, Any], comfy: Comfy) -> None:
         client_id = socket.query_params.get("clientId") or uuid.uuid4().hex
-        principal = principal_of(socket)
+        user = _user(socket)
+        if comfy.auth and user is not None:  # a clientId is the first user's to connect with it
+            owner = await asyncio.to_thread(comfy.store.claim_client, client_id, user)
+            if owner != user:
+                await socket.close(code=WS_FORBIDDEN, reason="clientId is another user's")
+                return
         await socket.accept()
 
         async def receive() -> Any:
@@ -200,7 +243,7 @@ def make_router(path: str, comfy: ComfyService) -> Router:
 
         await comfy.hub.serve(
             client_id,
-            principal.user if principal is not None else None,
+            user,
             socket.send_text,
             socket.send_bytes,
             socket.close,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import logging
+import math
 import os
 import platform
 import sys
@@ -28,7 +29,7 @@ from server.auth import Principal
 from server.comfy.bridge import TakeflowBridge
 from server.comfy.catalog import Catalog
 from server.comfy.errors import PromptRejected
-from server.comfy.files import ComfyFolders
+from server.comfy.files import ComfyFolders, user_folder
 from server.comfy.history import build_history, history_view
 from server.comfy.hub import ComfyHub
 from server.comfy.issues import map_issues
@@ -54,6 +55,8 @@ class ComfyService:
                                self.bridge.limits)  # fmt: skip
         self.hub = ComfyHub(self)
         self.auth = auth
+        self._user_folders: dict[str, ComfyFolders] = {}
+        self._folders_lock = threading.Lock()
         self.task_prompts: dict[str, str] = self.store.task_map()
         self.active: set[str] = set()  # prompts whose task has not ended
         self._rows: dict[str, PromptRow] = {}
@@ -114,12 +117,39 @@ class ComfyService:
         """With auth on, a prompt is its user's only."""
         return not self.auth or user is None or row.user == user
 
+    # -- per-user files ---------------------------------------------------------------------
+
+    def folders_of(self, user: str | None, create: bool = True) -> ComfyFolders:
+        """The ComfyUI folders of ``user``: with auth on, ``comfyui/users/<user>/``; without
+        auth (one loopback user) the shared ``comfyui/`` folders."""
+        if not self.auth or user is None:
+            return self.folders
+        with self._folders_lock:
+            found = self._user_folders.get(user)
+            if found is None:
+                root = self.folders.root / "users" / user_folder(user)
+                if not create and not root.is_dir():
+                    return ComfyFolders(root, create=False)  # nothing there: nothing is found
+                found = self._user_folders[user] = ComfyFolders(root)
+            return found
+
+    def catalog_of(self, user: str | None) -> Catalog:
+        """The node types as ``user`` sees them (LoadImage offers the user's own inputs)."""
+        if not self.auth or user is None:
+            return self.catalog
+        return Catalog(
+            self.bridge.model_names, self.folders_of(user).input_files, self.bridge.limits
+        )
+
     # -- submitting -------------------------------------------------------------------------
 
     def submit(self, body: Any, principal: Principal | None) -> dict[str, Any]:
         if not isinstance(body, dict):
             raise PromptRejected("invalid_prompt", "Invalid prompt: the body must be an object")
-        prompt, outputs, needed = validate_prompt(body.get("prompt"), self.catalog)
+        user = principal.user if principal is not None else DEFAULT_USER
+        folders = self.folders_of(principal.user if principal is not None else None)
+        catalog = self.catalog_of(principal.user if principal is not None else None)
+        prompt, outputs, needed = validate_prompt(body.get("prompt"), catalog)
         extra = body.get("extra_data") or {}
         client_id = body.get("client_id")
         prompt_id = body.get("prompt_id") or str(uuid.uuid4())
@@ -136,28 +166,26 @@ class ComfyService:
         default_project = str(settings.get("project") or DEFAULT_PROJECT)
         project = str(target.get("project") or default_project)
         shot = str(target.get("shot") or settings.get("shot") or DEFAULT_SHOT)
-        translation = Translator(prompt, outputs, needed, self.catalog,
-                                 self.folders.folder("input"),
+        number = _number(body.get("number"))
+        translation = Translator(prompt, outputs, needed, catalog, folders.folder("input"),
                                  name=f"comfyui {prompt_id[:8]}").translate()  # fmt: skip
-        user = principal.user if principal is not None else DEFAULT_USER
         plan = self.bridge.validate(translation.graph, project_id=project, shot=shot, user=user)
         if isinstance(plan, list):
-            raise map_issues(plan, translation, prompt, outputs, self.catalog)
+            raise map_issues(plan, translation, prompt, outputs, catalog)
         try:
             self.bridge.require_project(project, principal, create=project == default_project)
             for asset_id, name in translation.imports.items():
                 rel = f"01_Assets/{asset_id}"
                 if not self.bridge.has_file(project, rel):
-                    data = (self.folders.folder("input") / name).read_bytes()
+                    data = (folders.folder("input") / name).read_bytes()
                     self.bridge.store_file(project, rel, data, f"ComfyUI input {one_line(name)}")
         except TakeflowError as exc:
             if exc.http_status in (401, 403):
                 raise
             raise PromptRejected("invalid_prompt", f"Invalid prompt: {exc.message}",
                                  exc.code, exc.to_dict()) from None  # fmt: skip
-        number: float = self.store.next_number()
-        if isinstance(body.get("number"), int | float) and not isinstance(body["number"], bool):
-            number = float(body["number"])
+        if number is None:
+            number = self.store.next_number()
         front = bool(body.get("front"))
         if front:
             number = -number
@@ -240,7 +268,7 @@ class ComfyService:
 
                 lost = {"code": "task_lost", "message": "the Takeflow task is gone"}
                 task = TaskInfo(row.task_id, "failed", row.project, row.user, row.created, lost)
-            history = build_history(row, task, self.bridge, self.folders)
+            history = build_history(row, task, self.bridge, self.folders_of(row.user))
             self.store.set_history(prompt_id, history)
             self.active.discard(prompt_id)
             return history
@@ -249,8 +277,13 @@ class ComfyService:
         self, principal: Principal | None, max_items: int | None = None, offset: int = 0
     ) -> dict[str, Any]:
         user = principal.user if principal is not None else None
-        rows = self.store.history(max_items, offset)
+        rows = self.store.history(max_items, offset, user if self.auth else None)
         return {r.prompt_id: history_view(r) for r in rows if self.visible(r, user)}
+
+    def hide_history(self, prompt_ids: list[str] | None, principal: Principal | None) -> None:
+        """``POST /history``: hide the caller's entries (all of them when ``None``)."""
+        user = principal.user if self.auth and principal is not None else None
+        self.store.hide_history(prompt_ids, user)
 
     def history_of(self, prompt_id: str, principal: Principal | None) -> dict[str, Any]:
         """``{id: entry}`` once finished; ``{}`` while queued or running, or when unknown."""
@@ -292,3 +325,20 @@ class ComfyService:
                  "torch_vram_total": 0, "torch_vram_free": 0}
             ],
         }  # fmt: skip
+
+
+def _number(value: Any) -> float | None:
+    """A prompt's ``number`` (its place in the queue): a finite number, else none given."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise PromptRejected(
+            "invalid_prompt",
+            "Invalid prompt: number must be a finite number",
+            "number: NaN, an infinity or beyond a float's range",
+        )
+    return number

@@ -3,7 +3,8 @@
 ``<home>/comfyui/comfyui.sqlite`` holds, per prompt, its id, task id, number, client and the
 ComfyUI prompt with its translation (to speak ComfyUI about the task), the history entry once
 written (output file names), and per client the position up to which each prompt's messages
-were delivered (so a reconnecting client gets exactly what it missed, across restarts too).
+were delivered (so a reconnecting client gets exactly what it missed, across restarts too),
+and with auth on the user each ``clientId`` belongs to (the first to connect with it).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     PRIMARY KEY (client_id, prompt_id)
 );
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS clients (client_id TEXT PRIMARY KEY, user TEXT NOT NULL);
 """
 
 
@@ -181,24 +183,45 @@ class ComfyStore:
                 (json.dumps(history), prompt_id),
             )
 
-    def history(self, max_items: int | None = None, offset: int = 0) -> list[PromptRow]:
-        """Prompts with a history entry, oldest first (``offset`` skips the oldest)."""
+    def history(
+        self, max_items: int | None = None, offset: int = 0, user: str | None = None
+    ) -> list[PromptRow]:
+        """Prompts with a history entry (``user``'s only when given), oldest first (``offset``
+        skips the oldest)."""
         limit = -1 if max_items is None else max_items
+        mine, params = ("", ()) if user is None else ("AND user = ? ", (user,))
         return self._select(
-            "history IS NOT NULL AND hidden = 0 ORDER BY number LIMIT ? OFFSET ?",
-            (limit, offset),
+            f"history IS NOT NULL AND hidden = 0 {mine}ORDER BY number LIMIT ? OFFSET ?",
+            (*params, limit, offset),
         )
 
-    def hide_history(self, prompt_ids: list[str] | None) -> None:
-        """``POST /history``: hide entries (all when ``None``); tasks and takes stay."""
+    def hide_history(self, prompt_ids: list[str] | None, user: str | None = None) -> None:
+        """``POST /history``: hide entries (all when ``None``), only ``user``'s when given;
+        tasks and takes stay."""
+        mine, params = ("", ()) if user is None else (" AND user = ?", (user,))
         with self._lock:
             if prompt_ids is None:
-                self._conn.execute("UPDATE prompts SET hidden = 1 WHERE history IS NOT NULL")
+                self._conn.execute(
+                    f"UPDATE prompts SET hidden = 1 WHERE history IS NOT NULL{mine}", params
+                )
             else:
                 self._conn.executemany(
-                    "UPDATE prompts SET hidden = 1 WHERE prompt_id = ?",
-                    [(p,) for p in prompt_ids],
+                    f"UPDATE prompts SET hidden = 1 WHERE prompt_id = ?{mine}",
+                    [(p, *params) for p in prompt_ids],
                 )
+
+    # -- clients ----------------------------------------------------------------------------
+
+    def claim_client(self, client_id: str, user: str) -> str:
+        """Tie ``client_id`` to ``user`` unless it is tied already; the user it belongs to."""
+        with self._lock:
+            self._conn.execute(
+                "INSERT OR IGNORE INTO clients(client_id, user) VALUES (?, ?)", (client_id, user)
+            )
+            row = self._conn.execute(
+                "SELECT user FROM clients WHERE client_id = ?", (client_id,)
+            ).fetchone()
+        return str(row[0])
 
     # -- deliveries -------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from server.comfy.catalog import SAMPLER_NOTES, SAMPLERS, SIGMA_SAMPLERS, SIGMAS, Catalog
 from server.comfy.errors import NodeErrors, PromptRejected, input_error, is_link
+from server.comfy.files import PathRefused, check_prefix
 from server.comfy.validate import as_float, as_int
 
 SEED_SPACE = 2**32  # Takeflow's seeds are 32-bit; ComfyUI's 64-bit seeds are taken modulo
@@ -316,6 +317,13 @@ class Translator:
             if plan.kind == "SaveImage" and not _safe_prefix(plan.prefix):
                 self._fail(plan.node, "Saving image outside the output folder is not allowed.",
                            f"filename_prefix: {plan.prefix!r}", "filename_prefix")  # fmt: skip
+            elif plan.kind == "SaveImage":
+                try:
+                    check_prefix(plan.prefix)
+                except PathRefused as refused:
+                    self._fail(
+                        plan.node, "Invalid filename_prefix", refused.message, "filename_prefix"
+                    )
         self.errors.raise_if_any()
         graph = {"format": "takeflow.graph/v1", "name": self.name, "nodes": self.nodes}
         return Translation(
