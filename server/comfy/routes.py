@@ -22,6 +22,7 @@ from litestar.exceptions import WebSocketDisconnect
 from litestar.params import FromPath, FromQuery
 from litestar.response import File
 
+from nodes.images import ImageTooLargeError, check_image_header
 from server.auth import principal_of
 from server.comfy.errors import PromptRejected
 from server.comfy.files import FOLDER_TYPES, PathRefused
@@ -184,6 +185,10 @@ def make_router(path: str, comfy: ComfyService) -> Router:
         subfolder = str(form.get("subfolder") or "")
         overwrite = str(form.get("overwrite") or "").lower() in ("true", "1")
         data = await image.read()
+        try:  # a decompression bomb is refused before it is stored (header only)
+            check_image_header(data[: 1 << 20], image.filename)
+        except ImageTooLargeError as exc:
+            return _error(exc.http_status, exc.code, exc.message, "image")
         folders = comfy.folders_of(_user(request))
         try:
             name = await asyncio.to_thread(folders.store_upload, folder_type, subfolder,

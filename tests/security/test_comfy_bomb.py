@@ -27,17 +27,25 @@ def comfy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProc
         yield pair
 
 
+def test_an_uploaded_bomb_is_refused_and_not_stored(
+    comfy: tuple[ServerProcess, ComfyClient],
+) -> None:
+    server, client = comfy
+    status, body = client.upload("upbomb.png", png_bomb())
+    assert (status, body["code"], body["field"]) == (413, "image_too_large", "image"), body
+    assert "12000x12000" in body["message"]
+    assert not list((server.home / "comfyui").rglob("upbomb*"))
+
+
 def test_load_image_of_a_bomb_fails_its_prompt_without_a_take(
     comfy: tuple[ServerProcess, ComfyClient],
 ) -> None:
     server, client = comfy
-    status, body = client.upload("bomb.png", png_bomb())
-    assert status in (200, 413), body
-    if status == 413:  # refused at upload already
-        assert body["code"] == "image_too_large"
-        return
+    inputs = server.home / "comfyui" / "input"  # put there by hand, past the upload check
+    inputs.mkdir(parents=True, exist_ok=True)
+    (inputs / "bomb.png").write_bytes(png_bomb())
     prompt = {
-        "10": {"class_type": "LoadImage", "inputs": {"image": body["name"]}},
+        "10": {"class_type": "LoadImage", "inputs": {"image": "bomb.png"}},
         "9": {"class_type": "SaveImage", "inputs": {"images": ["10", 0],
                                                      "filename_prefix": "bomb"}},
     }  # fmt: skip
