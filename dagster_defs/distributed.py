@@ -22,7 +22,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -102,6 +102,10 @@ class _JobPool:
 
     def position(self, task_id: str) -> int | None:
         return self._runner.turns.position(task_id)
+
+    def positions(self, task_ids: Iterable[str]) -> dict[str, int]:
+        found = {t: self._runner.turns.position(t) for t in task_ids}
+        return {t: p for t, p in found.items() if p is not None}
 
     def ahead(self, user: str, priority: int) -> int:
         return self._runner.turns.ahead(user, priority)

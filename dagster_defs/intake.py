@@ -201,12 +201,26 @@ class TaskIntake:
     def estimate(self, record: TaskRecord) -> tuple[int | None, float | None]:
         """A task's place in the queue (0: next; None when not waiting) and the seconds until
         it is expected to finish (None once it ended), from the measured task durations."""
-        if record.status == TaskStatus.QUEUED:
-            position = self.pool.position(record.task_id)
-            if position is not None:
+        return self.estimates([record])[record.task_id]
+
+    def estimates(
+        self, records: Sequence[TaskRecord]
+    ) -> dict[str, tuple[int | None, float | None]]:
+        """``estimate`` of several tasks, their places in line found in one walk of the queue."""
+        queued = [r.task_id for r in records if r.status == TaskStatus.QUEUED]
+        positions = self.pool.positions(queued) if queued else {}
+        found: dict[str, tuple[int | None, float | None]] = {}
+        running = self.running() if queued else 0
+        for record in records:
+            found[record.task_id] = None, None
+            position = positions.get(record.task_id)
+            if record.status == TaskStatus.QUEUED and position is not None:
                 nodes = len(record.node_states)
-                return position, self.throughput.seconds(position, nodes, self.running())
-        if record.status == TaskStatus.RUNNING and record.started_at is not None:
-            mean = self.throughput.mean_task_s or self.throughput.per_node_s
-            return None, round(max(0.0, record.started_at + mean - time.time()), 3)
-        return None, None
+                found[record.task_id] = position, self.throughput.seconds(position, nodes, running)
+            elif record.status == TaskStatus.RUNNING and record.started_at is not None:
+                mean = self.throughput.mean_task_s or self.throughput.per_node_s
+                found[record.task_id] = (
+                    None,
+                    round(max(0.0, record.started_at + mean - time.time()), 3),
+                )
+        return found

@@ -198,6 +198,12 @@ class TaskRunner:
         """A task's queue position and expected seconds to finish (``TaskIntake.estimate``)."""
         return self.intake.estimate(record)
 
+    def estimates(
+        self, records: Sequence[TaskRecord]
+    ) -> dict[str, tuple[int | None, float | None]]:
+        """``estimate`` of a page of tasks, in one walk of the queue."""
+        return self.intake.estimates(records)
+
     def waiting_for(self, record: TaskRecord) -> str | None:
         """Why a queued task cannot start, when something outside the queue is missing (the
         embedded workers serve every task: never)."""

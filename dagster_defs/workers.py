@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from graph_runtime.scheduling import FairQueue
@@ -69,6 +69,10 @@ class WorkerPool:
     def position(self, task_id: str) -> int | None:
         """Tasks that will start before this one (0: next); None when it is not waiting."""
         return self._queue.position(task_id)
+
+    def positions(self, task_ids: Iterable[str]) -> dict[str, int]:
+        """``position`` of several tasks in one walk of the queue (waiting ones only)."""
+        return self._queue.positions(task_ids)
 
     def ahead(self, user: str, priority: int) -> int:
         """Tasks a new task of ``user`` at ``priority`` would wait for."""

@@ -17,7 +17,7 @@ import itertools
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -104,24 +104,31 @@ class FairQueue(Generic[T]):
 
     def position(self, key: str) -> int | None:
         """How many waiting items will be served before ``key`` (None when not waiting)."""
+        return self.positions([key]).get(key)
+
+    def positions(self, keys: Iterable[str]) -> dict[str, int]:
+        """``position`` of each waiting key among ``keys``, in one pass over the line (a page
+        of tasks costs one walk, not one per task); keys not waiting are left out."""
         with self._cond:
-            if key not in self._where:
-                return None
+            wanted = {k for k in keys if k in self._where}
+            found: dict[str, int] = {}
+            if not wanted:
+                return found
             heaps = {owner: sorted(heap) for owner, heap in self._heaps.items()}
             heads = dict.fromkeys(heaps, 0)
             turns = deque(self._turns)
             served = 0
-            while turns:
+            while turns and len(found) < len(wanted):
                 owner = self._choose(turns, lambda o: heaps[o][heads[o]].rank[0])
                 entry = heaps[owner][heads[owner]]
-                if entry.key == key:
-                    return served
+                if entry.key in wanted:
+                    found[entry.key] = served
                 served += 1
                 heads[owner] += 1
                 turns.remove(owner)
                 if heads[owner] < len(heaps[owner]):
                     turns.append(owner)
-            return None  # unreachable while the queue is consistent
+            return found
 
     def __len__(self) -> int:
         with self._cond:

@@ -15,7 +15,7 @@ import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -471,22 +471,25 @@ class Submissions:
         records = self.runtime.state.query(query)
         page = records[: filters.limit]
         more = len(records) > filters.limit
+        shown = [r for r in page if not _passing_probe(r)]
+        waiting = [r for r in shown if not r.status.terminal]
+        estimates = self.runtime.runner.estimates(waiting) if waiting else {}
         return {
-            "tasks": [self._listed(r) for r in page if not _passing_probe(r)],
+            "tasks": [self._listed(r, estimates) for r in shown],
             "next_cursor": self.encode_cursor(page[-1]) if more else None,
             "limit": filters.limit,
         }
 
-    def _listed(self, record: TaskRecord) -> dict[str, Any]:
+    def _listed(
+        self, record: TaskRecord, estimates: Mapping[str, tuple[int | None, float | None]]
+    ) -> dict[str, Any]:
         """A task as the list shows it: the task status minus per-node states, outputs and the
         socket's ``last_seq`` (``GET /api/v1/functions/tasks/{task_id}`` has those)."""
         if record.status == TaskStatus.RUNNING:
             record = self.runtime.runner.get(record.task_id)  # live progress
         body = record.to_dict()
         del body["nodes"]
-        position, estimate = (None, None)
-        if not record.status.terminal:
-            position, estimate = self.runtime.runner.estimate(record)
+        position, estimate = estimates.get(record.task_id, (None, None))
         body["queue_position"] = position
         body["estimated_seconds"] = estimate
         body["tracking_id"] = record.metadata.get("tracking_id")
