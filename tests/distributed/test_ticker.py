@@ -34,7 +34,7 @@ def scheduled_runs(tf: Cluster) -> list[tuple[str, str]]:
         "SELECT r.run_id, t2.value FROM runs r"
         " JOIN run_tags t1 ON t1.run_id = r.run_id AND t1.key = 'dagster/schedule_name'"
         " JOIN run_tags t2 ON t2.run_id = r.run_id"
-        " AND t2.key = 'dagster/scheduled_execution_time' WHERE t1.value = %s"
+        " AND t2.key = '.dagster/scheduled_execution_time' WHERE t1.value = %s"
     )
     with psycopg.connect(tf.env["TAKEFLOW_DATABASE_URL"]) as conn:
         return [(str(a), str(b)) for a, b in conn.execute(query, (SCHEDULE,)).fetchall()]
