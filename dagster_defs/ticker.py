@@ -39,7 +39,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 CODE_LOCATION = "takeflow"
 # pg_try_advisory_lock key of the cluster's ticker ("takeflow" in ASCII, as a bigint)
 ADVISORY_KEY = 0x74616B65666C6F77
-HEARTBEAT_FRESH_S = 90.0  # Dagster's own tolerance for a daemon heartbeat is 60 s + interval
+HEARTBEAT_FRESH_S = 120.0  # the daemon beats every 30 s; a loaded machine delays it
 _PR_SET_PDEATHSIG = 1
 
 

@@ -101,3 +101,20 @@ def test_one_ticker_per_cluster_one_take_per_tick_and_a_takeover(
 
         details = wait_for("the standby taking over", took_over, 30, tf)
         assert f":{standby.proc.pid}" in details["holder"], details
+
+
+def test_the_advisory_lock_has_one_holder_named_by_its_session(pg_url: str) -> None:
+    from dagster_defs.ticker import PostgresTickerLock
+
+    first = PostgresTickerLock(pg_url, "serve a:1")
+    second = PostgresTickerLock(pg_url, "serve b:2")
+    try:
+        assert first.acquire() and first.held()
+        assert not second.acquire()
+        assert second.holder() == "serve a:1"
+        first.release()  # as when the holder's process dies: its session ends
+        assert second.acquire() and second.holder() == "serve b:2"
+        assert not first.acquire() and first.holder() == "serve b:2"
+    finally:
+        first.release()
+        second.release()
