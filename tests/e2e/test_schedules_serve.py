@@ -75,7 +75,7 @@ def schedules_check(server: ServerProcess) -> dict[str, Any]:
     return dict(next(c for c in report["checks"] if c["name"] == "schedules"))
 
 
-@pytest.mark.timeout(200)
+@pytest.mark.timeout(240)
 def test_a_schedule_ticks_with_only_takeflow_serve_running(tmp_path: Path) -> None:
     home, project = home_with_schedule(tmp_path)
     with ServerProcess(home, cli=True) as server:
@@ -87,6 +87,14 @@ def test_a_schedule_ticks_with_only_takeflow_serve_running(tmp_path: Path) -> No
         assert check["status"] == "ok", check
         assert check["details"]["state"] == "ticking" and check["details"]["live"], check
         assert check["details"]["daemon_pid"], check
+
+        # a changed schedule restarts the daemon, so that it loads the new definitions
+        save_minutely_schedule(project / "02_Source_Creative" / "poster.json", description="new")
+        deadline, first_pid = time.monotonic() + 45, check["details"]["daemon_pid"]
+        while schedules_check(server)["details"]["daemon_pid"] in (None, first_pid):
+            assert time.monotonic() < deadline, "the daemon was not restarted"
+            time.sleep(1)
+        assert schedules_check(server)["details"]["restarts"] == 0  # a reload, not a crash
 
 
 @pytest.mark.timeout(120)
