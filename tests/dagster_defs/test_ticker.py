@@ -7,6 +7,8 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from dagster_defs.ticker import FileTickerLock, scan_schedules
 
 
@@ -48,3 +50,20 @@ def test_scan_counts_enabled_schedules_of_saved_canvases_and_notices_changes(
     os.utime(sidecar, ns=(1, 1))
     second = scan_schedules([tmp_path / "p"])
     assert second.enabled == 1 and second.fingerprint != first.fingerprint
+
+
+def test_takeflow_ui_starts_no_daemon_while_serve_ticks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dagster_defs.ui_launcher import _daemon_lock
+    from stores.home import TakeflowHome
+
+    home = TakeflowHome.resolve(tmp_path / "home")
+    serve = FileTickerLock(home.dagster_home / "ticker.lock", "serve host:1")
+    assert serve.acquire()
+    assert _daemon_lock(home) is None
+    assert "schedules are ticked by serve host:1" in capsys.readouterr().out
+    serve.release()
+    lock = _daemon_lock(home)
+    assert lock is not None and (lock.holder() or "").startswith("ui ")
+    lock.release()
