@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 from dagster_defs.runtime import open_runtime
+from dagster_defs.ticker import dagster_environment, write_module_workspace
 from stores.projects import ProjectCatalog
 from tests.dagster_defs.conftest import save_demo_canvas
 from tests.server.harness import ServerProcess
@@ -107,3 +109,28 @@ def test_no_schedules_runs_no_daemon_and_health_says_so(tmp_path: Path) -> None:
         assert check["details"]["state"] == "off" and not check["details"]["live"], check
         assert "--no-schedules" in check["message"]
         assert not (home / "dagster" / "ticker-daemon.log").exists()
+
+
+@pytest.mark.timeout(180)
+def test_a_schedule_started_from_dagster_starts_the_daemon(tmp_path: Path) -> None:
+    """The demo's sample schedule is saved stopped; starting it in Dagster makes serve tick."""
+    home, project = home_with_schedule(tmp_path)
+    save_minutely_schedule(project / "02_Source_Creative" / "poster.json", enabled=False)
+    with ServerProcess(home, cli=True) as server:
+        time.sleep(6)  # a ticker poll
+        assert schedules_check(server)["details"]["state"] == "idle"
+        workspace = write_module_workspace(home / "dagster")
+        dagster = str(Path(sys.executable).parent / "dagster")
+        started = subprocess.run(
+            [dagster, "schedule", "start", SCHEDULE, "-w", str(workspace)],
+            env=dagster_environment(home, home / "dagster"),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert started.returncode == 0, started.stderr[-2000:]
+        deadline = time.monotonic() + 30
+        while (details := schedules_check(server)["details"])["daemon_pid"] is None:
+            assert time.monotonic() < deadline, details
+            time.sleep(1)
+        assert details["state"] == "ticking" and details["enabled_schedules"] == 0, details
