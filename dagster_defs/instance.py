@@ -5,6 +5,10 @@ One ``dagster.yaml`` serves the runner, the webserver and the daemon. It names
 ``telemetry`` and ``nux`` off), stock Dagster calls ``logging.config.dictConfig`` on every run,
 which deadlocks threads running ``execute_in_process`` together (see docs/runner-design.md).
 ``TakeflowInstance`` skips that reconfiguration; Takeflow defines no YAML log handlers.
+
+Both modes use Dagster's ``DefaultRunCoordinator``: a run launched from the UI (or a
+re-execution) goes straight to the run launcher, so it runs without the daemon; the daemon
+(``dagster_defs.ticker``) is only needed for schedule and sensor ticks.
 """
 
 from __future__ import annotations
@@ -41,6 +45,10 @@ def instance_yaml(dagster_home: Path, database_url: str | None = None) -> str:
   module: dagster_defs.instance
   class: TakeflowInstance
 """
+    coordinator = """run_coordinator:
+  module: dagster._core.run_coordinator.default_run_coordinator
+  class: DefaultRunCoordinator
+"""
     tail = f"""compute_logs:
   module: dagster._core.storage.noop_compute_log_manager
   class: NoOpComputeLogManager
@@ -59,18 +67,16 @@ nux:
 
         # Takeflow's job queue is the run queue: launches go straight to the launcher (no
         # daemon needed to dequeue them), which makes each run a queue job for the workers
-        launcher = f"""run_coordinator:
-  module: dagster._core.run_coordinator.default_run_coordinator
-  class: DefaultRunCoordinator
-run_launcher:
+        launcher = f"""run_launcher:
   module: dagster_defs.launcher
   class: QueueRunLauncher
   config:
     database_url: "{database_url}"
 """
-        return head + storage_yaml(database_url) + launcher + tail
+        return head + storage_yaml(database_url) + coordinator + launcher + tail
     return (
         head
+        + coordinator
         + f"""run_storage:
   module: dagster_defs.storage
   class: FastSqliteRunStorage

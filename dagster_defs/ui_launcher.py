@@ -4,11 +4,15 @@ The code server loads ``dagster_defs.definitions``; the webserver and the daemon
 through ``<home>/dagster/workspace.yaml`` (``grpc_server``), so a code location reload in the
 UI reaches the daemon too (within its 60 s refresh). ``launch_ui`` supervises the three
 processes: when one stops, the others are stopped and it returns 1.
+
+The daemon only ticks schedules and sensors (launches and re-executions from the UI go straight
+to the run launcher, see ``dagster_defs.instance``). It runs only while ``takeflow ui`` holds the
+home's ticker lock (``dagster_defs.ticker``): when ``takeflow serve`` already ticks the
+schedules, the UI starts without a daemon of its own, so no tick launches two runs.
 """
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -18,10 +22,16 @@ from pathlib import Path
 from typing import Any
 
 from dagster_defs.instance import write_instance_config
+from dagster_defs.ticker import (
+    CODE_LOCATION,
+    REPO_ROOT,
+    TickerLock,
+    daemon_command,
+    dagster_environment,
+    identity,
+    ticker_lock,
+)
 from stores.home import TakeflowHome
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-CODE_LOCATION = "takeflow"
 
 
 def launch_ui(
@@ -40,10 +50,11 @@ def launch_ui(
         print(f"error: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
         return 2
     write_instance_config(home.dagster_home)
+    lock = _daemon_lock(home) if daemon else None
     code_port = _free_port("127.0.0.1")
     workspace = write_grpc_workspace(home, code_port)
-    commands = _commands(code_port, workspace, host, port, daemon)
-    supervisor = _Supervisor(_environment(home))
+    commands = _commands(code_port, workspace, host, port, daemon=lock is not None)
+    supervisor = _Supervisor(dagster_environment(home.path, home.dagster_home))
     signal.signal(signal.SIGTERM, supervisor.stop_and_exit)
     try:
         for name, command in commands.items():
@@ -64,6 +75,24 @@ def launch_ui(
         return 0
     finally:
         supervisor.stop()
+        if lock is not None:
+            lock.release()
+
+
+def _daemon_lock(home: TakeflowHome) -> TickerLock | None:
+    """The home's ticker lock for the UI's daemon, or None (and why) when another holds it."""
+    from dagster_defs.distributed import ClusterSettings
+
+    cluster = ClusterSettings.resolve(home.config())
+    lock = ticker_lock(home.dagster_home, cluster.database_url if cluster else None, identity("ui"))
+    if lock.acquire():
+        return lock
+    print(
+        f"schedules are ticked by {lock.holder() or 'another process'}: "
+        "starting the UI without a daemon of its own",
+        flush=True,
+    )
+    return None
 
 
 def write_grpc_workspace(home: TakeflowHome, code_port: int) -> Path:
@@ -74,16 +103,6 @@ def write_grpc_workspace(home: TakeflowHome, code_port: int) -> Path:
         f"      port: {code_port}\n      location_name: {CODE_LOCATION}\n"
     )
     return workspace
-
-
-def _environment(home: TakeflowHome) -> dict[str, str]:
-    pythonpath = [str(REPO_ROOT), os.environ.get("PYTHONPATH")]
-    return {
-        **os.environ,
-        "TAKEFLOW_HOME": str(home.path),
-        "DAGSTER_HOME": str(home.dagster_home),
-        "PYTHONPATH": os.pathsep.join(filter(None, pythonpath)),
-    }
 
 
 def _commands(
@@ -104,7 +123,7 @@ def _commands(
     ]
     commands = {"code server": code_server, "webserver": webserver}
     if daemon:
-        commands["daemon"] = [*dagster, "daemon", "run", "-w", str(workspace)]
+        commands["daemon"] = daemon_command(workspace)
     return commands
 
 

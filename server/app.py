@@ -29,6 +29,7 @@ from litestar.plugins import InitPluginProtocol
 from litestar.static_files import create_static_files_router
 
 from dagster_defs.runtime import Runtime, open_runtime
+from dagster_defs.ticker import open_ticker
 from server.api import CONTROLLERS
 from server.auth import AuthMiddleware, ProjectAccess, TokenStore, needs_auth
 from server.comfy.app import ComfyPlugin, create_comfy_app, run_servers
@@ -55,11 +56,13 @@ class TakeflowPlugin(InitPluginProtocol):
         self.hub = LiveEvents(runtime.state, runtime.runner.metrics)
         self.submissions = Submissions(runtime, config.max_batch_size, config.max_graph_nodes)
         self.template_faults = TemplateFaults(config.template_fault_window_s)
+        self.ticker = open_ticker(runtime) if config.schedules else None  # saved schedules
         self.health = HealthChecks(
             runtime,
             config.health_timeout_s,
             connections=lambda: self.hub.connections,
             template_faults=self.template_faults,
+            ticker=self.ticker,
         )
         self.tokens = TokenStore(runtime.home.path)
         for name in config.plugins:
@@ -75,9 +78,13 @@ class TakeflowPlugin(InitPluginProtocol):
         if self.runtime.feed is not None:
             self.runtime.feed.start()
         self.runtime.runner.add_sink(self.template_faults)
+        if self.ticker is not None:
+            self.ticker.start()
         try:
             yield
         finally:
+            if self.ticker is not None:
+                await asyncio.to_thread(self.ticker.stop)
             self.runtime.runner.remove_sink(self.template_faults)
             live.remove_sink(self.hub)
             self.hub.stop()

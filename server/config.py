@@ -47,6 +47,7 @@ class ServerConfig:
     template_fault_window_s: float = 300.0
     shutdown_grace_s: float | None = None
     comfy_port: int | None = None  # a second listener speaking ComfyUI's API (server.comfy)
+    schedules: bool = True  # run the Dagster daemon while schedules are due (dagster_defs.ticker)
 
     @staticmethod
     def default_web_dist() -> Path | None:
@@ -85,6 +86,7 @@ class ServeOptions:
             web_dist=args.web_dist,
             shutdown_grace_s=args.grace,
             comfy_port=args.comfy_port,
+            schedules=not args.no_schedules,
         )
         return cls(config=config, workers=args.workers, demo=args.demo)
 
@@ -155,6 +157,11 @@ def add_serve_options(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=defaults.template_fault_window_s,
         help="seconds a template that failed or hung keeps /health degraded",
+    )
+    parser.add_argument(
+        "--no-schedules",
+        action="store_true",
+        help="do not tick saved schedules (no Dagster daemon; see docs/deploy.md)",
     )
     parser.add_argument(
         "--grace",

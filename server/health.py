@@ -5,7 +5,9 @@ A failed check of a service the runtime cannot work without (event log, storage,
 runner, data flow) makes the server ``unhealthy``; git or LFS missing makes it ``degraded``:
 takes are still stored, and committed once git is back. A template that raised or outlived its
 time limit keeps ``runner`` degraded (with the reason) until it runs cleanly again or
-``template_fault_window_s`` passes.
+``template_fault_window_s`` passes. ``schedules`` says whether saved schedules tick: which
+process holds the ticker (``dagster_defs.ticker``) and how fresh the Dagster scheduler daemon's
+heartbeat is; schedules due with no live daemon make the server ``degraded``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dagster_defs.runtime import Runtime
+from dagster_defs.ticker import HEARTBEAT_FRESH_S, ScheduleTicker, heartbeat_ages, scan_schedules
 from graph_runtime.canvas import RunContext, single_node_graph
 from graph_runtime.events import EventType, NodeState, NodeStateChanged, TaskEvent
 from graph_runtime.tasks import TaskRecord, TaskStatus
@@ -109,8 +112,10 @@ class HealthChecks:
         timeout_s: float = 10.0,
         connections: Callable[[], int] | None = None,
         template_faults: TemplateFaults | None = None,
+        ticker: ScheduleTicker | None = None,
     ) -> None:
         self.runtime = runtime
+        self.ticker = ticker
         self.timeout_s = timeout_s
         self.connections = connections or (lambda: 0)
         self.template_faults = template_faults or TemplateFaults()
@@ -165,6 +170,38 @@ class HealthChecks:
         return Check(
             "dagster_instance", OK, f"instance answers, {runs} runs stored", details={"runs": runs}
         )
+
+    def _schedules(self) -> Check:
+        """Live when the scheduler daemon's heartbeat is fresh (whoever runs it)."""
+        age = heartbeat_ages(self.runtime.instance).get("SCHEDULER")
+        live = age is not None and age < HEARTBEAT_FRESH_S
+        if self.ticker is not None:
+            details = self.ticker.status()
+        else:
+            projects = [p.path for p in self.runtime.projects.list()]
+            details = {"state": "off", "enabled_schedules": scan_schedules(projects).enabled}
+        details |= {"live": live, "heartbeat_age_s": age}
+        state, holder = details["state"], details.get("holder") or "another process"
+        beat = f"scheduler heartbeat {age:.0f}s ago" if age is not None else "no heartbeat yet"
+        if live:
+            where = "this server's Dagster daemon" if state == "ticking" else holder
+            return Check("schedules", OK, f"schedules tick ({where}; {beat})", details=details)
+        if state == "ticking" and (details.get("daemon_age_s") or 0) < HEARTBEAT_FRESH_S:
+            return Check(
+                "schedules", OK, f"the Dagster daemon is starting ({beat})", details=details
+            )
+        if state == "idle" or (state in ("off", "stopped") and not details["enabled_schedules"]):
+            return Check("schedules", OK, "no schedule is due to tick", details=details)
+        if state == "standby":
+            message = f"the ticker is held by {holder}, but its daemon is not live ({beat})"
+        elif state == "ticking":
+            message = f"this server's Dagster daemon is not live ({beat})"
+        else:
+            message = (
+                f"{details['enabled_schedules']} schedule(s) saved but not ticking: this server "
+                "runs with --no-schedules and no daemon is live"
+            )
+        return Check("schedules", DEGRADED, message, details=details)
 
     def _git(self) -> Check:
         if shutil.which("git") is None:
@@ -267,6 +304,7 @@ class HealthChecks:
                     ("event_log", self._event_log),
                     ("runner", self._runner),
                     ("data_flow", self._data_flow),
+                    ("schedules", self._schedules),
                 )
             )
         )

@@ -273,7 +273,8 @@ def test_health_reports_every_service_and_a_probe_task(server: ServerProcess) ->
     report = server.ok("GET", "/health")
     assert report["status"] == "healthy", report
     checks = {c["name"]: c for c in report["checks"]}
-    assert set(checks) == {"dagster_instance", "storage", "git", "event_log", "runner", "data_flow"}
+    services = {"dagster_instance", "storage", "git", "event_log", "runner", "data_flow"}
+    assert set(checks) == services | {"schedules"}
     assert all(c["status"] == "ok" for c in checks.values())
     probe = checks["data_flow"]["details"]
     assert probe["events"][0] == "task.submitted" and probe["events"][-1] == "task.completed"

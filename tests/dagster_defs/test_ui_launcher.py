@@ -1,0 +1,186 @@
+"""`takeflow ui` as a user starts it: the default (with its Dagster daemon) keeps serving, and
+`--no-daemon` still runs what the UI launches (the run coordinator does not queue)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from dagster_defs.compiler import job_name
+from dagster_defs.runtime import open_runtime
+from graph_runtime.canvas import CanvasGraph
+from tests.dagster_defs.conftest import save_demo_canvas
+from tests.dagster_defs.test_dagster_interfaces import REPO, _free_port, graphql
+
+pytestmark = [pytest.mark.e2e]
+
+DAEMON_HEALTH = (
+    "{ instance { daemonHealth { allDaemonStatuses { daemonType healthy required"
+    " lastHeartbeatTime } } } }"
+)
+
+
+@dataclass
+class UiHome:
+    path: Path
+    job: str
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "TAKEFLOW_HOME": str(self.path),
+            "DAGSTER_HOME": str(self.path / "dagster"),
+        }
+
+
+@pytest.fixture(scope="module")
+def ui_home(tmp_path_factory: pytest.TempPathFactory) -> UiHome:
+    """A home with the demo canvas (and its nightly schedule) saved; nothing run yet."""
+    home = tmp_path_factory.mktemp("ui-launcher") / "home"
+    runtime = open_runtime(home, workers=0)
+    try:
+        project = runtime.projects.create("demo", "Demo project")
+        graph = CanvasGraph.model_validate_json(save_demo_canvas(project).read_text())
+        return UiHome(home, job_name(runtime.runner.plan(graph)))
+    finally:
+        runtime.close()
+
+
+class Ui:
+    """`python -m server.cli ui` in its own process group, read until it prints its URL."""
+
+    def __init__(self, home: UiHome, *extra: str) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = home.path.parent / f"ui-{self.port}.log"
+        args = ["--port", str(self.port), *extra]
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "server.cli", "--home", str(home.path), "ui", *args],
+            cwd=REPO,
+            env={**home.env(), "PYTHONUNBUFFERED": "1"},
+            stdout=self.log.open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+    def wait_ready(self, timeout: float = 150.0) -> Ui:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"takeflow ui exited with {self.proc.returncode}:\n{self.output()}")
+            if "Dagster UI for" in self.log.read_text(errors="replace"):
+                return self
+            time.sleep(0.5)
+        pytest.fail(f"takeflow ui not ready in {timeout}s:\n{self.output()}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+
+
+def _children(pid: int) -> list[str]:
+    """Command lines of the live descendants of ``pid``."""
+    out = subprocess.run(["ps", "-eo", "pid=,ppid=,args="], capture_output=True, text=True)
+    rows = [line.split(None, 2) for line in out.stdout.splitlines() if line.strip()]
+    kids: dict[int, list[tuple[int, str]]] = {}
+    for row in rows:
+        if len(row) == 3:
+            kids.setdefault(int(row[1]), []).append((int(row[0]), row[2]))
+    found, stack = [], [pid]
+    while stack:
+        for child, args in kids.get(stack.pop(), []):
+            found.append(args)
+            stack.append(child)
+    return found
+
+
+@pytest.mark.timeout(300)
+def test_takeflow_ui_with_its_daemon_still_serves_after_two_minutes(ui_home: UiHome) -> None:
+    ui = Ui(ui_home)
+    try:
+        ui.wait_ready()
+        started = time.monotonic()
+        while time.monotonic() - started < 125:  # the UI died within a minute of its start
+            assert ui.proc.poll() is None, f"takeflow ui stopped:\n{ui.output()}"
+            time.sleep(5)
+        assert ui.proc.poll() is None, ui.output()
+        assert any("dagster-daemon" in c for c in _children(ui.proc.pid)), _children(ui.proc.pid)
+        deadline = time.monotonic() + 60
+        while True:  # the scheduler daemon's heartbeat, as the UI's daemon page shows it
+            health = graphql(ui.url, DAEMON_HEALTH)["instance"]["daemonHealth"]
+            statuses = {s["daemonType"]: s for s in health["allDaemonStatuses"]}
+            if statuses["SCHEDULER"]["healthy"]:
+                break
+            assert time.monotonic() < deadline, (statuses, ui.output())
+            time.sleep(2)
+        age = time.time() - statuses["SCHEDULER"]["lastHeartbeatTime"]
+        assert age < 90, statuses["SCHEDULER"]
+        # launches go straight to the launcher: the run queue daemon is not needed
+        assert (
+            "QUEUED_RUN_COORDINATOR" not in statuses
+            or not statuses["QUEUED_RUN_COORDINATOR"]["required"]
+        )
+    finally:
+        ui.stop()
+    workspace = str(ui_home.path / "dagster")
+    left = subprocess.run(["ps", "-eo", "args="], capture_output=True, text=True).stdout
+    assert not [ln for ln in left.splitlines() if "dagster-daemon" in ln and workspace in ln]
+
+
+@pytest.mark.timeout(300)
+def test_no_daemon_ui_still_runs_what_it_launches(ui_home: UiHome) -> None:
+    ui = Ui(ui_home, "--no-daemon")
+    try:
+        ui.wait_ready()
+        assert not any("dagster-daemon" in c for c in _children(ui.proc.pid))
+        (repo,) = graphql(ui.url, "{ repositoriesOrError { ... on RepositoryConnection {"
+                          " nodes { name } } } }")["repositoriesOrError"]["nodes"]  # fmt: skip
+        launched = graphql(
+            ui.url,
+            "mutation($p: ExecutionParams!) { launchRun(executionParams: $p) { __typename"
+            " ... on LaunchRunSuccess { run { runId status } }"
+            " ... on PythonError { message } ... on RunConfigValidationInvalid { errors"
+            " { message } } } }",
+            {
+                "p": {
+                    "selector": {
+                        "repositoryLocationName": "takeflow",
+                        "repositoryName": repo["name"],
+                        "jobName": ui_home.job,
+                    },
+                    "executionMetadata": {
+                        "tags": [{"key": "takeflow/shot", "value": "ch01/sc01/sh030"}]
+                    },
+                }
+            },
+        )["launchRun"]
+        assert launched["__typename"] == "LaunchRunSuccess", launched
+        run_id = launched["run"]["runId"]
+        deadline = time.monotonic() + 120
+        status = launched["run"]["status"]
+        while status not in ("SUCCESS", "FAILURE", "CANCELED"):
+            assert time.monotonic() < deadline, f"run still {status} (queued with no daemon?)"
+            time.sleep(1)
+            status = graphql(
+                ui.url,
+                "query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }",
+                {"id": run_id},
+            )["runOrError"]["status"]
+        assert status == "SUCCESS", ui.output()
+    finally:
+        ui.stop()
