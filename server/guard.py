@@ -85,6 +85,8 @@ def normalize_origin(origin: str) -> str:
     if parts.scheme not in _DEFAULT_PORTS or not parts.netloc:
         return ""
     host, port = _host_and_port(parts.netloc, parts.scheme)
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
     return f"{parts.scheme}://{host}:{port}" if host and port != -1 else ""
 
 
@@ -173,7 +175,7 @@ class JSONDepthScanner:
         self.escaped = False
 
     def feed(self, chunk: bytes) -> None:
-        if not self.in_string and b"[" not in chunk and b"{" not in chunk:
+        if not self.in_string and not any(c in chunk for c in (b"[", b"{", b'"')):
             self.depth = max(0, self.depth - chunk.count(b"]") - chunk.count(b"}"))
             return
         depth, in_string, escaped, limit = self.depth, self.in_string, self.escaped, self.limit
