@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, Receive, ReceiveMessage, Scope, Send, WebSocketSendEvent
 
 from graph_runtime.errors import TakeflowError
 from server.auth import deny
@@ -136,7 +136,7 @@ class GuardPolicy:
         if name in LOOPBACK_HOSTS or name in self.allowed_hosts:
             return True
         server = scope.get("server")
-        return bool(server) and _same_address(name, str(server[0]))
+        return server is not None and _same_address(name, str(server[0]))
 
     def origin_allowed(self, origin: str, host: str | None, scope: Scope) -> bool:
         """Same host and port as ``Host`` (the scheme may differ behind a TLS proxy), or
@@ -290,7 +290,7 @@ class RequestGuard:
     def _http_receive(self, receive: Receive) -> Receive:
         scanner = JSONDepthScanner(self.policy.max_json_depth)
 
-        async def scanned() -> Message:
+        async def scanned() -> ReceiveMessage:
             message = await receive()
             if message["type"] == "http.request":
                 scanner.feed(message.get("body", b""))
@@ -302,19 +302,21 @@ class RequestGuard:
         """Too-deep messages never reach the app: the client gets an ``error`` message."""
         limit = self.policy.max_json_depth
 
-        async def scanned() -> Message:
+        async def scanned() -> ReceiveMessage:
             while True:
                 message = await receive()
                 if message["type"] != "websocket.receive":
                     return message
-                data = message.get("text")
-                if data is None:
-                    data = message.get("bytes") or b""
+                text = message.get("text")
+                data: str | bytes = text if text is not None else message.get("bytes") or b""
                 try:
                     check_json_depth(data, limit)
                 except JSONTooDeepError as exc:
                     error: dict[str, Any] = {"type": "error", **exc.to_dict()}
-                    await send({"type": "websocket.send", "text": json.dumps(error)})
+                    answer: WebSocketSendEvent = {
+                        "type": "websocket.send", "text": json.dumps(error), "bytes": None
+                    }  # fmt: skip
+                    await send(answer)
                     continue
                 return message
 
