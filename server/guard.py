@@ -138,9 +138,10 @@ class GuardPolicy:
         server = scope.get("server")
         return server is not None and _same_address(name, str(server[0]))
 
-    def origin_allowed(self, origin: str, host: str | None, scope: Scope) -> bool:
-        """Same host and port as ``Host`` (the scheme may differ behind a TLS proxy), or
-        configured. ``null`` (sandboxed frames, ``file:`` pages) is never the server's own."""
+    def origin_allowed(self, origin: str, host: str | None) -> bool:
+        """The server's own origin: the host of ``Host`` and its port (without a port in
+        ``Host``: the default port of the origin's scheme, so a TLS proxy in front keeps
+        working), or a configured one. ``null`` (sandboxed frames, ``file:`` pages) never is."""
         normal = normalize_origin(origin)
         if not normal:
             return False
@@ -148,10 +149,15 @@ class GuardPolicy:
             return True
         if host is None:
             return False
-        scheme = str(scope.get("scheme", "http"))
-        own = _host_and_port(host.strip().lower(), scheme)
-        theirs = _host_and_port(normal.partition("://")[2], normal.partition("://")[0])
-        return own == theirs and own[1] not in (None, -1)
+        own = urlsplit(f"//{host.strip().lower()}")
+        theirs = urlsplit(normal)
+        try:
+            own_port = own.port
+        except ValueError:
+            return False
+        if (own.hostname or "").rstrip(".") != theirs.hostname:
+            return False
+        return theirs.port == (own_port or _DEFAULT_PORTS[theirs.scheme])
 
 
 def _same_address(name: str, address: str) -> bool:
@@ -256,7 +262,7 @@ class RequestGuard:
         if (
             origin is not None
             and (kind == "websocket" or scope.get("method") not in SAFE_METHODS)
-            and not policy.origin_allowed(origin, host, scope)
+            and not policy.origin_allowed(origin, host)
         ):
             await deny(scope, send, OriginNotAllowedError(
                 f"cross-origin request from '{origin}' refused (allow it with --allowed-origin "

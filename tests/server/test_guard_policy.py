@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from server.config import ServerConfig
@@ -41,15 +39,19 @@ def test_policy_hosts_and_origins() -> None:
     assert not GuardPolicy.for_server("127.0.0.1", auth=False, allowed_hosts=["*"]).check_host
     assert normalize_origin("HTTPS://Studio.Example") == "https://studio.example:443"
     assert normalize_origin("null") == normalize_origin("file://") == ""
-    scope: dict[str, Any] = {"scheme": "http"}
-    assert loopback.origin_allowed("http://127.0.0.1:8470", "127.0.0.1:8470", scope)
-    assert not loopback.origin_allowed("http://localhost:8470", "127.0.0.1:8470", scope)
-    assert not loopback.origin_allowed("http://127.0.0.1:9999", "127.0.0.1:8470", scope)
-    assert loopback.origin_allowed("http://[::1]", "[::1]:80", scope)
+    assert loopback.origin_allowed("http://127.0.0.1:8470", "127.0.0.1:8470")
+    assert not loopback.origin_allowed("http://localhost:8470", "127.0.0.1:8470")
+    assert not loopback.origin_allowed("http://127.0.0.1:9999", "127.0.0.1:8470")
+    assert not loopback.origin_allowed("http://127.0.0.1:8470", "127.0.0.1")
+    assert loopback.origin_allowed("http://[::1]", "[::1]:80")
+    # behind a TLS proxy: Host without a port, Origin https on 443 (not on another port)
+    assert loopback.origin_allowed("https://studio.example", "studio.example")
+    assert not loopback.origin_allowed("https://studio.example:8443", "studio.example")
+    assert not loopback.origin_allowed("http://evil.example", "studio.example")
     config = ServerConfig(allowed_origins=("https://studio.example",)).with_home_settings(
         {"server": {"allowed_hosts": ["studio.example"], "max_json_depth": 32}}
     )
     policy = config.guard_policy()
-    assert policy.origin_allowed("https://studio.example", "127.0.0.1:1", scope)
+    assert policy.origin_allowed("https://studio.example", "127.0.0.1:1")
     assert policy.allowed_hosts == {"127.0.0.1", "studio.example"}
     assert policy.max_json_depth == 32
