@@ -56,18 +56,32 @@ def main() -> int:
                 prompt_rounds=args.prompts,
                 query_rounds=args.queries,
                 seed=args.seed,
-                base_prompt=txt2img(size=32, steps=1),
+                base_prompt=txt2img(),
             )
             websocket_fuzz(server.ws_base, report)
             elapsed = time.monotonic() - started
             log = server.log.read_text(errors="replace")
-    tracebacks = log.count("Traceback (most recent call last)")
+    errors = _traceback_ends(log)
     print(report.summary())
     print(f"{report.requests} requests in {elapsed:.0f} s; answers >= 500 or none: "
-          f"{report.server_errors}; tracebacks in the server log: {tracebacks}")  # fmt: skip
-    if tracebacks:
-        print(log[log.index("Traceback") :][:3000])
-    return 1 if report.server_errors or tracebacks else 0
+          f"{report.server_errors}; tracebacks in the server log: {len(errors)}")  # fmt: skip
+    for where, error in errors:
+        print(f"  traceback: {error}  (at {where})")
+    return 1 if report.server_errors or errors else 0
+
+
+def _traceback_ends(log: str) -> list[tuple[str, str]]:
+    """For each traceback in the log: its last frame and the exception line."""
+    lines = log.splitlines()
+    found = []
+    for i, line in enumerate(lines):
+        if line.startswith("Traceback (most recent call last)"):
+            j = i + 1
+            while j < len(lines) and lines[j].startswith((" ", "\t")):
+                j += 1
+            frames = [x.strip() for x in lines[i + 1 : j] if x.strip().startswith("File ")]
+            found.append((frames[-1] if frames else "?", lines[j] if j < len(lines) else "?"))
+    return found
 
 
 if __name__ == "__main__":

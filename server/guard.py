@@ -38,6 +38,9 @@ ANY = "*"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 WILDCARD_BINDS = frozenset({"0.0.0.0", "::", ""})
 _DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_OPENERS = frozenset(b"[{")
+_BLOCK = 64  # brackets walked per step: a block of openers alone can pass the limit
 
 
 class HostNotAllowedError(TakeflowError):
@@ -168,47 +171,32 @@ def _same_address(name: str, address: str) -> bool:
         return name == address.lower()
 
 
-class JSONDepthScanner:
-    """Tracks the nesting depth of JSON text fed in chunks, outside strings (linear, no
-    recursion); ``feed`` raises ``JSONTooDeepError`` past ``limit``."""
-
-    __slots__ = ("depth", "escaped", "in_string", "limit")
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.depth = 0
-        self.in_string = False
-        self.escaped = False
-
-    def feed(self, chunk: bytes) -> None:
-        if not self.in_string and not any(c in chunk for c in (b"[", b"{", b'"')):
-            self.depth = max(0, self.depth - chunk.count(b"]") - chunk.count(b"}"))
-            return
-        depth, in_string, escaped, limit = self.depth, self.in_string, self.escaped, self.limit
-        for byte in chunk:
-            if in_string:
-                if escaped:
-                    escaped = False
-                elif byte == 0x5C:  # backslash
-                    escaped = True
-                elif byte == 0x22:  # quote
-                    in_string = False
-            elif byte == 0x22:
-                in_string = True
-            elif byte in (0x5B, 0x7B):  # [ {
-                depth += 1
-                if depth > limit:
-                    raise JSONTooDeepError(
-                        f"the JSON is nested deeper than {limit} levels", limit=limit
-                    )
-            elif byte in (0x5D, 0x7D) and depth:  # ] }
-                depth -= 1
-        self.depth, self.in_string, self.escaped = depth, in_string, escaped
+def json_depth_exceeds(data: bytes, limit: int) -> bool:
+    """Whether arrays/objects in the JSON text ``data`` nest deeper than ``limit``, without
+    recursion and mostly in C: escapes and strings are cut out, then the brackets left are
+    walked in blocks, byte by byte only in a block that could pass the limit."""
+    if data.count(b"[") + data.count(b"{") <= limit:
+        return False
+    text = data.replace(b"\\\\", b"").replace(b'\\"', b"")  # escapes pair left to right
+    brackets = b"".join(text.split(b'"')[::2]).translate(None, _NOT_BRACKETS)
+    depth = 0
+    for start in range(0, len(brackets), _BLOCK):
+        block = brackets[start : start + _BLOCK]
+        opens = block.count(b"[") + block.count(b"{")
+        if depth + opens <= limit:
+            depth += 2 * opens - len(block)
+            continue
+        for byte in block:
+            depth += 1 if byte in _OPENERS else -1
+            if depth > limit:
+                return True
+    return False
 
 
 def check_json_depth(data: bytes | str, limit: int = DEFAULT_MAX_JSON_DEPTH) -> None:
     """Raise ``JSONTooDeepError`` when ``data`` nests arrays/objects deeper than ``limit``."""
-    JSONDepthScanner(limit).feed(data.encode() if isinstance(data, str) else data)
+    if json_depth_exceeds(data.encode() if isinstance(data, str) else data, limit):
+        raise JSONTooDeepError(f"the JSON is nested deeper than {limit} levels", limit=limit)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -294,12 +282,18 @@ class RequestGuard:
         await self.app(scope, self._http_receive(receive), send)
 
     def _http_receive(self, receive: Receive) -> Receive:
-        scanner = JSONDepthScanner(self.policy.max_json_depth)
+        """The body's depth is checked when its last chunk arrives: before the app, which
+        reads the whole body before parsing it, can parse any of it."""
+        limit = self.policy.max_json_depth
+        chunks: list[bytes] = []
 
         async def scanned() -> ReceiveMessage:
             message = await receive()
             if message["type"] == "http.request":
-                scanner.feed(message.get("body", b""))
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    check_json_depth(b"".join(chunks), limit)
+                    chunks.clear()
             return message
 
         return scanned

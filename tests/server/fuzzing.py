@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import requests
@@ -279,7 +280,8 @@ def mutation_fuzz(
         params = ["max_items", "offset", "filename", "subfolder", "type", "preview", "channel"]
         for path in COMFY_GET_ROUTES:
             for _ in range(query_rounds):
-                concrete = path.replace("{id}", str(rng.choice(VALUES))[:200] or "x")
+                segment = quote(str(rng.choice(VALUES))[:200], safe="") or "x"
+                concrete = path.replace("{id}", segment)
                 query = {p: str(rng.choice(VALUES))[:300] for p in rng.sample(params, 3)}
                 send("comfy GET queries", f"GET {path}", "GET", comfy + concrete, params=query)
 

@@ -3,30 +3,72 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from server.config import ServerConfig
 from server.guard import (
     GuardPolicy,
-    JSONDepthScanner,
     JSONTooDeepError,
     check_json_depth,
+    json_depth_exceeds,
     normalize_origin,
 )
 
 
-def test_depth_scan_counts_brackets_outside_strings_across_chunks() -> None:
+def _reference_depth(data: bytes) -> int:
+    """The deepest nesting, byte by byte (the obvious, slow way)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in data:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == ord("\\"):
+                escaped = True
+            elif byte == ord('"'):
+                in_string = False
+        elif byte == ord('"'):
+            in_string = True
+        elif byte in b"[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in b"]}":
+            depth -= 1
+    return deepest
+
+
+def test_depth_check_counts_brackets_outside_strings() -> None:
     check_json_depth(b'{"a": "' + b"[" * 1000 + b'"}', limit=2)  # brackets inside a string
     check_json_depth('{"a": "\\"[[[[", "b": [[1]]}', limit=3)  # an escaped quote stays inside
+    check_json_depth('{"a\\\\": [[1]], "b": "[[[[[[\\\\\\"[["}', limit=3)  # \\ then \"
     with pytest.raises(JSONTooDeepError, match="nested deeper than 3 levels"):
         check_json_depth(b"[[[[1]]]]", limit=3)
-    scanner = JSONDepthScanner(limit=4)
-    for chunk in (b'[{"x": "\\', b'"]]', b'"}, [[', b"[1]]]]"):  # escape split over chunks
-        scanner.feed(chunk)
-    assert scanner.depth == 0 and not scanner.in_string
-    scanner.feed(b"[[[[")
     with pytest.raises(JSONTooDeepError):
-        scanner.feed(b"[")
+        check_json_depth("[" + "{}," * 500 + '"x", ' + '{"a":' * 300 + "1" + "}" * 300 + "]")
+    check_json_depth("[" + "{}," * 100_000 + "{}]")  # wide, not deep
+
+
+def test_depth_check_agrees_with_a_byte_by_byte_walk() -> None:
+    """Random bracket soups with strings holding brackets, quotes and escapes (backslashes
+    only inside strings, as in any JSON a parser gets past), some left unterminated."""
+    rng = random.Random(7)
+    inside = [b"[", b"]", b"{", b"}", b"a", b"\\\\", b'\\"', b"[[[["]
+    outside = [b"[", b"]", b"{", b"}", b",", b"1", b"[[[[", b"]]]]"]
+    for _ in range(3000):
+        parts = []
+        for _ in range(rng.randint(0, 40)):
+            if rng.random() < 0.2:
+                text = b"".join(rng.choice(inside) for _ in range(rng.randint(0, 6)))
+                parts.append(b'"' + text + b'"')
+            else:
+                parts.append(rng.choice(outside))
+        if rng.random() < 0.1:
+            parts.append(b'"[[[[[[[[[[[[')  # unterminated
+        data = b"".join(parts)
+        limit = rng.randint(1, 12)
+        assert json_depth_exceeds(data, limit) == (_reference_depth(data) > limit), data
 
 
 def test_policy_hosts_and_origins() -> None:
