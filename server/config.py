@@ -79,7 +79,12 @@ class ServerConfig:
     def guard_policy(self) -> GuardPolicy:
         """The ``Host``/``Origin``/JSON checks of a server with this config."""
         return GuardPolicy.for_server(
-            self.host, self.auth, self.allowed_hosts, self.allowed_origins, self.max_json_depth
+            self.host,
+            self.auth,
+            self.allowed_hosts,
+            self.allowed_origins,
+            self.max_json_depth,
+            max_body_bytes=self.max_body_bytes,
         )
 
     @staticmethod

@@ -33,6 +33,7 @@ from graph_runtime.errors import TakeflowError
 from server.auth import deny
 
 DEFAULT_MAX_JSON_DEPTH = 256
+MAX_SCANNED_BYTES = 32 * 1024 * 1024  # above the default JSON body limits (1 MiB, 16 MiB)
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 ANY = "*"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -104,6 +105,7 @@ class GuardPolicy:
     max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
     check_host: bool = True
     json_content_type: bool = field(default=True)
+    max_scanned_bytes: int = MAX_SCANNED_BYTES
 
     @classmethod
     def for_server(
@@ -114,6 +116,7 @@ class GuardPolicy:
         allowed_origins: Iterable[str] = (),
         max_json_depth: int = DEFAULT_MAX_JSON_DEPTH,
         json_content_type: bool = True,
+        max_body_bytes: int = 0,
     ) -> GuardPolicy:
         """The policy of a server bound to ``bind_host``: a named bind host is allowed; bound
         to every interface with tokens required (and no allowed hosts configured), ``Host``
@@ -130,6 +133,7 @@ class GuardPolicy:
             max_json_depth=max_json_depth,
             check_host=check_host,
             json_content_type=json_content_type,
+            max_scanned_bytes=max(MAX_SCANNED_BYTES, max_body_bytes),
         )
 
     def host_allowed(self, host: str | None, scope: Scope) -> bool:
@@ -284,14 +288,20 @@ class RequestGuard:
     def _http_receive(self, receive: Receive) -> Receive:
         """The body's depth is checked when its last chunk arrives: before the app, which
         reads the whole body before parsing it, can parse any of it."""
-        limit = self.policy.max_json_depth
+        limit, most = self.policy.max_json_depth, self.policy.max_scanned_bytes
         chunks: list[bytes] = []
+        size = 0
 
         async def scanned() -> ReceiveMessage:
+            nonlocal size
             message = await receive()
-            if message["type"] == "http.request":
-                chunks.append(message.get("body", b""))
-                if not message.get("more_body", False):
+            if message["type"] == "http.request" and size <= most:
+                body = message.get("body", b"")
+                size += len(body)
+                chunks.append(body)
+                if size > most:  # over every JSON body limit: not parsed as JSON
+                    chunks.clear()
+                elif not message.get("more_body", False):
                     check_json_depth(b"".join(chunks), limit)
                     chunks.clear()
             return message
