@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import graphlib
+import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -85,6 +86,10 @@ def _check_literal(node: CanvasNode, spec: InputSpec, value: Any) -> GraphIssue 
             "invalid_type",
             f"input '{spec.name}' expects {expected}, got {type(value).__name__} {value!r:.40}",
         )
+    if kind in (PortType.INTEGER, PortType.FLOAT):
+        problem = _number_problem(kind, value)
+        if problem:
+            return issue("out_of_range", f"input '{spec.name}' is {_short(value)}: {problem}")
     if spec.choices is not None and value not in spec.choices:
         hint = ""
         if isinstance(value, str):
@@ -113,6 +118,32 @@ def _check_literal(node: CanvasNode, spec: InputSpec, value: Any) -> GraphIssue 
                 f"try {lower} or {lower + step}",
             )
     return None
+
+
+MAX_INTEGER = 2**63 - 1  # what every consumer of an integer port (numpy, torch, SQLite) holds
+
+
+def _number_problem(kind: PortType, value: int | float) -> str:
+    """Why a number cannot be used at run time: not finite, or beyond what a 64-bit float
+    (``float`` ports) or a signed 64-bit integer (``integer`` ports) can hold."""
+    if isinstance(value, float):
+        return "" if math.isfinite(value) else "not a finite number"
+    if kind == PortType.FLOAT:
+        try:
+            float(value)
+        except OverflowError:
+            return "beyond the range of a 64-bit float"
+        return ""
+    return "" if -MAX_INTEGER - 1 <= value <= MAX_INTEGER else "beyond a signed 64-bit integer"
+
+
+def _short(value: Any) -> str:
+    """``repr`` for a message, cut to 40 characters (and safe for integers too long to print)."""
+    try:
+        text = repr(value)
+    except ValueError:  # int beyond sys.get_int_max_str_digits()
+        return "an integer of more than 4300 digits"
+    return text if len(text) <= 40 else f"{text[:37]}..."
 
 
 def _resolve_template(

@@ -215,6 +215,12 @@ class RunsController(Controller):
         return [wire_event(e) for e in runtime.state.read_task(task_id, after_seq)]
 
 
+def _public_info(info: dict[str, Any]) -> dict[str, Any]:
+    """A project as the API shows it: without ``path``, where it lives on the server (a
+    client names project files by project-relative paths)."""
+    return {k: v for k, v in info.items() if k != "path"}
+
+
 class ProjectsController(Controller):
     path = f"{API}/projects"
     tags = ["projects"]
@@ -241,7 +247,7 @@ class ProjectsController(Controller):
             raise ProjectExistsError(
                 f"project '{project_id}' already exists", project_id=project_id
             )
-        return runtime.projects.create(project_id, data.name).info()
+        return _public_info(runtime.projects.create(project_id, data.name).info())
 
     @get("/", sync_to_thread=True)
     def list_projects(
@@ -250,14 +256,16 @@ class ProjectsController(Controller):
         """Projects (with auth on: the caller's)."""
         principal = principal_of(request)
         return [
-            p.info() for p in runtime.projects.list() if principal is None or principal.allows(p.id)
+            _public_info(p.info())
+            for p in runtime.projects.list()
+            if principal is None or principal.allows(p.id)
         ]
 
     @get("/{project_id:str}", sync_to_thread=True)
     def project(
         self, project_id: FromPath[str], runtime: NamedDependency[Runtime]
     ) -> dict[str, Any]:
-        return runtime.projects.get(project_id).info()
+        return _public_info(runtime.projects.get(project_id).info())
 
     @get("/{project_id:str}/takes", sync_to_thread=True)
     def takes(

@@ -2,8 +2,9 @@
 
 ``create_app(runtime, config)`` builds the app for an open runtime (tests, embedding);
 ``serve(home, options)`` opens a runtime and runs it under uvicorn on loopback.
-Every request gets a trace span (``server.observability``); with ``config.auth`` every request
-needs a bearer token and may only touch its projects (``server.auth``).
+Every request gets a trace span (``server.observability``) and passes the ``Host``/``Origin``/JSON
+checks (``server.guard``); with ``config.auth`` every request needs a bearer token and may only
+touch its projects (``server.auth``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from server.config import ServeOptions, ServerConfig, add_serve_options
 from server.demo import ensure_demo
 from server.docs_page import OfflineDocsPlugin
 from server.errors import EXCEPTION_HANDLERS, document_errors
+from server.guard import RequestGuard
 from server.health import HealthChecks, TemplateFaults
 from server.live import LiveEvents
 from server.observability import TracingMiddleware, configure_tracing, metrics
@@ -103,8 +105,10 @@ class TakeflowPlugin(InitPluginProtocol):
             )
         app_config.route_handlers.extend([*CONTROLLERS, events_socket, metrics])
         app_config.middleware.insert(0, DefineMiddleware(TracingMiddleware))
+        guard = DefineMiddleware(RequestGuard, policy=self.config.guard_policy())
+        app_config.middleware.insert(1, guard)
         if self.config.auth:
-            app_config.middleware.insert(1, DefineMiddleware(AuthMiddleware, tokens=self.tokens))
+            app_config.middleware.insert(2, DefineMiddleware(AuthMiddleware, tokens=self.tokens))
             app_config.guards.append(ProjectAccess(self.runtime.state))
         app_config.lifespan.append(self.lifespan)
         app_config.on_startup.append(document_errors)
@@ -201,6 +205,7 @@ def serve(home: str | Path | None = None, options: ServeOptions | None = None) -
     config = dataclasses.replace(config, auth=needs_auth(config.host, config.auth))
     configure_tracing(config.trace_exporter)
     runtime = open_runtime(home, workers=options.workers)
+    config = config.with_home_settings(runtime.home.config())
     try:
         if options.demo:
             ensure_demo(runtime)
@@ -229,7 +234,7 @@ def serve(home: str | Path | None = None, options: ServeOptions | None = None) -
                     f"ComfyUI API on http://{config.host}:{config.comfy_port} (and under /api/)",
                     flush=True,
                 )
-                comfy_app = create_comfy_app(comfy, config.auth)
+                comfy_app = create_comfy_app(comfy, config.auth, guard=config.guard_policy())
                 run_servers(
                     app, comfy_app, config.host, config.port, config.comfy_port, **uv_options
                 )

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
+
+from server.guard import DEFAULT_MAX_JSON_DEPTH, GuardPolicy
 
 DEFAULT_PORT = 8470
 MiB = 1024 * 1024
@@ -25,9 +29,12 @@ class ServerConfig:
     where ``serve`` sends spans; ``plugins`` are modules whose ``install(runtime)`` runs at
     start (extensions and test fault injection; none by default); ``template_fault_window_s``
     is how long a template that raised or hung keeps ``/health`` degraded unless it runs
-    cleanly again. ``shutdown_grace_s`` is how long running tasks may finish after SIGTERM or
-    SIGINT before they are ended as interrupted (default: ``runner.shutdown_grace_s`` of the
-    home's ``config.json``, else 10 s).
+    cleanly again. ``allowed_hosts`` / ``allowed_origins`` extend the ``Host`` and ``Origin``
+    checks (``server.guard``; also ``server.allowed_hosts`` / ``server.allowed_origins`` in the
+    home's ``config.json``); ``max_json_depth`` bounds the nesting of JSON bodies and messages.
+    ``shutdown_grace_s`` is how long running tasks may finish after SIGTERM or SIGINT before
+    they are ended as interrupted (default: ``runner.shutdown_grace_s`` of the home's
+    ``config.json``, else 10 s).
     """
 
     host: str = "127.0.0.1"
@@ -48,6 +55,38 @@ class ServerConfig:
     shutdown_grace_s: float | None = None
     comfy_port: int | None = None  # a second listener speaking ComfyUI's API (server.comfy)
     schedules: bool = True  # run the Dagster daemon while schedules are due (dagster_defs.ticker)
+    allowed_hosts: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()
+    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
+
+    def with_home_settings(self, settings: Mapping[str, Any]) -> ServerConfig:
+        """Add the ``server`` section of a home's ``config.json`` (allowed hosts and origins
+        are added to the command line's; ``max_json_depth`` applies unless given there)."""
+        section = settings.get("server") or {}
+        if not isinstance(section, Mapping):
+            return self
+        hosts = tuple(str(h) for h in section.get("allowed_hosts") or ())
+        origins = tuple(str(o) for o in section.get("allowed_origins") or ())
+        depth = self.max_json_depth
+        if depth == DEFAULT_MAX_JSON_DEPTH and "max_json_depth" in section:
+            depth = int(section["max_json_depth"])
+        return replace(
+            self,
+            allowed_hosts=(*self.allowed_hosts, *hosts),
+            allowed_origins=(*self.allowed_origins, *origins),
+            max_json_depth=depth,
+        )
+
+    def guard_policy(self) -> GuardPolicy:
+        """The ``Host``/``Origin``/JSON checks of a server with this config."""
+        return GuardPolicy.for_server(
+            self.host,
+            self.auth,
+            self.allowed_hosts,
+            self.allowed_origins,
+            self.max_json_depth,
+            max_body_bytes=self.max_body_bytes,
+        )
 
     @staticmethod
     def default_web_dist() -> Path | None:
@@ -87,6 +126,9 @@ class ServeOptions:
             shutdown_grace_s=args.grace,
             comfy_port=args.comfy_port,
             schedules=not args.no_schedules,
+            allowed_hosts=tuple(args.allowed_host),
+            allowed_origins=tuple(args.allowed_origin),
+            max_json_depth=args.max_json_depth,
         )
         return cls(config=config, workers=args.workers, demo=args.demo)
 
@@ -121,6 +163,28 @@ def add_serve_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-upload-bytes", type=int, default=defaults.max_upload_bytes)
     parser.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes)
     parser.add_argument("--max-graph-nodes", type=int, default=defaults.max_graph_nodes)
+    parser.add_argument(
+        "--max-json-depth",
+        type=int,
+        default=defaults.max_json_depth,
+        help="deepest nesting of arrays/objects a JSON body or WebSocket message may have",
+    )
+    parser.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also answer requests whose Host is NAME (besides loopback names and the bound "
+        "address; '*': any); repeatable; see docs/security.md",
+    )
+    parser.add_argument(
+        "--allowed-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="also accept state-changing requests and WebSockets from ORIGIN "
+        "(e.g. https://studio.example); repeatable",
+    )
     parser.add_argument(
         "--heartbeat",
         type=float,

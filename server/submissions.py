@@ -139,16 +139,30 @@ def split_properties(
     the inputs when the template has no input of that name (docs/integration.md); it is the
     node's property either way, and wins over the request's own ``quality``."""
     if "quality" not in inputs or template.input("quality") is not None:
-        return inputs, quality
+        return inputs, check_quality(template, quality, "quality")
     inputs = dict(inputs)
     raw = inputs.pop("quality")
     try:
-        return inputs, Quality(raw)
+        return inputs, check_quality(template, Quality(raw), "inputs.quality")
     except ValueError:
         choices = ", ".join(q.value for q in Quality)
         raise RequestError(
             f"inputs.quality {raw!r} must be one of {choices}", field="inputs.quality"
         ) from None
+
+
+def check_quality(template: FunctionTemplate, quality: Quality, field: str) -> Quality:
+    """A task's quality selects one of its template's presets: one it has no preset for
+    would be recorded with the take yet change nothing, so it is refused (``standard``, the
+    default, is always accepted)."""
+    if quality == Quality.STANDARD or quality in template.quality_presets:
+        return quality
+    known = ", ".join(q.value for q in Quality if q in template.quality_presets) or "none"
+    raise RequestError(
+        f"{field} {quality.value!r}: template '{template.id}' has no such quality preset "
+        f"(its presets: {known}; 'standard' is the default)",
+        field=field,
+    )
 
 
 def literal_values(graph: CanvasGraph) -> list[Any]:

@@ -82,7 +82,7 @@ class ModelRegistry:
     def __init__(self, read_config: Callable[[], DiffusionConfig], home: Path, origin: str) -> None:
         self._read_config = read_config
         self.home = home
-        self.origin = origin  # where the config lives, for messages
+        self.origin = origin  # where the config lives (server side; messages say "config.json")
         self.arch_configs = ArchConfigs(home / "models" / ".configs")
         self._detector = ArchDetector()
 
@@ -131,8 +131,8 @@ class ModelRegistry:
             root = self.checkpoints_dir()
             if root is None:
                 raise ModelNotFoundError(
-                    f"model '{name}' in {self.origin} has no path, and no checkpoints_dir is "
-                    f'set to find it in; set "path" or "checkpoints_dir"',
+                    f"model '{name}' in the home's config.json has no path, and no "
+                    'checkpoints_dir is set to find it in; set "path" or "checkpoints_dir"',
                     model=name,
                 )
             path = root / name
@@ -197,10 +197,9 @@ class ModelRegistry:
             if name == "demo"
             else ""
         )
-        root = self.checkpoints_dir()
-        where = f'under "models" in {self.origin}'
-        if root is not None:
-            where += f" nor a checkpoint file under {root}"
+        where = 'under "models" in the home\'s config.json'
+        if self.checkpoints_dir() is not None:
+            where += " nor a checkpoint file under its checkpoints_dir"
         return ModelNotFoundError(
             f"unknown model '{name}': no such entry {where} (known models: {known}){hint}",
             model=name,

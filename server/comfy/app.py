@@ -22,6 +22,7 @@ from server.auth import TokenStore, UnauthorizedError, deny, token_from_scope
 from server.comfy.routes import make_router
 from server.comfy.service import ComfyService
 from server.errors import EXCEPTION_HANDLERS
+from server.guard import GuardPolicy, RequestGuard
 
 
 class ComfyPlugin(InitPluginProtocol):
@@ -65,10 +66,14 @@ class CompatAuthMiddleware:
 
 
 def create_comfy_app(
-    service: ComfyService, auth: bool = False, max_body_bytes: int = 16 * 1024 * 1024
+    service: ComfyService,
+    auth: bool = False,
+    max_body_bytes: int = 16 * 1024 * 1024,
+    guard: GuardPolicy | None = None,
 ) -> Litestar:
-    """The compat listener's app: the ComfyUI API at ``/`` and ``/api``, nothing else."""
-    middleware: list[Any] = []
+    """The compat listener's app: the ComfyUI API at ``/`` and ``/api``, nothing else; the
+    ``Host``/``Origin``/JSON-depth checks (``server.guard``) run before auth."""
+    middleware: list[Any] = [DefineMiddleware(RequestGuard, policy=guard or GuardPolicy())]
     if auth:
         middleware.append(
             DefineMiddleware(CompatAuthMiddleware, tokens=TokenStore(service.bridge.home))
