@@ -84,7 +84,8 @@ def take_materializations(
         extra = {"preview": MetadataValue.md(preview)} if preview else {}
         yield AssetMaterialization(
             asset_key=take_asset_key(take.project_id, record.shot, name.replace(".", "__")),
-            description=f"{take.take_id} of {record.shot}",
+            # the UI renders a description as markdown, inline (metadata markdown is folded)
+            description=f"{take.take_id} of {record.shot}" + (f"\n\n{preview}" if preview else ""),
             metadata={
                 "take_id": take.take_id,
                 "take_number": take.number,
