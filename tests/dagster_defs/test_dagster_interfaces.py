@@ -6,15 +6,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -23,18 +20,9 @@ from dagster_defs.runtime import open_runtime
 from graph_runtime.canvas import CanvasGraph
 from graph_runtime.tasks import TaskStatus
 from tests.dagster_defs.conftest import FIXTURES, save_demo_canvas
+from tests.dagster_defs.ui import CHROMIUM_FLAGS, REPO, Ui, graphql
 
-REPO = Path(__file__).resolve().parents[2]
 SCREENSHOT = REPO / "docs" / "screenshots" / "dagster-asset-graph.png"
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @dataclass
@@ -67,67 +55,14 @@ def demo_home(tmp_path_factory: pytest.TempPathFactory) -> DemoHome:
         runtime.close()
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def ui_url(demo_home: DemoHome) -> Iterator[str]:
     """`takeflow ui --no-daemon` on a free loopback port (code server + dagster-webserver)."""
-    port = _free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "server.cli",
-            "--home",
-            str(demo_home.path),
-            "ui",
-            "--no-daemon",
-            "--port",
-            str(port),
-            "--startup-timeout",
-            "120",
-        ],
-        cwd=REPO,
-        env=demo_home.env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,
-    )
+    ui = Ui(demo_home.path, demo_home.env(), "--no-daemon").wait_ready()
     try:
-        deadline = time.monotonic() + 150
-        line = ""
-        assert proc.stdout is not None
-        while time.monotonic() < deadline and "Dagster UI for" not in line:
-            line = proc.stdout.readline()
-            if not line and proc.poll() is not None:
-                pytest.fail(f"takeflow ui exited with {proc.returncode}")
-        assert line.strip().endswith(f"http://127.0.0.1:{port}"), line
-        yield f"http://127.0.0.1:{port}"
+        yield ui.url
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-
-
-def graphql(url: str, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-    body = json.dumps({"query": query, "variables": variables or {}}).encode()
-    request = urllib.request.Request(
-        f"{url}/graphql", data=body, headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=60) as response:
-        result = json.loads(response.read())
-    assert "errors" not in result, result
-    return dict(result["data"])
+        ui.stop()
 
 
 REPOSITORY = """{ repositoriesOrError { ... on RepositoryConnection { nodes {

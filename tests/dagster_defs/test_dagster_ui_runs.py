@@ -10,9 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,9 +25,8 @@ from graph_runtime.sweeps import set_inputs
 from graph_runtime.tasks import TaskStatus
 from stores.projects import ProjectCatalog
 from tests.dagster_defs.conftest import save_demo_canvas
-from tests.dagster_defs.test_dagster_interfaces import CHROMIUM_FLAGS, _free_port, graphql
+from tests.dagster_defs.ui import CHROMIUM_FLAGS, REPO, Ui, graphql
 
-REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "docs" / "screenshots"
 EDITS = {"grain.seed": 9, "mix.opacity": 0.6, "sky.start_color": "#aa0000"}
 TICK_INPUTS = {"grain.seed": 21, "mix.opacity": 0.3}
@@ -98,34 +94,14 @@ def ui_home(tmp_path_factory: pytest.TempPathFactory) -> UiHome:
 @pytest.fixture(scope="module")
 def ui(ui_home: UiHome) -> Iterator[str]:
     """`takeflow ui` as the README starts it: webserver, code server and daemon."""
-    port = _free_port()
-    argv = [sys.executable, "-m", "server.cli", "--home", str(ui_home.path), "ui"]
-    proc = subprocess.Popen(
-        [*argv, "--port", str(port), "--startup-timeout", "120"],
-        cwd=REPO,
-        env=ui_home.env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,
-    )
+    ui = Ui(ui_home.path, ui_home.env()).wait_ready()
     try:
-        deadline = time.monotonic() + 150
-        line = ""
-        assert proc.stdout is not None
-        while time.monotonic() < deadline and "Dagster UI for" not in line:
-            line = proc.stdout.readline()
-            if not line and proc.poll() is not None:
-                pytest.fail(f"takeflow ui exited with {proc.returncode}")
-        yield f"http://127.0.0.1:{port}"
-        assert proc.poll() is None, "takeflow ui stopped while the tests used it"
+        yield ui.url
+        assert ui.proc.poll() is None, (
+            f"takeflow ui stopped while the tests used it:\n{ui.output()}"
+        )
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        ui.stop()
 
 
 RUN = """query($id: ID!) { runOrError(runId: $id) { __typename

@@ -4,9 +4,7 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +15,7 @@ from dagster_defs.compiler import job_name
 from dagster_defs.runtime import open_runtime
 from graph_runtime.canvas import CanvasGraph
 from tests.dagster_defs.conftest import save_demo_canvas
-from tests.dagster_defs.test_dagster_interfaces import REPO, _free_port, graphql
+from tests.dagster_defs.ui import Ui, graphql
 
 pytestmark = [pytest.mark.e2e]
 
@@ -53,46 +51,6 @@ def ui_home(tmp_path_factory: pytest.TempPathFactory) -> UiHome:
         runtime.close()
 
 
-class Ui:
-    """`python -m server.cli ui` in its own process group, read until it prints its URL."""
-
-    def __init__(self, home: UiHome, *extra: str) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = home.path.parent / f"ui-{self.port}.log"
-        args = ["--port", str(self.port), *extra]
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "server.cli", "--home", str(home.path), "ui", *args],
-            cwd=REPO,
-            env={**home.env(), "PYTHONUNBUFFERED": "1"},
-            stdout=self.log.open("wb"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
-
-    def wait_ready(self, timeout: float = 150.0) -> Ui:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"takeflow ui exited with {self.proc.returncode}:\n{self.output()}")
-            if "Dagster UI for" in self.log.read_text(errors="replace"):
-                return self
-            time.sleep(0.5)
-        pytest.fail(f"takeflow ui not ready in {timeout}s:\n{self.output()}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-
-
 def _children(pid: int) -> list[str]:
     """Command lines of the live descendants of ``pid``."""
     out = subprocess.run(["ps", "-eo", "pid=,ppid=,args="], capture_output=True, text=True)
@@ -111,7 +69,7 @@ def _children(pid: int) -> list[str]:
 
 @pytest.mark.timeout(300)
 def test_takeflow_ui_with_its_daemon_still_serves_after_two_minutes(ui_home: UiHome) -> None:
-    ui = Ui(ui_home)
+    ui = Ui(ui_home.path, ui_home.env())
     try:
         ui.wait_ready()
         started = time.monotonic()
@@ -144,7 +102,7 @@ def test_takeflow_ui_with_its_daemon_still_serves_after_two_minutes(ui_home: UiH
 
 @pytest.mark.timeout(300)
 def test_no_daemon_ui_still_runs_what_it_launches(ui_home: UiHome) -> None:
-    ui = Ui(ui_home, "--no-daemon")
+    ui = Ui(ui_home.path, ui_home.env(), "--no-daemon")
     try:
         ui.wait_ready()
         assert not any("dagster-daemon" in c for c in _children(ui.proc.pid))

@@ -62,8 +62,9 @@ def test_one_ticker_per_cluster_one_take_per_tick_and_a_takeover(
 ) -> None:
     with cluster(tmp_path, pg_server, redis_srv, apis=2, workers=1) as tf:
         a, b = tf.apis
-        info = a.ok("POST", "/api/v1/projects", json={"project_id": "demo", "name": "Demo"})
-        save_minutely_schedule(save_demo_canvas(SimpleNamespace(path=Path(info["path"]))))
+        a.ok("POST", "/api/v1/projects", json={"project_id": "demo", "name": "Demo"})
+        project = SimpleNamespace(path=tf.home / "projects" / "demo")  # answers carry no paths
+        save_minutely_schedule(save_demo_canvas(project))
 
         def roles() -> dict[str, dict[str, Any]] | None:
             found = {"a": schedules_check(a), "b": schedules_check(b)}
