@@ -20,7 +20,7 @@ from dagster_defs.runtime import open_runtime
 from graph_runtime.canvas import CanvasGraph
 from graph_runtime.tasks import TaskStatus
 from tests.dagster_defs.conftest import FIXTURES, save_demo_canvas
-from tests.dagster_defs.ui import CHROMIUM_FLAGS, REPO, Ui, graphql
+from tests.dagster_defs.ui import CHROMIUM_FLAGS, REPO, Ui, graphql, home_env
 
 SCREENSHOT = REPO / "docs" / "screenshots" / "dagster-asset-graph.png"
 
@@ -33,11 +33,7 @@ class DemoHome:
     job: str
 
     def env(self) -> dict[str, str]:
-        return {
-            **os.environ,
-            "TAKEFLOW_HOME": str(self.path),
-            "DAGSTER_HOME": str(self.path / "dagster"),
-        }
+        return home_env(self.path)
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ from dagster_defs.compiler import job_name
 from dagster_defs.runtime import open_runtime
 from graph_runtime.canvas import CanvasGraph
 from tests.dagster_defs.conftest import save_demo_canvas
-from tests.dagster_defs.ui import Ui, graphql
+from tests.dagster_defs.ui import Ui, graphql, home_env
 
 pytestmark = [pytest.mark.e2e]
 
@@ -31,11 +30,7 @@ class UiHome:
     job: str
 
     def env(self) -> dict[str, str]:
-        return {
-            **os.environ,
-            "TAKEFLOW_HOME": str(self.path),
-            "DAGSTER_HOME": str(self.path / "dagster"),
-        }
+        return home_env(self.path)
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,11 @@ CHROMIUM_FLAGS = [
 ]
 
 
+def home_env(home: Path) -> dict[str, str]:
+    """The environment of a process on the Takeflow home ``home`` (and its Dagster home)."""
+    return {**os.environ, "TAKEFLOW_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
