@@ -17,8 +17,9 @@ from pydantic import ValidationError
 
 from dagster_defs.schedules import SCHEDULES_SUFFIX, canvas_name
 from graph_runtime.canvas import CanvasGraph
-from graph_runtime.errors import TakeflowError
+from graph_runtime.errors import TakeflowError, UnsafePathError
 from graph_runtime.projects import FileInfo, ProjectStore
+from stores.paths import resolved_inside
 
 SOURCE_DIR = "02_Source_Creative"
 API = "/api/v1"
@@ -45,10 +46,23 @@ def take_asset_key(project_id: str, shot: str, output: str) -> AssetKey:
 
 def saved_canvas_paths(project_path: Path) -> list[Path]:
     """The canvas documents of a project (not their schedule sidecars): ``02_Source_Creative/
-    *.json`` and the server's ``02_Source_Creative/canvases/*.takeflow.json``."""
+    *.json`` and the server's ``02_Source_Creative/canvases/*.takeflow.json``; a symlink that
+    leads out of the project or into ``.git`` is left out (``stores.paths``)."""
     folder = project_path / SOURCE_DIR
     found = [*folder.glob("*.json"), *(folder / "canvases").glob("*.takeflow.json")]
-    return sorted(p for p in found if p.is_file() and not p.name.endswith(SCHEDULES_SUFFIX))
+    return sorted(
+        p
+        for p in found
+        if p.is_file() and not p.name.endswith(SCHEDULES_SUFFIX) and _inside(project_path, p)
+    )
+
+
+def _inside(project_path: Path, path: Path) -> bool:
+    try:
+        resolved_inside(project_path, str(path.relative_to(project_path)))
+    except UnsafePathError:
+        return False
+    return True
 
 
 class SavedCanvasIndex:

@@ -223,3 +223,16 @@ def test_canvases_saved_by_the_server_are_jobs_too(runtime: Any, project: Any) -
     repo = build_definitions(runtime).get_repository_def()
     assert [j.name.split("__")[0] for j in repo.get_all_jobs() if j.name[0] != "_"] == ["poster"]
     assert [s.name for s in repo.schedule_defs] == ["demo__poster__nightly"]
+
+
+def test_a_canvas_symlinked_from_outside_the_project_is_not_loaded(
+    runtime: Any, project: Any, demo_canvas: Path, tmp_path: Path
+) -> None:
+    outside = tmp_path / "elsewhere.json"
+    graph = json.loads(demo_canvas.read_text())
+    graph["name"] = "smuggled"
+    outside.write_text(json.dumps(graph))
+    (demo_canvas.parent / "smuggled.json").symlink_to(outside)
+    names = [j.name for j in build_definitions(runtime).get_repository_def().get_all_jobs()]
+    assert any(n.startswith("poster__") for n in names)
+    assert not any(n.startswith("smuggled__") for n in names), names
