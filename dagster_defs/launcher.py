@@ -26,7 +26,7 @@ from dagster._core.storage.dagster_run import DagsterRun
 from dagster._serdes import ConfigurableClass, ConfigurableClassData
 
 from dagster_defs.queue import CPU_QUEUE, JobQueue
-from dagster_defs.run_plans import PARENT_TAG, TASK_TAG, parent_task_id, run_task_id
+from dagster_defs.run_plans import PARENT_TAG, TASK_TAG, parent_task, run_task_id
 from graph_runtime.events import TaskCancelled, TaskSubmitted
 from graph_runtime.tasks import DEFAULT_USER, TaskRecord, TaskStatus
 from stores.postgres.state import PostgresState
@@ -80,7 +80,7 @@ class QueueRunLauncher(RunLauncher, ConfigurableClass):
         run = context.dagster_run
         state, jobs = self._open()
         tags = run.tags
-        parent_id = parent_task_id(run, state.get)
+        parent_id, _ = parent_task(run, state.get)
         tagged = tags.get(TASK_TAG)
         task_id = tagged if tagged and tagged != parent_id else run_task_id(run)
         queue = tags.get(QUEUE_TAG) or CPU_QUEUE

@@ -78,28 +78,20 @@ def graph_of_run(base: ExecutionPlan, config: Mapping[str, Any]) -> CanvasGraph:
     return base.graph.model_copy(update={"nodes": tuple(nodes)})
 
 
-def plan_of_run(
-    job_plan: ExecutionPlan,
-    config: Mapping[str, Any],
-    validate: Validate,
-    parent_graph: Mapping[str, Any] | None = None,
+def base_plan(
+    job_plan: ExecutionPlan, parent: TaskRecord | None, validate: Validate
 ) -> ExecutionPlan:
-    """The validated plan of a Dagster-started run of the job whose plan is ``job_plan``.
-    ``parent_graph``: the stored graph of the task the run re-executes, used as the base when
-    it has the job's shape (it keeps that task's name and layout). Raises
-    ``GraphValidationError`` when the config's values are invalid (naming node and port)."""
-    base = job_plan
-    if parent_graph:
-        try:
-            parent = CanvasGraph.model_validate(parent_graph)
-        except ValueError:
-            parent = None
-        if parent is not None and parent.structure_hash() == job_plan.structure_hash:
-            try:
-                base = validate(parent)
-            except TakeflowError:  # its templates changed since: the job's graph is the base
-                base = job_plan
-    return validate(graph_of_run(base, config))
+    """What a run's config is applied to: the stored graph of the task it re-executes when that
+    has the job's shape (it keeps that task's name and layout), else the job's plan."""
+    if parent is None or not parent.graph:
+        return job_plan
+    try:
+        graph = CanvasGraph.model_validate(parent.graph)
+        if graph.structure_hash() == job_plan.structure_hash:
+            return validate(graph)
+    except (ValueError, TakeflowError):  # unreadable, or its templates changed since
+        pass
+    return job_plan
 
 
 def run_task_id(run: DagsterRun) -> str:
@@ -107,13 +99,17 @@ def run_task_id(run: DagsterRun) -> str:
     return f"task_{run.run_id.replace('-', '')[:16]}"
 
 
-def parent_task_id(run: DagsterRun, known: Callable[[str], object | None]) -> str | None:
-    """The task a run re-executes: its ``takeflow/parent_task_id`` tag, or a ``takeflow/task_id``
-    it carries from its parent run (Dagster copies the parent's tags) that names a stored task."""
+def parent_task(
+    run: DagsterRun, get_task: Callable[[str], TaskRecord | None]
+) -> tuple[str | None, TaskRecord | None]:
+    """The task a run re-executes (its id, and its record when stored): the run's
+    ``takeflow/parent_task_id`` tag, or a ``takeflow/task_id`` it carries from its parent run
+    (Dagster copies the parent's tags) that names a stored task."""
     if run.tags.get(PARENT_TAG):
-        return run.tags[PARENT_TAG]
+        return run.tags[PARENT_TAG], get_task(run.tags[PARENT_TAG])
     tagged = run.tags.get(TASK_TAG)
-    return tagged if tagged and known(tagged) is not None else None
+    found = get_task(tagged) if tagged else None
+    return (tagged, found) if found is not None else (None, None)
 
 
 @dataclass(frozen=True)
@@ -138,18 +134,16 @@ def adopted_run(
     values validated (``error`` set, with the job's plan in their place, when they are not
     valid), project, shot and user from the run's tags."""
     tags = run.tags
-    parent_id = parent_task_id(run, get_task)
-    parent = get_task(parent_id) if parent_id else None
+    parent_id, parent = parent_task(run, get_task)
     if task_id is None:
         tagged = tags.get(TASK_TAG)
         task_id = tagged if tagged and tagged != parent_id else run_task_id(run)
     error: TakeflowError | None = None
     graph = job_plan.graph
     try:
-        graph = graph_of_run(job_plan, run.run_config)
-        plan = plan_of_run(job_plan, run.run_config, validate, parent.graph if parent else None)
-        graph = plan.graph
-    except TakeflowError as exc:
+        graph = graph_of_run(base_plan(job_plan, parent, validate), run.run_config)
+        plan = validate(graph)
+    except TakeflowError as exc:  # ``graph``: what the config asked for, kept on the record
         plan, error = job_plan, exc
     shot = tags.get("takeflow/shot") or graph.context.shot
     user = tags.get("takeflow/user") or DEFAULT_USER
