@@ -276,7 +276,7 @@ class DistributedRunner(TaskRunner):
             if run is not None:
                 self.instance.report_run_failed(run, f"Takeflow could not run it: {exc}")
             return True
-        adopted = adopted_run(run, plan, self.admission.validate, self.pg.get, record.task_id)
+        adopted = adopted_run(run, plan, self.admission.validate, self.pg.get, record)
         if adopted.error is not None:  # the run's config does not validate: refuse it here
             self.lifecycle.fail_queued(record.task_id, adopted.error.to_dict())
             self.instance.report_run_failed(run, f"Takeflow refused it: {adopted.error.message}")

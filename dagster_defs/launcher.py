@@ -26,7 +26,12 @@ from dagster._core.storage.dagster_run import DagsterRun
 from dagster._serdes import ConfigurableClass, ConfigurableClassData
 
 from dagster_defs.queue import CPU_QUEUE, JobQueue
-from dagster_defs.run_plans import PARENT_TAG, TASK_TAG, parent_task, run_task_id
+from dagster_defs.run_plans import (
+    PARENT_METADATA,
+    PARENT_TAG,
+    TASK_TAG,
+    new_task_of_run,
+)
 from graph_runtime.events import TaskCancelled, TaskSubmitted
 from graph_runtime.tasks import DEFAULT_USER, TaskRecord, TaskStatus
 from stores.postgres.state import PostgresState
@@ -80,9 +85,7 @@ class QueueRunLauncher(RunLauncher, ConfigurableClass):
         run = context.dagster_run
         state, jobs = self._open()
         tags = run.tags
-        parent_id, _ = parent_task(run, state.get)
-        tagged = tags.get(TASK_TAG)
-        task_id = tagged if tagged and tagged != parent_id else run_task_id(run)
+        task_id, parent_id, _ = new_task_of_run(run, state.get)
         queue = tags.get(QUEUE_TAG) or CPU_QUEUE
         record = TaskRecord(
             task_id=task_id,
@@ -91,7 +94,11 @@ class QueueRunLauncher(RunLauncher, ConfigurableClass):
             shot=tags.get("takeflow/shot") or "main/main/main",
             user=tags.get("takeflow/user") or DEFAULT_USER,
             dagster_run_id=run.run_id,
-            metadata={LAUNCHED: run.run_id, "job_name": run.job_name},
+            metadata={
+                LAUNCHED: run.run_id,
+                "job_name": run.job_name,
+                **({PARENT_METADATA: parent_id} if parent_id else {}),
+            },
         )
         submitted = TaskSubmitted(
             shot_id=record.shot,

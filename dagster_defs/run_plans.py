@@ -27,6 +27,7 @@ from graph_runtime.validation import ExecutionPlan
 Validate = Callable[[CanvasGraph], ExecutionPlan]
 TASK_TAG = "takeflow/task_id"
 PARENT_TAG = "takeflow/parent_task_id"
+PARENT_METADATA = "parent_task_id"  # task (and take) metadata: the task a run re-executes
 
 
 class RunConfigError(TakeflowError):
@@ -102,14 +103,23 @@ def run_task_id(run: DagsterRun) -> str:
 def parent_task(
     run: DagsterRun, get_task: Callable[[str], TaskRecord | None]
 ) -> tuple[str | None, TaskRecord | None]:
-    """The task a run re-executes (its id, and its record when stored): the run's
-    ``takeflow/parent_task_id`` tag, or a ``takeflow/task_id`` it carries from its parent run
-    (Dagster copies the parent's tags) that names a stored task."""
-    if run.tags.get(PARENT_TAG):
-        return run.tags[PARENT_TAG], get_task(run.tags[PARENT_TAG])
+    """The task a run re-executes, on first sight of the run (its id and record): the
+    ``takeflow/task_id`` it carries from its parent run (Dagster copies the parent's tags),
+    when that names a stored task. The copied ``takeflow/parent_task_id`` is the parent's own
+    parent, so it is not read here."""
     tagged = run.tags.get(TASK_TAG)
     found = get_task(tagged) if tagged else None
     return (tagged, found) if found is not None else (None, None)
+
+
+def new_task_of_run(
+    run: DagsterRun, get_task: Callable[[str], TaskRecord | None]
+) -> tuple[str, str | None, TaskRecord | None]:
+    """On first sight of a run: the id of the task it becomes (never its parent's) and the
+    task it re-executes (id and record), if any."""
+    parent_id, parent = parent_task(run, get_task)
+    tagged = run.tags.get(TASK_TAG)
+    return (tagged if tagged and tagged != parent_id else run_task_id(run)), parent_id, parent
 
 
 @dataclass(frozen=True)
@@ -128,16 +138,18 @@ def adopted_run(
     job_plan: ExecutionPlan,
     validate: Validate,
     get_task: Callable[[str], TaskRecord | None],
-    task_id: str | None = None,
+    queued: TaskRecord | None = None,
 ) -> AdoptedRun:
     """The task for ``run``: a new task id (never its parent's), the run config's graph and
     values validated (``error`` set, with the job's plan in their place, when they are not
-    valid), project, shot and user from the run's tags."""
+    valid), project, shot and user from the run's tags. ``queued``: the task the launcher
+    already made for the run (distributed mode), with the parent it found."""
     tags = run.tags
-    parent_id, parent = parent_task(run, get_task)
-    if task_id is None:
-        tagged = tags.get(TASK_TAG)
-        task_id = tagged if tagged and tagged != parent_id else run_task_id(run)
+    if queued is None:  # first sight of the run
+        task_id, parent_id, parent = new_task_of_run(run, get_task)
+    else:
+        task_id, parent_id = queued.task_id, queued.metadata.get(PARENT_METADATA)
+        parent = get_task(parent_id) if parent_id else None
     error: TakeflowError | None = None
     graph = job_plan.graph
     try:
@@ -157,7 +169,7 @@ def adopted_run(
         started_at=time.time(),
         node_states={n.node_id: "queued" for n in plan.nodes},
         dagster_run_id=run.run_id,
-        metadata={"parent_task_id": parent_id} if parent_id else {},
+        metadata={PARENT_METADATA: parent_id} if parent_id else {},
     )
     new_tags = {
         TASK_TAG: task_id,

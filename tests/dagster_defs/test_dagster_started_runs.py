@@ -137,6 +137,15 @@ def test_a_re_execution_reproduces_the_run_it_re_executes_as_a_new_task(
     ] == [parent.run_id]
     record = runtime.state.get(new_task)
     assert record.status == TaskStatus.COMPLETED and record.dagster_run_id == result.run_id
+    # re-executing the re-execution: it copies the child's tags (its parent tag included)
+    again = _reexecute(runtime, job, child)
+    assert again.success
+    third = next(t for t in project.takes.list(shot="api/a01/sh003") if t.number == 3)
+    assert _pixels(third) == _pixels(first)
+    grandchild = runtime.instance.get_run_by_id(again.run_id)
+    assert third.metadata["task_id"] not in (parent_task, new_task)
+    assert grandchild.tags["takeflow/task_id"] == third.metadata["task_id"]
+    assert grandchild.tags["takeflow/parent_task_id"] == new_task
     assert json.dumps(record.graph, sort_keys=True) == json.dumps(
         runtime.state.get(parent_task).graph, sort_keys=True
     )
