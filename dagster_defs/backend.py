@@ -81,10 +81,10 @@ def take_materializations(
     previews = {f.name: thumbnail_markdown(f) for f in recorded.files}
     for name, stored in take.outputs.items():
         preview = previews.get(name)
-        extra = {"preview": MetadataValue.md(preview)} if preview else {}
         yield AssetMaterialization(
             asset_key=take_asset_key(take.project_id, record.shot, name.replace(".", "__")),
-            # the UI renders a description as markdown, inline (metadata markdown is folded)
+            # the thumbnail goes in the description: the UI renders it inline (markdown metadata
+            # is folded behind "[Show Markdown]")
             description=f"{take.take_id} of {record.shot}" + (f"\n\n{preview}" if preview else ""),
             metadata={
                 "take_id": take.take_id,
@@ -97,7 +97,6 @@ def take_materializations(
                 "content_type": stored.content_type,
                 "size": stored.size,
                 "seed": MetadataValue.json(recorded.seeds),
-                **extra,
             },
         )
 
