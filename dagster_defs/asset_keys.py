@@ -44,16 +44,24 @@ def take_asset_key(project_id: str, shot: str, output: str) -> AssetKey:
     return AssetKey(["takeflow", project_id, chapter, scene, shot_name, f"{shot_name}.{output}"])
 
 
+# where saved canvases live in a project, and how their files end
+CANVAS_FOLDERS = ((SOURCE_DIR, ".json"), (f"{SOURCE_DIR}/canvases", ".takeflow.json"))
+
+
+def is_canvas_file(name: str, suffix: str) -> bool:
+    """A canvas document of a ``CANVAS_FOLDERS`` folder (not a schedules sidecar)."""
+    return name.endswith(suffix) and not name.endswith(SCHEDULES_SUFFIX)
+
+
 def saved_canvas_paths(project_path: Path) -> list[Path]:
     """The canvas documents of a project (not their schedule sidecars): ``02_Source_Creative/
     *.json`` and the server's ``02_Source_Creative/canvases/*.takeflow.json``; a symlink that
     leads out of the project or into ``.git`` is left out (``stores.paths``)."""
-    folder = project_path / SOURCE_DIR
-    found = [*folder.glob("*.json"), *(folder / "canvases").glob("*.takeflow.json")]
     return sorted(
-        p
-        for p in found
-        if p.is_file() and not p.name.endswith(SCHEDULES_SUFFIX) and _inside(project_path, p)
+        path
+        for folder, suffix in CANVAS_FOLDERS
+        for path in (project_path / folder).glob(f"*{suffix}")
+        if is_canvas_file(path.name, suffix) and path.is_file() and _inside(project_path, path)
     )
 
 
@@ -76,13 +84,10 @@ class SavedCanvasIndex:
     def canvas_for(self, project: ProjectStore, graph: CanvasGraph) -> str | None:
         """The saved canvas's name (``canvas_name`` of its file), or None."""
         wanted = (graph.name, graph.structure_hash())
-        for folder, suffix in ((SOURCE_DIR, ".json"), (f"{SOURCE_DIR}/canvases", ".takeflow.json")):
+        for folder, suffix in CANVAS_FOLDERS:
             for info in project.list_dir(folder):
-                if info.kind != "file" or not info.name.endswith(suffix):
-                    continue
-                if info.name.endswith(SCHEDULES_SUFFIX):
-                    continue
-                if self._read(project, info) == wanted:
+                found = info.kind == "file" and is_canvas_file(info.name, suffix)
+                if found and self._read(project, info) == wanted:
                     return canvas_name(Path(info.name))
         return None
 
