@@ -228,11 +228,10 @@ class DefinitionsSource(Protocol):
 
 
 def _location_job(source: DefinitionsSource, canvas: SavedCanvas, shared: bool) -> JobDefinition:
-    """The compiler's job for a canvas, re-wrapped with its tags and default run config."""
-    base = source.compiler.job_for(canvas.plan, with_takes=True)
-    tags = {"takeflow/graph": canvas.graph.name, "takeflow/queue": queue_for(canvas.plan)}
+    """The compiler's job for a canvas, with its tags and default run config."""
+    tags = {}
     if not shared:
-        tags |= {
+        tags = {
             "takeflow/project": canvas.project_id,
             "takeflow/shot": canvas.graph.context.shot,
             "takeflow/canvas": canvas.name,
@@ -243,30 +242,33 @@ def _location_job(source: DefinitionsSource, canvas: SavedCanvas, shared: bool) 
             f"Takeflow graph '{canvas.graph.name}' (saved in several projects: add the tag "
             "takeflow/project when launching)"
         )
+    return _wrapped_job(source, canvas.plan, description, tags)
+
+
+def _shape_job(source: DefinitionsSource, plan: ExecutionPlan) -> JobDefinition:
+    """The job of a graph shape Takeflow ran that no saved canvas has (a template task, an
+    unsaved canvas, a ComfyUI prompt), so that its runs can be re-executed from the UI."""
+    description = (
+        f"Takeflow graph '{plan.graph.name}' as run from the API, the CLI or the ComfyUI API "
+        "(not a saved canvas). Re-execute its runs; to launch it anew, add the tags "
+        "takeflow/project and takeflow/shot."
+    )
+    return _wrapped_job(source, plan, description, {})
+
+
+def _wrapped_job(
+    source: DefinitionsSource, plan: ExecutionPlan, description: str, tags: dict[str, str]
+) -> JobDefinition:
+    """The compiler's job for ``plan`` (with takes), its ops renamed for the location, with
+    its graph and queue tags plus ``tags``, and the plan's values as default run config."""
+    base = source.compiler.job_for(plan, with_takes=True)
     return _with_unique_op_names(base.graph).to_job(
         name=base.name,
         description=description,
         executor_def=in_process_executor,
         logger_defs=dict(base.loggers),
         resource_defs=dict(base.resource_defs),
-        tags=tags,
-        config=run_config(canvas.plan),
-    )
-
-
-def _shape_job(source: DefinitionsSource, plan: ExecutionPlan) -> JobDefinition:
-    """The job of a graph shape Takeflow ran that no saved canvas has (a template task, an
-    unsaved canvas, a ComfyUI prompt), so that its runs can be re-executed from the UI."""
-    base = source.compiler.job_for(plan, with_takes=True)
-    return _with_unique_op_names(base.graph).to_job(
-        name=base.name,
-        description=f"Takeflow graph '{plan.graph.name}' as run from the API, the CLI or the "
-        "ComfyUI API (not a saved canvas). Re-execute its runs; to launch it anew, add the tags "
-        "takeflow/project and takeflow/shot.",
-        executor_def=in_process_executor,
-        logger_defs=dict(base.loggers),
-        resource_defs=dict(base.resource_defs),
-        tags={"takeflow/graph": plan.graph.name, "takeflow/queue": queue_for(plan)},
+        tags={"takeflow/graph": plan.graph.name, "takeflow/queue": queue_for(plan), **tags},
         config=run_config(plan),
     )
 
