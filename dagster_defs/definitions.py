@@ -73,7 +73,6 @@ from stores.projects import ProjectCatalog
 
 log = logging.getLogger(__name__)
 
-LOCATION_NAME = "takeflow"
 _GROUP_RE = re.compile(r"[^A-Za-z0-9_]")
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from dagster import DagsterInstance, JobDefinition
@@ -33,9 +32,9 @@ from dagster._core.remote_origin import (
 from dagster._core.storage.dagster_run import DagsterRun
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
-LOCATION_NAME = "takeflow"
+from dagster_defs.location import LOCATION_NAME, REPO_ROOT
+
 REPOSITORY_NAME = "__repository__"
-_REPO_ROOT = str(Path(__file__).resolve().parents[1])
 
 
 def code_origin(job_name: str) -> RemoteJobOrigin:
@@ -47,7 +46,7 @@ def code_origin(job_name: str) -> RemoteJobOrigin:
                     executable_path=sys.executable,
                     module_name="dagster_defs.definitions",
                     attribute="takeflow_definitions",
-                    working_directory=_REPO_ROOT,
+                    working_directory=str(REPO_ROOT),
                 ),
                 location_name=LOCATION_NAME,
             ),

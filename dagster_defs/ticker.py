@@ -33,10 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from dagster_defs.location import LOCATION_NAME as CODE_LOCATION
+from dagster_defs.location import REPO_ROOT
+
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-CODE_LOCATION = "takeflow"
 # pg_try_advisory_lock key of the cluster's ticker ("takeflow" in ASCII, as a bigint)
 ADVISORY_KEY = 0x74616B65666C6F77
 HEARTBEAT_FRESH_S = 120.0  # the daemon beats every 30 s; a loaded machine delays it
