@@ -47,8 +47,9 @@ def ui_home(tmp_path_factory: pytest.TempPathFactory) -> UiHome:
 
 
 def _children(pid: int) -> list[str]:
-    """Command lines of the live descendants of ``pid``."""
-    out = subprocess.run(["ps", "-eo", "pid=,ppid=,args="], capture_output=True, text=True)
+    """Command lines of the live descendants of ``pid``, untruncated (``-ww``: a pipe gets 80
+    columns otherwise, and a long checkout path cut the daemon's name off in CI)."""
+    out = subprocess.run(["ps", "-ww", "-eo", "pid=,ppid=,args="], capture_output=True, text=True)
     rows = [line.split(None, 2) for line in out.stdout.splitlines() if line.strip()]
     kids: dict[int, list[tuple[int, str]]] = {}
     for row in rows:
@@ -91,7 +92,7 @@ def test_takeflow_ui_with_its_daemon_still_serves_after_two_minutes(ui_home: UiH
     finally:
         ui.stop()
     workspace = str(ui_home.path / "dagster")
-    left = subprocess.run(["ps", "-eo", "args="], capture_output=True, text=True).stdout
+    left = subprocess.run(["ps", "-ww", "-eo", "args="], capture_output=True, text=True).stdout
     assert not [ln for ln in left.splitlines() if "dagster-daemon" in ln and workspace in ln]
 
 
