@@ -8,10 +8,11 @@ from typing import Any
 
 import fsspec
 
-from dagster_defs.distributed import ClusterSettings, DistributedRunner, worker_identity
+from dagster_defs.distributed import DistributedRunner
 from dagster_defs.instance import open_runner_instance
 from dagster_defs.queue import JobQueue
 from dagster_defs.runtime import runner_options
+from dagster_defs.settings import ClusterSettings, worker_identity
 from graph_runtime.registry import TemplateRegistry
 from stores.graph_shapes import GraphShapes
 from stores.home import TakeflowHome

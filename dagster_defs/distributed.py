@@ -19,11 +19,8 @@ in ``<home>/config.json``); without it Takeflow stays the embedded single proces
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable
 from typing import Any, cast
 
 from dagster import DagsterError, JobDefinition
@@ -36,6 +33,7 @@ from dagster_defs.node_executor import TaskExecution
 from dagster_defs.queue import JobQueue, model_for, queue_for
 from dagster_defs.run_plans import adopted_run
 from dagster_defs.runner import TaskRunner
+from dagster_defs.settings import ClusterSettings, worker_identity
 from dagster_defs.workers import QueueItem
 from graph_runtime.errors import TakeflowError
 from graph_runtime.services import WarmModels
@@ -46,36 +44,6 @@ from stores.postgres.state import LeaseLostError, PostgresState
 from stores.postgres.turns import INTAKE_LOCK, QueueTurns
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ClusterSettings:
-    """Distributed-mode settings (env beats ``config.json``'s ``distributed`` block)."""
-
-    database_url: str
-    redis_url: str | None = None
-    lease_s: float = 10.0
-    heartbeat_s: float = 2.0
-    sweep_s: float = 1.0
-
-    @classmethod
-    def resolve(cls, config: Mapping[str, Any]) -> ClusterSettings | None:
-        block = dict(config.get("distributed") or {})
-        url = os.environ.get("TAKEFLOW_DATABASE_URL") or block.get("database_url")
-        if not url:
-            return None
-        lease = float(os.environ.get("TAKEFLOW_LEASE_S") or block.get("lease_s") or 10.0)
-        return cls(
-            database_url=url,
-            redis_url=os.environ.get("TAKEFLOW_REDIS_URL") or block.get("redis_url"),
-            lease_s=lease,
-            heartbeat_s=float(block.get("heartbeat_s") or max(0.2, lease / 5)),
-            sweep_s=float(block.get("sweep_s") or max(0.2, min(1.0, lease / 5))),
-        )
-
-
-def worker_identity() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 class _JobPool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dagster import DagsterInstance
 
@@ -16,6 +16,7 @@ from dagster_defs.instance import open_runner_instance
 from dagster_defs.intake import QueueLimits
 from dagster_defs.runner import TaskRunner
 from dagster_defs.services import OpenServices, open_services
+from graph_runtime.events import EventSource
 from graph_runtime.registry import TemplateRegistry
 from nodes.images import configure_image_limits
 from stores.graph_shapes import GraphShapes
@@ -23,6 +24,9 @@ from stores.home import TakeflowHome
 from stores.node_cache import DiskNodeCache
 from stores.projects import ProjectCatalog
 from stores.sqlite_state import SqliteState
+
+if TYPE_CHECKING:
+    from stores.redis_fanout import EventFeed
 
 
 @dataclass
@@ -34,8 +38,14 @@ class Runtime:
     instance: DagsterInstance
     runner: TaskRunner
     services: OpenServices
-    # distributed mode: every process's events, for the server's live hub (None: embedded)
-    feed: Any = None
+    # distributed mode: every process's events, for the server's live hubs (None: embedded)
+    feed: EventFeed | None = None
+
+    @property
+    def events(self) -> EventSource:
+        """Every stored event once, in order, for live hubs (Takeflow's and ComfyUI's): the
+        runner's bus embedded, the cross-process feed distributed (``start`` before use)."""
+        return self.feed if self.feed is not None else self.runner.bus
 
     @property
     def admission(self) -> Admission:
@@ -49,8 +59,7 @@ class Runtime:
         """Stop the runner (running tasks get ``grace_s``, default ``runner.shutdown_grace_s``
         of the home's config, to finish), then release the state and the instance."""
         self.runner.close(grace_s)
-        if self.feed is not None:
-            self.feed.stop()
+        self.events.stop()
         self.services.close()
         self.state.close()
         self.instance.dispose()
@@ -82,7 +91,7 @@ def open_runtime(
     opened = open_services(takeflow_home, services)  # packs' factories; no torch until first use
     registry = registry or TemplateRegistry.discover()
     # -- distributed mode (TAKEFLOW_DATABASE_URL / config.json "distributed"): see docs/deploy.md
-    from dagster_defs.distributed import ClusterSettings
+    from dagster_defs.settings import ClusterSettings
 
     cluster = ClusterSettings.resolve(takeflow_home.config())
     if cluster is not None:

@@ -423,7 +423,7 @@ def schedules_started_in_ui(instance: Any) -> int:
 
 def open_ticker(runtime: Any, poll_s: float = 5.0) -> ScheduleTicker:
     """The ticker of a server's runtime: the cluster's advisory lock in distributed mode."""
-    from dagster_defs.distributed import ClusterSettings
+    from dagster_defs.settings import ClusterSettings
 
     home = runtime.home
     cluster = ClusterSettings.resolve(home.config())

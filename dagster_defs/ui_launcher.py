@@ -81,7 +81,7 @@ def launch_ui(
 
 def _daemon_lock(home: TakeflowHome) -> TickerLock | None:
     """The home's ticker lock for the UI's daemon, or None (and why) when another holds it."""
-    from dagster_defs.distributed import ClusterSettings
+    from dagster_defs.settings import ClusterSettings
 
     cluster = ClusterSettings.resolve(home.config())
     lock = ticker_lock(home.dagster_home, cluster.database_url if cluster else None, identity("ui"))

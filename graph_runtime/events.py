@@ -263,6 +263,19 @@ class EventLog(Protocol):
     def last_id(self) -> int: ...
 
 
+class EventSource(Protocol):
+    """Where a server's live hubs listen: every stored event once, in order. Embedded, the
+    runner's ``EventBus``; distributed, the replica's feed of every process's events."""
+
+    def add_sink(self, sink: EventSink) -> None: ...
+
+    def remove_sink(self, sink: EventSink) -> None: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
 class PublishHook(Protocol):
     """Telemetry around publishing (a span while the event is stored, counters after)."""
 
@@ -287,6 +300,12 @@ class EventBus:
     def remove_sink(self, sink: EventSink) -> None:
         with self._lock:
             self._sinks = tuple(s for s in self._sinks if s is not sink)
+
+    def start(self) -> None:
+        """Nothing to start: sinks get events as they are published (``EventSource``)."""
+
+    def stop(self) -> None:
+        """Nothing to stop (``EventSource``)."""
 
     def publish(self, task_id: str, project_id: str | None, payload: EventPayload) -> TaskEvent:
         with contextlib.ExitStack() as stack:

@@ -74,11 +74,10 @@ class TakeflowPlugin(InitPluginProtocol):
     @asynccontextmanager
     async def lifespan(self, app: Litestar) -> AsyncIterator[None]:
         self.hub.start(asyncio.get_running_loop())
-        # distributed mode: the feed carries every process's events (workers, other replicas)
-        live = self.runtime.feed or self.runtime.runner
+        # distributed mode: the events carry every process's (workers, other replicas)
+        live = self.runtime.events
         live.add_sink(self.hub)
-        if self.runtime.feed is not None:
-            self.runtime.feed.start()
+        live.start()
         self.runtime.runner.add_sink(self.template_faults)
         if self.ticker is not None:
             self.ticker.start()

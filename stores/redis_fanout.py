@@ -135,6 +135,9 @@ class EventFeed:
             self._sinks = [s for s in self._sinks if s is not sink]
 
     def start(self) -> None:
+        """Start reading (once: later calls, e.g. from a second hub, do nothing)."""
+        if self._thread is not None:
+            return
         self._thread = threading.Thread(target=self._run, name="takeflow-event-feed", daemon=True)
         self._thread.start()
 
