@@ -35,8 +35,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+from dagster import EventLogEntry
 from dagster._core.errors import DagsterInvariantViolationError
-from dagster._core.event_api import EventLogEntry
 from dagster._core.events import ASSET_CHECK_EVENTS, ASSET_EVENTS
 from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
 from dagster._serdes import ConfigurableClassData

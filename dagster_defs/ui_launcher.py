@@ -22,10 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from dagster_defs.instance import write_instance_config
-from dagster_defs.location import LOCATION_ATTRIBUTE, LOCATION_MODULE
+from dagster_defs.location import LOCATION_ATTRIBUTE, LOCATION_MODULE, REPO_ROOT
+from dagster_defs.location import LOCATION_NAME as CODE_LOCATION
 from dagster_defs.ticker import (
-    CODE_LOCATION,
-    REPO_ROOT,
     TickerLock,
     daemon_command,
     dagster_environment,
