@@ -20,14 +20,14 @@ from dagster_defs.intake import QueueFullError, QueueLimits
 from dagster_defs.runner import TaskRunner
 from dagster_defs.workers import WorkerPool
 from graph_runtime.canvas import single_node_graph
-from graph_runtime.registry import TemplateRegistry
 from graph_runtime.tasks import TaskStatus
+from nodes import discover_templates
 from stores.projects import ProjectCatalog
 from stores.sqlite_state import SqliteState
 
 
 def _runner(request: pytest.FixtureRequest, tmp_path: Path, limits: QueueLimits) -> TaskRunner:
-    registry = TemplateRegistry.discover()
+    registry = discover_templates()
     projects = ProjectCatalog(tmp_path / "home")
     instance = open_runner_instance(tmp_path / "dagster")
     if request.param == "embedded":
