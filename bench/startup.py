@@ -34,7 +34,7 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.server.harness import free_port
+from tests.server.harness import free_port  # noqa: E402
 
 HEALTH_TIMEOUT_S = 180.0
 
