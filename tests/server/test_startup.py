@@ -6,11 +6,19 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+from litestar.testing import TestClient
 
+from nodes.diffusion.demo import prepare_demo_model
+from server.app import create_app
 from tests.server.harness import REPO, running_server
+
+if TYPE_CHECKING:
+    from dagster_defs.runtime import Runtime
 
 HEAVY = ("torch", "diffusers", "transformers")
 
@@ -54,3 +62,23 @@ def test_serve_demo_first_start_serves_before_importing_torch(tmp_path: Path) ->
     assert (home / "models" / "demo" / "model_index.json").is_file()
     demo = json.loads((home / "config.json").read_text())["models"]["demo"]
     assert demo["demo"] is True and demo["path"] == str(home / "models" / "demo")
+
+
+def test_health_says_while_the_demo_model_is_being_prepared(runtime: Runtime) -> None:
+    gate = threading.Event()
+    build = prepare_demo_model(runtime.home, lambda: gate.wait(30))
+    assert build is not None
+    try:
+        with TestClient(create_app(runtime)) as client:
+            report = client.get("/health")
+            assert report.status_code == 200
+            checks = {c["name"]: c for c in report.json()["checks"]}
+            assert checks["demo_model"]["status"] == "ok"
+            assert "preparing the demo model" in checks["demo_model"]["message"]
+            gate.set()
+            build.join(30)
+            after = client.get("/health").json()
+            assert "demo_model" not in {c["name"] for c in after["checks"]}
+            assert after["status"] == "healthy"
+    finally:
+        gate.set()
