@@ -242,7 +242,7 @@ def serve(home: str | Path | None = None, options: ServeOptions | None = None) -
                 uvicorn.run(app, host=config.host, port=config.port, **uv_options)
     finally:  # after SIGTERM/SIGINT: running tasks get the grace period, then are interrupted
         if demo_model is not None:
-            demo_model.join()  # a half-built model is only thrown away; this one is seconds
+            demo_model.join()  # seconds: the server ends after the build it started
         runtime.close(config.shutdown_grace_s)
     return 0
 

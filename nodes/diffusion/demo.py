@@ -5,6 +5,8 @@ progress, cancel, batching, takes) works offline with no weights to download. It
 in the home config with ``"demo": true`` so that everything showing it can say so.
 
 The same builder makes a full-size SD 1.5-shaped pipeline (``size="sd15"``) for GPU benchmarks.
+``takeflow serve --demo`` prepares it beside the server at a first start (``prepare_demo_model``);
+lookups of "demo" in that process wait for it (``wait_for_demo_model``).
 """
 
 from __future__ import annotations
@@ -270,6 +272,8 @@ def demo_model_preparing(home: Path) -> bool:
 def wait_for_demo_model(home: Path, timeout: float | None = None) -> None:
     """Wait until the demo model this process is building for ``home`` is done (at once when
     none is being built)."""
+    if not _preparing:  # the usual case: no lock, no path resolution
+        return
     with _preparing_lock:
         thread = _preparing.get(home.resolve())
     if thread is not None and thread is not threading.current_thread():

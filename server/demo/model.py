@@ -23,7 +23,7 @@ def build_in_child(home: Path) -> None:
 
 
 def main(argv: list[str]) -> int:
-    os.nice(5)  # the server starting beside it comes first
+    os.nice(10)  # background work: the server starting beside it comes first
     ensure_demo_model(TakeflowHome(Path(argv[0])))
     return 0
 
