@@ -208,7 +208,7 @@ def serve(home: str | Path | None = None, options: ServeOptions | None = None) -
     demo_model: threading.Thread | None = None
     try:
         if options.demo:  # embedded: the model is built while serving (its lookups wait for it)
-            demo_model = ensure_demo(runtime, wait=runtime.feed is not None)
+            demo_model = ensure_demo(runtime, wait=runtime.cluster is not None)
         comfy = ComfyService(runtime, auth=config.auth)
         app = create_app(runtime, config, comfy)
         access = "bearer tokens required" if config.auth else "no tokens (loopback only)"
