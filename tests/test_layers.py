@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -89,3 +91,34 @@ def test_the_check_sees_import_module_and_entry_points(tmp_path: Path) -> None:
     # a core module doing this is refused, except through its stated doors
     wrong = [i for i in module_imports(module, tmp_path) if i.package in FORBIDDEN["graph_runtime"]]
     assert [i.line for i in wrong if not through_a_door("graph_runtime", i)] == [7, 8, 9]
+
+
+SQL = re.compile(r"^\s*(SELECT|INSERT\s+INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM|CREATE\s+TABLE)\b")
+
+
+def sql_literals(source: Path) -> list[int]:
+    """Lines of string literals in ``source`` that are SQL statements."""
+    tree = ast.parse(source.read_text(), str(source))
+    return [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and SQL.match(node.value)
+    ]
+
+
+@pytest.mark.parametrize(
+    "package", ["graph_runtime", "nodes", "dagster_defs", "server", "ui_bridge"]
+)
+def test_sql_lives_in_stores_only(package: str) -> None:
+    found = [
+        f"{source.relative_to(ROOT)}:{line}"
+        for source in sorted((ROOT / package).rglob("*.py"))
+        for line in sql_literals(source)
+    ]
+    assert found == [], f"SQL outside stores/ (move it behind a store): {found}"
+
+
+def test_the_sql_check_sees_a_statement(tmp_path: Path) -> None:
+    module = tmp_path / "m.py"
+    module.write_text('Q = "SELECT record FROM takeflow_tasks"\nX = "select a value"\n')
+    assert sql_literals(module) == [1]

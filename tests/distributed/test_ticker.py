@@ -105,7 +105,7 @@ def test_one_ticker_per_cluster_one_take_per_tick_and_a_takeover(
 
 
 def test_the_advisory_lock_has_one_holder_named_by_its_session(pg_url: str) -> None:
-    from dagster_defs.ticker import PostgresTickerLock
+    from stores.postgres.ticker_lock import PostgresTickerLock
 
     first = PostgresTickerLock(pg_url, "serve a:1")
     second = PostgresTickerLock(pg_url, "serve b:2")
