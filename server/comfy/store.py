@@ -192,8 +192,9 @@ class ComfyStore:
         self, max_items: int | None = None, offset: int = 0, user: str | None = None
     ) -> list[PromptRow]:
         """Prompts with a history entry (``user``'s only when given), oldest first (``offset``
-        skips the oldest)."""
-        return [PromptRow.of(r) for r in self.tables.history(max_items, offset, user)]
+        skips the oldest); a negative ``max_items`` is no limit."""
+        limit = None if max_items is None or max_items < 0 else max_items
+        return [PromptRow.of(r) for r in self.tables.history(limit, offset, user)]
 
     def hide_history(self, prompt_ids: list[str] | None, user: str | None = None) -> None:
         """``POST /history``: hide entries (all when ``None``), only ``user``'s when given;

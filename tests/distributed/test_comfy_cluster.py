@@ -53,6 +53,10 @@ def texts(messages: list[Message]) -> list[str]:
     return [json.dumps(m, sort_keys=True) for m in messages if isinstance(m, dict)]
 
 
+def assert_status(message: Message) -> None:
+    assert isinstance(message, dict) and message["type"] == "status", message
+
+
 def kinds(messages: list[Message]) -> list[str]:
     return [m["type"] for m in messages if isinstance(m, dict)]
 
@@ -103,7 +107,7 @@ def test_prompt_on_a_streams_live_history_once_on_both_and_view(cluster: Cluster
     prompt["9"]["inputs"]["filename_prefix"] = "once/live"
     ws = a.connect(client_id)
     try:
-        assert recv(ws)["type"] == "status"  # type: ignore[index]
+        assert_status(recv(ws))
         prompt_id = a.queue_prompt(prompt, client_id)["prompt_id"]
         messages = of_prompt(until_done(ws, prompt_id, timeout=DONE_S), prompt_id)
     finally:
@@ -140,7 +144,7 @@ def test_reconnect_to_the_other_replica_mid_run_catches_up_then_follows(cluster:
         ws.close()
     ws = b.connect(client_id)  # at once, as a client moved by a load balancer
     try:
-        assert recv(ws)["type"] == "status"  # type: ignore[index]
+        assert_status(recv(ws))
         for client in (a, b):  # both replicas see it running, neither lists it as pending
             assert queue_ids(client) == ([prompt_id], [])
         second = of_prompt(until_done(ws, prompt_id, timeout=DONE_S), prompt_id)
