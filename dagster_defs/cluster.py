@@ -4,23 +4,36 @@ Redis fan-out. ``open_runtime`` calls this when ``ClusterSettings.resolve`` find
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import fsspec
+from dagster import DagsterInstance
 
-from dagster_defs.distributed import DistributedRunner
+from dagster_defs.deployment import ClusterParts, Deployment
+from dagster_defs.distributed import ClusterCoordination, JobQueuePool, QueueWorker
 from dagster_defs.instance import open_runner_instance
-from dagster_defs.queue import JobQueue
-from dagster_defs.runtime import runner_options
+from dagster_defs.runner import TaskRunner
 from dagster_defs.settings import ClusterSettings, worker_identity
 from graph_runtime.registry import TemplateRegistry
 from stores.graph_shapes import GraphShapes
 from stores.home import TakeflowHome
 from stores.node_cache import DiskNodeCache
+from stores.postgres.jobs import JobQueue
 from stores.postgres.state import PostgresState
 from stores.postgres.takes import PostgresTakeStore
 from stores.projects import ProjectCatalog
 from stores.redis_fanout import EventFeed, RedisPublisher
+
+
+@dataclass
+class OpenedCluster:
+    projects: ProjectCatalog
+    state: PostgresState
+    instance: DagsterInstance
+    runner: TaskRunner
+    feed: EventFeed
+    cluster: ClusterParts
 
 
 def open_cluster_parts(
@@ -28,9 +41,10 @@ def open_cluster_parts(
     settings: ClusterSettings,
     registry: TemplateRegistry,
     services: Mapping[str, Any],
+    options: Mapping[str, Any],
     pool_size: int = 10,
-) -> dict[str, Any]:
-    """The parts of a distributed runtime (``dagster_defs.runtime.Runtime`` fields)."""
+) -> OpenedCluster:
+    """The parts of a distributed runtime; ``options`` are the runner's settings of the home."""
     state = PostgresState(settings.database_url, pool_size=pool_size)
     jobs = JobQueue(settings.database_url)
     with state.pool.connection() as conn:
@@ -42,26 +56,27 @@ def open_cluster_parts(
 
     projects = ProjectCatalog(home.path, take_store=take_store)
     instance = open_runner_instance(home.dagster_home, settings.database_url)
-    runner = DistributedRunner(
+    coordination = ClusterCoordination(state, settings)
+    runner = TaskRunner(
         registry,
         projects,
         state,
         instance,
+        workers=0,  # execution is driven by the job queue (``QueueWorker``, server/worker.py)
         services=services,
         node_cache=DiskNodeCache(home.cache_dir / "nodes"),
         shapes=GraphShapes(home.jobs_dir),
-        **runner_options(home.config()),
-        settings=settings,
-        jobs=jobs,
-        worker_id=worker_id,
+        deployment=Deployment(JobQueuePool(state, jobs), coordination),
+        **options,
     )
-    runner.home = home
     if settings.redis_url:
         runner.add_sink(RedisPublisher(settings.redis_url, state))
-    return {
-        "projects": projects,
-        "state": state,
-        "instance": instance,
-        "runner": runner,
-        "feed": EventFeed(state, settings.redis_url),
-    }
+    worker = QueueWorker(runner, state, jobs, settings, worker_id, home)
+    return OpenedCluster(
+        projects,
+        state,
+        instance,
+        runner,
+        EventFeed(state, settings.redis_url),
+        ClusterParts(settings, coordination, worker, jobs.close),
+    )

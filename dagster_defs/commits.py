@@ -8,10 +8,12 @@ health (``/health`` reports it, degraded) until a commit succeeds again.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from opentelemetry import context as otel_context
 
@@ -83,7 +85,12 @@ class CommitQueue:
 class ProjectHistories:
     """The commit queues of a runtime, one per project (made on first use)."""
 
-    def __init__(self, metrics: RunnerMetrics) -> None:
+    def __init__(
+        self,
+        metrics: RunnerMetrics,
+        git_writer: Callable[[str], contextlib.AbstractContextManager[Any]] | None = None,
+    ) -> None:
+        self._writer = git_writer or (lambda project_id: contextlib.nullcontext())
         self.health = GitHealth()
         self._metrics = metrics
         self._queues: dict[str, CommitQueue] = {}
@@ -104,7 +111,9 @@ class ProjectHistories:
         message: str,
         trace_context: otel_context.Context | None = None,
     ) -> str | None:
-        return self.of(project).commit(paths, message, trace_context)
+        """Commit through the project's queue, as its one writer (across processes too)."""
+        with self._writer(project.id):
+            return self.of(project).commit(paths, message, trace_context)
 
     @property
     def git_error(self) -> str | None:

@@ -17,6 +17,7 @@ runs its own runner) are not limited: they submit with ``limited=False``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
@@ -26,8 +27,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from dagster_defs.admission import Admission, Submission
+from dagster_defs.deployment import TaskQueue
 from dagster_defs.lifecycle import TaskLifecycle
-from dagster_defs.workers import WorkerPool
 from graph_runtime.errors import TakeflowError
 from graph_runtime.scheduling import ThroughputEstimate
 from graph_runtime.tasks import TaskRecord, TaskStatus
@@ -136,12 +137,13 @@ class TaskIntake:
 
     def __init__(
         self,
-        pool: WorkerPool,
+        pool: TaskQueue,
         lifecycle: TaskLifecycle,
-        admission: Admission,
+        admission: Admission | None,
         throughput: ThroughputEstimate,
         running: Callable[[], int],
         limits: QueueLimits,
+        serialize: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
     ) -> None:
         self.pool = pool
         self.lifecycle = lifecycle
@@ -149,7 +151,18 @@ class TaskIntake:
         self.throughput = throughput
         self.running = running
         self.limits = limits
-        self._lock = threading.RLock()  # a limit check and its enqueue are one step
+        # a limit check and its enqueue are one step (across replicas: ``Coordination.intake``)
+        lock = threading.RLock()
+        self._serialize = serialize or (lambda: lock)
+
+    def check(self, users: Sequence[str], projects: Sequence[str | None]) -> None:
+        """``QueueFullError`` when tasks of ``users`` / ``projects`` would pass a limit (call
+        inside ``serialized`` to make the check and what it admits one step)."""
+        self.limits.check(self.pool, users, projects, self.throughput.drain_seconds)
+
+    def serialized(self) -> contextlib.AbstractContextManager[Any]:
+        """One submitter at a time (every process: the limits hold across replicas)."""
+        return self._serialize()
 
     def queue(
         self,
@@ -161,20 +174,29 @@ class TaskIntake:
         """Store and enqueue admitted submissions (each with its priority), all or none: with
         ``limited`` the limits are checked for all of them first. A refusal
         (``QueueFullError``) stores nothing and publishes nothing."""
-        with self._lock:
+        with self.serialized():
             if limited:
                 try:
-                    self.limits.check(
-                        self.pool,
-                        [s.user for s, _ in entries],
-                        [s.project_id for s, _ in entries],
-                        self.throughput.drain_seconds,
-                    )
+                    self.check([s.user for s, _ in entries], [s.project_id for s, _ in entries])
                 except QueueFullError:
                     for submission, _ in entries:
-                        self.admission.abandon(submission)
+                        if self.admission is not None:
+                            self.admission.abandon(submission)
                     raise
             return [self._enqueue(s, p, batch_id, batch_size) for s, p in entries]
+
+    def queue_run(
+        self, record: TaskRecord, nodes: list[str], put: Callable[[], None], limited: bool = True
+    ) -> TaskRecord:
+        """Store and enqueue a task for a run Dagster made (``put`` enqueues it), within the
+        same limits and with the same ``task.submitted`` as ``queue``; ``QueueFullError``
+        stores nothing."""
+        with self.serialized():
+            if limited:
+                self.check([record.user], [record.project_id])
+            self.lifecycle.submit(record, nodes, 0.0, None)
+            put()
+        return record
 
     def _enqueue(
         self, work: Submission, priority: int, batch_id: str | None, batch_size: int | None

@@ -1,18 +1,23 @@
 """Distributed mode: runs Dagster starts itself (UI launches and re-executions, schedule ticks)
 become queue jobs like any other task, instead of running in the launching process.
 
-``dagster.yaml`` of a distributed home names ``QueueRunLauncher``. Its ``launch_run`` stores a
-queued task for the existing Dagster run (task row, ``task.submitted`` and the procrastinate job
-in one transaction); a worker (``DistributedRunner.run_task``) claims it, finds the run's job in
+``dagster.yaml`` of a distributed home names ``QueueRunLauncher``. Its ``launch_run`` queues a
+task for the existing Dagster run through the same intake and lifecycle verbs as every other door
+(queue limits under the intake lock, task row, ``task.submitted`` and the procrastinate job in one
+transaction; a refusal fails the launch with ``queue_full``); a worker
+(``QueueWorker.run_task``) claims it, finds the run's job in
 the code location's saved canvases and executes that run in process against the same
 PostgreSQL instance: take, commit and events as for a task submitted through the API.
-``check_run_worker_health`` reads the task's lease; ``terminate`` cancels the task.
+``check_run_worker_health`` reads the task's lease; ``terminate`` cancels the task (the
+lifecycle's ``cancel_queued`` while it waits, the owner's cancel flag once it runs).
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from dagster import Field, StringSource
@@ -25,19 +30,27 @@ from dagster._core.launcher import (
 from dagster._core.storage.dagster_run import DagsterRun
 from dagster._serdes import ConfigurableClass, ConfigurableClassData
 
-from dagster_defs.queue import CPU_QUEUE, JobQueue
+from dagster_defs.distributed import JobQueuePool
+from dagster_defs.intake import QueueLimits, TaskIntake
+from dagster_defs.lifecycle import TaskLifecycle
+from dagster_defs.observability import RunnerMetrics, TaskTelemetry
+from dagster_defs.queue import CPU_QUEUE
 from dagster_defs.run_plans import (
+    LAUNCHED,
     PARENT_METADATA,
     PARENT_TAG,
     TASK_TAG,
     new_task_of_run,
 )
-from graph_runtime.events import TaskCancelled, TaskSubmitted
+from dagster_defs.settings import ClusterSettings
+from graph_runtime.events import EventBus
+from graph_runtime.scheduling import ThroughputEstimate
 from graph_runtime.tasks import DEFAULT_USER, TaskRecord, TaskStatus
+from stores.home import TakeflowHome
+from stores.postgres.cluster import ClusterStore
+from stores.postgres.jobs import JobQueue
 from stores.postgres.state import PostgresState
-from stores.postgres.turns import QueueTurns
 
-LAUNCHED = "launched_run"  # record metadata key: the Dagster run this task executes
 QUEUE_TAG = "takeflow/queue"  # set on every saved canvas job (dagster_defs.definitions)
 
 
@@ -47,8 +60,7 @@ class QueueRunLauncher(RunLauncher, ConfigurableClass):
     def __init__(self, database_url: str, inst_data: ConfigurableClassData | None = None) -> None:
         self.database_url = database_url
         self._inst_data = inst_data
-        self._state: PostgresState | None = None
-        self._jobs: JobQueue | None = None
+        self._parts: _LaunchParts | None = None
         self._lock = threading.Lock()
         super().__init__()
 
@@ -66,13 +78,13 @@ class QueueRunLauncher(RunLauncher, ConfigurableClass):
     ) -> QueueRunLauncher:
         return cls(database_url=config_value["database_url"], inst_data=inst_data)
 
-    def _open(self) -> tuple[PostgresState, JobQueue]:
+    def _open(self) -> _LaunchParts:
         """Connections only once a run is launched (every process loads the launcher)."""
         with self._lock:
-            if self._state is None or self._jobs is None:
-                self._state = PostgresState(self.database_url, pool_size=2)
-                self._jobs = JobQueue(self.database_url)
-            return self._state, self._jobs
+            if self._parts is None:
+                home = TakeflowHome(Path(self._instance.root_directory).parent)
+                self._parts = _LaunchParts.open(self.database_url, home)
+            return self._parts
 
     def _nodes(self, run: DagsterRun) -> list[str]:
         snapshot_id = run.execution_plan_snapshot_id
@@ -82,10 +94,12 @@ class QueueRunLauncher(RunLauncher, ConfigurableClass):
         return [k for k in snapshot.step_keys_to_execute if k != "takeflow_takes"]
 
     def launch_run(self, context: LaunchRunContext) -> None:
+        """Queue a task for the run (``QueueFullError`` over a queue limit: nothing stored, the
+        launch fails with that message)."""
         run = context.dagster_run
-        state, jobs = self._open()
+        parts = self._open()
         tags = run.tags
-        task_id, parent_id, _ = new_task_of_run(run, state.get)
+        task_id, parent_id, _ = new_task_of_run(run, parts.state.get)
         queue = tags.get(QUEUE_TAG) or CPU_QUEUE
         record = TaskRecord(
             task_id=task_id,
@@ -100,18 +114,9 @@ class QueueRunLauncher(RunLauncher, ConfigurableClass):
                 **({PARENT_METADATA: parent_id} if parent_id else {}),
             },
         )
-        submitted = TaskSubmitted(
-            shot_id=record.shot,
-            nodes=self._nodes(run),
-            estimated_time=0.0,
-            batch_id=None,
-            batch_size=None,
+        parts.intake.queue_run(
+            record, self._nodes(run), lambda: parts.pool.put_job(task_id, queue, 0)
         )
-        with state.transaction() as conn:
-            state.save(record, queue)
-            QueueTurns(state).enqueue(task_id, queue)
-            state.append("task.submitted", task_id, record.project_id, submitted.to_data())
-            jobs.defer(conn, task_id, queue, 0)
         # tags describe the run they are on: a re-execution's are its parent's until here
         self._instance.add_run_tags(
             run.run_id, {TASK_TAG: task_id, **({PARENT_TAG: parent_id} if parent_id else {})}
@@ -120,38 +125,22 @@ class QueueRunLauncher(RunLauncher, ConfigurableClass):
             f"Queued as Takeflow task {task_id} on queue {queue!r}", run
         )
 
-    def _task(self, run_id: str) -> TaskRecord | None:
-        state, _ = self._open()
-        with state.pool.connection() as conn:
-            row = conn.execute(
-                "SELECT task_id FROM takeflow_tasks WHERE record->>'dagster_run_id' = %s "
-                "ORDER BY created_at DESC LIMIT 1",
-                (run_id,),
-            ).fetchone()
-        return state.get(row[0]) if row else None
-
     def terminate(self, run_id: str) -> bool:
         """Cancel the run's task: at once while queued, at its next progress point once
         running (the owning worker reads the flag with its heartbeat)."""
-        record = self._task(run_id)
+        parts = self._open()
+        record = parts.cluster.task_of_run(run_id)
         if record is None:
             return False
-        state, _ = self._open()
-        if record.status == TaskStatus.QUEUED:
-            with state.transaction():
-                ended = state.transition(
-                    record.task_id, (TaskStatus.QUEUED,), status=TaskStatus.CANCELLED
-                )
-                if ended is not None:
-                    state.append(
-                        "task.cancelled", ended.task_id, ended.project_id, TaskCancelled().to_data()
-                    )
-            if ended is not None:
-                run = self._instance.get_run_by_id(run_id)
-                if run is not None:
-                    self._instance.report_run_canceled(run)
-                return True
-        return state.request_cancel(record.task_id)
+        if (
+            record.status == TaskStatus.QUEUED
+            and parts.lifecycle.cancel_queued(record.task_id) is not None
+        ):
+            run = self._instance.get_run_by_id(run_id)
+            if run is not None:
+                self._instance.report_run_canceled(run)
+            return True
+        return parts.state.request_cancel(record.task_id)
 
     @property
     def supports_check_run_worker_health(self) -> bool:
@@ -160,7 +149,8 @@ class QueueRunLauncher(RunLauncher, ConfigurableClass):
     def check_run_worker_health(self, run: DagsterRun) -> CheckRunHealthResult:
         """From the task row: queued or running under a live lease is RUNNING; a running task
         whose lease ran out is FAILED (its worker stopped; the sweeper ends it)."""
-        record = self._task(run.run_id)
+        parts = self._open()
+        record = parts.cluster.task_of_run(run.run_id)
         if record is None:
             return CheckRunHealthResult(WorkerStatus.NOT_FOUND, "no Takeflow task for this run")
         if record.status == TaskStatus.COMPLETED:
@@ -169,18 +159,48 @@ class QueueRunLauncher(RunLauncher, ConfigurableClass):
             return CheckRunHealthResult(WorkerStatus.FAILED, f"task {record.status.value}")
         if record.status == TaskStatus.QUEUED:
             return CheckRunHealthResult(WorkerStatus.RUNNING, "queued", run_worker_id=None)
-        state, _ = self._open()
-        with state.pool.connection() as conn:
-            row = conn.execute(
-                "SELECT owner, lease_until > now() FROM takeflow_tasks WHERE task_id = %s",
-                (record.task_id,),
-            ).fetchone()
-        if row is None or not row[1]:
+        holder = parts.cluster.lease_holder(record.task_id)
+        if holder is None:
             return CheckRunHealthResult(WorkerStatus.FAILED, "the worker's lease expired")
-        return CheckRunHealthResult(WorkerStatus.RUNNING, run_worker_id=row[0])
+        return CheckRunHealthResult(WorkerStatus.RUNNING, run_worker_id=holder)
 
     def dispose(self) -> None:
-        if self._jobs is not None:
-            self._jobs.close()
-        if self._state is not None:
-            self._state.close()
+        if self._parts is not None:
+            self._parts.close()
+
+
+@dataclass
+class _LaunchParts:
+    """The intake and lifecycle of a launching process (the Dagster webserver or daemon): the
+    same verbs and limits as the API's runner, over the shared database."""
+
+    state: PostgresState
+    jobs: JobQueue
+    pool: JobQueuePool
+    lifecycle: TaskLifecycle
+    intake: TaskIntake
+    cluster: ClusterStore
+
+    @classmethod
+    def open(cls, database_url: str, home: TakeflowHome) -> _LaunchParts:
+        from stores.redis_fanout import RedisPublisher
+
+        config = home.config()
+        settings = ClusterSettings.resolve(config)
+        state = PostgresState(database_url, pool_size=2)
+        jobs = JobQueue(database_url)
+        pool = JobQueuePool(state, jobs)
+        cluster = ClusterStore(state)
+        bus = EventBus(state)
+        if settings is not None and settings.redis_url:
+            bus.add_sink(RedisPublisher(settings.redis_url, state))
+        lifecycle = TaskLifecycle(state, bus, TaskTelemetry(RunnerMetrics()), state.transaction)
+        intake = TaskIntake(
+            pool, lifecycle, None, ThroughputEstimate(0), lambda: cluster.count("running"),
+            QueueLimits.from_config(config), cluster.intake,
+        )  # fmt: skip
+        return cls(state, jobs, pool, lifecycle, intake, cluster)
+
+    def close(self) -> None:
+        self.jobs.close()
+        self.state.close()

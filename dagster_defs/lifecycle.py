@@ -5,11 +5,15 @@
     running (owner gone) --recover--> failed (interrupted)
 
 Every move is a compare-and-set on the stored status (``TaskStore.transition``), so a worker,
-a cancel and a shutdown racing on one task end it once. Each move publishes its event.
+a cancel and a shutdown racing on one task end it once. Each move publishes its event, the two
+one step (``atomic``: a transaction in distributed mode, so no reader sees a terminal status
+without its terminal event). Every door (HTTP API, batches, CLI, Dagster launches and schedule
+ticks, the lease sweeper, the ComfyUI API) moves tasks through these verbs only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -37,7 +41,13 @@ log = logging.getLogger(__name__)
 
 
 class TaskState(TaskStore, EventLog, Protocol):
-    """Task records and their event log in one store (as ``SqliteState`` is)."""
+    """Task records and their event log in one store (``SqliteState``, ``PostgresState``)."""
+
+    def delete_task(self, task_id: str) -> None:
+        """Remove an internal task (the ``/health`` probe) and its events."""
+        ...
+
+    def close(self) -> None: ...
 
 
 def _process_started(pid: int) -> str | None:
@@ -66,10 +76,19 @@ def owner_alive(owner: TaskOwner | None) -> bool:
 class TaskLifecycle:
     """Moves tasks through their states, storing each move and publishing its event."""
 
-    def __init__(self, store: TaskStore, bus: EventBus, telemetry: TaskTelemetry) -> None:
+    def __init__(
+        self,
+        store: TaskStore,
+        bus: EventBus,
+        telemetry: TaskTelemetry,
+        atomic: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
+        poll_s: float = 1.0,
+    ) -> None:
         self.store = store
         self.bus = bus
         self.telemetry = telemetry
+        self.atomic = atomic
+        self.poll_s = poll_s  # waiters look again this often (other processes do not wake them)
         self.owner = this_process()
         self._done = threading.Condition()
 
@@ -77,38 +96,47 @@ class TaskLifecycle:
         self.bus.publish(record.task_id, record.project_id, payload)
 
     def submit(
-        self, record: TaskRecord, plan: ExecutionPlan, estimate: float, batch_size: int | None
+        self,
+        record: TaskRecord,
+        plan: ExecutionPlan | list[str],
+        estimate: float,
+        batch_size: int | None,
     ) -> TaskRecord:
-        self.store.save(record)
+        """Store a new queued task with ``task.submitted``; ``plan``, or for a run Dagster made
+        the node ids it will run."""
+        nodes = plan if isinstance(plan, list) else [n.node_id for n in plan.nodes]
+        with self.atomic():
+            self.store.save(record)
+            self._emit(
+                record,
+                TaskSubmitted(
+                    shot_id=record.shot,
+                    nodes=nodes,
+                    estimated_time=estimate,
+                    batch_id=record.batch_id,
+                    batch_size=batch_size,
+                    trace_id=record.trace_id,
+                ),
+            )
         self.telemetry.metrics.tasks_submitted.inc()
-        self._emit(
-            record,
-            TaskSubmitted(
-                shot_id=record.shot,
-                nodes=[n.node_id for n in plan.nodes],
-                estimated_time=estimate,
-                batch_id=record.batch_id,
-                batch_size=batch_size,
-                trace_id=record.trace_id,
-            ),
-        )
         return record
 
     def claim(self, task_id: str, run_id: str, job_name: str) -> TaskRecord | None:
         """Queued -> running, owned by this process; None when the task is no longer queued."""
-        record = self.store.transition(
-            task_id,
-            (TaskStatus.QUEUED,),
-            status=TaskStatus.RUNNING,
-            started_at=time.time(),
-            dagster_run_id=run_id,
-            owner=self.owner,
-        )
-        if record is not None:
-            self._emit(
-                record,
-                TaskStarted(dagster_run_id=run_id, job_name=job_name, trace_id=record.trace_id),
+        with self.atomic():
+            record = self.store.transition(
+                task_id,
+                (TaskStatus.QUEUED,),
+                status=TaskStatus.RUNNING,
+                started_at=time.time(),
+                dagster_run_id=run_id,
+                owner=self.owner,
             )
+            if record is not None:
+                self._emit(
+                    record,
+                    TaskStarted(dagster_run_id=run_id, job_name=job_name, trace_id=record.trace_id),
+                )
         return record
 
     def adopt(self, record: TaskRecord, job_name: str) -> TaskRecord:
@@ -145,29 +173,56 @@ class TaskLifecycle:
             changes["progress"] = progress
         if result is not None:
             changes["result"], changes["takes"] = result, result.takes
-        record = self.store.transition(task_id, (TaskStatus.RUNNING,), **changes)
-        if record is None:
-            return None
-        self._emit(record, payload)
+        with self.atomic():
+            record = self.store.transition(task_id, (TaskStatus.RUNNING,), **changes)
+            if record is None:
+                return None
+            self._emit(record, payload)
         self._ended(record)
         return record
 
     def cancel_queued(self, task_id: str) -> TaskRecord | None:
-        record = self.store.transition(
-            task_id, (TaskStatus.QUEUED,), status=TaskStatus.CANCELLED, finished_at=time.time()
-        )
+        """Queued -> cancelled; None when it is no longer queued (claimed or ended)."""
+        with self.atomic():
+            record = self.store.transition(
+                task_id,
+                (TaskStatus.QUEUED,),
+                status=TaskStatus.CANCELLED,
+                finished_at=time.time(),
+            )
+            if record is not None:
+                self._emit(record, TaskCancelled(trace_id=record.trace_id))
         if record is not None:
-            self._emit(record, TaskCancelled(trace_id=record.trace_id))
             self._ended(record)
         return record
 
     def fail_queued(self, task_id: str, error: dict[str, Any]) -> None:
-        record = self.store.transition(
-            task_id, (TaskStatus.QUEUED,), status=TaskStatus.FAILED, error=error
-        )
+        """Queued -> failed with ``error`` (it cannot run: e.g. a template this worker lacks)."""
+        with self.atomic():
+            record = self.store.transition(
+                task_id, (TaskStatus.QUEUED,), status=TaskStatus.FAILED, error=error
+            )
+            if record is not None:
+                self._emit(record, TaskFailed.of(error, record.trace_id))
         if record is not None:
-            self._emit(record, TaskFailed.of(error, record.trace_id))
             self._ended(record)
+
+    def expire(
+        self,
+        task_id: str,
+        error: dict[str, Any],
+        fence: Callable[[str, dict[str, Any]], TaskRecord | None],
+    ) -> TaskRecord | None:
+        """Running -> failed (``interrupted``) because its worker's lease ran out: ``fence``
+        ends it in the store and fences the old owner out; None when the lease was renewed
+        meanwhile or another sweeper was first."""
+        with self.atomic():
+            record = fence(task_id, error)
+            if record is not None:
+                self._emit(record, TaskFailed.of(error, record.trace_id))
+        if record is not None:
+            self._ended(record)
+        return record
 
     def interrupt(self, record: TaskRecord, message: str) -> TaskRecord | None:
         """Running -> failed (``interrupted``): its process stopped before the task ended."""
@@ -213,4 +268,4 @@ class TaskLifecycle:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise TimeoutError(f"task {task_id} still {record.status} after {timeout}s")
-                self._done.wait(min(remaining, 1.0))
+                self._done.wait(min(remaining, self.poll_s))

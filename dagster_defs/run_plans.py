@@ -26,6 +26,7 @@ from graph_runtime.validation import ExecutionPlan
 
 Validate = Callable[[CanvasGraph], ExecutionPlan]
 TASK_TAG = "takeflow/task_id"
+LAUNCHED = "launched_run"  # record metadata key: the Dagster run this task executes
 PARENT_TAG = "takeflow/parent_task_id"
 PARENT_METADATA = "parent_task_id"  # task (and take) metadata: the task a run re-executes
 

@@ -3,10 +3,12 @@ a durable, sequenced stream, their terminal outputs takes committed to git.
 
 ``TaskRunner`` is a thin facade that composes the rooms, each with one job
 (docs/runner-design.md has the map): ``Admission`` (validate once), ``TaskLifecycle`` (the state
-machine), ``WorkerPool`` (queue and threads), ``DagsterBackend`` (runs, adoption,
-materializations), ``NodeExecutor`` (templates), ``Limits`` (time and memory), ``TakeRecorder``
-and ``ProjectHistories`` (takes and commits). Runs execute in process on worker threads; the
-instance's storage is tuned so that its bookkeeping costs milliseconds.
+machine), ``DagsterBackend`` (runs, adoption, materializations), ``NodeExecutor`` (templates),
+``Limits`` (time and memory), ``TakeRecorder`` and ``ProjectHistories`` (takes and commits).
+One class serves both deployments: the task queue and the coordination between processes are
+parts chosen at ``open_runtime`` (``dagster_defs.deployment``), never swapped afterwards. Runs
+execute in process on worker threads; the instance's storage is tuned so that its bookkeeping
+costs milliseconds.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from dagster_defs.backend import DEFAULT_PUBLIC_URL, DagsterBackend
 from dagster_defs.commits import ProjectHistories
 from dagster_defs.compiler import JobCompiler, job_name
 from dagster_defs.completion import TaskCompletion
+from dagster_defs.deployment import Deployment, LocalCoordination
 from dagster_defs.intake import QueuedTask, QueueLimits, TaskIntake
 from dagster_defs.lifecycle import TaskLifecycle, TaskState
 from dagster_defs.limits import Limits, StopSignal
@@ -70,7 +73,12 @@ class TaskRunner:
         queue_limits: QueueLimits | None = None,
         shapes: GraphShapes | None = None,
         public_url: str = DEFAULT_PUBLIC_URL,
+        deployment: Deployment | None = None,
     ) -> None:
+        """``deployment`` picks the task queue and the coordination (default: embedded, a
+        ``WorkerPool`` of ``workers`` threads in this process)."""
+        deployment = deployment or Deployment(WorkerPool(workers), LocalCoordination())
+        self.coordination = deployment.coordination
         self.projects = projects
         self.state = state
         self.instance = instance
@@ -78,22 +86,24 @@ class TaskRunner:
         self.metrics = metrics or RunnerMetrics()
         self.telemetry = TaskTelemetry(self.metrics)
         self.bus = EventBus(state, hooks=[self.telemetry])
-        self.lifecycle = TaskLifecycle(state, self.bus, self.telemetry)
+        self.lifecycle = TaskLifecycle(
+            state, self.bus, self.telemetry, self.coordination.atomic, self.coordination.poll_s
+        )
         provided = dict(services or {})  # one mapping: what ops get is what admission checks
         self.admission = Admission(registry, projects, self.telemetry, provided.keys())
         self.limits = Limits(node_timeout_s, memory_limit_mb)
         self.executor = NodeExecutor(self.bus, self.limits, self.telemetry, provided, node_cache)
-        self.histories = ProjectHistories(self.metrics)
+        self.histories = ProjectHistories(self.metrics, self.coordination.git_writer)
         self.recorder = TakeRecorder(self.bus, self.telemetry)
         self.completion = TaskCompletion(self.lifecycle, self.histories, self.telemetry)
         self.backend = DagsterBackend(
             instance, self.executor, self.recorder, self._conclude, self._adopt, shapes, public_url
         )
-        self.pool = WorkerPool(self._execute, workers)
+        self.pool = deployment.queue
         self.throughput = ThroughputEstimate(workers)
         self.intake = TaskIntake(
             self.pool, self.lifecycle, self.admission, self.throughput, self.running,
-            queue_limits or QueueLimits(),
+            queue_limits or QueueLimits(), self.coordination.intake,
         )  # fmt: skip
         self._signals: dict[str, StopSignal] = {}  # running tasks, by task id
         self._by_task: dict[str, TaskExecution] = {}
@@ -101,7 +111,7 @@ class TaskRunner:
         self.metrics.watch(self.queue_depth, self.running)
         if workers:
             self.recover()
-            self.pool.start()
+            self.pool.start(self.run_item)
             self.limits.start()
 
     # -- configuration seen by callers and tests ----------------------------------------
@@ -206,8 +216,9 @@ class TaskRunner:
 
     def waiting_for(self, record: TaskRecord) -> str | None:
         """Why a queued task cannot start, when something outside the queue is missing (the
-        embedded workers serve every task: never)."""
-        return None
+        embedded workers serve every task: never; distributed: no live worker serves its
+        queue)."""
+        return self.coordination.waiting_for(record)
 
     def get(self, task_id: str) -> TaskRecord:
         record = self.lifecycle.get(task_id)
@@ -218,44 +229,54 @@ class TaskRunner:
         return record
 
     def cancel(self, task_id: str) -> TaskRecord:
-        """Cancel a queued task at once, or a running one at its template's next progress point."""
+        """Cancel a queued task at once, or a running one at its template's next progress point
+        (here, or through the process that runs it)."""
         record = self.get(task_id)
         if record.status == TaskStatus.QUEUED:
             cancelled = self.lifecycle.cancel_queued(task_id)
-            if cancelled is None:
-                return self.get(task_id)
-            self.pool.remove(task_id)
-            return cancelled
-        signal = self._signals.get(task_id)
-        if record.status == TaskStatus.RUNNING and signal is not None:
-            signal.request_cancel()
+            if cancelled is not None:
+                self.pool.remove(task_id)
+                return cancelled
+            record = self.get(task_id)  # a worker claimed it meanwhile
+        if record.status == TaskStatus.RUNNING:
+            signal = self._signals.get(task_id)
+            if signal is not None:
+                signal.request_cancel()
+            else:
+                self.coordination.cancel_elsewhere(task_id)
         return record
 
     def wait(self, task_id: str, timeout: float = 60.0) -> TaskRecord:
         return self.lifecycle.wait(task_id, timeout, self.get)
 
     def workers_total(self) -> int:
-        return self.pool.total
+        return self.coordination.workers_total(self.pool.total)
 
     def workers_alive(self) -> int:
-        return self.pool.alive()
+        return self.coordination.workers_alive(self.pool.alive())
 
     def queue_depth(self) -> int:
         return self.pool.depth()
 
     def running(self) -> int:
-        return len(self._by_task)
+        return self.coordination.running(len(self._by_task))
+
+    def signals(self) -> dict[str, StopSignal]:
+        """The stop signals of the tasks this process runs now, by task id."""
+        with self._lock:
+            return dict(self._signals)
 
     # -- running ---------------------------------------------------------------------------
 
-    def _execute(self, item: QueueItem) -> bool:
-        assert item.plan is not None
-        return self._claim_and_run(
+    def run_item(self, item: QueueItem) -> bool:
+        """Claim and run a queued task as a new Dagster run of its plan's job; False when it
+        was cancelled, taken or ended while it waited."""
+        return self.claim_and_run(
             item.task_id, item.plan, item.project, str(uuid.uuid4()), job_name(item.plan),
             self.backend.execute,
         )  # fmt: skip
 
-    def _claim_and_run(
+    def claim_and_run(
         self,
         task_id: str,
         plan: ExecutionPlan,
@@ -310,11 +331,14 @@ class TaskRunner:
         return execution
 
     def _conclude(self, execution: TaskExecution, success: bool, dagster_error: str | None) -> None:
-        self.completion.conclude(execution, success, dagster_error)
-        if not execution.adopted:
-            self.throughput.observe(time.perf_counter() - execution.started)
-        with self._lock:
-            self._by_task.pop(execution.task_id, None)
+        try:
+            with self.coordination.concluding(execution.task_id):
+                self.completion.conclude(execution, success, dagster_error)
+            if not execution.adopted:
+                self.throughput.observe(time.perf_counter() - execution.started)
+        finally:
+            with self._lock:
+                self._by_task.pop(execution.task_id, None)
 
     # -- start and stop --------------------------------------------------------------------
 
@@ -337,7 +361,7 @@ class TaskRunner:
                 except TakeflowError as exc:
                     log.warning("could not tidy project %s after restart: %s", project.id, exc)
         for record in orphans:
-            self._interrupt(
+            self.interrupt(
                 record, "the server stopped while this task ran", "a server stop or crash"
             )
         for record in self.state.list(status=TaskStatus.QUEUED):
@@ -348,7 +372,24 @@ class TaskRunner:
                 continue
             self.pool.put(record.task_id, work.plan, work.project, record.priority, record.user)
 
-    def _interrupt(self, record: TaskRecord, message: str, why: str) -> None:
+    def end_expired(
+        self,
+        expired: Sequence[TaskRecord],
+        fence: Callable[[str, dict[str, Any]], TaskRecord | None],
+    ) -> int:
+        """End tasks whose worker's lease ran out as ``interrupted`` (``fence`` moves the
+        stored task and fences its old owner out) and their Dagster runs as failed; how many
+        this call ended (another sweeper may be first, or a lease renewed meanwhile)."""
+        error = {"code": "interrupted", "message": "the worker running this task stopped"}
+        ended = 0
+        for record in expired:
+            done = self.lifecycle.expire(record.task_id, error, fence)
+            if done is not None:
+                ended += 1
+                self.backend.end_runs(done, "the Takeflow worker running it stopped")
+        return ended
+
+    def interrupt(self, record: TaskRecord, message: str, why: str) -> None:
         """End a running task as ``interrupted`` here and its Dagster runs as failed there."""
         ended = self.lifecycle.interrupt(record, message)
         runs = self.backend.end_runs(record, why)
@@ -380,7 +421,7 @@ class TaskRunner:
             self.pool.join(2.0)  # templates stop at their next progress point
             for execution in left:
                 record = self.state.get(execution.task_id) or execution.record
-                self._interrupt(
+                self.interrupt(
                     replace(record, dagster_run_id=execution.run_id),
                     f"the server stopped before this task finished (grace period {grace:g} s)",
                     f"a server stop (grace period of {grace:g} s ran out)",

@@ -5,15 +5,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from dagster import DagsterInstance
 
 from dagster_defs.admission import Admission
 from dagster_defs.backend import DEFAULT_PUBLIC_URL
 from dagster_defs.compiler import JobCompiler
+from dagster_defs.deployment import ClusterParts
 from dagster_defs.instance import open_runner_instance
 from dagster_defs.intake import QueueLimits
+from dagster_defs.lifecycle import TaskState
 from dagster_defs.runner import TaskRunner
 from dagster_defs.services import OpenServices, open_services
 from graph_runtime.events import EventSource
@@ -25,21 +27,20 @@ from stores.node_cache import DiskNodeCache
 from stores.projects import ProjectCatalog
 from stores.sqlite_state import SqliteState
 
-if TYPE_CHECKING:
-    from stores.redis_fanout import EventFeed
-
 
 @dataclass
 class Runtime:
     home: TakeflowHome
     registry: TemplateRegistry
     projects: ProjectCatalog
-    state: SqliteState
+    state: TaskState
     instance: DagsterInstance
     runner: TaskRunner
     services: OpenServices
     # distributed mode: every process's events, for the server's live hubs (None: embedded)
-    feed: EventFeed | None = None
+    feed: EventSource | None = None
+    # distributed mode: settings, coordination, the queue worker (None: embedded)
+    cluster: ClusterParts | None = None
 
     @property
     def events(self) -> EventSource:
@@ -60,6 +61,8 @@ class Runtime:
         of the home's config, to finish), then release the state and the instance."""
         self.runner.close(grace_s)
         self.events.stop()
+        if self.cluster is not None:
+            self.cluster.close()
         self.services.close()
         self.state.close()
         self.instance.dispose()
@@ -97,8 +100,19 @@ def open_runtime(
     if cluster is not None:
         from dagster_defs.cluster import open_cluster_parts
 
-        parts = open_cluster_parts(takeflow_home, cluster, registry, opened.services)
-        return Runtime(takeflow_home, registry, services=opened, **parts)
+        options = runner_options(takeflow_home.config())
+        parts = open_cluster_parts(takeflow_home, cluster, registry, opened.services, options)
+        return Runtime(
+            takeflow_home,
+            registry,
+            parts.projects,
+            parts.state,
+            parts.instance,
+            parts.runner,
+            opened,
+            feed=parts.feed,
+            cluster=parts.cluster,
+        )
     # -- embedded mode (default)
     projects = ProjectCatalog(takeflow_home.path)
     state = SqliteState(takeflow_home.state_db)

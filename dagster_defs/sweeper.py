@@ -7,47 +7,42 @@ from __future__ import annotations
 import logging
 import threading
 
-from dagster import DagsterInstance
-
-from dagster_defs.distributed import DistributedRunner
-from graph_runtime.events import TaskFailed
+from dagster_defs.runner import TaskRunner
+from dagster_defs.settings import ClusterSettings
+from stores.postgres.jobs import JobQueue
+from stores.postgres.state import PostgresState
+from stores.postgres.turns import QueueTurns
 
 log = logging.getLogger(__name__)
 
 
 class Sweeper:
     """Fails tasks whose worker stopped renewing its lease (killed, paused, cut off): epoch + 1
-    (the old owner is fenced), ``task.failed`` with code ``interrupted``, its Dagster run marked
-    failed, and queue jobs of dead workers retired (re-queued if their task never started).
-    Any number of processes may sweep: each step is conditional under a row lock."""
+    (the old owner is fenced), ``task.failed`` with code ``interrupted`` through the lifecycle's
+    ``expire`` verb, its Dagster run marked failed, and queue jobs of dead workers retired
+    (re-queued if their task never started). Each step is conditional under a row lock."""
 
-    def __init__(self, runner: DistributedRunner, instance: DagsterInstance) -> None:
+    def __init__(
+        self, runner: TaskRunner, state: PostgresState, jobs: JobQueue, settings: ClusterSettings
+    ) -> None:
         self.runner = runner
-        self.instance = instance
+        self.state = state
+        self.jobs = jobs
+        self.settings = settings
+        self.turns = QueueTurns(state)
 
     def sweep(self) -> int:
-        runner, failed = self.runner, 0
-        error = {"code": "interrupted", "message": "the worker running this task stopped"}
-        for record in runner.pg.expired():
-            with runner.pg.transaction():
-                ended = runner.pg.expire(record.task_id, error)
-                if ended is not None:
-                    runner.bus.publish(
-                        ended.task_id, ended.project_id, TaskFailed.of(error, ended.trace_id)
-                    )
-            if ended is None:
-                continue  # renewed meanwhile, or another sweeper was first
-            failed += 1
-            runner.backend.end_runs(ended, "the Takeflow worker running it stopped")
-        with runner.pg.transaction() as conn:
-            for job_id, _task_id in runner.jobs.stalled_jobs(conn, 3 * runner.settings.lease_s):
+        """One round; how many tasks it failed."""
+        failed = self.runner.end_expired(self.state.expired(), self.state.expire)
+        with self.state.transaction() as conn:
+            for job_id, _task_id in self.jobs.stalled_jobs(conn, 3 * self.settings.lease_s):
                 # a job is a token of its queue: re-queued unless it claimed a task (that
                 # task's lease ends it above)
-                runner.jobs.retire(conn, job_id, requeue=not runner.turns.consumed(job_id))
+                self.jobs.retire(conn, job_id, requeue=not self.turns.consumed(job_id))
         return failed
 
     def run_forever(self, stop: threading.Event) -> None:
-        while not stop.wait(self.runner.settings.sweep_s):
+        while not stop.wait(self.settings.sweep_s):
             try:
                 self.sweep()
             except Exception:  # the database may be briefly away: try again next round

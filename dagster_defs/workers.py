@@ -34,10 +34,10 @@ class QueueItem:
 
 class WorkerPool:
     """``workers`` threads taking ``QueueItem``s (fair between users) and handing them to
-    ``run``."""
+    the ``run`` given to ``start``."""
 
-    def __init__(self, run: Callable[[QueueItem], object], workers: int) -> None:
-        self._run = run
+    def __init__(self, workers: int) -> None:
+        self._run: Callable[[QueueItem], object] = lambda item: None
         self._queue: FairQueue[QueueItem] = FairQueue()
         self._closed = threading.Event()
         self._busy = 0
@@ -47,7 +47,9 @@ class WorkerPool:
             for i in range(workers)
         ]
 
-    def start(self) -> None:
+    def start(self, run: Callable[[QueueItem], object]) -> None:
+        """Start the workers, each handing the tasks it takes to ``run``."""
+        self._run = run
         for thread in self._threads:
             thread.start()
 

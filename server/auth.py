@@ -36,7 +36,7 @@ from litestar.types import (
 
 from graph_runtime.errors import TakeflowError
 from graph_runtime.takes import check_project_id
-from stores.sqlite_state import SqliteState
+from graph_runtime.tasks import TaskStore
 
 TOKENS_FILE = "tokens.json"
 ALL_PROJECTS = "*"
@@ -245,7 +245,7 @@ class ProjectAccess:
     """A guard on every route: path parameters naming a project, task or batch must be the
     caller's. Body contents (submitted project ids, subscriptions) are checked where read."""
 
-    def __init__(self, state: SqliteState) -> None:
+    def __init__(self, state: TaskStore) -> None:
         self.state = state
 
     def __call__(self, connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import socket
 import threading
 
-from dagster_defs.distributed import DistributedRunner
-from dagster_defs.queue import CPU_QUEUE, GPU_QUEUE, detect_vram_gb, make_app, worker_queues
+from dagster_defs.deployment import QueueServing
+from dagster_defs.queue import CPU_QUEUE, GPU_QUEUE, detect_vram_gb, worker_queues
 from dagster_defs.runtime import open_runtime
-from dagster_defs.sweeper import Sweeper
 from graph_runtime.errors import TakeflowError
+from stores.postgres.jobs import make_app
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +25,10 @@ class NotDistributedError(TakeflowError):
     code = "not_distributed"
 
 
-def keep_leases(runner: DistributedRunner, stop: threading.Event) -> None:
-    while not stop.wait(runner.settings.heartbeat_s):
+def keep_leases(worker: QueueServing, interval_s: float, stop: threading.Event) -> None:
+    while not stop.wait(interval_s):
         try:
-            runner.keep_leases()
-            runner.pg.worker_heartbeat(runner.worker_id)
+            worker.keep_leases()
         except Exception:  # database briefly away: the lease has slack (lease_s > heartbeat)
             log.exception("heartbeat failed")
 
@@ -46,23 +43,24 @@ def run_worker(
         memory = vram_gb if vram_gb is not None else detect_vram_gb()
         queues = worker_queues(queues, memory)
     runtime = open_runtime(home, workers=0)
-    runner = runtime.runner
     try:
-        if not isinstance(runner, DistributedRunner):
+        if runtime.cluster is None:
             raise NotDistributedError(
                 "takeflow worker needs distributed mode: set TAKEFLOW_DATABASE_URL "
                 '(or "distributed": {"database_url": ...} in <home>/config.json)'
             )
-        state = runner.pg
-        state.register_worker(runner.worker_id, queues or ["*"], socket.gethostname(), os.getpid())
+        cluster = runtime.cluster
+        worker, settings = cluster.worker, cluster.settings
+        worker.register(queues or ["*"])
         stop = threading.Event()
-        threading.Thread(target=keep_leases, args=(runner, stop), daemon=True).start()
-        sweeper = Sweeper(runner, runtime.instance)
+        beat = (worker, settings.heartbeat_s, stop)
+        threading.Thread(target=keep_leases, args=beat, daemon=True).start()
+        sweeper = worker.sweeper()
         threading.Thread(target=sweeper.run_forever, args=(stop,), daemon=True).start()
-        runner.limits.start()  # template time and memory limits
-        app = make_app(runner.settings.database_url, run_task=runner.run_task)
+        runtime.runner.limits.start()  # template time and memory limits
+        app = make_app(settings.database_url, run_task=worker.run_task)
         print(
-            f"takeflow worker {runner.worker_id}: queues {','.join(queues or ['all'])}, "
+            f"takeflow worker {worker.worker_id}: queues {','.join(queues or ['all'])}, "
             f"concurrency {concurrency}",
             flush=True,
         )
@@ -70,9 +68,9 @@ def run_worker(
             app.run_worker(
                 queues=queues,
                 concurrency=concurrency,
-                name=runner.worker_id,
-                update_heartbeat_interval=runner.settings.heartbeat_s,
-                stalled_worker_timeout=3 * runner.settings.lease_s,
+                name=worker.worker_id,
+                update_heartbeat_interval=settings.heartbeat_s,
+                stalled_worker_timeout=3 * settings.lease_s,
                 fetch_job_polling_interval=1.0,
             )
         finally:

@@ -314,6 +314,14 @@ class PostgresState:
                 (worker_id, ",".join(queues), host, pid),
             )
 
+    def delete_task(self, task_id: str) -> None:
+        """Remove a task's record and every event of it (internal tasks such as the
+        ``/health`` probe, which must leave nothing behind; user tasks are never deleted)."""
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM takeflow_events WHERE task_id = %s", (task_id,))
+            conn.execute("DELETE FROM takeflow_task_seq WHERE task_id = %s", (task_id,))
+            conn.execute("DELETE FROM takeflow_tasks WHERE task_id = %s", (task_id,))
+
     def worker_heartbeat(self, worker_id: str) -> None:
         with self.pool.connection() as conn:
             conn.execute(

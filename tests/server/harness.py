@@ -88,7 +88,8 @@ class ServerProcess:
         raise TimeoutError(f"server not ready within {timeout}s:\n{self.output()}")
 
     def output(self) -> str:
-        self._log_file.flush()
+        if not self._log_file.closed:  # ``stop`` closes it; the file on disk stays readable
+            self._log_file.flush()
         return self.log.read_text(errors="replace")[-4000:]
 
     def stop(self) -> None:
