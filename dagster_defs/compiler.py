@@ -30,7 +30,6 @@ from dagster import (
     OpExecutionContext,
     Out,
     Output,
-    Permissive,
     ResourceDefinition,
     in_process_executor,
     logger,
@@ -121,7 +120,7 @@ def _node_op(node: PlannedNode, op_name: str, upstream_ops: dict[str, str]) -> O
         ins={k: In() for k in input_for},
         outs={"result": Out()},
         config_schema={
-            "inputs": Field(Permissive(), is_required=False, default_value={}),
+            "inputs": Field(dict, is_required=False, default_value={}),  # Permissive()
             "quality": Field(str, is_required=False, default_value="standard"),
         },
         tags={"takeflow/node": node.node_id, "takeflow/template": node.template.ref},

@@ -1,9 +1,10 @@
 """The code location: every saved canvas of every project as a Dagster job, its schedules, and
 asset specs that draw lineage from uploaded assets through node outputs to the takes.
 
-Loaded by ``workspace.yaml`` (``python_module: dagster_defs.definitions``, attribute
-``takeflow_definitions``) or ``dagster code-server start -m dagster_defs.definitions -a
-takeflow_definitions``, with ``TAKEFLOW_HOME`` naming the Takeflow home.
+Built here from a ``DefinitionsSource`` (a ``Runtime``, or a ``LocationSource``); the code
+location's entry point, which opens its own runtime for the runs it executes, is
+``dagster_defs.code_location`` (so this module imports no runtime: the runner builds a saved
+canvas's job from here too).
 
 - A saved canvas is ``<project>/02_Source_Creative/<name>.json`` or, as the server saves
   them, ``02_Source_Creative/canvases/<name>.takeflow.json`` (a ``takeflow.graph/v1``
@@ -24,13 +25,11 @@ take the location down; ``load_errors`` in the location's metadata lists them.
 
 from __future__ import annotations
 
-import atexit
 import hashlib
 import json
 import logging
 import re
-import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -60,13 +59,12 @@ from dagster_defs.asset_keys import (
 from dagster_defs.compiler import JobCompiler, job_name, run_config
 from dagster_defs.observability import RunnerMetrics, TaskTelemetry
 from dagster_defs.queue import queue_for
-from dagster_defs.runtime import Runtime, open_runtime
 from dagster_defs.schedules import build_schedule, canvas_name, load_schedules
 from dagster_defs.take_recorder import take_output_names as recorded_output_names
 from graph_runtime.canvas import CanvasGraph
 from graph_runtime.errors import TakeflowError
-from graph_runtime.registry import TemplateRegistry
 from graph_runtime.validation import ExecutionPlan
+from nodes import discover_templates
 from stores.graph_shapes import GraphShapes
 from stores.home import TakeflowHome
 from stores.projects import ProjectCatalog
@@ -364,8 +362,8 @@ def build_definitions(source: DefinitionsSource) -> Definitions:
 @dataclass(frozen=True)
 class LocationSource:
     """The code location's view of a home: projects and templates to build jobs from, and a
-    compiler whose ``takeflow`` resource opens the home's runtime (without workers) only when
-    a run executes in this process (a run Dagster launched: it is adopted as a task)."""
+    compiler whose ``takeflow`` resource asks ``run_backend`` for the backend that runs a job
+    executed in this process (a run Dagster launched: it is adopted as a task)."""
 
     home: TakeflowHome
     projects: ProjectCatalog
@@ -373,38 +371,26 @@ class LocationSource:
     compiler: JobCompiler
 
     @classmethod
-    def open(cls, home: str | Path | None = None) -> LocationSource:
+    def open(
+        cls,
+        home: str | Path | None = None,
+        run_backend: Callable[[LocationSource], object] | None = None,
+    ) -> LocationSource:
+        """The source of ``home`` (default: ``$TAKEFLOW_HOME``). Without ``run_backend`` it
+        builds definitions but runs none (``dagster_defs.code_location`` passes one)."""
         takeflow_home = TakeflowHome.resolve(home)
         projects = ProjectCatalog(takeflow_home.path)
-        admission = Admission(TemplateRegistry.discover(), projects, TaskTelemetry(RunnerMetrics()))
+        admission = Admission(discover_templates(), projects, TaskTelemetry(RunnerMetrics()))
         source: LocationSource | None = None
 
-        def bridge(_init_context: Any) -> Any:
+        def bridge(_init_context: object) -> object:
             assert source is not None
-            runtime = _run_runtime(source)
-            return runtime.runner.backend
+            if run_backend is None:
+                raise TakeflowError(
+                    "this code location source runs no jobs: load the location through "
+                    "dagster_defs.code_location"
+                )
+            return run_backend(source)
 
         source = cls(takeflow_home, projects, admission, JobCompiler(ResourceDefinition(bridge)))
         return source
-
-
-_runtime: Runtime | None = None
-_runtime_lock = threading.Lock()
-
-
-def _run_runtime(source: LocationSource) -> Runtime:
-    """The runtime that runs adopted runs in this process: opened once, without workers (so
-    it never recovers or queues), knowing every job of the location."""
-    global _runtime
-    with _runtime_lock:
-        if _runtime is None:
-            _runtime = open_runtime(source.home.path, workers=0)
-            atexit.register(_runtime.close)
-        for plan in source.compiler.registered_plans():
-            _runtime.compiler.register_plan(plan)
-        return _runtime
-
-
-def takeflow_definitions() -> Definitions:
-    """Entry point named by ``workspace.yaml``: the definitions of ``$TAKEFLOW_HOME``."""
-    return build_definitions(LocationSource.open())

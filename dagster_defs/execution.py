@@ -32,7 +32,7 @@ from dagster._core.remote_origin import (
 from dagster._core.storage.dagster_run import DagsterRun
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
-from dagster_defs.location import LOCATION_NAME, REPO_ROOT
+from dagster_defs.location import LOCATION_ATTRIBUTE, LOCATION_MODULE, LOCATION_NAME, REPO_ROOT
 
 REPOSITORY_NAME = "__repository__"
 
@@ -44,8 +44,8 @@ def code_origin(job_name: str) -> RemoteJobOrigin:
             code_location_origin=ManagedGrpcPythonEnvCodeLocationOrigin(
                 loadable_target_origin=LoadableTargetOrigin(
                     executable_path=sys.executable,
-                    module_name="dagster_defs.definitions",
-                    attribute="takeflow_definitions",
+                    module_name=LOCATION_MODULE,
+                    attribute=LOCATION_ATTRIBUTE,
                     working_directory=str(REPO_ROOT),
                 ),
                 location_name=LOCATION_NAME,

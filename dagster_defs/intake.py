@@ -23,7 +23,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from dagster_defs.admission import Admission, Submission
@@ -31,7 +31,7 @@ from dagster_defs.deployment import TaskQueue
 from dagster_defs.lifecycle import TaskLifecycle
 from graph_runtime.errors import TakeflowError
 from graph_runtime.scheduling import ThroughputEstimate
-from graph_runtime.tasks import TaskRecord, TaskStatus
+from graph_runtime.tasks import TaskRecord, TaskStatus, TaskStore
 
 DEFAULT_MAX_QUEUED = 10_000
 
@@ -124,6 +124,23 @@ class QueueLimits:
             )
 
 
+class StoredQueueCounts:
+    """Queue counts read from the task store, which every process sees: what a process that
+    does not hold the queue (a Dagster run worker adopting a run) checks the limits against."""
+
+    def __init__(self, store: TaskStore) -> None:
+        self._queued = store.list(status=TaskStatus.QUEUED)
+
+    def depth(self) -> int:
+        return len(self._queued)
+
+    def queued_by(self, user: str) -> int:
+        return sum(1 for r in self._queued if r.user == user)
+
+    def queued_in(self, project_id: str) -> int:
+        return sum(1 for r in self._queued if r.project_id == project_id)
+
+
 @dataclass(frozen=True)
 class QueuedTask:
     """A task just queued, with the seconds until it is expected to finish."""
@@ -160,6 +177,12 @@ class TaskIntake:
         inside ``serialized`` to make the check and what it admits one step)."""
         self.limits.check(self.pool, users, projects, self.throughput.drain_seconds)
 
+    def check_stored(self, store: TaskStore, user: str, project_id: str | None) -> None:
+        """``check`` one task against the queue as stored (``StoredQueueCounts``)."""
+        self.limits.check(
+            StoredQueueCounts(store), [user], [project_id], self.throughput.drain_seconds
+        )
+
     def serialized(self) -> contextlib.AbstractContextManager[Any]:
         """One submitter at a time (every process: the limits hold across replicas)."""
         return self._serialize()
@@ -194,8 +217,10 @@ class TaskIntake:
         with self.serialized():
             if limited:
                 self.check([record.user], [record.project_id])
+            record = replace(record, trace_id=self.lifecycle.traced(record.task_id))
             self.lifecycle.submit(record, nodes, 0.0, None)
             put()
+        self.lifecycle.telemetry.forget(record.task_id)  # its worker carries the trace on
         return record
 
     def _enqueue(

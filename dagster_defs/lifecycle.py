@@ -19,11 +19,12 @@ import os
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Protocol
 
-from dagster_defs.observability import TaskTelemetry
+from dagster_defs.observability import TaskTelemetry, trace_id_of
 from graph_runtime.errors import TaskNotFoundError
 from graph_runtime.events import (
     EventBus,
@@ -121,6 +122,11 @@ class TaskLifecycle:
         self.telemetry.metrics.tasks_submitted.inc()
         return record
 
+    def traced(self, task_id: str) -> str:
+        """Open the root span of a task that no admission opened (a run Dagster started);
+        its trace id (a fresh one where this process exports no traces: logs still join)."""
+        return trace_id_of(self.telemetry.start_task(task_id)) or uuid.uuid4().hex
+
     def claim(self, task_id: str, run_id: str, job_name: str) -> TaskRecord | None:
         """Queued -> running, owned by this process; None when the task is no longer queued."""
         with self.atomic():
@@ -139,19 +145,33 @@ class TaskLifecycle:
                 )
         return record
 
-    def adopt(self, record: TaskRecord, job_name: str) -> TaskRecord:
-        """A run Dagster started itself, stored as a running task of this process."""
-        record = replace(record, owner=self.owner)
-        self.store.save(record)
-        self._emit(
-            record,
-            TaskStarted(
-                dagster_run_id=record.dagster_run_id or "",
-                adopted=True,
-                job_name=job_name,
-                trace_id=record.trace_id,
-            ),
-        )
+    def adopt(self, record: TaskRecord, job_name: str, nodes: list[str]) -> TaskRecord:
+        """A run Dagster started itself, stored as a running task of this process: the same
+        ``task.submitted`` as every other door's task, then ``task.started``."""
+        record = replace(record, owner=self.owner, trace_id=self.traced(record.task_id))
+        with self.atomic():
+            self.store.save(record)
+            self._emit(
+                record,
+                TaskSubmitted(
+                    shot_id=record.shot,
+                    nodes=nodes,
+                    estimated_time=0.0,
+                    batch_id=record.batch_id,
+                    batch_size=None,
+                    trace_id=record.trace_id,
+                ),
+            )
+            self._emit(
+                record,
+                TaskStarted(
+                    dagster_run_id=record.dagster_run_id or "",
+                    adopted=True,
+                    job_name=job_name,
+                    trace_id=record.trace_id,
+                ),
+            )
+        self.telemetry.metrics.tasks_submitted.inc()
         return record
 
     def finish(

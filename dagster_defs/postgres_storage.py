@@ -35,9 +35,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-import sqlalchemy as sa
+from dagster import EventLogEntry
 from dagster._core.errors import DagsterInvariantViolationError
-from dagster._core.event_api import EventLogEntry
 from dagster._core.events import ASSET_CHECK_EVENTS, ASSET_EVENTS
 from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
 from dagster._serdes import ConfigurableClassData
@@ -346,13 +345,3 @@ def storage_yaml(database_url: str, pooled: bool = True) -> str:
             f'{key}:\n  module: {module}\n  class: {cls}\n  config:\n    postgres_url: "{url}"\n'
         )
     return "".join(blocks)
-
-
-def check_url(url: str) -> None:
-    """Fail early, naming the setting, when the database cannot be reached."""
-    engine = sa.create_engine(sqlalchemy_url(url), poolclass=sa.pool.NullPool)
-    try:
-        with engine.connect():
-            pass
-    finally:
-        engine.dispose()

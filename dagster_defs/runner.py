@@ -29,7 +29,7 @@ from dagster_defs.commits import ProjectHistories
 from dagster_defs.compiler import JobCompiler, job_name
 from dagster_defs.completion import TaskCompletion
 from dagster_defs.deployment import Deployment, LocalCoordination
-from dagster_defs.intake import QueuedTask, QueueLimits, TaskIntake
+from dagster_defs.intake import QueuedTask, QueueFullError, QueueLimits, TaskIntake
 from dagster_defs.lifecycle import TaskLifecycle, TaskState
 from dagster_defs.limits import Limits, StopSignal
 from dagster_defs.node_executor import NodeExecutor, TaskExecution
@@ -315,7 +315,14 @@ class TaskRunner:
         running task that executes the graph and values of the run's own config."""
         run = context.run
         adopted = adopted_run(run, job_plan, self.admission.validate, self.state.get)
-        record = self.lifecycle.adopt(adopted.record, context.job_name)
+        error: TakeflowError | None = adopted.error
+        if error is None:  # the queue limits hold for every door (this process may not hold
+            try:  # the queue: count what is stored)
+                self.intake.check_stored(self.state, adopted.record.user, adopted.record.project_id)
+            except QueueFullError as exc:
+                error = exc
+        nodes = [n.node_id for n in adopted.plan.nodes]
+        record = self.lifecycle.adopt(adopted.record, context.job_name, nodes)
         self.instance.add_run_tags(run.run_id, adopted.tags)
         project = self.projects.get(record.project_id) if record.project_id else None
         execution = TaskExecution(
@@ -326,7 +333,7 @@ class TaskRunner:
             adopted=True,
             cache_keys=self.executor.cache_keys(adopted.plan),
         )
-        execution.error = adopted.error
+        execution.error = error
         self._track(execution)
         return execution
 

@@ -20,6 +20,7 @@ from dagster_defs.runner import TaskRunner
 from dagster_defs.services import OpenServices, open_services
 from graph_runtime.events import EventSource
 from graph_runtime.registry import TemplateRegistry
+from nodes import discover_templates
 from nodes.images import configure_image_limits
 from stores.graph_shapes import GraphShapes
 from stores.home import TakeflowHome
@@ -92,7 +93,7 @@ def open_runtime(
     takeflow_home = TakeflowHome.resolve(home)
     configure_image_limits(takeflow_home.config())  # images.max_pixels, for every decode
     opened = open_services(takeflow_home, services)  # packs' factories; no torch until first use
-    registry = registry or TemplateRegistry.discover()
+    registry = registry or discover_templates()
     # -- distributed mode (TAKEFLOW_DATABASE_URL / config.json "distributed"): see docs/deploy.md
     from dagster_defs.settings import ClusterSettings
 

@@ -17,7 +17,6 @@ the runner like any run Dagster starts itself, so its outputs become a take and 
 
 from __future__ import annotations
 
-import json
 import re
 import zoneinfo
 from collections.abc import Mapping
@@ -121,16 +120,6 @@ def load_schedules(canvas_path: Path) -> tuple[SavedSchedule, ...]:
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
         raise ScheduleError(f"{path.name} is invalid: {problems}", path=str(path)) from None
-
-
-def save_schedules(canvas_path: Path, schedules: list[SavedSchedule]) -> Path:
-    """Write the sidecar for a canvas (atomically)."""
-    path = schedules_path(canvas_path)
-    doc = ScheduleFile(schedules=tuple(schedules)).model_dump(mode="json", exclude_defaults=False)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    tmp.replace(path)
-    return path
 
 
 def schedule_name(project_id: str, canvas: str, name: str) -> str:

@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from dagster_defs.location import LOCATION_ATTRIBUTE, LOCATION_MODULE, REPO_ROOT
 from dagster_defs.location import LOCATION_NAME as CODE_LOCATION
-from dagster_defs.location import REPO_ROOT
 
 log = logging.getLogger(__name__)
 
@@ -191,8 +191,8 @@ def write_module_workspace(dagster_home: Path) -> Path:
     """``<dagster home>/ticker-workspace.yaml``: the code location, loaded by the daemon."""
     workspace = dagster_home / "ticker-workspace.yaml"
     workspace.write_text(
-        "load_from:\n  - python_module:\n      module_name: dagster_defs.definitions\n"
-        f"      attribute: takeflow_definitions\n      working_directory: {REPO_ROOT}\n"
+        f"load_from:\n  - python_module:\n      module_name: {LOCATION_MODULE}\n"
+        f"      attribute: {LOCATION_ATTRIBUTE}\n      working_directory: {REPO_ROOT}\n"
         f"      location_name: {CODE_LOCATION}\n"
     )
     return workspace

@@ -1,6 +1,6 @@
 """Start the Dagster UI (and daemon) on a Takeflow home, sharing one code server.
 
-The code server loads ``dagster_defs.definitions``; the webserver and the daemon both reach it
+The code server loads ``dagster_defs.code_location``; the webserver and the daemon both reach it
 through ``<home>/dagster/workspace.yaml`` (``grpc_server``), so a code location reload in the
 UI reaches the daemon too (within its 60 s refresh). ``launch_ui`` supervises the three
 processes: when one stops, the others are stopped and it returns 1.
@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from dagster_defs.instance import write_instance_config
+from dagster_defs.location import LOCATION_ATTRIBUTE, LOCATION_MODULE, REPO_ROOT
+from dagster_defs.location import LOCATION_NAME as CODE_LOCATION
 from dagster_defs.ticker import (
-    CODE_LOCATION,
-    REPO_ROOT,
     TickerLock,
     daemon_command,
     dagster_environment,
@@ -114,7 +114,7 @@ def _commands(
         "code-server",
         "start",
         *("-h", "127.0.0.1", "-p", str(code_port)),
-        *("-m", "dagster_defs.definitions", "-a", "takeflow_definitions"),
+        *("-m", LOCATION_MODULE, "-a", LOCATION_ATTRIBUTE),
         *("-d", str(REPO_ROOT), "--location-name", CODE_LOCATION, "--log-level", "warning"),
     ]
     webserver = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from importlib.metadata import entry_points
 
 from graph_runtime.errors import TemplateNotFoundError
@@ -42,8 +42,12 @@ class TemplateRegistry:
             self._aliases[alias] = template
 
     @classmethod
-    def discover(cls) -> TemplateRegistry:
-        """Built-ins plus every pack published under the ``takeflow.templates`` entry point."""
+    def discover(
+        cls, fallback: Callable[[], Iterable[FunctionTemplate]] | None = None
+    ) -> TemplateRegistry:
+        """Every pack published under the ``takeflow.templates`` entry point (the built-ins are
+        one); ``fallback()`` when none is (a source tree that is not installed: the caller's
+        built-ins, ``nodes.discover_templates``)."""
         registry = cls()
         seen: set[str] = set()
         for ep in entry_points(group=ENTRY_POINT_GROUP):
@@ -57,10 +61,8 @@ class TemplateRegistry:
                 continue
             for template in loaded() if callable(loaded) else loaded:
                 registry.register(template)
-        if not seen:  # not installed as a distribution (e.g. running from a source tree)
-            from importlib import import_module
-
-            for template in import_module("nodes.builtin").TEMPLATES:
+        if not seen and fallback is not None:  # not installed as a distribution
+            for template in fallback():
                 registry.register(template)
         return registry
 

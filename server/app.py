@@ -205,9 +205,10 @@ def serve(home: str | Path | None = None, options: ServeOptions | None = None) -
     configure_tracing(config.trace_exporter)
     runtime = open_runtime(home, workers=options.workers)
     config = config.with_home_settings(runtime.home.config())
+    demo_model: threading.Thread | None = None
     try:
-        if options.demo:
-            ensure_demo(runtime)
+        if options.demo:  # embedded: the model is built while serving (its lookups wait for it)
+            demo_model = ensure_demo(runtime, wait=runtime.cluster is not None)
         comfy = ComfyService(runtime, auth=config.auth)
         app = create_app(runtime, config, comfy)
         access = "bearer tokens required" if config.auth else "no tokens (loopback only)"
@@ -240,6 +241,8 @@ def serve(home: str | Path | None = None, options: ServeOptions | None = None) -
             else:
                 uvicorn.run(app, host=config.host, port=config.port, **uv_options)
     finally:  # after SIGTERM/SIGINT: running tasks get the grace period, then are interrupted
+        if demo_model is not None:
+            demo_model.join()  # seconds: the server ends after the build it started
         runtime.close(config.shutdown_grace_s)
     return 0
 

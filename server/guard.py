@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Receive, ReceiveMessage, Scope, Send, WebSocketSendEvent
 
 from graph_runtime.errors import TakeflowError
@@ -253,7 +254,7 @@ class RequestGuard:
         origin = _header(scope, b"origin")
         if (
             origin is not None
-            and (kind == "websocket" or scope.get("method") not in SAFE_METHODS)
+            and (kind == ScopeType.WEBSOCKET or scope.get("method") not in SAFE_METHODS)
             and not policy.origin_allowed(origin, host)
         ):
             await deny(scope, send, OriginNotAllowedError(
@@ -262,7 +263,7 @@ class RequestGuard:
                 origin=origin,
             ))  # fmt: skip
             return
-        if kind == "websocket":
+        if kind == ScopeType.WEBSOCKET:
             await self.app(scope, self._websocket_receive(receive, send), send)
             return
         content_type = _header(scope, b"content-type") or ""

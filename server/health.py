@@ -7,7 +7,8 @@ takes are still stored, and committed once git is back. A template that raised o
 time limit keeps ``runner`` degraded (with the reason) until it runs cleanly again or
 ``template_fault_window_s`` passes. ``schedules`` says whether saved schedules tick: which
 process holds the ticker (``dagster_defs.ticker``) and how fresh the Dagster scheduler daemon's
-heartbeat is; schedules due with no live daemon make the server ``degraded``.
+heartbeat is; schedules due with no live daemon make the server ``degraded``. While a
+``serve --demo`` first start builds the demo model, ``demo_model`` says so (``ok``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from dagster_defs.ticker import HEARTBEAT_FRESH_S, ScheduleTicker, heartbeat_age
 from graph_runtime.canvas import RunContext, single_node_graph
 from graph_runtime.events import EventType, NodeState, NodeStateChanged, TaskEvent
 from graph_runtime.tasks import TaskRecord, TaskStatus
+from nodes.diffusion.demo import demo_model_preparing
 
 OK, DEGRADED, FAILED = "ok", "degraded", "failed"
 CRITICAL = frozenset({"event_log", "storage", "dagster_instance", "runner", "data_flow"})
@@ -308,6 +310,14 @@ class HealthChecks:
                 )
             )
         )
+        if demo_model_preparing(self.runtime.home.path):  # only at a `serve --demo` first start
+            checks.append(
+                Check(
+                    "demo_model",
+                    OK,
+                    "preparing the demo model (first start); generations with it wait for it",
+                )
+            )
         if any(c.status == FAILED and c.name in CRITICAL for c in checks):
             overall = "unhealthy"
         elif any(c.status != OK for c in checks):

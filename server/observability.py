@@ -15,6 +15,7 @@ from typing import Any
 
 from litestar import get
 from litestar.di import NamedDependency
+from litestar.enums import ScopeType
 from litestar.response import Response
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from opentelemetry import trace
@@ -38,7 +39,7 @@ class TracingMiddleware:
             await self.app(scope, receive, send)
             return
         route = scope.get("path_template") or scope["path"]
-        method = scope.get("method", "WS") if scope["type"] == "http" else "WS"
+        method = scope.get("method", "WS") if scope["type"] == ScopeType.HTTP else "WS"
         attributes: dict[str, str] = {
             "http.request.method": str(method),
             "url.path": scope["path"],
@@ -48,7 +49,7 @@ class TracingMiddleware:
         with server_tracer.start_as_current_span(
             f"{method} {route}", kind=trace.SpanKind.SERVER, attributes=attributes
         ) as span:
-            if scope["type"] == "websocket":  # no status to record: send messages straight on
+            if scope["type"] == ScopeType.WEBSOCKET:  # no status to record: send straight on
                 await self.app(scope, receive, send)
                 return
 

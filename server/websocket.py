@@ -26,6 +26,7 @@ from graph_runtime.errors import TakeflowError, TaskNotFoundError
 from server.auth import Principal
 from server.config import ServerConfig
 from server.live import Connection, LiveEvents, Subscription
+from server.socket_tasks import run_until_one_ends
 
 log = logging.getLogger(__name__)
 
@@ -46,22 +47,19 @@ async def events_socket(
             await socket.send_text(text)
 
     conn = Connection(hub, user_id, send, config.ws_queue_size)
-    pump = asyncio.create_task(conn.pump(config.heartbeat_s), name=f"ws-pump-{user_id}")
-    receiver = asyncio.create_task(_receive(socket, conn), name=f"ws-recv-{user_id}")
     try:
-        done, _ = await asyncio.wait({pump, receiver}, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            exc = task.exception()
-            if exc is not None and not isinstance(exc, WebSocketDisconnect | OSError):
+        ended = await run_until_one_ends(
+            {
+                f"ws-pump-{user_id}": conn.pump(config.heartbeat_s),
+                f"ws-recv-{user_id}": _receive(socket, conn),
+            }
+        )
+        for exc in ended:
+            if not isinstance(exc, WebSocketDisconnect | OSError):
                 log.warning("websocket of %s ended: %r", user_id, exc)
     finally:
         hub.client_connected(-1)
         hub.unregister(conn)
-        for task in (pump, receiver):
-            task.cancel()
-        for task in (pump, receiver):
-            with contextlib.suppress(BaseException):
-                await task
         with contextlib.suppress(Exception):
             await socket.close()
 

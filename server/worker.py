@@ -11,12 +11,14 @@ from __future__ import annotations
 import argparse
 import logging
 import threading
+from typing import TYPE_CHECKING
 
-from dagster_defs.deployment import QueueServing
 from dagster_defs.queue import CPU_QUEUE, GPU_QUEUE, detect_vram_gb, worker_queues
-from dagster_defs.runtime import open_runtime
 from graph_runtime.errors import TakeflowError
 from stores.postgres.jobs import make_app
+
+if TYPE_CHECKING:
+    from dagster_defs.deployment import QueueServing
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,8 @@ def run_worker(
     if queues is not None:
         memory = vram_gb if vram_gb is not None else detect_vram_gb()
         queues = worker_queues(queues, memory)
+    from dagster_defs.runtime import open_runtime  # Dagster: not for `takeflow --help`
+
     runtime = open_runtime(home, workers=0)
     try:
         if runtime.cluster is None:

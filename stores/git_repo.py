@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import shutil
 import subprocess
 import threading
 from collections.abc import Sequence
@@ -196,7 +195,3 @@ class ProjectRepository:
         """Whether HEAD stores ``rel_path`` as an LFS pointer rather than the file itself."""
         blob = self._git("cat-file", "-p", f"HEAD:{rel_path}")
         return blob.startswith("version https://git-lfs.github.com/spec/v1")
-
-    @staticmethod
-    def git_installed() -> bool:
-        return shutil.which("git") is not None

@@ -5,17 +5,24 @@ progress, cancel, batching, takes) works offline with no weights to download. It
 in the home config with ``"demo": true`` so that everything showing it can say so.
 
 The same builder makes a full-size SD 1.5-shaped pipeline (``size="sd15"``) for GPU benchmarks.
+``takeflow serve --demo`` prepares it beside the server at a first start (``prepare_demo_model``);
+lookups of "demo" in that process wait for it (``wait_for_demo_model``).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
+import threading
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 from nodes.diffusion.config import EditableConfig
+
+log = logging.getLogger(__name__)
 
 DEMO_MODEL = "demo"
 DEMO_LABEL = "Demo model (tiny, random weights: makes noise-like images, not real pictures)"
@@ -208,3 +215,66 @@ def ensure_demo_model(home: EditableConfig) -> Path:
     if not current or Path(current.get("path", "")) != folder or not current.get("demo"):
         register_model(home, DEMO_MODEL, folder, demo=True, label=DEMO_LABEL)
     return folder
+
+
+# Demo models being built on a thread of this process, by resolved home path.
+_preparing: dict[Path, threading.Thread] = {}
+_preparing_lock = threading.Lock()
+
+
+def demo_model_ready(home: EditableConfig) -> bool:
+    """Whether the demo model is built (current revision) and registered as "demo"."""
+    folder = home.path / "models" / DEMO_MODEL
+    current = (home.config().get("models") or {}).get(DEMO_MODEL)
+    registered = bool(current and Path(current.get("path", "")) == folder and current.get("demo"))
+    return registered and _is_current(folder)
+
+
+def prepare_demo_model(
+    home: EditableConfig, build: Callable[[], object] | None = None
+) -> threading.Thread | None:
+    """``ensure_demo_model`` (or ``build``, which must do it) on a thread, so that a server can
+    answer before torch is imported (seconds). Until it ends, model lookups of this process on
+    this home wait for it (``wait_for_demo_model``). None when the model is ready."""
+    key = home.path.resolve()
+    with _preparing_lock:
+        running = _preparing.get(key)
+        if running is not None:
+            return running
+        if demo_model_ready(home):
+            return None
+        thread = threading.Thread(
+            target=_prepare,
+            args=(build or (lambda: ensure_demo_model(home)), key),
+            name="takeflow-demo-model",
+        )
+        _preparing[key] = thread
+        thread.start()
+        return thread
+
+
+def _prepare(build: Callable[[], object], key: Path) -> None:
+    try:
+        build()
+    except Exception:  # the server is useful without the demo model
+        log.exception("could not prepare the demo diffusion model")
+    finally:
+        with _preparing_lock:
+            _preparing.pop(key, None)
+
+
+def demo_model_preparing(home: Path) -> bool:
+    """Whether this process is building the demo model of the home at ``home``."""
+    with _preparing_lock:
+        return home.resolve() in _preparing
+
+
+def wait_for_demo_model(home: Path, timeout: float | None = None) -> None:
+    """Wait until the demo model this process is building for ``home`` is done (at once when
+    none is being built)."""
+    if not _preparing:  # the usual case: no lock, no path resolution
+        return
+    with _preparing_lock:
+        thread = _preparing.get(home.resolve())
+    if thread is not None and thread is not threading.current_thread():
+        thread.join(timeout)

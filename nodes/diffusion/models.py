@@ -26,6 +26,7 @@ from nodes.diffusion.config import (
     ModelFormat,
     resolve_path,
 )
+from nodes.diffusion.demo import DEMO_MODEL, wait_for_demo_model
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
 log = logging.getLogger(__name__)
@@ -110,6 +111,7 @@ class ModelRegistry:
         )
 
     def names(self) -> list[str]:
+        wait_for_demo_model(self.home)  # being built at a server's first start: listed once done
         return sorted({*self._read_config().models, *self.checkpoint_names()})
 
     def list(self) -> list[ModelSpec]:
@@ -153,7 +155,10 @@ class ModelRegistry:
     def resolve(self, name: str) -> ModelSpec:
         """The model named ``name``, ready to load; ``ModelNotFoundError`` saying what is wrong
         and where. A single file gets its arch (read from its keys) and a config folder (the
-        entry's, or the one generated for the arch under the home)."""
+        entry's, or the one generated for the arch under the home). The demo model, while this
+        process builds it (``prepare_demo_model``), is waited for."""
+        if name == DEMO_MODEL:
+            wait_for_demo_model(self.home)
         config = self._read_config()
         if name in config.models:
             spec = self._from_entry(name, config.models[name])

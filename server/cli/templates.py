@@ -14,9 +14,9 @@ def register(sub: Any) -> None:
 
 
 def cmd_templates(args: argparse.Namespace) -> int:
-    from graph_runtime.registry import TemplateRegistry
+    from nodes import discover_templates
 
-    registry = TemplateRegistry.discover()
+    registry = discover_templates()
     if args.json:
         print(json.dumps([t.describe() for t in registry.latest()], indent=2))
         return 0

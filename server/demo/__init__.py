@@ -10,11 +10,15 @@ to the project's repository like canvases the editor saves.
 from __future__ import annotations
 
 import logging
+import threading
 from importlib import resources
+from typing import TYPE_CHECKING
 
-from dagster_defs.runtime import Runtime
 from graph_runtime.errors import GitError, ProjectNotFoundError
 from graph_runtime.projects import ProjectStore
+
+if TYPE_CHECKING:
+    from dagster_defs.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -23,17 +27,26 @@ CANVAS_DIR = "02_Source_Creative/canvases"
 EXAMPLE_FILES = ("poster.takeflow.json", "poster.schedules.json", "dream.takeflow.json")
 
 
-def ensure_demo(runtime: Runtime) -> None:
-    """The demo project (with its example canvases) and, when available, the demo model."""
+def ensure_demo(runtime: Runtime, wait: bool = True) -> threading.Thread | None:
+    """The demo project (with its example canvases) and, when available, the demo model.
+
+    Building the model imports torch and diffusers (seconds): with ``wait=False`` it is built
+    on the thread returned (None when the model is ready), and this process's lookups of the
+    demo model wait for it (``nodes.diffusion.demo.prepare_demo_model``)."""
     ensure_demo_project(runtime)
     try:
-        from nodes.diffusion.demo import ensure_demo_model
+        from nodes.diffusion.demo import ensure_demo_model, prepare_demo_model
     except (ImportError, AttributeError):
-        return
+        return None
+    if not wait:
+        from server.demo.model import build_in_child
+
+        return prepare_demo_model(runtime.home, lambda: build_in_child(runtime.home.path))
     try:
         ensure_demo_model(runtime.home)
     except Exception:  # the server is useful without the demo model
         log.exception("could not prepare the demo diffusion model")
+    return None
 
 
 def ensure_demo_project(runtime: Runtime) -> ProjectStore:

@@ -312,8 +312,9 @@ def _launch(instance: Any, job: Any, run_config: dict[str, Any], tags: dict[str,
     from dagster._core.origin import JobPythonOrigin, RepositoryPythonOrigin
 
     from dagster_defs.execution import code_origin
+    from dagster_defs.location import LOCATION_ATTRIBUTE, LOCATION_MODULE
 
-    pointer = ModuleCodePointer("dagster_defs.definitions", "takeflow_definitions", str(REPO))
+    pointer = ModuleCodePointer(LOCATION_MODULE, LOCATION_ATTRIBUTE, str(REPO))
     python_origin = JobPythonOrigin(
         job.name, RepositoryPythonOrigin(sys.executable, pointer, None, None, None)
     )

@@ -25,7 +25,10 @@ from tests.e2e.test_editor import (  # noqa: F401  (fixtures)
     SHOT,
     Server,
     browser,
+    build_title_card,
     drop_template,
+    open_editor,
+    run_status,
     server,
     wait_image,
     web_dist,
@@ -136,6 +139,73 @@ def test_takes_made_elsewhere_appear_without_a_reload(
     assert frames.subscriptions()[0] == {"type": "subscribe", "project_ids": ["alpha"]}
     assert {"type": "unsubscribe", "project_ids": ["alpha"]} in frames.sent
     assert {"type": "subscribe", "project_ids": ["beta"]} in frames.sent
+
+
+# Keeps every WebSocket the page opens in window.__sockets, so a test can drop them.
+RECORD_SOCKETS = """
+(() => {
+  const Native = window.WebSocket;
+  window.__sockets = [];
+  window.WebSocket = class extends Native {
+    constructor(...args) {
+      super(...args);
+      window.__sockets.push(this);
+    }
+  };
+})();
+"""
+DROP_SOCKETS = """
+() => {
+  const open = window.__sockets.filter((s) => s.readyState === WebSocket.OPEN);
+  for (const s of open) s.close();
+  return open.length;
+}
+"""
+
+
+def test_dropped_sockets_reconnect_and_resume_where_they_left_off(
+    server: Server,  # noqa: F811
+    open_page: Any,  # noqa: F811
+) -> None:
+    """Both of the editor's sockets (the run watched, the project feed) reconnect after a drop and
+    resubscribe from their last position: the run ends with every event once, takes keep coming."""
+    page = open_page(server.base)
+    page.add_init_script(RECORD_SOCKETS)
+    frames = Frames(page)
+    open_editor(page, "drops")
+    page.wait_for_selector("[data-testid=takes-panel][data-live=connected]")
+    elsewhere = submit(server.http, "drops", SHOT, color="#00ff00")
+    take_of(page, elsewhere).wait_for(timeout=LIVE_MS)
+    build_title_card(page, delay_s=4.0)
+    page.get_by_test_id("run-graph").click()
+    page.wait_for_function(
+        "() => parseInt(document.querySelector('[data-testid=run-status]').dataset.seq) >= 3"
+    )
+    task = run_status(page)["task"]
+    last_id = int(str(page.get_by_test_id("takes-panel").get_attribute("data-last-id")))
+    sent_before = len(frames.sent)
+
+    assert page.evaluate(DROP_SOCKETS) == 2  # the run's socket and the feed's
+    page.wait_for_selector("[data-testid=run-status][data-connection=connected]")
+    page.wait_for_selector("[data-testid=takes-panel][data-live=connected]")
+    resent = frames.sent[sent_before:]
+    run_again = [m for m in resent if m.get("task_ids") == [task]]
+    assert run_again and run_again[0]["last_seq"][task] >= 3, resent
+    feed_again = [m for m in resent if m.get("project_ids") == ["drops"]]
+    assert feed_again and feed_again[0]["type"] == "subscribe", resent
+    assert feed_again[0]["last_id"] >= last_id > 0, resent
+
+    # the run finishes on the new socket: every stored event applied once, no gap
+    wait_image(page.locator("[data-testid^=node-text_overlay_]"))
+    after = run_status(page)
+    stored = server.get(f"/api/v1/runs/{task}/events")
+    assert after["status"] == "completed"
+    assert after["gaps"] == "0"
+    assert int(after["seq"]) == len(stored) and int(after["applied"]) == len(stored)
+    # ... and takes made elsewhere still show on the feed's new socket
+    again = submit(server.http, "drops", SHOT, color="#0000ff")
+    take_of(page, again).wait_for(timeout=LIVE_MS)
+    take_of(page, task).wait_for(timeout=LIVE_MS)
 
 
 def test_minimap_is_off_until_asked_for_then_small_beside_the_controls(

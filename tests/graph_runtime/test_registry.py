@@ -97,3 +97,19 @@ def test_third_party_pack_is_found_through_its_entry_point(
     registry = TemplateRegistry.discover()
     assert registry.get("grade").ref == "grade@0.3.0"
     assert registry.get("resize").id == "resize"  # built-ins still there
+
+
+def test_without_published_packs_the_caller_s_fallback_is_used(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A source tree that is not installed publishes no entry points: the core loads nothing on
+    its own (it imports no ``nodes``); the caller hands it the built-ins."""
+    from graph_runtime import registry as registry_module
+    from nodes import discover_templates
+
+    monkeypatch.setattr(registry_module, "entry_points", lambda group: [])
+    assert list(TemplateRegistry.discover()) == []
+    assert TemplateRegistry.discover(fallback=lambda: [_t("1.0.0")]).get("upscale").ref == (
+        "upscale@1.0.0"
+    )
+    assert discover_templates().get("resize").id == "resize"

@@ -1,7 +1,8 @@
 // The current project's events over the WebSocket: takes made by anyone (other tabs, the API,
 // the CLI) arrive as `take.created` without a refresh. Events carry a global `id`; after a
 // dropped connection the subscription resumes after the largest id seen, so nothing is missed.
-import { withToken, socketUser } from './auth.svelte.js';
+import { socketUser } from './auth.svelte.js';
+import { reconnectingSocket } from './socket.js';
 
 export const feed = $state({
   project: null, // the project followed
@@ -20,19 +21,18 @@ export function onProjectEvent(fn) {
   return () => listeners.delete(fn);
 }
 
-let socket = null;
-let retry = null;
-let backoff = 300;
+const socket = reconnectingSocket({
+  user: () => feed.user,
+  keep: () => feed.user != null,
+  onState: (state) => (feed.connection = state),
+  onOpen: () => subscribe(),
+  onMessage: receive,
+});
 
-function wsUrl(user) {
-  const proto = location.protocol === 'https:' ? 'wss' : 'ws';
-  return withToken(`${proto}://${location.host}/ws/${encodeURIComponent(user)}`);
-}
-
-function subscribe(ws) {
+function subscribe() {
   const message = { type: 'subscribe', project_ids: [feed.project] };
   if (feed.lastId != null) message.last_id = feed.lastId;
-  ws.send(JSON.stringify(message));
+  socket.send(message);
 }
 
 function tell(evt) {
@@ -65,44 +65,6 @@ function receive(payload) {
   }
 }
 
-function open() {
-  clearTimeout(retry);
-  retry = null;
-  feed.connection = socket ? 'reconnecting' : 'connecting';
-  const ws = new WebSocket(wsUrl(feed.user));
-  socket = ws;
-  ws.onopen = () => {
-    backoff = 300;
-    feed.connection = 'connected';
-    subscribe(ws);
-  };
-  ws.onmessage = (msg) => {
-    try {
-      receive(JSON.parse(msg.data));
-    } catch {
-      /* not JSON: ignore */
-    }
-  };
-  ws.onclose = () => {
-    if (socket !== ws) return;
-    feed.connection = 'reconnecting';
-    retry = setTimeout(open, backoff);
-    backoff = Math.min(backoff * 2, 5000);
-  };
-}
-
-function close() {
-  clearTimeout(retry);
-  retry = null;
-  if (socket) {
-    const ws = socket;
-    socket = null;
-    ws.onclose = null;
-    ws.close();
-  }
-  feed.connection = 'idle';
-}
-
 /**
  * Follow `projectId` (null: nothing). Another project on the same socket is swapped with
  * unsubscribe + subscribe; a change of user (signing in) opens a new socket.
@@ -110,20 +72,19 @@ function close() {
 export function follow(projectId) {
   const project = projectId || null;
   const user = project ? socketUser() : null;
-  if (project === feed.project && user === feed.user && (socket || !user)) return;
+  if (project === feed.project && user === feed.user && (socket.active() || !user)) return;
   const previous = feed.project;
-  const sameSocket = socket && user === feed.user && socket.readyState === WebSocket.OPEN;
+  const sameSocket = user === feed.user && socket.connected();
   feed.project = project;
   feed.user = user;
   feed.lastId = null;
   feed.events = 0;
   feed.error = '';
-  if (!user) return close(); // no project, or signed in but not yet told as whom
+  if (!user) return socket.close(); // no project, or signed in but not yet told as whom
   if (sameSocket) {
-    if (previous) socket.send(JSON.stringify({ type: 'unsubscribe', project_ids: [previous] }));
-    subscribe(socket);
+    if (previous) socket.send({ type: 'unsubscribe', project_ids: [previous] });
+    subscribe();
     return;
   }
-  close();
-  open();
+  socket.open();
 }

@@ -1,6 +1,6 @@
 // The run being watched: per-node state folded from task events, persisted so a reload
 // resumes from the last sequence number it saw (the server replays the rest, no gap, no duplicate).
-import { withToken } from './auth.svelte.js';
+import { reconnectingSocket } from './socket.js';
 
 const STORAGE_KEY = 'takeflow.run.v1';
 const TERMINAL = new Set(['completed', 'failed', 'cancelled']);
@@ -176,66 +176,26 @@ function attachImages() {
 
 // --- WebSocket -----------------------------------------------------------------------------
 
-let socket = null;
-let retry = null;
-let backoff = 300;
-
-function wsUrl() {
-  const proto = location.protocol === 'https:' ? 'wss' : 'ws';
-  const user = run.user || localStorage.getItem('takeflow.user') || 'editor';
-  return withToken(`${proto}://${location.host}/ws/${encodeURIComponent(user)}`);
-}
-
-export function connect() {
-  if (!run.taskId || isTerminal(run.status)) return;
-  disconnect();
-  live.connection = 'connecting';
-  const ws = new WebSocket(wsUrl());
-  socket = ws;
-  ws.onopen = () => {
-    backoff = 300;
-    live.connection = 'connected';
-    ws.send(
-      JSON.stringify({
-        type: 'subscribe',
-        task_ids: [run.taskId],
-        last_seq: { [run.taskId]: run.lastSeq },
-      }),
-    );
-  };
-  ws.onmessage = (msg) => {
-    let payload;
-    try {
-      payload = JSON.parse(msg.data);
-    } catch {
-      return;
-    }
+const socket = reconnectingSocket({
+  user: () => run.user || localStorage.getItem('takeflow.user') || 'editor',
+  keep: () => Boolean(run.taskId) && !isTerminal(run.status),
+  onState: (state) => (live.connection = state),
+  onOpen: () =>
+    socket.send({ type: 'subscribe', task_ids: [run.taskId], last_seq: { [run.taskId]: run.lastSeq } }),
+  onMessage: (payload) => {
     const events = Array.isArray(payload) ? payload : Array.isArray(payload.events) ? payload.events : [payload];
     for (const evt of events) if (evt && typeof evt.type === 'string' && evt.data) applyEvent(evt);
-  };
-  ws.onclose = () => {
-    if (socket !== ws) return;
-    socket = null;
-    if (run.taskId && !isTerminal(run.status)) {
-      live.connection = 'reconnecting';
-      retry = setTimeout(connect, backoff);
-      backoff = Math.min(backoff * 2, 5000);
-    } else {
-      live.connection = 'idle';
-    }
-  };
+  },
+});
+
+/** Watch the run's task over the socket, from its last sequence number (nothing when it is over). */
+export function connect() {
+  if (!run.taskId || isTerminal(run.status)) return;
+  socket.open();
 }
 
 export function disconnect() {
-  clearTimeout(retry);
-  retry = null;
-  if (socket) {
-    const ws = socket;
-    socket = null;
-    ws.onclose = null;
-    ws.close();
-  }
-  live.connection = 'idle';
+  socket.close();
 }
 
 /** After a page load: bring back the last run and catch up from its last sequence number. */
