@@ -9,7 +9,8 @@ runner, the event model or the model registry is absorbed here. What it uses of 
 - ``runtime.events``: every stored event once, in order (the runner's bus embedded, the
   replica's feed of every process's events distributed);
 - ``runtime.state``: ``get`` (task records, their results) and ``read_task`` (the durable
-  event log of one task); in distributed mode its PostgreSQL pool holds the prompt store;
+  event log of one task); in distributed mode its PostgreSQL pool holds the prompt store
+  (``server.comfy.store.open_tables``);
 - ``runtime.projects``: ``get``/``create``, a project's files;
 - ``runtime.registry``: input specs of the ``image_generation`` / ``image_to_image`` templates;
 - ``nodes.diffusion.models.ModelRegistry``: the model names a checkpoint loader may name.
@@ -20,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from dagster_defs.admission import new_task_id
 from dagster_defs.runtime import Runtime
@@ -35,10 +36,6 @@ from graph_runtime.events import TaskEvent
 from graph_runtime.validation import ExecutionPlan
 from server.auth import Principal
 from server.wire import wire_event
-from stores.sqlite_state import SqliteState
-
-if TYPE_CHECKING:
-    from server.comfy.store import PromptTables
 
 TERMINAL_EVENTS = frozenset({"task.completed", "task.failed", "task.cancelled"})
 
@@ -123,20 +120,6 @@ class TakeflowBridge:
     def config(self) -> dict[str, Any]:
         """The home's ``config.json`` (the ``comfyui`` table configures this layer)."""
         return self.runtime.home.config()
-
-    def prompt_tables(self, path: Path) -> PromptTables:
-        """The prompt store of this deployment: SQLite at ``path`` embedded, the shared
-        PostgreSQL database (the state's pool) distributed."""
-        from server.comfy.store import SqlitePromptTables  # the store imports the catalog
-
-        state: object = self.runtime.state
-        if isinstance(state, SqliteState):
-            return SqlitePromptTables(path)
-        from stores.postgres.comfy import PostgresComfyStore
-        from stores.postgres.state import PostgresState
-
-        assert isinstance(state, PostgresState), type(state)
-        return PostgresComfyStore(state)
 
     # -- tasks ------------------------------------------------------------------------------
 

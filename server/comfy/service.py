@@ -35,7 +35,7 @@ from server.comfy.files import ComfyFolders, user_folder
 from server.comfy.history import build_history, history_view
 from server.comfy.hub import ComfyHub
 from server.comfy.issues import map_issues
-from server.comfy.store import ComfyStore, PromptRow
+from server.comfy.store import ComfyStore, PromptRow, open_tables
 from server.comfy.translate import Translator
 from server.comfy.validate import validate_prompt
 
@@ -54,7 +54,7 @@ class ComfyService:
         self.bridge = TakeflowBridge(runtime)
         root = self.bridge.home / "comfyui"
         self._store_path = root / "comfyui.sqlite"
-        self.store = ComfyStore(self.bridge.prompt_tables(self._store_path))
+        self.store = ComfyStore(open_tables(runtime.state, self._store_path))
         self.folders = ComfyFolders(root)
         self.catalog = Catalog(self.bridge.model_names, self.folders.input_files,
                                self.bridge.limits)  # fmt: skip
@@ -77,7 +77,7 @@ class ComfyService:
         if self._users > 1:
             return
         if self.store.closed:
-            self.store = ComfyStore(self.bridge.prompt_tables(self._store_path))
+            self.store = ComfyStore(open_tables(self.bridge.runtime.state, self._store_path))
         self.hub.start()
         self.bridge.listen(self.hub.emit)
         await asyncio.to_thread(self.reconcile)

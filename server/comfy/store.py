@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from server.comfy.translate import Translation
+from stores.sqlite_state import SqliteState
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS prompts (
@@ -54,6 +55,18 @@ _ADDED_COLUMNS = {"history_owner": "TEXT", "history_until": "REAL"}
 
 Row = tuple[Any, ...]  # prompt_id, task_id, number, client_id, user, project, created,
 # body (JSON), plan (JSON), history (JSON or None)
+
+
+def open_tables(state: object, path: Path) -> PromptTables:
+    """The prompt store of a runtime's deployment, by its task state: SQLite at ``path``
+    beside a SQLite state (embedded), the state's PostgreSQL pool (distributed)."""
+    if isinstance(state, SqliteState):
+        return SqlitePromptTables(path)
+    from stores.postgres.comfy import PostgresComfyStore  # psycopg: distributed mode only
+    from stores.postgres.state import PostgresState
+
+    assert isinstance(state, PostgresState), type(state)
+    return PostgresComfyStore(state)
 
 
 class PromptTables(Protocol):
