@@ -61,8 +61,8 @@ def kinds(messages: list[Message]) -> list[str]:
     return [m["type"] for m in messages if isinstance(m, dict)]
 
 
-def until(ws: Any, prompt_id: str, kind: str) -> list[Message]:
-    """Messages up to the prompt's first ``kind`` (included)."""
+def until(ws: Any, prompt_id: str, kind: str, step: int = 0) -> list[Message]:
+    """Messages up to the prompt's first ``kind`` (included; a ``progress`` of ``step`` on)."""
     got: list[Message] = []
     deadline = time.monotonic() + DONE_S
     while time.monotonic() < deadline:
@@ -70,7 +70,8 @@ def until(ws: Any, prompt_id: str, kind: str) -> list[Message]:
         got.append(message)
         if not isinstance(message, dict) or message["type"] != kind:
             continue
-        if message["data"].get("prompt_id") == prompt_id:
+        data = message["data"]
+        if data.get("prompt_id") == prompt_id and data.get("value", step) >= step:
             return got
     raise TimeoutError(f"no {kind} for {prompt_id}: {got[-5:]}")
 
@@ -92,6 +93,11 @@ def wait_queues_empty(*clients: ComfyClient, prompt_id: str) -> None:
             return
         assert time.monotonic() < deadline, f"{prompt_id} still queued: {seen}"
         time.sleep(0.05)
+
+
+def sql(c: ComfyCluster, query: str, *params: Any) -> list[tuple[Any, ...]]:
+    with psycopg.connect(c.env["TAKEFLOW_DATABASE_URL"]) as conn:
+        return conn.execute(query, params).fetchall()
 
 
 def history(client: ComfyClient, prompt_id: str) -> dict[str, Any]:
@@ -133,7 +139,9 @@ def test_prompt_on_a_streams_live_history_once_on_both_and_view(cluster: Cluster
 
 
 def test_reconnect_to_the_other_replica_mid_run_catches_up_then_follows(cluster: Cluster) -> None:
-    _, a, b = cluster
+    """A -> B at once (as a load balancer moves a client), then back to A: no gap, and
+    nothing sent twice once the position is saved (A remembers an older one)."""
+    c, a, b = cluster
     client_id = uuid.uuid4().hex
     steps = 20  # long enough to move mid-run (~0.2 s a step at 128x128 on 2 busy cores)
     ws = a.connect(client_id)
@@ -142,24 +150,38 @@ def test_reconnect_to_the_other_replica_mid_run_catches_up_then_follows(cluster:
         first = of_prompt(until(ws, prompt_id, "progress"), prompt_id)
     finally:
         ws.close()
-    ws = b.connect(client_id)  # at once, as a client moved by a load balancer
+    ws = b.connect(client_id)
     try:
         assert_status(recv(ws))
         for client in (a, b):  # both replicas see it running, neither lists it as pending
             assert queue_ids(client) == ([prompt_id], [])
-        second = of_prompt(until_done(ws, prompt_id, timeout=DONE_S), prompt_id)
+        second = of_prompt(until(ws, prompt_id, "progress", step=3), prompt_id)
     finally:
         ws.close()
     one, two = texts(first), texts(second)
     overlap = [t for t in two if t in one]  # what A sent but had not saved as delivered yet
     assert overlap == one[len(one) - len(overlap) :]  # at most a tail of A's, nothing older
-    whole = one + [t for t in two if t not in one]
+    seen = len(set(one + two))  # previews come from step 5 on: every message so far is text
+    deadline = time.monotonic() + 10
+    while not sql(c, "SELECT 1 FROM takeflow_comfy_deliveries WHERE client_id = %s AND "
+                  "prompt_id = %s AND position >= %s", client_id, prompt_id, seen):  # fmt: skip
+        assert time.monotonic() < deadline, "B never saved the client's position"
+        time.sleep(0.02)
+    ws = a.connect(client_id)
+    try:
+        assert_status(recv(ws))
+        third = of_prompt(until_done(ws, prompt_id, timeout=DONE_S), prompt_id)
+    finally:
+        ws.close()
+    three = texts(third)
+    assert not set(three) & set(one + two)  # A resumes where B's saved position says
+    whole = one + [t for t in two if t not in one] + three
     assert len(whole) == len(set(whole))
     progress = [json.loads(t)["data"]["value"] for t in whole if '"progress"' in t]
     assert progress == list(range(1, steps + 1))  # no gap, nothing twice
     executing = [json.loads(t)["data"]["node"] for t in whole if '"executing"' in t]
     assert executing == ["4", "5", "6", "7", "3", "8", "9", None]
-    assert kinds(second)[-3:] == ["executed", "execution_success", "executing"]
+    assert kinds(third)[-3:] == ["executed", "execution_success", "executing"]
     assert history(b, prompt_id) == history(a, prompt_id)
     wait_queues_empty(a, b, prompt_id=prompt_id)
 
