@@ -4,17 +4,20 @@ Everything else in ``server.comfy`` talks to ``TakeflowBridge`` only, so a chang
 runner, the event model or the model registry is absorbed here. What it uses of Takeflow:
 
 - ``runtime.runner``: ``plan`` (validation), ``submit`` (with our own task id), ``cancel``,
-  ``get``, ``add_sink``/``remove_sink`` (live events);
+  ``get``, ``histories.commit`` (the commit queue: in distributed mode under the project's
+  cross-process git lock);
+- ``runtime.events``: every stored event once, in order (the runner's bus embedded, the
+  replica's feed of every process's events distributed);
 - ``runtime.state``: ``get`` (task records, their results) and ``read_task`` (the durable
-  event log of one task);
-- ``runtime.projects``: ``get``/``create``, a project's ``fs``, ``abs``, ``repo.commit``;
+  event log of one task); in distributed mode its PostgreSQL pool holds the prompt store
+  (``server.comfy.store.open_tables``);
+- ``runtime.projects``: ``get``/``create``, a project's files;
 - ``runtime.registry``: input specs of the ``image_generation`` / ``image_to_image`` templates;
 - ``nodes.diffusion.models.ModelRegistry``: the model names a checkpoint loader may name.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +27,6 @@ from dagster_defs.admission import new_task_id
 from dagster_defs.runtime import Runtime
 from graph_runtime.canvas import CanvasGraph
 from graph_runtime.errors import (
-    GitError,
     GraphIssue,
     GraphValidationError,
     ProjectNotFoundError,
@@ -34,8 +36,6 @@ from graph_runtime.events import TaskEvent
 from graph_runtime.validation import ExecutionPlan
 from server.auth import Principal
 from server.wire import wire_event
-
-log = logging.getLogger(__name__)
 
 TERMINAL_EVENTS = frozenset({"task.completed", "task.failed", "task.cancelled"})
 
@@ -182,15 +182,17 @@ class TakeflowBridge:
         return [_event(e) for e in self.runtime.state.read_task(task_id, after_seq)]
 
     def listen(self, callback: Callable[[Event], None]) -> None:
-        """Call ``callback`` (from runner threads) with every event once it is stored."""
+        """Call ``callback`` (from runner or feed threads) with every event of every process
+        once it is stored, in order; starts the event source if the main app has not."""
         sink = _Sink(callback)
         self._sinks[callback] = sink
-        self.runtime.runner.add_sink(sink)
+        self.runtime.events.add_sink(sink)
+        self.runtime.events.start()  # idempotent
 
     def unlisten(self, callback: Callable[[Event], None]) -> None:
         sink = self._sinks.pop(callback, None)
         if sink is not None:
-            self.runtime.runner.remove_sink(sink)
+            self.runtime.events.remove_sink(sink)
 
     # -- models and templates ---------------------------------------------------------------
 
@@ -245,13 +247,12 @@ class TakeflowBridge:
             return None
 
     def store_file(self, project_id: str, rel: str, data: bytes, message: str) -> None:
-        """Write a project file and commit it (a failed commit is logged, not raised)."""
+        """Write a project file and commit it through the runtime's commit queue (one git
+        writer per project, across processes in distributed mode); a failed commit is logged
+        and kept in the queue's backlog for the next commit, not raised."""
         project = self.runtime.projects.get(project_id)
         project.write_file(rel, data)
-        try:
-            project.history.commit([rel], message)
-        except GitError as exc:
-            log.warning("could not commit %s in %s: %s", rel, project_id, exc.message)
+        self.runtime.runner.histories.commit(project, [rel], message)
 
     def take_outputs(self, task_id: str) -> dict[str, str]:
         """A completed task's take outputs: output key -> project-relative path (read from the

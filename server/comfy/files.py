@@ -221,10 +221,16 @@ class ComfyFolders:
                 default=0,
             )
             for data in images:
-                name = f"{stem}_{counter:05}_.png"
-                (directory / name).write_bytes(data)
+                while True:  # exclusive create: another replica may number in this folder too
+                    name = f"{stem}_{counter:05}_.png"
+                    counter += 1
+                    try:
+                        with (directory / name).open("xb") as file:
+                            file.write(data)
+                    except FileExistsError:
+                        continue
+                    break
                 saved.append((name, subfolder))
-                counter += 1
         return saved
 
 

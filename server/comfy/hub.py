@@ -1,11 +1,14 @@
 """Live ComfyUI messages: Takeflow events in, per-client WebSocket messages out, none lost.
 
 One dispatcher on the event loop turns each stored event of a ComfyUI prompt into that prompt's
-messages (``server.comfy.stream``) and offers them to the prompt's client, if connected. A
-connection sends each message at most once: per prompt it keeps the index of the last message
-sent, kept in memory and saved to the store, so a client that reconnects with the same
-``clientId`` (even after a server restart) is first sent what it missed, rebuilt from the
-durable event log, then live messages.
+messages (``server.comfy.stream``) and offers them to the prompt's client, if connected. The
+events are every process's (``runtime.events``: in distributed mode the replica's feed), and
+the prompts are looked up in the shared store, so a prompt taken by any replica streams to its
+client on any replica. A connection sends each message at most once: per prompt it keeps the
+index of the last message sent, kept in memory and saved to the store, so a client that
+reconnects with the same ``clientId`` (even after a server restart, or to another replica) is
+first sent what it missed, rebuilt from the durable event log, then live messages. (Moving to
+another replica at once may repeat the few messages the first one sent but had not saved yet.)
 """
 
 from __future__ import annotations
@@ -112,7 +115,7 @@ class ClientConnection:
                 await self._send(row, out)
 
     async def run(self) -> None:
-        await self._send_text(json.dumps(self.hub.status(self.client_id)))
+        await self._send_text(json.dumps(await self.hub.status(self.client_id)))
         await self.replay()
         while True:
             try:
@@ -161,9 +164,9 @@ class ComfyHub:
                 await self._task
 
     def emit(self, event: Event) -> None:
-        """Called from runner threads with every stored event."""
+        """Called from runner or feed threads with every stored event (of any process)."""
         loop, queue = self._loop, self._events
-        if loop is None or queue is None or event.task_id not in self.service.task_prompts:
+        if loop is None or queue is None or event.task_id in self.service.other_tasks:
             return
         with contextlib.suppress(RuntimeError):  # loop closing: the log keeps the event
             loop.call_soon_threadsafe(queue.put_nowait, event)
@@ -174,15 +177,17 @@ class ComfyHub:
 
     # -- dispatch ---------------------------------------------------------------------------
 
-    def status(self, sid: str | None = None) -> dict[str, Any]:
-        remaining = len(self.service.active)
+    async def status(self, sid: str | None = None) -> dict[str, Any]:
+        remaining = await asyncio.to_thread(self.service.queue_remaining)
         data: dict[str, Any] = {"status": {"exec_info": {"queue_remaining": remaining}}}
         if sid is not None:
             data["sid"] = sid
         return {"type": "status", "data": data}
 
-    def broadcast_status(self) -> None:
-        message = self.status()
+    async def broadcast_status(self) -> None:
+        if not self.connections:
+            return
+        message = await self.status()
         for conn in self.connections.values():
             conn.offer_status(message)
 
@@ -210,6 +215,8 @@ class ComfyHub:
 
     async def _on_event(self, event: Event) -> None:
         prompt_id = self.service.task_prompts.get(event.task_id)
+        if prompt_id is None and event.task_id not in self.service.other_tasks:
+            prompt_id = await asyncio.to_thread(self.service.prompt_of, event.task_id)
         row = await self.service.row(prompt_id) if prompt_id else None
         if row is None:
             return
@@ -225,16 +232,17 @@ class ComfyHub:
         outs += stream.feed(event)
         self._deliver(row, outs)
         if event.type in ("task.submitted", "task.started"):
-            self.broadcast_status()
+            await self.broadcast_status()
         if event.terminal:
-            self.service.active.discard(row.prompt_id)
             finishing = asyncio.create_task(self._finish(row))
             self._finishing.add(finishing)
             finishing.add_done_callback(self._finishing.discard)
 
     async def _finish(self, row: PromptRow) -> None:
+        """Write the history (or wait for the replica that writes it), then close the
+        prompt's stream."""
         try:
-            history = await asyncio.to_thread(self.service.write_history, row.prompt_id)
+            history = await asyncio.to_thread(self.service.settle_history, row.prompt_id)
         except Exception:
             log.exception("could not write the history of prompt %s", row.prompt_id)
             return
@@ -254,7 +262,8 @@ class ComfyHub:
             self._deliver(row, outs)
         self._deliver(row, stream.finish(history))
         self.service.forget(prompt_id)
-        self.broadcast_status()
+        self.service.task_prompts.pop(row.task_id, None)
+        await self.broadcast_status()
 
     # -- connections ------------------------------------------------------------------------
 
@@ -276,10 +285,11 @@ class ComfyHub:
                     await old.close()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(old.stopped.wait(), 10)
-            if client_id not in self.positions:
-                self.positions[client_id] = await asyncio.to_thread(
-                    self.service.store.positions, client_id
-                )
+            # what this process sent lately, and what another replica saved
+            positions = self.positions.setdefault(client_id, {})
+            stored = await asyncio.to_thread(self.service.store.positions, client_id)
+            for prompt_id, entry in stored.items():
+                positions[prompt_id] = max(positions.get(prompt_id, (0, False)), entry)
             conn = ClientConnection(self, client_id, user, send_text, send_bytes,
                                     self.positions[client_id], close)  # fmt: skip
             self.connections[client_id] = conn

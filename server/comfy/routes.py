@@ -78,7 +78,7 @@ def make_router(path: str, comfy: ComfyService) -> Router:
 
     @get("/prompt")
     async def get_prompt(comfy: Comfy) -> dict[str, Any]:
-        return {"exec_info": {"queue_remaining": comfy.queue_remaining()}}
+        return {"exec_info": {"queue_remaining": await asyncio.to_thread(comfy.queue_remaining)}}
 
     @get("/queue", sync_to_thread=True)
     def get_queue(request: Request[Any, Any, Any], comfy: Comfy) -> dict[str, Any]:

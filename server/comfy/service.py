@@ -15,8 +15,10 @@ import logging
 import math
 import os
 import platform
+import socket
 import sys
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -33,7 +35,7 @@ from server.comfy.files import ComfyFolders, user_folder
 from server.comfy.history import build_history, history_view
 from server.comfy.hub import ComfyHub
 from server.comfy.issues import map_issues
-from server.comfy.store import ComfyStore, PromptRow
+from server.comfy.store import ComfyStore, PromptRow, open_tables
 from server.comfy.translate import Translator
 from server.comfy.validate import validate_prompt
 
@@ -41,6 +43,8 @@ log = logging.getLogger(__name__)
 DEFAULT_PROJECT = "comfyui"
 DEFAULT_SHOT = "main/main/main"
 COMPAT_VERSION = "0.3.0-takeflow"
+HISTORY_LEASE_S = 60.0  # a replica that died while writing a history is taken over after this
+_KNOWN_TASKS = 50_000  # task ids remembered as not being ComfyUI prompts (then forgotten)
 
 
 class ComfyService:
@@ -49,7 +53,8 @@ class ComfyService:
     def __init__(self, runtime: Runtime, auth: bool = False) -> None:
         self.bridge = TakeflowBridge(runtime)
         root = self.bridge.home / "comfyui"
-        self.store = ComfyStore(root / "comfyui.sqlite")
+        self._store_path = root / "comfyui.sqlite"
+        self.store = ComfyStore(open_tables(runtime.state, self._store_path))
         self.folders = ComfyFolders(root)
         self.catalog = Catalog(self.bridge.model_names, self.folders.input_files,
                                self.bridge.limits)  # fmt: skip
@@ -57,10 +62,11 @@ class ComfyService:
         self.auth = auth
         self._user_folders: dict[str, ComfyFolders] = {}
         self._folders_lock = threading.Lock()
-        self.task_prompts: dict[str, str] = self.store.task_map()
-        self.active: set[str] = set()  # prompts whose task has not ended
+        # caches of the shared store: task id -> prompt id, and task ids of no prompt
+        self.task_prompts: dict[str, str] = {}
+        self.other_tasks: set[str] = set()
         self._rows: dict[str, PromptRow] = {}
-        self._history_lock = threading.Lock()
+        self.instance = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._users = 0
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -71,7 +77,7 @@ class ComfyService:
         if self._users > 1:
             return
         if self.store.closed:
-            self.store = ComfyStore(self.store.path)
+            self.store = ComfyStore(open_tables(self.bridge.runtime.state, self._store_path))
         self.hub.start()
         self.bridge.listen(self.hub.emit)
         await asyncio.to_thread(self.reconcile)
@@ -89,7 +95,6 @@ class ComfyService:
         for row in self.store.without_history():
             task = self.bridge.task(row.task_id)
             if task is not None and not task.finished:
-                self.active.add(row.prompt_id)
                 continue
             try:
                 self.write_history(row.prompt_id)
@@ -103,15 +108,31 @@ class ComfyService:
     # -- rows -------------------------------------------------------------------------------
 
     async def row(self, prompt_id: str) -> PromptRow | None:
+        """A prompt's row, kept while its messages are being dispatched (until ``forget``)."""
         found = self._rows.get(prompt_id)
         if found is None:
             found = await asyncio.to_thread(self.store.get, prompt_id)
-            if found is not None and prompt_id in self.active:
+            if found is not None:
                 self._rows[prompt_id] = found
         return found
 
     def forget(self, prompt_id: str) -> None:
         self._rows.pop(prompt_id, None)
+
+    def prompt_of(self, task_id: str) -> str | None:
+        """The prompt a task runs, ``None`` for a task of no ComfyUI prompt (whichever replica
+        took the prompt: its row is stored before the task's first event)."""
+        found = self.task_prompts.get(task_id)
+        if found is not None or task_id in self.other_tasks:
+            return found
+        row = self.store.by_task(task_id)
+        if row is None:
+            if len(self.other_tasks) >= _KNOWN_TASKS:
+                self.other_tasks.clear()
+            self.other_tasks.add(task_id)
+            return None
+        self.task_prompts[task_id] = row.prompt_id
+        return row.prompt_id
 
     def visible(self, row: PromptRow, user: str | None) -> bool:
         """With auth on, a prompt is its user's only."""
@@ -194,7 +215,6 @@ class ComfyService:
                   "outputs": outputs}  # fmt: skip
         self.store.add(prompt_id, task_id, number, client_id, user, project, stored, translation)
         self.task_prompts[task_id] = prompt_id
-        self.active.add(prompt_id)
         try:
             self.bridge.submit(
                 task_id, plan, project_id=project, shot=shot, user=user,
@@ -203,7 +223,6 @@ class ComfyService:
                           "comfyui_client_id": client_id, "comfyui_notes": translation.notes},
             )  # fmt: skip
         except BaseException as exc:
-            self.active.discard(prompt_id)
             self.task_prompts.pop(task_id, None)
             self.store.remove(prompt_id)
             if isinstance(exc, QueueFullError):
@@ -219,12 +238,13 @@ class ComfyService:
     # -- queue ------------------------------------------------------------------------------
 
     def _active_rows(self, principal: Principal | None) -> list[tuple[PromptRow, str]]:
+        """Prompts whose task is queued or running, by number (from the shared store and task
+        records, so every replica answers the same)."""
         user = principal.user if principal is not None else None
         found = []
-        for prompt_id in list(self.active):
-            row = self.store.get(prompt_id)
-            task = self.bridge.task(row.task_id) if row is not None else None
-            if row is not None and task is not None and self.visible(row, user):
+        for row in self.store.without_history():
+            task = self.bridge.task(row.task_id) if self.visible(row, user) else None
+            if task is not None and not task.finished:
                 found.append((row, task.status))
         return sorted(found, key=lambda item: item[0].number)
 
@@ -236,7 +256,7 @@ class ComfyService:
         }
 
     def queue_remaining(self) -> int:
-        return len(self.active)
+        return len(self._active_rows(None))
 
     def delete(self, prompt_ids: list[str] | None, principal: Principal | None) -> None:
         """``POST /queue``: cancel pending prompts (all of them when ``None``)."""
@@ -253,25 +273,47 @@ class ComfyService:
     # -- history ----------------------------------------------------------------------------
 
     def write_history(self, prompt_id: str) -> dict[str, Any] | None:
-        """Write a finished prompt's output files and history entry, once."""
-        with self._history_lock:
-            row = self.store.get(prompt_id)
-            if row is None:
-                return None
-            if row.history is not None:
-                return row.history
-            task = self.bridge.task(row.task_id)
-            if task is not None and not task.finished:
-                return None
-            if task is None:  # the task record is gone: record the prompt as failed
-                from server.comfy.bridge import TaskInfo
+        """A finished prompt's history entry: written here (output files, then the entry) if
+        no other process writes it, once across every replica; ``None`` while the task runs
+        or another process is writing it."""
+        return self._write_history(prompt_id)[0]
 
-                lost = {"code": "task_lost", "message": "the Takeflow task is gone"}
-                task = TaskInfo(row.task_id, "failed", row.project, row.user, row.created, lost)
+    def _write_history(self, prompt_id: str) -> tuple[dict[str, Any] | None, bool]:
+        """``(history, another process is writing it)``."""
+        row = self.store.get(prompt_id)
+        if row is None:
+            return None, False
+        if row.history is not None:
+            return row.history, False
+        task = self.bridge.task(row.task_id)
+        if task is not None and not task.finished:
+            return None, False
+        if not self.store.claim_history(prompt_id, self.instance, HISTORY_LEASE_S):
+            written = self.store.get(prompt_id)
+            history = written.history if written is not None else None
+            return history, history is None and written is not None
+        if task is None:  # the task record is gone: record the prompt as failed
+            from server.comfy.bridge import TaskInfo
+
+            lost = {"code": "task_lost", "message": "the Takeflow task is gone"}
+            task = TaskInfo(row.task_id, "failed", row.project, row.user, row.created, lost)
+        try:
             history = build_history(row, task, self.bridge, self.folders_of(row.user))
             self.store.set_history(prompt_id, history)
-            self.active.discard(prompt_id)
-            return history
+        except BaseException:
+            self.store.release_history(prompt_id, self.instance)
+            raise
+        return history, False
+
+    def settle_history(self, prompt_id: str, poll_s: float = 0.05) -> dict[str, Any] | None:
+        """``write_history``, waiting while another replica writes it (taken over if that
+        replica dies: its claim expires after ``HISTORY_LEASE_S``)."""
+        deadline = time.monotonic() + HISTORY_LEASE_S + 5
+        while True:
+            history, elsewhere = self._write_history(prompt_id)
+            if not elsewhere or time.monotonic() > deadline:
+                return history
+            time.sleep(poll_s)
 
     def history(
         self, principal: Principal | None, max_items: int | None = None, offset: int = 0

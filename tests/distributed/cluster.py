@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.server.harness import REPO, ServerProcess
+from tests.server.harness import REPO, ServerProcess, free_port
 from tests.services import PostgresServer, RedisServer
 
 
@@ -128,6 +129,53 @@ def cluster(
             ServerProcess(home, "--heartbeat", "0.5", workers=0, env=env) for _ in range(apis - 1)
         ]
         started = [WorkerProcess(home, env, None, concurrency) for _ in range(workers)]
+        c.apis += [a.wait_ready() for a in spare]
+        c.workers += [w.wait_ready() for w in started]
+        yield c
+    finally:
+        c.stop()
+
+
+@dataclass
+class ComfyCluster(Cluster):
+    """A cluster whose API replicas also serve the ComfyUI API (``--comfy-port``)."""
+
+    comfy_bases: list[str] = field(default_factory=list)  # one per API replica, in order
+
+
+@contextlib.contextmanager
+def comfy_cluster(
+    root: Path,
+    pg: PostgresServer,
+    redis: RedisServer,
+    demo: Path,
+    apis: int = 2,
+    workers: int = 1,
+    config: dict[str, Any] | None = None,
+) -> Iterator[ComfyCluster]:
+    """API replicas started as ``serve --demo --comfy-port`` (``demo``: a built demo model
+    folder copied into the home, so the first replica finds it current) and workers started
+    once the first replica has registered the demo model in the shared ``config.json``."""
+    home = root / "home"
+    shutil.copytree(demo, home / "models" / "demo")
+    (home / "config.json").write_text(json.dumps(config or {}))
+    env = {
+        "TAKEFLOW_HOME": str(home),
+        "TAKEFLOW_DATABASE_URL": pg.url(pg.create_database("comfy")),
+        "TAKEFLOW_REDIS_URL": redis.url,
+    }
+    c = ComfyCluster(home, env)
+
+    def replica() -> ServerProcess:
+        port = free_port()
+        c.comfy_bases.append(f"http://127.0.0.1:{port}")
+        argv = ("--heartbeat", "0.5", "--demo", "--comfy-port", str(port))
+        return ServerProcess(home, *argv, workers=0, env=env)
+
+    try:
+        c.apis.append(replica().wait_ready())  # creates the schemas, registers the demo model
+        spare = [replica() for _ in range(apis - 1)]
+        started = [WorkerProcess(home, env, None, 2) for _ in range(workers)]
         c.apis += [a.wait_ready() for a in spare]
         c.workers += [w.wait_ready() for w in started]
         yield c
