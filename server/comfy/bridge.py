@@ -214,13 +214,6 @@ class TakeflowBridge:
             return Limits()
         return Limits(spec.default, spec.minimum, spec.maximum, spec.multiple_of)
 
-    def has_template(self, template: str) -> bool:
-        try:
-            self.runtime.registry.get(template)
-        except TakeflowError:
-            return False
-        return True
-
     # -- projects and files -----------------------------------------------------------------
 
     def require_project(

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from server.comfy.bridge import Event
 from server.comfy.store import PromptRow
 from server.comfy.stream import Out, PromptStream, rebuild
+from server.socket_tasks import run_until_one_ends
 
 if TYPE_CHECKING:
     from server.comfy.service import ComfyService
@@ -293,16 +294,14 @@ class ComfyHub:
             conn = ClientConnection(self, client_id, user, send_text, send_bytes,
                                     self.positions[client_id], close)  # fmt: skip
             self.connections[client_id] = conn
-        pump = asyncio.create_task(conn.run(), name=f"comfyui-ws-{client_id}")
-        receiver = asyncio.create_task(_drain(receive), name=f"comfyui-recv-{client_id}")
         try:
-            await asyncio.wait({pump, receiver}, return_when=asyncio.FIRST_COMPLETED)
+            await run_until_one_ends(
+                {
+                    f"comfyui-ws-{client_id}": conn.run(),
+                    f"comfyui-recv-{client_id}": _drain(receive),
+                }
+            )
         finally:
-            for task in (pump, receiver):
-                task.cancel()
-            for task in (pump, receiver):
-                with contextlib.suppress(BaseException):
-                    await task
             with contextlib.suppress(Exception):
                 await conn.flush()
             if self.connections.get(client_id) is conn:

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from server.comfy.store import ComfyStore, SqlitePromptTables
+from server.comfy.store import ComfyStore
 from server.comfy.translate import OutputPlan, Translation
+from stores.comfy_prompts import SqlitePromptTables
 
 PLAN = Translation(
     graph={"name": "g", "nodes": []},
