@@ -122,3 +122,20 @@ def test_the_sql_check_sees_a_statement(tmp_path: Path) -> None:
     module = tmp_path / "m.py"
     module.write_text('Q = "SELECT record FROM takeflow_tasks"\nX = "select a value"\n')
     assert sql_literals(module) == [1]
+
+
+def test_every_commit_goes_through_the_commit_queue() -> None:
+    """``project.history.commit`` (git itself) is called by the commit queue only, so every
+    commit gets its backlog, its health and, distributed, the per-project git lock."""
+    callers = [
+        f"{source.relative_to(ROOT)}:{node.lineno}"
+        for package in ("dagster_defs", "server", "nodes", "ui_bridge")
+        for source in sorted((ROOT / package).rglob("*.py"))
+        for node in ast.walk(ast.parse(source.read_text()))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "commit"
+        and isinstance(node.func.value, ast.Attribute)
+        and node.func.value.attr == "history"
+    ]
+    assert [c.split(":")[0] for c in callers] == ["dagster_defs/commits.py"], callers

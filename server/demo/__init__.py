@@ -14,7 +14,7 @@ import threading
 from importlib import resources
 from typing import TYPE_CHECKING
 
-from graph_runtime.errors import GitError, ProjectNotFoundError
+from graph_runtime.errors import ProjectNotFoundError
 from graph_runtime.projects import ProjectStore
 
 if TYPE_CHECKING:
@@ -56,20 +56,19 @@ def ensure_demo_project(runtime: Runtime) -> ProjectStore:
     except ProjectNotFoundError:
         pass
     project = runtime.projects.create(DEMO_PROJECT, "Demo project")
-    add_example_canvases(project)
+    add_example_canvases(runtime, project)
     log.info("created project '%s'", DEMO_PROJECT)
     return project
 
 
-def add_example_canvases(project: ProjectStore) -> list[str]:
-    """Copy the example canvases (and schedule sidecar) into a project and commit them."""
+def add_example_canvases(runtime: Runtime, project: ProjectStore) -> list[str]:
+    """Copy the example canvases (and schedule sidecar) into a project and commit them through
+    the project's commit queue (in distributed mode, one git writer across processes)."""
     source = resources.files(__package__).joinpath("canvases")
     added = []
     for name in EXAMPLE_FILES:
         project.write_file(f"{CANVAS_DIR}/{name}", source.joinpath(name).read_bytes())
         added.append(f"{CANVAS_DIR}/{name}")
-    try:
-        project.history.commit(added, "Add example canvases")
-    except GitError as exc:  # stored either way: the demo works without git (see /health)
-        log.warning("could not commit the example canvases of %s: %s", project.id, exc.message)
+    # a failed commit stays in the queue's backlog (the demo works without git; see /health)
+    runtime.runner.histories.commit(project, added, "Add example canvases")
     return added
