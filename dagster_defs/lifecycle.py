@@ -107,20 +107,26 @@ class TaskLifecycle:
         the node ids it will run."""
         nodes = plan if isinstance(plan, list) else [n.node_id for n in plan.nodes]
         with self.atomic():
-            self.store.save(record)
-            self._emit(
-                record,
-                TaskSubmitted(
-                    shot_id=record.shot,
-                    nodes=nodes,
-                    estimated_time=estimate,
-                    batch_id=record.batch_id,
-                    batch_size=batch_size,
-                    trace_id=record.trace_id,
-                ),
-            )
-        self.telemetry.metrics.tasks_submitted.inc()
+            self._save_submitted(record, nodes, estimate, batch_size)
         return record
+
+    def _save_submitted(
+        self, record: TaskRecord, nodes: list[str], estimate: float, batch_size: int | None
+    ) -> None:
+        """Store a new task and publish the ``task.submitted`` every door's task opens with."""
+        self.store.save(record)
+        self._emit(
+            record,
+            TaskSubmitted(
+                shot_id=record.shot,
+                nodes=nodes,
+                estimated_time=estimate,
+                batch_id=record.batch_id,
+                batch_size=batch_size,
+                trace_id=record.trace_id,
+            ),
+        )
+        self.telemetry.metrics.tasks_submitted.inc()
 
     def traced(self, task_id: str) -> str:
         """Open the root span of a task that no admission opened (a run Dagster started);
@@ -150,18 +156,7 @@ class TaskLifecycle:
         ``task.submitted`` as every other door's task, then ``task.started``."""
         record = replace(record, owner=self.owner, trace_id=self.traced(record.task_id))
         with self.atomic():
-            self.store.save(record)
-            self._emit(
-                record,
-                TaskSubmitted(
-                    shot_id=record.shot,
-                    nodes=nodes,
-                    estimated_time=0.0,
-                    batch_id=record.batch_id,
-                    batch_size=None,
-                    trace_id=record.trace_id,
-                ),
-            )
+            self._save_submitted(record, nodes, 0.0, None)
             self._emit(
                 record,
                 TaskStarted(
@@ -171,7 +166,6 @@ class TaskLifecycle:
                     trace_id=record.trace_id,
                 ),
             )
-        self.telemetry.metrics.tasks_submitted.inc()
         return record
 
     def finish(
