@@ -1,0 +1,86 @@
+# ruff: noqa: F811 - the fixtures imported from test_editor are the parameters
+"""Editor bugs of issue 22, each pinned in a real Chromium against a real ``takeflow serve``.
+
+One server and one browser for the module (a fresh browser context per test), so the file stays
+quick. Each test failed on the editor before its fix.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.test_editor import (  # noqa: F401 - fixtures used by name
+    Server,
+    browser,
+    connect,
+    drop_template,
+    open_editor,
+    page,
+    run_status,
+    server,
+    wait_image,
+    web_dist,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
+TASKS = "/api/v1/functions/tasks"
+DEMO = Path(__file__).resolve().parents[2] / "server" / "demo" / "canvases"
+
+
+def templates_of(server: Server) -> dict[str, Any]:
+    body = server.get("/api/v1/functions/templates")
+    listed = body["templates"] if isinstance(body, dict) else body
+    return {t["id"]: t for t in listed}
+
+
+def tasks_of(server: Server, project: str) -> list[dict[str, Any]]:
+    return list(server.get(TASKS, project_id=project, limit=50)["tasks"])
+
+
+def start_long_delay(page: Any) -> Any:
+    wait = drop_template(page, "delay", 60, 60)
+    wait.get_by_test_id("input-seconds").fill("30")
+    wait.get_by_test_id("input-steps").fill("60")
+    page.get_by_test_id("run-graph").click()
+    wait.get_by_test_id("node-stage").wait_for()
+    return wait
+
+
+def cancel_and_wait(page: Any) -> None:
+    page.get_by_test_id("cancel-run").click()
+    page.wait_for_selector("[data-testid=run-status][data-status=cancelled]", timeout=10_000)
+
+
+def put_canvas(server: Server, project: str, name: str, graph: dict[str, Any]) -> None:
+    response = server.http.put(f"/api/v1/projects/{project}/canvases/{name}", json=graph)
+    assert response.status_code == 200, response.text
+
+
+def load(page: Any, name: str) -> None:
+    listing = page.get_by_test_id("canvas-list")
+    listing.focus()
+    listing.locator(f"option[value={name}]").wait_for(state="attached")
+    listing.select_option(name)
+    page.get_by_test_id("load-canvas").click()
+    page.get_by_test_id("notice").filter(has_text=f"Loaded {name}").wait_for()
+
+
+# ---- 1: Ctrl+Enter during a run ----------------------------------------------------------------
+
+
+def test_ctrl_enter_during_a_run_starts_no_second_task(page: Any, server: Server) -> None:
+    open_editor(page, "twice")
+    start_long_delay(page)
+    first = run_status(page)["task"]
+    page.locator(".svelte-flow__pane").click(position={"x": 700, "y": 500})
+    page.keyboard.press("Control+Enter")
+    time.sleep(1.0)  # a second task would be submitted by now
+    assert [t["task_id"] for t in tasks_of(server, "twice")] == [first]
+    assert run_status(page)["task"] == first
+    page.get_by_test_id("notice").filter(has_text="already running").wait_for()
+    cancel_and_wait(page)  # Cancel stops the one task there is
+    assert server.get(f"{TASKS}/{first}")["status"] == "cancelled"
