@@ -84,3 +84,33 @@ def test_ctrl_enter_during_a_run_starts_no_second_task(page: Any, server: Server
     page.get_by_test_id("notice").filter(has_text="already running").wait_for()
     cancel_and_wait(page)  # Cancel stops the one task there is
     assert server.get(f"{TASKS}/{first}")["status"] == "cancelled"
+
+
+# ---- 2: run results leak between canvases ------------------------------------------------------
+
+
+def test_run_results_do_not_leak_into_another_canvas(page: Any, server: Server) -> None:
+    open_editor(page, "leak")
+    width = {"width": {"kind": "literal", "value": 16}}
+    node = {"id": "noise_image_1", "template": "noise_image", "inputs": width}
+    other = {"format": "takeflow.graph/v1", "name": "other", "nodes": [node]}
+    put_canvas(server, "leak", "other", other)
+    noise = drop_template(page, "noise_image", 60, 60)
+    noise.get_by_test_id("input-width").fill("24")
+    noise.get_by_test_id("input-height").fill("16")
+    page.get_by_test_id("run-graph").click()
+    wait_image(noise)
+    assert noise.get_attribute("data-state") == "completed"
+
+    page.get_by_role("button", name="New", exact=True).click()
+    fresh = drop_template(page, "noise_image", 60, 60)
+    assert fresh.get_attribute("data-testid") == "node-noise_image_1"
+    assert fresh.get_attribute("data-state") == "idle"
+    assert fresh.get_by_test_id("node-image").count() == 0
+    assert fresh.get_by_test_id("node-status").count() == 0
+
+    load(page, "other")
+    loaded = page.get_by_test_id("node-noise_image_1")
+    assert loaded.get_by_test_id("input-width").input_value() == "16"
+    assert loaded.get_attribute("data-state") == "idle"
+    assert loaded.get_by_test_id("node-image").count() == 0

@@ -10,6 +10,7 @@ function blank() {
     taskId: null,
     projectId: null,
     shot: null,
+    doc: null, // the editor canvas that ran it (ui.doc): its node states belong to that canvas only
     user: null, // the task's owner: the WebSocket path /ws/{user} (a token's user under auth)
     status: 'idle', // idle | submitting | queued | running | completed | failed | cancelled
     progress: 0,
@@ -45,8 +46,8 @@ function persist() {
   }
 }
 
-/** Start watching a freshly submitted task of `user`; `graphNodes` are the graph's nodes. */
-export function begin(taskId, projectId, shot, graphNodes, outputsOf, user = null) {
+/** Start watching a freshly submitted task of `user`; `graphNodes` are the graph's nodes, of canvas `doc`. */
+export function begin(taskId, projectId, shot, graphNodes, outputsOf, user = null, doc = null) {
   Object.assign(run, blank());
   const sources = new Set();
   for (const n of graphNodes) {
@@ -56,6 +57,7 @@ export function begin(taskId, projectId, shot, graphNodes, outputsOf, user = nul
   run.projectId = projectId;
   run.shot = shot;
   run.user = user;
+  run.doc = doc;
   run.status = 'queued';
   run.startedAt = Date.now();
   run.outputsOf = outputsOf;

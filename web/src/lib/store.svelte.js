@@ -6,6 +6,7 @@ export const ui = $state({
   project: null,
   shot: 'ch01/sc01/sh010',
   canvasName: 'untitled',
+  doc: newDocId(), // this canvas in this editor: a run's node states show only on the canvas that ran
   errors: {}, // node id -> [{code, message, port}] from the server's 422
   graphErrors: [], // errors not tied to a node
   linked: {}, // node id -> {input port -> "source.output"}
@@ -18,6 +19,10 @@ export const actions = {
   runNode: (_id) => {},
   upload: async (_file) => null,
 };
+
+export function newDocId() {
+  return Math.random().toString(36).slice(2, 10);
+}
 
 let noticeTimer = null;
 export function notify(kind, text, ms = 6000) {
