@@ -114,3 +114,46 @@ def test_run_results_do_not_leak_into_another_canvas(page: Any, server: Server) 
     assert loaded.get_by_test_id("input-width").input_value() == "16"
     assert loaded.get_attribute("data-state") == "idle"
     assert loaded.get_by_test_id("node-image").count() == 0
+
+
+# ---- 3 and 7: pinned errors and the "graph has N error(s)" notice -------------------------------
+
+
+def invalid_noise(page: Any, project: str) -> Any:
+    open_editor(page, project)
+    noise = drop_template(page, "noise_image", 60, 60)
+    noise.get_by_test_id("input-width").fill("99999")
+    noise.get_by_test_id("input-height").fill("99999")
+    page.get_by_test_id("run-graph").click()
+    page.get_by_test_id("notice").filter(has_text="2 error(s)").wait_for()
+    assert noise.get_by_test_id("node-error").count() == 2
+    return noise
+
+
+def test_fixing_one_input_keeps_the_other_errors_of_the_node(page: Any) -> None:
+    noise = invalid_noise(page, "pins")
+    noise.get_by_test_id("input-width").fill("64")
+    errors = noise.get_by_test_id("node-error")
+    assert errors.count() == 1
+    assert errors.get_attribute("data-port") == "height"
+    assert "above the maximum 4096" in errors.inner_text()
+    noise.get_by_test_id("input-height").fill("64")
+    assert noise.get_by_test_id("node-error").count() == 0
+
+
+def test_the_graph_errors_notice_goes_once_the_errors_do(page: Any) -> None:
+    noise = invalid_noise(page, "notice")
+    noise.get_by_test_id("input-width").fill("64")
+    assert page.get_by_test_id("notice").filter(has_text="error(s)").count() == 1  # one left
+    noise.get_by_test_id("input-height").fill("64")
+    page.get_by_test_id("notice").filter(has_text="error(s)").wait_for(
+        state="detached", timeout=3_000
+    )
+    # ... and New takes it away too
+    noise.get_by_test_id("input-width").fill("99999")
+    page.get_by_test_id("run-graph").click()
+    page.get_by_test_id("notice").filter(has_text="1 error(s)").wait_for()
+    page.get_by_role("button", name="New", exact=True).click()
+    page.get_by_test_id("notice").filter(has_text="error(s)").wait_for(
+        state="detached", timeout=3_000
+    )

@@ -25,8 +25,8 @@ export function newDocId() {
 }
 
 let noticeTimer = null;
-export function notify(kind, text, ms = 6000) {
-  ui.notice = { kind, text };
+export function notify(kind, text, ms = 6000, extra = {}) {
+  ui.notice = { kind, text, ...extra };
   clearTimeout(noticeTimer);
   if (ms) noticeTimer = setTimeout(() => (ui.notice = null), ms);
 }
