@@ -7,6 +7,7 @@ quick. Each test failed on the editor before its fix.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -157,3 +158,52 @@ def test_the_graph_errors_notice_goes_once_the_errors_do(page: Any) -> None:
     page.get_by_test_id("notice").filter(has_text="error(s)").wait_for(
         state="detached", timeout=3_000
     )
+
+
+# ---- 4: a loaded canvas shows the template defaults ---------------------------------------------
+
+
+def test_a_loaded_canvas_shows_what_will_run(page: Any, server: Server) -> None:
+    open_editor(page, "defaults")
+    poster = json.loads((DEMO / "poster.takeflow.json").read_text())
+    put_canvas(server, "defaults", "poster", poster)
+    load(page, "poster")
+    templates = templates_of(server)
+    shown = 0
+    for gn in poster["nodes"]:
+        node = page.get_by_test_id(f"node-{gn['id']}")
+        props = templates[gn["template"]]["inputs_schema"]["properties"]
+        for port, schema in props.items():
+            if port in gn["inputs"] or "default" not in schema or schema["default"] is None:
+                continue
+            field = node.get_by_test_id(f"input-{port}")
+            if field.get_attribute("type") == "checkbox":
+                assert field.is_checked() == bool(schema["default"]), (gn["id"], port)
+            else:
+                value = field.input_value()
+                assert value != "", (
+                    f"{gn['id']}.{port} is blank; it runs with {schema['default']!r}"
+                )
+                if isinstance(schema["default"], (int, float)):
+                    assert float(value) == float(schema["default"]), (gn["id"], port)
+                else:
+                    assert value == str(schema["default"]), (gn["id"], port)
+            shown += 1
+    assert shown >= 2  # text_overlay's color, resize's resample at least
+
+
+def test_a_number_box_and_its_slider_agree(page: Any, server: Server) -> None:
+    templates = templates_of(server)
+    if "image_generation" not in templates:
+        pytest.skip("image_generation is not installed on this server")
+    guidance = templates["image_generation"]["inputs_schema"]["properties"]["guidance"]
+    open_editor(page, "slider")
+    prompt = {"prompt": {"kind": "literal", "value": "a lighthouse"}}
+    node = {"id": "gen", "template": "image_generation", "inputs": prompt}
+    graph = {"format": "takeflow.graph/v1", "name": "gen", "nodes": [node]}
+    put_canvas(server, "slider", "gen", graph)
+    load(page, "gen")
+    node = page.get_by_test_id("node-gen")
+    box = node.get_by_test_id("input-guidance").input_value()
+    slider = node.get_by_test_id("slider-guidance").input_value()
+    assert box != "" and float(box) == float(slider) == float(guidance["default"])
