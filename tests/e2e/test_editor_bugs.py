@@ -207,3 +207,26 @@ def test_a_number_box_and_its_slider_agree(page: Any, server: Server) -> None:
     box = node.get_by_test_id("input-guidance").input_value()
     slider = node.get_by_test_id("slider-guidance").input_value()
     assert box != "" and float(box) == float(slider) == float(guidance["default"])
+
+
+# ---- 9: the toolbar keeps its height ------------------------------------------------------------
+
+
+def test_the_toolbar_keeps_its_height_when_a_run_starts(page: Any) -> None:
+    page.set_viewport_size({"width": 1280, "height": 800})
+    open_editor(page, "toolbar")
+    toolbar = page.locator("header.toolbar")
+    before = toolbar.bounding_box()
+    start_long_delay(page)
+    during = toolbar.bounding_box()
+    assert before and during
+    assert during["height"] == before["height"], (before, during)
+    status = page.get_by_test_id("run-status").bounding_box()
+    badge = page.locator("[data-testid=run-status] .badge").bounding_box()
+    assert status and badge  # the run's badge still shows whole, within the toolbar
+    assert (
+        status["x"] <= badge["x"] and badge["x"] + badge["width"] <= status["x"] + status["width"]
+    )
+    cancel_and_wait(page)
+    after = toolbar.bounding_box()
+    assert after and after["height"] == before["height"]
