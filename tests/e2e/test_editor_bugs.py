@@ -230,3 +230,29 @@ def test_the_toolbar_keeps_its_height_when_a_run_starts(page: Any) -> None:
     cancel_and_wait(page)
     after = toolbar.bounding_box()
     assert after and after["height"] == before["height"]
+
+
+# ---- 10: favicon, wording ----------------------------------------------------------------------
+
+
+def test_no_404_on_load_and_messages_read_right(page: Any) -> None:
+    failed: list[str] = []
+    page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    open_editor(page, "words")
+    page.wait_for_load_state("networkidle")
+    assert failed == []
+    icon = page.evaluate("() => document.querySelector('link[rel~=icon]')?.href ?? '/favicon.ico'")
+    assert page.request.get(icon).status == 200, f"{icon} is missing"
+    noise = drop_template(page, "noise_image", 60, 60)
+    prompt = drop_template(page, "text_prompt", 60, 380)
+    blend = drop_template(page, "blend", 480, 60)
+    connect(page, noise, "image", prompt, "text")
+    refusal = page.get_by_test_id("connection-refused")
+    refusal.wait_for()
+    assert "an image output cannot feed the text input 'text'" in refusal.inner_text()
+    page.get_by_test_id("run-graph").click()
+    blend.get_by_test_id("node-error").first.wait_for()
+    for i in range(blend.get_by_test_id("node-error").count()):
+        message = blend.get_by_test_id("node-error").nth(i).inner_text()
+        assert "type one in" not in message, message
+    assert "connect" in blend.get_by_test_id("node-error").first.inner_text()
