@@ -256,3 +256,50 @@ def test_no_404_on_load_and_messages_read_right(page: Any) -> None:
         message = blend.get_by_test_id("node-error").nth(i).inner_text()
         assert "type one in" not in message, message
     assert "connect" in blend.get_by_test_id("node-error").first.inner_text()
+
+
+# ---- 5: nodes never land on each other -------------------------------------------------------
+
+
+def node_boxes(page: Any) -> list[dict[str, float]]:
+    return [n.bounding_box() for n in page.locator(".svelte-flow__node").all()]
+
+
+def assert_apart(boxes: list[dict[str, float]]) -> None:
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1 :]:
+            apart = (
+                a["x"] + a["width"] <= b["x"]
+                or b["x"] + b["width"] <= a["x"]
+                or a["y"] + a["height"] <= b["y"]
+                or b["y"] + b["height"] <= a["y"]
+            )
+            assert apart, f"nodes overlap: {a} {b}"
+
+
+def zoom(page: Any) -> float:
+    style = page.locator(".svelte-flow__viewport").get_attribute("style") or ""
+    return float(style.split("scale(")[1].split(")")[0])
+
+
+def test_loaded_and_new_nodes_do_not_land_on_each_other(page: Any, server: Server) -> None:
+    open_editor(page, "layout")
+    poster = json.loads((DEMO / "poster.takeflow.json").read_text())
+    put_canvas(server, "layout", "poster", poster)
+    load(page, "poster")
+    page.wait_for_timeout(400)  # measured, spread, fitted
+    assert len(node_boxes(page)) == 6
+    assert_apart(node_boxes(page))
+
+    page.get_by_test_id("fit-view").click()
+    for _ in range(3):
+        page.locator(".svelte-flow__controls-zoomin").click()
+    assert zoom(page) > 1
+    page.get_by_role("button", name="New", exact=True).click()
+    assert zoom(page) == 1
+    for template in ("noise_image", "gradient_image", "blend"):
+        page.get_by_test_id("palette-search").fill(template.split("_")[0])
+        page.get_by_test_id(f"palette-item-{template}").dblclick()
+    page.locator(".svelte-flow__node").nth(2).wait_for()
+    page.wait_for_timeout(200)
+    assert_apart(node_boxes(page))
