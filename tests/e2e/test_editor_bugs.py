@@ -303,3 +303,26 @@ def test_loaded_and_new_nodes_do_not_land_on_each_other(page: Any, server: Serve
     page.locator(".svelte-flow__node").nth(2).wait_for()
     page.wait_for_timeout(200)
     assert_apart(node_boxes(page))
+
+
+# ---- 8: Ctrl+A and shift-click select nodes ----------------------------------------------------
+
+
+def test_ctrl_a_selects_every_node_and_shift_click_adds_one(page: Any) -> None:
+    open_editor(page, "select")
+    for template in ("noise_image", "gradient_image", "blend"):
+        page.get_by_test_id("palette-search").fill(template.split("_")[0])
+        page.get_by_test_id(f"palette-item-{template}").dblclick()
+    nodes = page.locator(".svelte-flow__node")
+    nodes.nth(2).wait_for()
+    selected = page.locator(".svelte-flow__node.selected")
+    page.locator(".svelte-flow__pane").click(position={"x": 900, "y": 600})
+    page.keyboard.press("Control+a")
+    assert page.evaluate("() => String(window.getSelection())") == ""  # no page text selected
+    assert selected.count() == 3
+
+    page.locator(".svelte-flow__pane").click(position={"x": 900, "y": 600})
+    assert selected.count() == 0
+    nodes.nth(0).locator("header .title").click()
+    nodes.nth(1).locator("header .title").click(modifiers=["Shift"])
+    assert selected.count() == 2
