@@ -326,3 +326,42 @@ def test_ctrl_a_selects_every_node_and_shift_click_adds_one(page: Any) -> None:
     nodes.nth(0).locator("header .title").click()
     nodes.nth(1).locator("header .title").click(modifiers=["Shift"])
     assert selected.count() == 2
+
+
+# ---- 6: saving over another canvas asks first ---------------------------------------------------
+
+
+def test_saving_over_another_canvas_asks_first(page: Any, server: Server) -> None:
+    open_editor(page, "overwrite")
+    seed = {"seed": {"kind": "literal", "value": 1}}
+    theirs = {"format": "takeflow.graph/v1", "name": "title", "nodes": [
+        {"id": "noise_image_1", "template": "noise_image", "inputs": seed}]}  # fmt: skip
+    put_canvas(server, "overwrite", "title", theirs)
+    asked: list[str] = []
+    answer = {"accept": False}
+
+    def on_dialog(dialog: Any) -> None:
+        asked.append(dialog.message)
+        dialog.accept() if answer["accept"] else dialog.dismiss()
+
+    page.on("dialog", on_dialog)
+    drop_template(page, "blend", 480, 60)
+    page.get_by_test_id("canvas-name").fill("title")
+    page.get_by_test_id("save-canvas").click()
+    page.get_by_test_id("notice").filter(has_text="Not saved").wait_for()
+    assert len(asked) == 1 and "title" in asked[0] and "verwrite" in asked[0]
+    stored = server.get("/api/v1/projects/overwrite/canvases/title")
+    assert [n["id"] for n in stored["nodes"]] == ["noise_image_1"]  # theirs, untouched
+
+    answer["accept"] = True
+    saved = page.get_by_test_id("notice").filter(has_text="Saved 02_Source_Creative")
+    page.get_by_test_id("save-canvas").click()
+    saved.wait_for()
+    assert len(asked) == 2
+    stored = server.get("/api/v1/projects/overwrite/canvases/title")
+    assert [n["id"] for n in stored["nodes"]] == ["blend_1"]
+    # saving the canvas again under its own name asks nothing
+    saved.get_by_role("button").click()
+    page.get_by_test_id("save-canvas").click()
+    saved.wait_for()
+    assert len(asked) == 2
