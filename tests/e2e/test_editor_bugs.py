@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -365,3 +366,50 @@ def test_saving_over_another_canvas_asks_first(page: Any, server: Server) -> Non
     page.get_by_test_id("save-canvas").click()
     saved.wait_for()
     assert len(asked) == 2
+
+
+# ---- 10: a generation node keeps its last preview ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def demo_server(web_dist: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """``takeflow serve --demo``: the tiny demo model, a preview every 2 steps."""
+    from tests.server.harness import running_server
+
+    home = tmp_path_factory.mktemp("bugs-demo") / "home"
+    home.mkdir(parents=True)
+    config = {"diffusion": {"preview_every": 2, "max_batch_size": 1}}
+    (home / "config.json").write_text(json.dumps(config))
+    with running_server(home, "--demo", cli=True) as srv:
+        yield srv
+
+
+def test_a_generation_node_keeps_its_last_preview_after_the_run(
+    browser: Any, demo_server: Any
+) -> None:
+    context = browser.new_context(
+        viewport={"width": 1440, "height": 900}, base_url=demo_server.base
+    )
+    context.set_default_timeout(60_000)
+    page = context.new_page()
+    try:
+        page.goto("/")
+        page.wait_for_selector("[data-testid=editor][data-ready=true]")
+        page.get_by_test_id("project-select").select_option("demo")
+        gen = drop_template(page, "image_generation", 160, 80)
+        gen.get_by_test_id("input-prompt").fill("a lighthouse at dusk")
+        for name, value in (("steps", 6), ("width", 64), ("height", 64), ("seed", 7)):
+            gen.get_by_test_id(f"input-{name}").fill(str(value))
+        size = drop_template(page, "resize", 700, 80)
+        size.get_by_test_id("input-width").fill("32")
+        size.get_by_test_id("input-height").fill("32")
+        connect(page, gen, "image", size, "image")
+        page.get_by_test_id("run-graph").click()
+        wait_image(size)  # the last node shows the finished image ...
+        assert run_status(page)["status"] == "completed"
+        assert gen.get_by_test_id("node-image").count() == 0  # (the generator has none of its own)
+        preview = gen.get_by_test_id("node-preview")  # ... and the generator its last preview
+        assert preview.count() == 1
+        assert "last preview" in gen.locator("figcaption").inner_text()
+    finally:
+        context.close()
