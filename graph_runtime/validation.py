@@ -292,7 +292,11 @@ def validate_graph(
                         GraphIssue(
                             "missing_input",
                             f"required input '{spec.name}' ({spec.type.value}) has no value; "
-                            "type one in or connect a node to it",
+                            + (
+                                "connect a node that makes one"
+                                if spec.type in (PortType.IMAGE, PortType.MASK)
+                                else "type one in or connect a node to it"
+                            ),
                             node_id=nid,
                             port=spec.name,
                         )

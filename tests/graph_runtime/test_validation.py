@@ -39,6 +39,8 @@ def test_every_error_kind_reported_at_once(registry: TemplateRegistry) -> None:
     assert unknown.port == "widht" and "did you mean 'width'" in unknown.message
     missing = find(issues, "missing_input", "c")
     assert missing.port == "image" and "required input 'image'" in missing.message
+    # an image cannot be typed in: the hint says what to connect
+    assert missing.message.endswith("connect a node that makes one"), missing.message
     mismatch = find(issues, "type_mismatch", "d")
     assert mismatch.message == "input 'image' takes image but 'p.text' gives text"
     assert "'ghost', which is not in the graph" in find(issues, "dangling_link", "e").message
