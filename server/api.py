@@ -27,16 +27,70 @@ from server.health import HealthChecks
 from server.project_files import ProjectFiles
 from server.submissions import (
     MAX_TASK_PAGE,
+    MAX_WAIT_S,
     BatchRequest,
     RunRequest,
     Submissions,
     TaskListFilters,
     TaskRequest,
+    parse_wait,
 )
 from server.uploads import receive_upload
 from server.wire import API, file_url, wire_event
 
 log = logging.getLogger(__name__)
+_WAIT_HELP = (
+    f"seconds (more than 0, at most {MAX_WAIT_S:g}) to wait for the task's end: 200 with the "
+    "finished task (as GET /api/v1/functions/tasks/{id}) if it ends in time, else 202 with the "
+    "task id"
+)
+_KEY_HELP = (
+    "a retried submit with the same key (same user, same body, within 24 h) answers the first "
+    "task (header Idempotent-Replayed: true); another body with it: 422 idempotency_key_reused"
+)
+WaitParam = Annotated[str | None, Parameter(query="wait", description=_WAIT_HELP)]
+KeyHeader = Annotated[
+    str | None, Parameter(header="Idempotency-Key", required=False, description=_KEY_HELP)
+]
+
+
+async def _client_gone(request: Request[Any, Any, Any]) -> None:
+    """Returns once the client disconnects (the request body has been read already)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def submitted(
+    request: Request[Any, Any, Any],
+    submissions: Submissions,
+    kind: str,
+    data: TaskRequest | RunRequest,
+    wait: str | None,
+    key: str | None,
+) -> Response[dict[str, Any]]:
+    """A task or run submit: at once (200, as always), or with ``wait`` the finished task
+    (200) or, when it is still going after ``wait`` seconds, the accepted body (202); with an
+    ``Idempotency-Key``, a retry answers the first task (``Idempotent-Replayed: true``)."""
+    seconds = parse_wait(wait)
+    principal = principal_of(request)
+
+    def submit() -> dict[str, Any]:
+        if isinstance(data, TaskRequest):
+            return submissions.submit_task(data, principal=principal)
+        return submissions.submit_run(data, principal=principal)
+
+    body, replayed = await asyncio.to_thread(
+        submissions.submit_once, kind, data, key, principal, submit
+    )
+    headers = {"Idempotent-Replayed": "true"} if replayed else None
+    if seconds is None:
+        return Response(body, status_code=200, headers=headers)
+    done = await submissions.finished_within(body["task_id"], seconds, _client_gone(request))
+    if done is None:
+        return Response(body, status_code=202, headers=headers)
+    return Response(done, status_code=200, headers=headers)
+
+
 _STATUS_HELP = (
     "one or several of pending, queued, running, completed, failed, cancelled "
     "(repeat the parameter, or separate with commas)"
@@ -81,15 +135,18 @@ class FunctionsController(Controller):
     path = f"{API}/functions"
     tags = ["tasks"]
 
-    @post("/tasks", status_code=200, sync_to_thread=True)
-    def submit_task(
+    @post("/tasks", status_code=200)
+    async def submit_task(
         self,
         data: JSONBody[TaskRequest],
         submissions: NamedDependency[Submissions],
         request: Request[Any, Any, Any],
-    ) -> dict[str, Any]:
-        """Run one template as a one-node graph; follow it on ``/ws/{user_id}``."""
-        return submissions.submit_task(data, principal=principal_of(request))
+        wait: WaitParam = None,
+        idempotency_key: KeyHeader = None,
+    ) -> Response[dict[str, Any]]:
+        """Run one template as a one-node graph; follow it on ``/ws/{user_id}``, or wait for
+        its end in this call (``?wait=``)."""
+        return await submitted(request, submissions, "task", data, wait, idempotency_key)
 
     @get("/tasks", sync_to_thread=True)
     def list_tasks(
@@ -186,15 +243,18 @@ class RunsController(Controller):
     path = f"{API}/runs"
     tags = ["tasks"]
 
-    @post("/", status_code=200, sync_to_thread=True)
-    def submit_run(
+    @post("/", status_code=200)
+    async def submit_run(
         self,
         data: JSONBody[RunRequest],
         submissions: NamedDependency[Submissions],
         request: Request[Any, Any, Any],
-    ) -> dict[str, Any]:
-        """Run a canvas graph. An invalid graph answers 422 with every error; nothing is queued."""
-        return submissions.submit_run(data, principal=principal_of(request))
+        wait: WaitParam = None,
+        idempotency_key: KeyHeader = None,
+    ) -> Response[dict[str, Any]]:
+        """Run a canvas graph. An invalid graph answers 422 with every error; nothing is queued.
+        ``?wait=`` and ``Idempotency-Key`` as for tasks."""
+        return await submitted(request, submissions, "run", data, wait, idempotency_key)
 
     @get("/{task_id:str}", sync_to_thread=True)
     def run_status(

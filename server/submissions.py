@@ -7,15 +7,17 @@ event, take or commit behind. Each graph is validated once, by ``Admission.admit
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import hashlib
 import json
 import math
 import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -38,6 +40,7 @@ from graph_runtime.errors import (
     GraphValidationError,
     ProjectError,
     TakeflowError,
+    TaskNotFoundError,
 )
 from graph_runtime.events import TaskCompleted
 from graph_runtime.sweeps import Sweep, SweepError
@@ -45,14 +48,42 @@ from graph_runtime.takes import check_shot
 from graph_runtime.tasks import DEFAULT_USER, TaskQuery, TaskRecord, TaskStatus
 from graph_runtime.templates import FunctionTemplate, Quality
 from server.auth import Principal
-from server.errors import BatchNotFoundError, RequestError, document_issues
+from server.errors import (
+    BatchNotFoundError,
+    IdempotencyKeyReusedError,
+    InvalidIdempotencyKeyError,
+    InvalidWaitError,
+    RequestError,
+    document_issues,
+)
 from server.health import PROBE_USER
 from server.limits import DEFAULT_MAX_GRAPH_NODES, check_graph_size
+from stores.idempotency import IdempotencyKeys, open_keys
 from stores.projects import ASSET_SCHEME, Project, asset_relpath
 
 _NODE_ID_RE = re.compile(NODE_ID_PATTERN)
 MAX_TASK_PAGE = 200
 """The most tasks one ``GET /api/v1/functions/tasks`` answers (``limit``)."""
+MAX_WAIT_S = 300.0
+"""The longest ``?wait=`` a submit may hold its request open for the task's end."""
+_KEY_RE = re.compile(r"[\x21-\x7e]{1,255}")  # printable ASCII, no spaces
+
+
+def parse_wait(raw: str | None) -> float | None:
+    """``?wait=`` as seconds (None: answer at once); ``invalid_wait`` unless 0 < wait <= 300."""
+    if raw is None:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and 0 < seconds <= MAX_WAIT_S):
+        raise InvalidWaitError(
+            f"wait must be a number of seconds, more than 0 and at most {MAX_WAIT_S:g}; "
+            f"got {raw!r}",
+            field="wait",
+        )
+    return seconds
 
 
 class _Request(BaseModel):
@@ -193,6 +224,14 @@ class Submissions:
         self.runtime = runtime
         self.max_batch_size = max_batch_size
         self.max_graph_nodes = max_graph_nodes
+        self._keys: IdempotencyKeys | None = None
+
+    @property
+    def keys(self) -> IdempotencyKeys:
+        """The deployment's idempotency key table, opened on first use."""
+        if self._keys is None:
+            self._keys = open_keys(self.runtime.state)
+        return self._keys
 
     @property
     def admission(self) -> Admission:
@@ -406,6 +445,92 @@ class Submissions:
             "tracking_ids": [a["tracking_id"] for a in accepted],
             "status": "submitted",
         }
+
+    # -- idempotent submits and waiting ---------------------------------------------------
+
+    def submit_once(
+        self,
+        kind: str,
+        req: TaskRequest | RunRequest,
+        key: str | None,
+        principal: Principal | None,
+        submit: Callable[[], dict[str, Any]],
+    ) -> tuple[dict[str, Any], bool]:
+        """``submit()``, or with an ``Idempotency-Key`` already used by this user for the same
+        request, the first submit's task again (``True``: replayed). The key's lookup and the
+        submit are one step under the intake lock, so concurrent retries make one task."""
+        if key is None:
+            return submit(), False
+        if not _KEY_RE.fullmatch(key):
+            raise InvalidIdempotencyKeyError(
+                "Idempotency-Key must be 1 to 255 printable ASCII characters without spaces",
+                field="Idempotency-Key",
+            )
+        user = principal.user if principal is not None else (req.user_id or DEFAULT_USER)
+        canonical = json.dumps([kind, req.model_dump(mode="json")], sort_keys=True)
+        digest = hashlib.sha256(canonical.encode()).hexdigest()
+        runner = self.runtime.runner
+        with runner.intake.serialized():
+            found = self.keys.find(user, key)
+            if found is not None:
+                if found[0] != digest:
+                    raise IdempotencyKeyReusedError(
+                        f"Idempotency-Key {key!r} was used for another request (task "
+                        f"'{found[1]}'); send a new key for a new request",
+                        field="Idempotency-Key",
+                        task_id=found[1],
+                    )
+                try:
+                    return self._replayed(runner.get(found[1])), True
+                except TaskNotFoundError:
+                    pass  # the first task was removed: this submit makes a new one
+            body = submit()
+            self.keys.put(user, key, digest, str(body["task_id"]))
+        return body, False
+
+    def _replayed(self, record: TaskRecord) -> dict[str, Any]:
+        """The answer to a replayed submit: the first task, with its status now."""
+        _, estimate = self.runtime.runner.estimate(record)
+        return {
+            "task_id": record.task_id,
+            "tracking_id": record.metadata.get("tracking_id"),
+            "status": "submitted" if not record.status.terminal else record.status.value,
+            "estimated_seconds": None if estimate is None else round(estimate, 3),
+            "estimated_completion": None
+            if estimate is None
+            else datetime.fromtimestamp(time.time() + estimate, UTC).isoformat(),
+            "waiting_for": self.runtime.runner.waiting_for(record),
+        }
+
+    async def finished_within(
+        self, task_id: str, seconds: float, gone: Awaitable[Any] | None = None
+    ) -> dict[str, Any] | None:
+        """The task's status (``task_status``) once it ends within ``seconds``, else None; also
+        None as soon as ``gone`` (the client's disconnect) completes. Polls the task store
+        (every process sees it) from 20 ms up to every 250 ms; never blocks the event loop and
+        holds no thread between polls, so an abandoned wait leaves nothing behind."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        watch = None if gone is None else asyncio.ensure_future(gone)
+        delay = 0.02
+        try:
+            while True:
+                record = await asyncio.to_thread(self.runtime.runner.get, task_id)
+                if record.status.terminal:
+                    return await asyncio.to_thread(self.task_status, task_id)
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return None
+                if watch is None:
+                    await asyncio.sleep(min(delay, remaining))
+                else:
+                    done, _ = await asyncio.wait({watch}, timeout=min(delay, remaining))
+                    if done:
+                        return None
+                delay = min(delay * 2, 0.25)
+        finally:
+            if watch is not None:
+                watch.cancel()
 
     # -- reading --------------------------------------------------------------------------
 

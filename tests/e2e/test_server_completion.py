@@ -1,0 +1,145 @@
+"""Completion that API clients can rely on: ``?wait=`` on submit, and ``Idempotency-Key``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.server.harness import ServerProcess, running_server
+
+pytestmark = pytest.mark.e2e
+TASKS = "/api/v1/functions/tasks"
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("completion") / "home"
+
+
+@pytest.fixture(scope="module")
+def server(home: Path) -> Iterator[ServerProcess]:
+    with running_server(home) as srv:
+        srv.ok("POST", "/api/v1/projects", json={"project_id": "film", "name": "Film"})
+        yield srv
+
+
+def _task(seconds: float, value: str, user: str = "client") -> dict[str, Any]:
+    return {
+        "template_id": "delay",
+        "inputs": {"seconds": seconds, "steps": 2, "value": value},
+        "project_id": "film",
+        "user_id": user,
+    }
+
+
+def _tasks_of(server: ServerProcess, user: str) -> list[str]:
+    listed = server.ok("GET", TASKS, params={"user_id": user, "limit": 200})["tasks"]
+    return [t["task_id"] for t in listed]
+
+
+def test_wait_answers_the_finished_task_with_its_takes(server: ServerProcess) -> None:
+    response = server.http.post(TASKS, params={"wait": "30"}, json=_task(0.2, "waited"))
+    assert response.status_code == 200, response.text
+    done = response.json()
+    assert done["status"] == "completed", done
+    assert len(done["takes"]) == 1, done
+    value = server.http.get(f"/api/v1/projects/film/files/{done['outputs']['value']['path']}")
+    assert value.text == "waited"
+    again = server.ok("GET", f"{TASKS}/{done['task_id']}")
+    for field in ("task_id", "status", "takes", "outputs", "take", "commit", "result", "error"):
+        assert done.get(field) == again.get(field), field
+
+
+def test_a_run_waits_too(server: ServerProcess) -> None:
+    graph = {
+        "nodes": [
+            {"id": "grain", "template": "noise_image",
+             "inputs": {"width": {"kind": "literal", "value": 16},
+                        "height": {"kind": "literal", "value": 16}}},
+        ],
+    }  # fmt: skip
+    response = server.http.post(
+        "/api/v1/runs", params={"wait": "30"}, json={"graph": graph, "project_id": "film"}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "completed" and response.json()["takes"]
+
+
+def test_wait_answers_202_with_the_task_id_when_the_task_outlives_it(
+    server: ServerProcess,
+) -> None:
+    started = time.monotonic()
+    response = server.http.post(TASKS, params={"wait": "0.5"}, json=_task(5, "slow"))
+    took = time.monotonic() - started
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert body["status"] == "submitted" and body["tracking_id"].startswith("trk_")
+    assert 0.5 <= took < 3.0, took
+    server.ok("POST", f"{TASKS}/{body['task_id']}/cancel")
+
+
+@pytest.mark.parametrize("wait", ["0", "-1", "300.5", "soon", "nan", "inf", ""])
+def test_a_bad_wait_is_refused_naming_it(server: ServerProcess, wait: str) -> None:
+    before = _tasks_of(server, "badwait")
+    response = server.http.post(TASKS, params={"wait": wait}, json=_task(0, "x", "badwait"))
+    assert response.status_code == 400, response.text
+    assert response.json()["code"] == "invalid_wait" and response.json()["field"] == "wait"
+    assert "wait" in response.json()["message"]
+    assert _tasks_of(server, "badwait") == before  # nothing was queued
+
+
+def test_a_retried_submit_answers_the_first_task(server: ServerProcess) -> None:
+    body = _task(0, "once", "retrier")
+    key = {"Idempotency-Key": "order-4711"}
+    first = server.http.post(TASKS, json=body, headers=key)
+    assert first.status_code == 200 and "Idempotent-Replayed" not in first.headers
+    second = server.http.post(TASKS, params={"wait": "30"}, json=body, headers=key)
+    assert second.status_code == 200, second.text
+    assert second.headers["Idempotent-Replayed"] == "true"
+    assert second.json()["task_id"] == first.json()["task_id"]
+    assert second.json()["status"] == "completed"  # a replay waits for the first task
+    assert _tasks_of(server, "retrier") == [first.json()["task_id"]]
+
+    other = server.http.post(TASKS, json=_task(0, "changed", "retrier"), headers=key)
+    assert other.status_code == 422, other.text
+    assert other.json()["code"] == "idempotency_key_reused"
+    assert other.json()["task_id"] == first.json()["task_id"]
+    # the same key of another user is that user's own
+    theirs = server.http.post(TASKS, json=_task(0, "once", "someone"), headers=key)
+    assert theirs.status_code == 200 and theirs.json()["task_id"] != first.json()["task_id"]
+    bad = server.http.post(TASKS, json=body, headers={"Idempotency-Key": "has space"})
+    assert bad.status_code == 400 and bad.json()["code"] == "invalid_idempotency_key"
+    assert _tasks_of(server, "retrier") == [first.json()["task_id"]]
+
+
+def test_concurrent_retries_make_one_task(server: ServerProcess) -> None:
+    body = _task(0, "race", "racer")
+
+    def submit(_: int) -> httpx.Response:
+        with httpx.Client(base_url=server.base, timeout=30) as client:
+            return client.post(TASKS, json=body, headers={"Idempotency-Key": "race-1"})
+
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(submit, range(8)))
+    assert {r.status_code for r in responses} == {200}, [r.text for r in responses]
+    ids = {r.json()["task_id"] for r in responses}
+    assert len(ids) == 1 and _tasks_of(server, "racer") == list(ids)
+    assert sum(r.headers.get("Idempotent-Replayed") == "true" for r in responses) == 7
+
+
+def test_keys_outlive_a_restart(server: ServerProcess, home: Path) -> None:
+    body = _task(0, "durable", "restarter")
+    key = {"Idempotency-Key": "durable-1"}
+    first = server.ok("POST", TASKS, json=body, headers=key)["task_id"]
+    server.stop()
+    with running_server(home) as again:
+        replay = again.http.post(TASKS, json=body, headers=key)
+        assert replay.status_code == 200 and replay.headers["Idempotent-Replayed"] == "true"
+        assert replay.json()["task_id"] == first
+        assert _tasks_of(again, "restarter") == [first]
