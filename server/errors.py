@@ -72,6 +72,18 @@ class IdempotencyKeyReusedError(RequestError):
     http_status = 422
 
 
+class InvalidCallbackUrlError(RequestError):
+    code = "invalid_callback_url"
+    http_status = 422
+
+
+class CallbackUrlRefusedError(RequestError):
+    """A ``callback_url`` on loopback, private or reserved addresses (not allowed in config)."""
+
+    code = "callback_url_refused"
+    http_status = 422
+
+
 _HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",

@@ -48,6 +48,7 @@ from graph_runtime.takes import check_shot
 from graph_runtime.tasks import DEFAULT_USER, TaskQuery, TaskRecord, TaskStatus
 from graph_runtime.templates import FunctionTemplate, Quality
 from server.auth import Principal
+from server.callback_targets import CallbackTargets
 from server.errors import (
     BatchNotFoundError,
     IdempotencyKeyReusedError,
@@ -101,6 +102,7 @@ class TaskRequest(_Request):
     canvas_node_id: str | None = None
     user_id: Annotated[str, Field(max_length=128)] | None = None
     priority: Annotated[int, Field(ge=-100, le=100)] = 0
+    callback_url: Annotated[str, Field(max_length=2048)] | None = None
 
 
 class RunRequest(_Request):
@@ -111,6 +113,7 @@ class RunRequest(_Request):
     shot_id: str | None = None
     user_id: Annotated[str, Field(max_length=128)] | None = None
     priority: Annotated[int, Field(ge=-100, le=100)] = 0
+    callback_url: Annotated[str, Field(max_length=2048)] | None = None
 
 
 class TaskListFilters(_Request):
@@ -225,6 +228,16 @@ class Submissions:
         self.max_batch_size = max_batch_size
         self.max_graph_nodes = max_graph_nodes
         self._keys: IdempotencyKeys | None = None
+        self._targets: CallbackTargets | None = None
+
+    def check_callback(self, url: str | None) -> None:
+        """Refuse a ``callback_url`` that is no http(s) URL or names a non-public address not
+        allowed in ``config.json`` (``server.callback_targets``); callbacks are not sent yet."""
+        if url is None:
+            return
+        if self._targets is None:
+            self._targets = CallbackTargets.from_config(self.runtime.home.config())
+        self._targets.check(url)
 
     @property
     def keys(self) -> IdempotencyKeys:
@@ -288,11 +301,13 @@ class Submissions:
                 f"canvas_node_id {node_id!r} must match {NODE_ID_PATTERN}", field="canvas_node_id"
             )
         context = self._context(req.project_id, req.shot_id, req.user_id, principal)
+        self.check_callback(req.callback_url)
         self.check_assets(req.project_id, inputs)  # a task's asset errors come first
         return single_node_graph(req.template_id, inputs, quality, node_id=node_id, context=context)
 
     def run_graph(self, req: RunRequest, principal: Principal | None = None) -> CanvasGraph:
         check_graph_size(req.graph, self.max_graph_nodes)
+        self.check_callback(req.callback_url)
         try:
             graph = CanvasGraph.model_validate(req.graph)
         except PydanticValidationError as exc:
@@ -374,12 +389,14 @@ class Submissions:
         }
 
     @staticmethod
-    def _meta(source: str, req: TaskRequest | None = None) -> dict[str, Any]:
+    def _meta(source: str, req: TaskRequest | RunRequest | None = None) -> dict[str, Any]:
         meta = {"tracking_id": f"trk_{uuid.uuid4().hex[:16]}"}
-        if req is not None:
+        if isinstance(req, TaskRequest):
             meta["template_id"] = req.template_id
             if req.canvas_node_id:
                 meta["canvas_node_id"] = req.canvas_node_id
+        if req is not None and req.callback_url is not None:
+            meta["callback_url"] = req.callback_url  # kept for delivery, not sent yet
         return {**meta, "source": source}
 
     def submit_task(
@@ -391,7 +408,7 @@ class Submissions:
 
     def submit_run(self, req: RunRequest, principal: Principal | None = None) -> dict[str, Any]:
         graph = self.run_graph(req, principal)
-        return self._queue(self.admit(graph, self._meta("api.runs")), req.priority)
+        return self._queue(self.admit(graph, self._meta("api.runs", req)), req.priority)
 
     def _queue(
         self, submission: Submission, priority: int, batch_id: str | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +25,8 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(home: Path) -> Iterator[ServerProcess]:
+    home.mkdir(parents=True)  # loopback receivers allowed, as a test's config would
+    (home / "config.json").write_text(json.dumps({"callbacks": {"allow_hosts": ["127.0.0.1"]}}))
     with running_server(home) as srv:
         srv.ok("POST", "/api/v1/projects", json={"project_id": "film", "name": "Film"})
         yield srv
@@ -131,6 +134,40 @@ def test_concurrent_retries_make_one_task(server: ServerProcess) -> None:
     ids = {r.json()["task_id"] for r in responses}
     assert len(ids) == 1 and _tasks_of(server, "racer") == list(ids)
     assert sum(r.headers.get("Idempotent-Replayed") == "true" for r in responses) == 7
+
+
+@pytest.mark.parametrize(
+    ("url", "code"),
+    [
+        ("http://10.1.2.3/hook", "callback_url_refused"),
+        ("http://192.168.0.7:8080/hook", "callback_url_refused"),
+        ("http://169.254.169.254/latest/meta-data", "callback_url_refused"),
+        ("http://[::1]:9000/hook", "callback_url_refused"),
+        ("http://[::ffff:10.0.0.1]/hook", "callback_url_refused"),
+        ("http://127.0.0.2/hook", "callback_url_refused"),  # only 127.0.0.1 is allowed
+        ("ftp://93.184.216.34/hook", "invalid_callback_url"),
+        ("http://user:pw@93.184.216.34/hook", "invalid_callback_url"),
+        ("not a url", "invalid_callback_url"),
+    ],
+)
+def test_a_callback_url_to_a_private_target_is_refused_at_submit(
+    server: ServerProcess, url: str, code: str
+) -> None:
+    for path, body in [
+        (TASKS, {**_task(0, "cb", "caller"), "callback_url": url}),
+        ("/api/v1/runs", {"graph": {"nodes": []}, "user_id": "caller", "callback_url": url}),
+    ]:
+        response = server.http.post(path, json=body)
+        assert response.status_code == 422, response.text
+        assert response.json()["code"] == code and response.json()["field"] == "callback_url"
+        assert "callback_url" in response.json()["message"]
+    assert _tasks_of(server, "caller") == []
+
+
+def test_a_public_or_allowed_callback_url_is_accepted(server: ServerProcess) -> None:
+    for url in ("https://93.184.216.34/hooks/takeflow", "http://127.0.0.1:9/allowed"):
+        response = server.http.post(TASKS, json={**_task(0, "cb", "caller2"), "callback_url": url})
+        assert response.status_code == 200, response.text
 
 
 def test_keys_outlive_a_restart(server: ServerProcess, home: Path) -> None:
