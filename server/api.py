@@ -9,7 +9,7 @@ from typing import Annotated, Any, cast
 
 from litestar import Controller, Request, get, post, put
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery, JSONBody, Parameter
+from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, Parameter
 from litestar.response import File, Response
 from litestar.types import ControllerRouterHandler, FileSystemProtocol
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -48,9 +48,9 @@ _KEY_HELP = (
     "a retried submit with the same key (same user, same body, within 24 h) answers the first "
     "task (header Idempotent-Replayed: true); another body with it: 422 idempotency_key_reused"
 )
-WaitParam = Annotated[str | None, Parameter(query="wait", description=_WAIT_HELP)]
+WaitParam = Annotated[str | None, Parameter(description=_WAIT_HELP)]
 KeyHeader = Annotated[
-    str | None, Parameter(header="Idempotency-Key", required=False, description=_KEY_HELP)
+    str | None, HeaderParameter(name="Idempotency-Key", required=False, description=_KEY_HELP)
 ]
 
 
