@@ -209,15 +209,24 @@ class FunctionsController(Controller):
         status = record.status.value if record.status.terminal else "cancelling"
         return {"task_id": task_id, "status": status}
 
-    @post("/batches", status_code=200, sync_to_thread=True)
-    def submit_batch(
+    @post("/batches", status_code=200)
+    async def submit_batch(
         self,
         data: JSONBody[BatchRequest],
         submissions: NamedDependency[Submissions],
         request: Request[Any, Any, Any],
-    ) -> dict[str, Any]:
-        """Queue many one-node tasks together: all of them, or none if any is invalid."""
-        return submissions.submit_batch(data, principal=principal_of(request))
+        wait: WaitParam = None,
+    ) -> Response[dict[str, Any]]:
+        """Queue many one-node tasks together: all of them, or none if any is invalid. With
+        ``?wait=``: 200 with the batch's status once every task ended, else 202."""
+        seconds = parse_wait(wait)
+        principal = principal_of(request)
+        body = await asyncio.to_thread(submissions.submit_batch, data, principal=principal)
+        if seconds is None:
+            return Response(body)
+        batch_id = body["batch_id"]
+        done = await submissions.batch_finished_within(batch_id, seconds, _client_gone(request))
+        return Response(body, status_code=202) if done is None else Response(done)
 
     @get("/batches/{batch_id:str}", sync_to_thread=True)
     def batch_status(

@@ -519,22 +519,46 @@ class Submissions:
             "waiting_for": self.runtime.runner.waiting_for(record),
         }
 
+    def _ended(self, task_id: str) -> dict[str, Any] | None:
+        record = self.runtime.runner.get(task_id)
+        return self.task_status(task_id) if record.status.terminal else None
+
+    def _batch_finished(self, batch_id: str) -> dict[str, Any] | None:
+        body = self.batch_status(batch_id)
+        return body if body["finished"] else None
+
     async def finished_within(
         self, task_id: str, seconds: float, gone: Awaitable[Any] | None = None
     ) -> dict[str, Any] | None:
         """The task's status (``task_status``) once it ends within ``seconds``, else None; also
-        None as soon as ``gone`` (the client's disconnect) completes. Polls the task store
-        (every process sees it) from 20 ms up to every 250 ms; never blocks the event loop and
-        holds no thread between polls, so an abandoned wait leaves nothing behind."""
+        None as soon as ``gone`` (the client's disconnect) completes."""
+        return await self._poll(lambda: self._ended(task_id), seconds, gone)
+
+    async def batch_finished_within(
+        self, batch_id: str, seconds: float, gone: Awaitable[Any] | None = None
+    ) -> dict[str, Any] | None:
+        """``batch_status`` once every task of the batch ended within ``seconds``, else None."""
+        return await self._poll(lambda: self._batch_finished(batch_id), seconds, gone)
+
+    @staticmethod
+    async def _poll(
+        read: Callable[[], dict[str, Any] | None],
+        seconds: float,
+        gone: Awaitable[Any] | None,
+    ) -> dict[str, Any] | None:
+        """``read()`` (in a thread) until it answers, ``seconds`` pass or ``gone`` completes.
+        Polls the task store (every process sees it) from 20 ms up to every 250 ms; never
+        blocks the event loop and holds no thread between polls, so an abandoned wait leaves
+        nothing behind."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
         watch = None if gone is None else asyncio.ensure_future(gone)
         delay = 0.02
         try:
             while True:
-                record = await asyncio.to_thread(self.runtime.runner.get, task_id)
-                if record.status.terminal:
-                    return await asyncio.to_thread(self.task_status, task_id)
+                found = await asyncio.to_thread(read)
+                if found is not None:
+                    return found
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     return None

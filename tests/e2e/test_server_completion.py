@@ -87,6 +87,19 @@ def test_wait_answers_202_with_the_task_id_when_the_task_outlives_it(
     server.ok("POST", f"{TASKS}/{body['task_id']}/cancel")
 
 
+def test_a_batch_waits_for_every_task(server: ServerProcess) -> None:
+    batches = "/api/v1/functions/batches"
+    quick = {"tasks": [_task(0, "a", "batcher"), _task(0.1, "b", "batcher")]}
+    done = server.http.post(batches, params={"wait": "30"}, json=quick)
+    assert done.status_code == 200, done.text
+    assert done.json()["finished"] and done.json()["counts"]["completed"] == 2
+    slow = server.http.post(batches, params={"wait": "0.3"}, json={"tasks": [_task(5, "c")]})
+    assert slow.status_code == 202 and slow.json()["status"] == "submitted", slow.text
+    server.ok("POST", f"{TASKS}/{slow.json()['task_ids'][0]}/cancel")
+    bad = server.http.post(batches, params={"wait": "301"}, json=quick)
+    assert bad.status_code == 400 and bad.json()["field"] == "wait"
+
+
 @pytest.mark.parametrize("wait", ["0", "-1", "300.5", "soon", "nan", "inf", ""])
 def test_a_bad_wait_is_refused_naming_it(server: ServerProcess, wait: str) -> None:
     before = _tasks_of(server, "badwait")
