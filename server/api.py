@@ -9,6 +9,7 @@ from typing import Annotated, Any, cast
 
 from litestar import Controller, Request, get, post, put
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, Parameter
 from litestar.response import File, Response
 from litestar.types import ControllerRouterHandler, FileSystemProtocol
@@ -48,6 +49,13 @@ _KEY_HELP = (
     "a retried submit with the same key (same user, same body, within 24 h) answers the first "
     "task (header Idempotent-Replayed: true); another body with it: 422 idempotency_key_reused"
 )
+_STILL_GOING = {
+    202: ResponseSpec(
+        data_container=dict[str, Any],
+        description="With `?wait=`: still queued or running when the wait ended (the submit "
+        "answer, with the id to follow)",
+    )
+}
 WaitParam = Annotated[str | None, Parameter(description=_WAIT_HELP)]
 KeyHeader = Annotated[
     str | None, HeaderParameter(name="Idempotency-Key", required=False, description=_KEY_HELP)
@@ -135,7 +143,7 @@ class FunctionsController(Controller):
     path = f"{API}/functions"
     tags = ["tasks"]
 
-    @post("/tasks", status_code=200)
+    @post("/tasks", status_code=200, responses=_STILL_GOING)
     async def submit_task(
         self,
         data: JSONBody[TaskRequest],
@@ -209,7 +217,7 @@ class FunctionsController(Controller):
         status = record.status.value if record.status.terminal else "cancelling"
         return {"task_id": task_id, "status": status}
 
-    @post("/batches", status_code=200)
+    @post("/batches", status_code=200, responses=_STILL_GOING)
     async def submit_batch(
         self,
         data: JSONBody[BatchRequest],
@@ -252,7 +260,7 @@ class RunsController(Controller):
     path = f"{API}/runs"
     tags = ["tasks"]
 
-    @post("/", status_code=200)
+    @post("/", status_code=200, responses=_STILL_GOING)
     async def submit_run(
         self,
         data: JSONBody[RunRequest],

@@ -183,6 +183,18 @@ def test_a_public_or_allowed_callback_url_is_accepted(server: ServerProcess) -> 
         assert response.status_code == 200, response.text
 
 
+def test_the_openapi_document_names_wait_the_key_and_the_202(server: ServerProcess) -> None:
+    paths = server.ok("GET", "/schema/openapi.json")["paths"]
+    for path in (TASKS, "/api/v1/runs", "/api/v1/functions/batches"):
+        post = paths[path]["post"]
+        params = {(p["in"], p["name"]) for p in post.get("parameters", [])}
+        assert ("query", "wait") in params, path
+        assert "202" in post["responses"] and "200" in post["responses"], path
+    for path in (TASKS, "/api/v1/runs"):
+        params = {(p["in"], p["name"]) for p in paths[path]["post"]["parameters"]}
+        assert ("header", "Idempotency-Key") in params, path
+
+
 def test_keys_outlive_a_restart(server: ServerProcess, home: Path) -> None:
     body = _task(0, "durable", "restarter")
     key = {"Idempotency-Key": "durable-1"}
