@@ -547,13 +547,13 @@ class Submissions:
         gone: Awaitable[Any] | None,
     ) -> dict[str, Any] | None:
         """``read()`` (in a thread) until it answers, ``seconds`` pass or ``gone`` completes.
-        Polls the task store (every process sees it) from 20 ms up to every 250 ms; never
-        blocks the event loop and holds no thread between polls, so an abandoned wait leaves
-        nothing behind."""
+        Polls the task store (every process sees it) every 25 ms for the first second, then
+        less often, up to every 250 ms; never blocks the event loop and holds no thread between
+        polls, so an abandoned wait leaves nothing behind."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
         watch = None if gone is None else asyncio.ensure_future(gone)
-        delay = 0.02
+        delay = 0.025
         try:
             while True:
                 found = await asyncio.to_thread(read)
@@ -568,7 +568,8 @@ class Submissions:
                     done, _ = await asyncio.wait({watch}, timeout=min(delay, remaining))
                     if done:
                         return None
-                delay = min(delay * 2, 0.25)
+                if loop.time() > deadline - seconds + 1.0:
+                    delay = min(delay * 2, 0.25)
         finally:
             if watch is not None:
                 watch.cancel()
