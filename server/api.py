@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import mimetypes
+from collections.abc import Callable
 from typing import Annotated, Any, cast
 
 from litestar import Controller, Request, get, post, put
@@ -82,10 +83,10 @@ async def submitted(
     seconds = parse_wait(wait)
     principal = principal_of(request)
 
-    def submit() -> dict[str, Any]:
+    def submit(before_queue: Callable[[str], None] | None) -> dict[str, Any]:
         if isinstance(data, TaskRequest):
-            return submissions.submit_task(data, principal=principal)
-        return submissions.submit_run(data, principal=principal)
+            return submissions.submit_task(data, principal=principal, before_queue=before_queue)
+        return submissions.submit_run(data, principal=principal, before_queue=before_queue)
 
     body, replayed = await asyncio.to_thread(
         submissions.submit_once, kind, data, key, principal, submit

@@ -400,20 +400,37 @@ class Submissions:
         return {**meta, "source": source}
 
     def submit_task(
-        self, req: TaskRequest, batch_id: str | None = None, principal: Principal | None = None
+        self,
+        req: TaskRequest,
+        batch_id: str | None = None,
+        principal: Principal | None = None,
+        before_queue: Callable[[str], None] | None = None,
     ) -> dict[str, Any]:
+        """``before_queue(task_id)``: called once the task is admitted, before it is stored."""
         graph = self.task_graph(req, principal)
         submission = self.admit(graph, self._meta("api.functions", req), check=False)
-        return self._queue(submission, req.priority, batch_id)
+        return self._queue(submission, req.priority, batch_id, before_queue)
 
-    def submit_run(self, req: RunRequest, principal: Principal | None = None) -> dict[str, Any]:
+    def submit_run(
+        self,
+        req: RunRequest,
+        principal: Principal | None = None,
+        before_queue: Callable[[str], None] | None = None,
+    ) -> dict[str, Any]:
         graph = self.run_graph(req, principal)
-        return self._queue(self.admit(graph, self._meta("api.runs", req)), req.priority)
+        submission = self.admit(graph, self._meta("api.runs", req))
+        return self._queue(submission, req.priority, None, before_queue)
 
     def _queue(
-        self, submission: Submission, priority: int, batch_id: str | None = None
+        self,
+        submission: Submission,
+        priority: int,
+        batch_id: str | None = None,
+        before_queue: Callable[[str], None] | None = None,
     ) -> dict[str, Any]:
         runner = self.runtime.runner
+        if before_queue is not None:
+            before_queue(submission.task_id)
         queued = runner.queue([(submission, priority)], batch_id=batch_id)[0]
         body = self._accepted(queued, str(submission.metadata["tracking_id"]))
         body["waiting_for"] = runner.waiting_for(queued.record)
@@ -471,13 +488,15 @@ class Submissions:
         req: TaskRequest | RunRequest,
         key: str | None,
         principal: Principal | None,
-        submit: Callable[[], dict[str, Any]],
+        submit: Callable[[Callable[[str], None] | None], dict[str, Any]],
     ) -> tuple[dict[str, Any], bool]:
-        """``submit()``, or with an ``Idempotency-Key`` already used by this user for the same
-        request, the first submit's task again (``True``: replayed). The key's lookup and the
-        submit are one step under the intake lock, so concurrent retries make one task."""
+        """``submit(before_queue)``, or with an ``Idempotency-Key`` already used by this user
+        for the same request, the first submit's task again (``True``: replayed). The key's
+        lookup and the submit are one step under the intake lock, so concurrent retries make
+        one task; the key is stored before its task (a crash between them leaves a key without
+        a task, which the next retry replaces), and removed when the submit fails."""
         if key is None:
-            return submit(), False
+            return submit(None), False
         if not _KEY_RE.fullmatch(key):
             raise InvalidIdempotencyKeyError(
                 "Idempotency-Key must be 1 to 255 printable ASCII characters without spaces",
@@ -501,8 +520,19 @@ class Submissions:
                     return self._replayed(runner.get(found[1])), True
                 except TaskNotFoundError:
                     pass  # the first task was removed: this submit makes a new one
-            body = submit()
-            self.keys.put(user, key, digest, str(body["task_id"]))
+            remembered = False
+
+            def remember(task_id: str) -> None:
+                nonlocal remembered
+                self.keys.put(user, key, digest, task_id)
+                remembered = True
+
+            try:
+                body = submit(remember)
+            except BaseException:
+                if remembered:
+                    self.keys.forget(user, key)
+                raise
         return body, False
 
     def _replayed(self, record: TaskRecord) -> dict[str, Any]:

@@ -38,6 +38,10 @@ class IdempotencyKeys(Protocol):
         """Remember a key (replacing an expired or stale one); drops expired keys."""
         ...
 
+    def forget(self, user: str, key: str) -> None:
+        """Drop a key (its submit failed)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -81,6 +85,12 @@ class SqliteIdempotencyKeys:
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
+
+    def forget(self, user: str, key: str) -> None:
+        with self._lock:
+            self._conn.execute(
+                "DELETE FROM idempotency_keys WHERE user = ? AND key = ?", (user, key)
+            )
 
 
 def open_keys(state: object, ttl_s: float = DEFAULT_TTL_S) -> IdempotencyKeys:

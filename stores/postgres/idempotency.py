@@ -57,3 +57,10 @@ class PostgresIdempotencyKeys:
                 "body_hash = excluded.body_hash, task_id = excluded.task_id, created = now()",
                 (user, key, body_hash, task_id),
             )
+
+    def forget(self, user: str, key: str) -> None:
+        with self.state.transaction() as conn:
+            conn.execute(
+                "DELETE FROM takeflow_idempotency_keys WHERE user_id = %s AND key = %s",
+                (user, key),
+            )

@@ -26,7 +26,8 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def server(home: Path) -> Iterator[ServerProcess]:
     home.mkdir(parents=True)  # loopback receivers allowed, as a test's config would
-    (home / "config.json").write_text(json.dumps({"callbacks": {"allow_hosts": ["127.0.0.1"]}}))
+    config = {"callbacks": {"allow_hosts": ["127.0.0.1"]}, "admission": {"max_queued_per_user": 2}}
+    (home / "config.json").write_text(json.dumps(config))
     with running_server(home) as srv:
         srv.ok("POST", "/api/v1/projects", json={"project_id": "film", "name": "Film"})
         yield srv
@@ -132,6 +133,22 @@ def test_a_retried_submit_answers_the_first_task(server: ServerProcess) -> None:
     bad = server.http.post(TASKS, json=body, headers={"Idempotency-Key": "has space"})
     assert bad.status_code == 400 and bad.json()["code"] == "invalid_idempotency_key"
     assert _tasks_of(server, "retrier") == [first.json()["task_id"]]
+
+
+def test_a_refused_submit_does_not_keep_its_key(server: ServerProcess) -> None:
+    for _ in range(8):  # two running, two queued: the user's queue is full
+        if server.http.post(TASKS, json=_task(20, "filler", "limited")).status_code == 429:
+            break
+    key = {"Idempotency-Key": "after-429"}
+    refused = server.http.post(TASKS, json=_task(0, "first", "limited"), headers=key)
+    assert refused.status_code == 429, refused.text
+    for task_id in _tasks_of(server, "limited"):
+        server.ok("POST", f"{TASKS}/{task_id}/cancel")
+    other = server.http.post(TASKS, json=_task(0, "second", "limited"), headers=key)
+    assert other.status_code == 200, other.text  # the refused body did not claim the key
+    again = server.http.post(TASKS, json=_task(0, "second", "limited"), headers=key)
+    assert again.headers.get("Idempotent-Replayed") == "true"
+    assert again.json()["task_id"] == other.json()["task_id"]
 
 
 def test_concurrent_retries_make_one_task(server: ServerProcess) -> None:

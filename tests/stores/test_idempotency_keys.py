@@ -23,6 +23,8 @@ def test_keys_are_per_user_durable_and_expire(tmp_path: Path) -> None:
     assert again.find("ana", "k") is None  # expired: the key may be used anew
     again.put("ana", "k", "hash-2", "task_b")
     assert again.find("ana", "k") == ("hash-2", "task_b")
+    again.forget("ana", "k")  # its submit failed
+    assert again.find("ana", "k") is None
     again.close()
     state.close()
 
@@ -48,5 +50,7 @@ def test_postgres_keys_expire_and_roll_back_with_their_transaction(pg_url: str) 
         assert keys.find("ana", "k") is None
         keys.put("ana", "k", "hash-2", "task_b")
         assert keys.find("ana", "k") == ("hash-2", "task_b")
+        keys.forget("ana", "k")
+        assert keys.find("ana", "k") is None
     finally:
         state.close()
