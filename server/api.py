@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import mimetypes
+from collections.abc import Callable
 from typing import Annotated, Any, cast
 
 from litestar import Controller, Request, get, post, put
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery, JSONBody, Parameter
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, Parameter
 from litestar.response import File, Response
 from litestar.types import ControllerRouterHandler, FileSystemProtocol
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -27,16 +29,77 @@ from server.health import HealthChecks
 from server.project_files import ProjectFiles
 from server.submissions import (
     MAX_TASK_PAGE,
+    MAX_WAIT_S,
     BatchRequest,
     RunRequest,
     Submissions,
     TaskListFilters,
     TaskRequest,
+    parse_wait,
 )
 from server.uploads import receive_upload
 from server.wire import API, file_url, wire_event
 
 log = logging.getLogger(__name__)
+_WAIT_HELP = (
+    f"seconds (more than 0, at most {MAX_WAIT_S:g}) to wait for the task's end: 200 with the "
+    "finished task (as GET /api/v1/functions/tasks/{id}) if it ends in time, else 202 with the "
+    "task id"
+)
+_KEY_HELP = (
+    "a retried submit with the same key (same user, same body, within 24 h) answers the first "
+    "task (header Idempotent-Replayed: true); another body with it: 422 idempotency_key_reused"
+)
+_STILL_GOING = {
+    202: ResponseSpec(
+        data_container=dict[str, Any],
+        description="With `?wait=`: still queued or running when the wait ended (the submit "
+        "answer, with the id to follow)",
+    )
+}
+WaitParam = Annotated[str | None, Parameter(description=_WAIT_HELP)]
+KeyHeader = Annotated[
+    str | None, HeaderParameter(name="Idempotency-Key", required=False, description=_KEY_HELP)
+]
+
+
+async def _client_gone(request: Request[Any, Any, Any]) -> None:
+    """Returns once the client disconnects (the request body has been read already)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def submitted(
+    request: Request[Any, Any, Any],
+    submissions: Submissions,
+    kind: str,
+    data: TaskRequest | RunRequest,
+    wait: str | None,
+    key: str | None,
+) -> Response[dict[str, Any]]:
+    """A task or run submit: at once (200, as always), or with ``wait`` the finished task
+    (200) or, when it is still going after ``wait`` seconds, the accepted body (202); with an
+    ``Idempotency-Key``, a retry answers the first task (``Idempotent-Replayed: true``)."""
+    seconds = parse_wait(wait)
+    principal = principal_of(request)
+
+    def submit(before_queue: Callable[[str], None] | None) -> dict[str, Any]:
+        if isinstance(data, TaskRequest):
+            return submissions.submit_task(data, principal=principal, before_queue=before_queue)
+        return submissions.submit_run(data, principal=principal, before_queue=before_queue)
+
+    body, replayed = await asyncio.to_thread(
+        submissions.submit_once, kind, data, key, principal, submit
+    )
+    headers = {"Idempotent-Replayed": "true"} if replayed else None
+    if seconds is None:
+        return Response(body, status_code=200, headers=headers)
+    done = await submissions.finished_within(body["task_id"], seconds, _client_gone(request))
+    if done is None:
+        return Response(body, status_code=202, headers=headers)
+    return Response(done, status_code=200, headers=headers)
+
+
 _STATUS_HELP = (
     "one or several of pending, queued, running, completed, failed, cancelled "
     "(repeat the parameter, or separate with commas)"
@@ -81,15 +144,18 @@ class FunctionsController(Controller):
     path = f"{API}/functions"
     tags = ["tasks"]
 
-    @post("/tasks", status_code=200, sync_to_thread=True)
-    def submit_task(
+    @post("/tasks", status_code=200, responses=_STILL_GOING)
+    async def submit_task(
         self,
         data: JSONBody[TaskRequest],
         submissions: NamedDependency[Submissions],
         request: Request[Any, Any, Any],
-    ) -> dict[str, Any]:
-        """Run one template as a one-node graph; follow it on ``/ws/{user_id}``."""
-        return submissions.submit_task(data, principal=principal_of(request))
+        wait: WaitParam = None,
+        idempotency_key: KeyHeader = None,
+    ) -> Response[dict[str, Any]]:
+        """Run one template as a one-node graph; follow it on ``/ws/{user_id}``, or wait for
+        its end in this call (``?wait=``)."""
+        return await submitted(request, submissions, "task", data, wait, idempotency_key)
 
     @get("/tasks", sync_to_thread=True)
     def list_tasks(
@@ -152,15 +218,24 @@ class FunctionsController(Controller):
         status = record.status.value if record.status.terminal else "cancelling"
         return {"task_id": task_id, "status": status}
 
-    @post("/batches", status_code=200, sync_to_thread=True)
-    def submit_batch(
+    @post("/batches", status_code=200, responses=_STILL_GOING)
+    async def submit_batch(
         self,
         data: JSONBody[BatchRequest],
         submissions: NamedDependency[Submissions],
         request: Request[Any, Any, Any],
-    ) -> dict[str, Any]:
-        """Queue many one-node tasks together: all of them, or none if any is invalid."""
-        return submissions.submit_batch(data, principal=principal_of(request))
+        wait: WaitParam = None,
+    ) -> Response[dict[str, Any]]:
+        """Queue many one-node tasks together: all of them, or none if any is invalid. With
+        ``?wait=``: 200 with the batch's status once every task ended, else 202."""
+        seconds = parse_wait(wait)
+        principal = principal_of(request)
+        body = await asyncio.to_thread(submissions.submit_batch, data, principal=principal)
+        if seconds is None:
+            return Response(body)
+        batch_id = body["batch_id"]
+        done = await submissions.batch_finished_within(batch_id, seconds, _client_gone(request))
+        return Response(body, status_code=202) if done is None else Response(done)
 
     @get("/batches/{batch_id:str}", sync_to_thread=True)
     def batch_status(
@@ -186,15 +261,18 @@ class RunsController(Controller):
     path = f"{API}/runs"
     tags = ["tasks"]
 
-    @post("/", status_code=200, sync_to_thread=True)
-    def submit_run(
+    @post("/", status_code=200, responses=_STILL_GOING)
+    async def submit_run(
         self,
         data: JSONBody[RunRequest],
         submissions: NamedDependency[Submissions],
         request: Request[Any, Any, Any],
-    ) -> dict[str, Any]:
-        """Run a canvas graph. An invalid graph answers 422 with every error; nothing is queued."""
-        return submissions.submit_run(data, principal=principal_of(request))
+        wait: WaitParam = None,
+        idempotency_key: KeyHeader = None,
+    ) -> Response[dict[str, Any]]:
+        """Run a canvas graph. An invalid graph answers 422 with every error; nothing is queued.
+        ``?wait=`` and ``Idempotency-Key`` as for tasks."""
+        return await submitted(request, submissions, "run", data, wait, idempotency_key)
 
     @get("/{task_id:str}", sync_to_thread=True)
     def run_status(

@@ -53,6 +53,37 @@ class FileNotFoundInProjectError(RequestError):
     http_status = 404
 
 
+class InvalidWaitError(RequestError):
+    """``?wait=`` is not a number of seconds in (0, max]."""
+
+    code = "invalid_wait"
+    http_status = 400
+
+
+class InvalidIdempotencyKeyError(RequestError):
+    code = "invalid_idempotency_key"
+    http_status = 400
+
+
+class IdempotencyKeyReusedError(RequestError):
+    """An ``Idempotency-Key`` already used by this user for another request body."""
+
+    code = "idempotency_key_reused"
+    http_status = 422
+
+
+class InvalidCallbackUrlError(RequestError):
+    code = "invalid_callback_url"
+    http_status = 422
+
+
+class CallbackUrlRefusedError(RequestError):
+    """A ``callback_url`` on loopback, private or reserved addresses (not allowed in config)."""
+
+    code = "callback_url_refused"
+    http_status = 422
+
+
 _HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",

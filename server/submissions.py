@@ -7,15 +7,17 @@ event, take or commit behind. Each graph is validated once, by ``Admission.admit
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import hashlib
 import json
 import math
 import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -38,6 +40,7 @@ from graph_runtime.errors import (
     GraphValidationError,
     ProjectError,
     TakeflowError,
+    TaskNotFoundError,
 )
 from graph_runtime.events import TaskCompleted
 from graph_runtime.sweeps import Sweep, SweepError
@@ -45,14 +48,43 @@ from graph_runtime.takes import check_shot
 from graph_runtime.tasks import DEFAULT_USER, TaskQuery, TaskRecord, TaskStatus
 from graph_runtime.templates import FunctionTemplate, Quality
 from server.auth import Principal
-from server.errors import BatchNotFoundError, RequestError, document_issues
+from server.callback_targets import CallbackTargets
+from server.errors import (
+    BatchNotFoundError,
+    IdempotencyKeyReusedError,
+    InvalidIdempotencyKeyError,
+    InvalidWaitError,
+    RequestError,
+    document_issues,
+)
 from server.health import PROBE_USER
 from server.limits import DEFAULT_MAX_GRAPH_NODES, check_graph_size
+from stores.idempotency import IdempotencyKeys, open_keys
 from stores.projects import ASSET_SCHEME, Project, asset_relpath
 
 _NODE_ID_RE = re.compile(NODE_ID_PATTERN)
 MAX_TASK_PAGE = 200
 """The most tasks one ``GET /api/v1/functions/tasks`` answers (``limit``)."""
+MAX_WAIT_S = 300.0
+"""The longest ``?wait=`` a submit may hold its request open for the task's end."""
+_KEY_RE = re.compile(r"[\x21-\x7e]{1,255}")  # printable ASCII, no spaces
+
+
+def parse_wait(raw: str | None) -> float | None:
+    """``?wait=`` as seconds (None: answer at once); ``invalid_wait`` unless 0 < wait <= 300."""
+    if raw is None:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and 0 < seconds <= MAX_WAIT_S):
+        raise InvalidWaitError(
+            f"wait must be a number of seconds, more than 0 and at most {MAX_WAIT_S:g}; "
+            f"got {raw!r}",
+            field="wait",
+        )
+    return seconds
 
 
 class _Request(BaseModel):
@@ -70,6 +102,7 @@ class TaskRequest(_Request):
     canvas_node_id: str | None = None
     user_id: Annotated[str, Field(max_length=128)] | None = None
     priority: Annotated[int, Field(ge=-100, le=100)] = 0
+    callback_url: Annotated[str, Field(max_length=2048)] | None = None
 
 
 class RunRequest(_Request):
@@ -80,6 +113,7 @@ class RunRequest(_Request):
     shot_id: str | None = None
     user_id: Annotated[str, Field(max_length=128)] | None = None
     priority: Annotated[int, Field(ge=-100, le=100)] = 0
+    callback_url: Annotated[str, Field(max_length=2048)] | None = None
 
 
 class TaskListFilters(_Request):
@@ -193,6 +227,24 @@ class Submissions:
         self.runtime = runtime
         self.max_batch_size = max_batch_size
         self.max_graph_nodes = max_graph_nodes
+        self._keys: IdempotencyKeys | None = None
+        self._targets: CallbackTargets | None = None
+
+    def check_callback(self, url: str | None) -> None:
+        """Refuse a ``callback_url`` that is no http(s) URL or names a non-public address not
+        allowed in ``config.json`` (``server.callback_targets``); callbacks are not sent yet."""
+        if url is None:
+            return
+        if self._targets is None:
+            self._targets = CallbackTargets.from_config(self.runtime.home.config())
+        self._targets.check(url)
+
+    @property
+    def keys(self) -> IdempotencyKeys:
+        """The deployment's idempotency key table, opened on first use."""
+        if self._keys is None:
+            self._keys = open_keys(self.runtime.state)
+        return self._keys
 
     @property
     def admission(self) -> Admission:
@@ -249,11 +301,13 @@ class Submissions:
                 f"canvas_node_id {node_id!r} must match {NODE_ID_PATTERN}", field="canvas_node_id"
             )
         context = self._context(req.project_id, req.shot_id, req.user_id, principal)
+        self.check_callback(req.callback_url)
         self.check_assets(req.project_id, inputs)  # a task's asset errors come first
         return single_node_graph(req.template_id, inputs, quality, node_id=node_id, context=context)
 
     def run_graph(self, req: RunRequest, principal: Principal | None = None) -> CanvasGraph:
         check_graph_size(req.graph, self.max_graph_nodes)
+        self.check_callback(req.callback_url)
         try:
             graph = CanvasGraph.model_validate(req.graph)
         except PydanticValidationError as exc:
@@ -335,29 +389,48 @@ class Submissions:
         }
 
     @staticmethod
-    def _meta(source: str, req: TaskRequest | None = None) -> dict[str, Any]:
+    def _meta(source: str, req: TaskRequest | RunRequest | None = None) -> dict[str, Any]:
         meta = {"tracking_id": f"trk_{uuid.uuid4().hex[:16]}"}
-        if req is not None:
+        if isinstance(req, TaskRequest):
             meta["template_id"] = req.template_id
             if req.canvas_node_id:
                 meta["canvas_node_id"] = req.canvas_node_id
+        if req is not None and req.callback_url is not None:
+            meta["callback_url"] = req.callback_url  # kept for delivery, not sent yet
         return {**meta, "source": source}
 
     def submit_task(
-        self, req: TaskRequest, batch_id: str | None = None, principal: Principal | None = None
+        self,
+        req: TaskRequest,
+        batch_id: str | None = None,
+        principal: Principal | None = None,
+        before_queue: Callable[[str], None] | None = None,
     ) -> dict[str, Any]:
+        """``before_queue(task_id)``: called once the task is admitted, before it is stored."""
         graph = self.task_graph(req, principal)
         submission = self.admit(graph, self._meta("api.functions", req), check=False)
-        return self._queue(submission, req.priority, batch_id)
+        return self._queue(submission, req.priority, batch_id, before_queue)
 
-    def submit_run(self, req: RunRequest, principal: Principal | None = None) -> dict[str, Any]:
+    def submit_run(
+        self,
+        req: RunRequest,
+        principal: Principal | None = None,
+        before_queue: Callable[[str], None] | None = None,
+    ) -> dict[str, Any]:
         graph = self.run_graph(req, principal)
-        return self._queue(self.admit(graph, self._meta("api.runs")), req.priority)
+        submission = self.admit(graph, self._meta("api.runs", req))
+        return self._queue(submission, req.priority, None, before_queue)
 
     def _queue(
-        self, submission: Submission, priority: int, batch_id: str | None = None
+        self,
+        submission: Submission,
+        priority: int,
+        batch_id: str | None = None,
+        before_queue: Callable[[str], None] | None = None,
     ) -> dict[str, Any]:
         runner = self.runtime.runner
+        if before_queue is not None:
+            before_queue(submission.task_id)
         queued = runner.queue([(submission, priority)], batch_id=batch_id)[0]
         body = self._accepted(queued, str(submission.metadata["tracking_id"]))
         body["waiting_for"] = runner.waiting_for(queued.record)
@@ -406,6 +479,130 @@ class Submissions:
             "tracking_ids": [a["tracking_id"] for a in accepted],
             "status": "submitted",
         }
+
+    # -- idempotent submits and waiting ---------------------------------------------------
+
+    def submit_once(
+        self,
+        kind: str,
+        req: TaskRequest | RunRequest,
+        key: str | None,
+        principal: Principal | None,
+        submit: Callable[[Callable[[str], None] | None], dict[str, Any]],
+    ) -> tuple[dict[str, Any], bool]:
+        """``submit(before_queue)``, or with an ``Idempotency-Key`` already used by this user
+        for the same request, the first submit's task again (``True``: replayed). The key's
+        lookup and the submit are one step under the intake lock, so concurrent retries make
+        one task; the key is stored before its task (a crash between them leaves a key without
+        a task, which the next retry replaces), and removed when the submit fails."""
+        if key is None:
+            return submit(None), False
+        if not _KEY_RE.fullmatch(key):
+            raise InvalidIdempotencyKeyError(
+                "Idempotency-Key must be 1 to 255 printable ASCII characters without spaces",
+                field="Idempotency-Key",
+            )
+        user = principal.user if principal is not None else (req.user_id or DEFAULT_USER)
+        canonical = json.dumps([kind, req.model_dump(mode="json")], sort_keys=True)
+        digest = hashlib.sha256(canonical.encode()).hexdigest()
+        runner = self.runtime.runner
+        with runner.intake.serialized():
+            found = self.keys.find(user, key)
+            if found is not None:
+                if found[0] != digest:
+                    raise IdempotencyKeyReusedError(
+                        f"Idempotency-Key {key!r} was used for another request (task "
+                        f"'{found[1]}'); send a new key for a new request",
+                        field="Idempotency-Key",
+                        task_id=found[1],
+                    )
+                try:
+                    return self._replayed(runner.get(found[1])), True
+                except TaskNotFoundError:
+                    pass  # the first task was removed: this submit makes a new one
+            remembered = False
+
+            def remember(task_id: str) -> None:
+                nonlocal remembered
+                self.keys.put(user, key, digest, task_id)
+                remembered = True
+
+            try:
+                body = submit(remember)
+            except BaseException:
+                if remembered:
+                    self.keys.forget(user, key)
+                raise
+        return body, False
+
+    def _replayed(self, record: TaskRecord) -> dict[str, Any]:
+        """The answer to a replayed submit: the first task, with its status now."""
+        _, estimate = self.runtime.runner.estimate(record)
+        return {
+            "task_id": record.task_id,
+            "tracking_id": record.metadata.get("tracking_id"),
+            "status": "submitted" if not record.status.terminal else record.status.value,
+            "estimated_seconds": None if estimate is None else round(estimate, 3),
+            "estimated_completion": None
+            if estimate is None
+            else datetime.fromtimestamp(time.time() + estimate, UTC).isoformat(),
+            "waiting_for": self.runtime.runner.waiting_for(record),
+        }
+
+    def _ended(self, task_id: str) -> dict[str, Any] | None:
+        record = self.runtime.runner.get(task_id)
+        return self.task_status(task_id) if record.status.terminal else None
+
+    def _batch_finished(self, batch_id: str) -> dict[str, Any] | None:
+        body = self.batch_status(batch_id)
+        return body if body["finished"] else None
+
+    async def finished_within(
+        self, task_id: str, seconds: float, gone: Awaitable[Any] | None = None
+    ) -> dict[str, Any] | None:
+        """The task's status (``task_status``) once it ends within ``seconds``, else None; also
+        None as soon as ``gone`` (the client's disconnect) completes."""
+        return await self._poll(lambda: self._ended(task_id), seconds, gone)
+
+    async def batch_finished_within(
+        self, batch_id: str, seconds: float, gone: Awaitable[Any] | None = None
+    ) -> dict[str, Any] | None:
+        """``batch_status`` once every task of the batch ended within ``seconds``, else None."""
+        return await self._poll(lambda: self._batch_finished(batch_id), seconds, gone)
+
+    @staticmethod
+    async def _poll(
+        read: Callable[[], dict[str, Any] | None],
+        seconds: float,
+        gone: Awaitable[Any] | None,
+    ) -> dict[str, Any] | None:
+        """``read()`` (in a thread) until it answers, ``seconds`` pass or ``gone`` completes.
+        Polls the task store (every process sees it) every 25 ms for the first second, then
+        less often, up to every 250 ms; never blocks the event loop and holds no thread between
+        polls, so an abandoned wait leaves nothing behind."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        watch = None if gone is None else asyncio.ensure_future(gone)
+        delay = 0.025
+        try:
+            while True:
+                found = await asyncio.to_thread(read)
+                if found is not None:
+                    return found
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return None
+                if watch is None:
+                    await asyncio.sleep(min(delay, remaining))
+                else:
+                    done, _ = await asyncio.wait({watch}, timeout=min(delay, remaining))
+                    if done:
+                        return None
+                if loop.time() > deadline - seconds + 1.0:
+                    delay = min(delay * 2, 0.25)
+        finally:
+            if watch is not None:
+                watch.cancel()
 
     # -- reading --------------------------------------------------------------------------
 
