@@ -66,6 +66,7 @@ class TaskInfo:
     user: str
     created_at: float
     error: dict[str, Any] | None
+    finished_at: float | None = None
 
     @property
     def finished(self) -> bool:
@@ -173,6 +174,7 @@ class TakeflowBridge:
             user=record.user,
             created_at=record.created_at,
             error=record.error,
+            finished_at=record.finished_at,
         )
 
     # -- events -----------------------------------------------------------------------------

@@ -9,6 +9,7 @@ what the closing WebSocket messages are made of.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from server.comfy.bridge import Event, TakeflowBridge, TaskInfo
@@ -127,6 +128,26 @@ def build_history(
             "notes": row.plan.notes,
         },
     }
+
+
+def unbuilt_history(row: PromptRow, task: TaskInfo, why: str) -> dict[str, Any]:
+    """The entry of a finished prompt whose history could not be built (its task and take
+    stay as they are): an ``execution_error``, so the prompt still leaves the queue."""
+    error: dict[str, Any] = {
+        "prompt_id": row.prompt_id, "node_id": None, "node_type": None, "executed": [],
+        "exception_message": f"the history entry could not be built: {why}",
+        "exception_type": "history_failed", "traceback": [], "current_inputs": {},
+        "current_outputs": {}, "timestamp": int(time.time() * 1000),
+    }  # fmt: skip
+    return {
+        "outputs": {},
+        "frames": {},
+        "status": {"status_str": "error", "completed": False,
+                   "messages": [["execution_error", error]]},
+        "meta": {},
+        "takeflow": {"task_id": row.task_id, "project_id": row.project, "status": task.status,
+                     "notes": row.plan.notes},
+    }  # fmt: skip
 
 
 def history_view(row: PromptRow) -> dict[str, Any]:

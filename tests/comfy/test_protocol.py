@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+import time
 import uuid
 from typing import Any
 
@@ -239,6 +240,29 @@ def test_interrupt_stops_the_running_prompt(comfy: Comfy) -> None:
     assert status["status_str"] == "error" and status["completed"] is False
     assert status["messages"][-1][0] == "execution_interrupted"
     assert status["messages"][-1][1]["node_id"] == "3"
+
+
+def test_a_prompt_is_always_queued_running_or_in_history(comfy: Comfy) -> None:
+    """ComfyUI moves a finished prompt from the queue into its history in one step: a client
+    that polls ``GET /queue`` and then reads ``GET /history/{id}`` never finds it in neither
+    (50 prompts, a few queued at a time)."""
+    _, client = comfy
+    seeds = iter(range(1000, 1050))
+    pending: list[str] = []
+    finished = 0
+    deadline = time.monotonic() + 180
+    while finished < 50:
+        assert time.monotonic() < deadline, f"{50 - finished} prompts not finished"
+        while len(pending) < 3 and (seed := next(seeds, None)) is not None:
+            pending.append(client.queue_prompt(txt2img(seed=seed, steps=1))["prompt_id"])
+        _, queue = client.get("/queue")
+        queued = {item[1] for item in queue["queue_running"] + queue["queue_pending"]}
+        for prompt_id in [p for p in pending if p not in queued]:
+            _, history = client.get(f"/history/{prompt_id}")
+            assert prompt_id in history, f"{prompt_id} is neither queued nor in the history"
+            pending.remove(prompt_id)
+            finished += 1
+    assert client.get("/prompt")[1] == {"exec_info": {"queue_remaining": 0}}
 
 
 def test_system_stats_object_info_and_prompt_queue(comfy: Comfy) -> None:
