@@ -233,6 +233,10 @@ def test_interrupt_stops_the_running_prompt(comfy: Comfy) -> None:
         ws.close()
     kinds = [m["type"] for m in messages if isinstance(m, dict)]
     assert kinds[-2:] == ["execution_interrupted", "executing"]
+    interrupted = [m for m in messages if isinstance(m, dict)][-2]["data"]
+    # ComfyUI lists the nodes that ran before the interrupt (not the interrupted one)
+    assert interrupted["node_id"] == "3"
+    assert sorted(interrupted["executed"]) == ["4", "5", "6", "7"]
     progress = [m for m in messages if isinstance(m, dict) and m["type"] == "progress"]
     assert len(progress) < 199
     _, history = client.get(f"/history/{prompt_id}")
@@ -240,6 +244,7 @@ def test_interrupt_stops_the_running_prompt(comfy: Comfy) -> None:
     assert status["status_str"] == "error" and status["completed"] is False
     assert status["messages"][-1][0] == "execution_interrupted"
     assert status["messages"][-1][1]["node_id"] == "3"
+    assert status["messages"][-1][1]["executed"] == interrupted["executed"]
 
 
 def test_a_prompt_is_always_queued_running_or_in_history(comfy: Comfy) -> None:
