@@ -374,6 +374,7 @@ class ComfyService:
                 "pytorch_version": version("torch"),
                 "embedded_python": False,
                 "argv": sys.argv,
+                "takeflow_loaded_models": self.bridge.loaded_models(),
             },
             "devices": [
                 {"name": "cpu", "type": "cpu", "index": None, "vram_total": 0, "vram_free": 0,

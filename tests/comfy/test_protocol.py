@@ -285,3 +285,29 @@ def test_system_stats_object_info_and_prompt_queue(comfy: Comfy) -> None:
     assert json.dumps(client.get("/api/queue")[1]) == json.dumps(
         {"queue_running": [], "queue_pending": []}
     )
+
+
+def _run(client: ComfyClient, seed: int) -> None:
+    prompt_id = client.queue_prompt(txt2img(seed=seed, steps=1))["prompt_id"]
+    deadline = time.monotonic() + 60
+    while prompt_id not in client.get(f"/history/{prompt_id}")[1]:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_free_unloads_the_diffusion_pipelines(comfy: Comfy) -> None:
+    """``POST /free`` (``unload_models``, ``free_memory``) as ComfyUI's clients send it; the
+    next prompt loads the model again."""
+    _, client = comfy
+
+    def loaded() -> list[str]:
+        return list(client.get("/system_stats")[1]["system"]["takeflow_loaded_models"])
+
+    _run(client, seed=31)
+    assert loaded() == ["demo"]
+    assert client.post("/free", {"unload_models": False, "free_memory": False})[0] == 200
+    assert loaded() == ["demo"]
+    assert client.post("/free", {"unload_models": True, "free_memory": True})[0] == 200
+    assert loaded() == []
+    _run(client, seed=32)
+    assert loaded() == ["demo"]
