@@ -140,6 +140,19 @@ class PipelineCache:
                 )
             return entry
 
+    def unload(self) -> list[str]:
+        """Drop every loaded pipeline (ComfyUI's ``POST /free``); the names unloaded. A batch
+        running on one keeps it until it ends; the next request loads it again."""
+        with self._lock:
+            names = [e.spec.name for e in self._entries.values()]
+            self._entries.clear()
+        gc.collect()
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return names
+
     def _load(self, spec: ModelSpec, device: str) -> Any:
         if self._loader is not None:
             return self._loader(spec, device)

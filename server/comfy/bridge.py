@@ -12,6 +12,8 @@ runner, the event model or the model registry is absorbed here. What it uses of 
   event log of one task); in distributed mode its PostgreSQL pool holds the prompt store
   (``server.comfy.store.open_tables``);
 - ``runtime.projects``: ``get``/``create``, a project's files;
+- ``runtime.runner.services["diffusion"].cache``: its loaded pipelines (``/free`` unloads
+  them);
 - ``runtime.registry``: input specs of the ``image_generation`` / ``image_to_image`` templates;
 - ``nodes.diffusion.models.ModelRegistry``: the model names a checkpoint loader may name.
 """
@@ -66,6 +68,7 @@ class TaskInfo:
     user: str
     created_at: float
     error: dict[str, Any] | None
+    finished_at: float | None = None
 
     @property
     def finished(self) -> bool:
@@ -173,6 +176,7 @@ class TakeflowBridge:
             user=record.user,
             created_at=record.created_at,
             error=record.error,
+            finished_at=record.finished_at,
         )
 
     # -- events -----------------------------------------------------------------------------
@@ -203,6 +207,17 @@ class TakeflowBridge:
         service = self.runtime.runner.services.get("diffusion")
         models = getattr(service, "models", None)
         return sorted(models.names()) if models is not None else []
+
+    def loaded_models(self) -> list[str]:
+        """Models whose pipelines this process holds loaded (none without the diffusion
+        service, e.g. on an API replica of the distributed mode)."""
+        cache = getattr(self.runtime.runner.services.get("diffusion"), "cache", None)
+        return sorted({e.spec.name for e in cache.loaded()}) if cache is not None else []
+
+    def unload_models(self) -> list[str]:
+        """Unload the diffusion service's pipelines in this process; the names unloaded."""
+        cache = getattr(self.runtime.runner.services.get("diffusion"), "cache", None)
+        return list(cache.unload()) if cache is not None else []
 
     def limits(self, template: str, port: str) -> Limits:
         """Default and range of a template input, as Takeflow's validation enforces them."""

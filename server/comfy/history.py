@@ -9,11 +9,13 @@ what the closing WebSocket messages are made of.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from server.comfy.bridge import Event, TakeflowBridge, TaskInfo
 from server.comfy.files import ComfyFolders, PathRefused
 from server.comfy.store import PromptRow
+from server.comfy.stream import PromptStream
 from server.comfy.translate import OutputPlan
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,12 @@ def _error_node(row: PromptRow, data: dict[str, Any]) -> tuple[str | None, str |
     return node, row.plan.classes.get(node) if node else None
 
 
+def _executed(row: PromptRow, ran: set[str], stopped_at: str | None) -> list[str]:
+    """ComfyUI's ``executed`` of an error or interrupt: the nodes that ran before it, in
+    execution order (not the node it stopped at)."""
+    return [n for n in row.plan.order if n in ran and n != stopped_at]
+
+
 def build_history(
     row: PromptRow, task: TaskInfo, bridge: TakeflowBridge, folders: ComfyFolders
 ) -> dict[str, Any]:
@@ -58,7 +66,13 @@ def build_history(
         and e.data.get("state") == "completed"
         and str(e.data.get("node_id")) in row.plan.owners
     }
-    executed = [n for n in row.plan.order if n in done_nodes]
+    # what ran, as the client was told (``executing``) or Takeflow's node states say
+    stream = PromptStream(row)
+    for event in events:
+        stream.feed(event)
+    ran = done_nodes | set(stream.announced)
+    if task.status == "completed":
+        ran = set(row.plan.order)
     outputs: dict[str, Any] = {}
     frames: dict[str, list[list[str]]] = {}
     unsaved: tuple[str, str] | None = None  # (node, why) when an output file was not written
@@ -90,7 +104,7 @@ def build_history(
     elif unsaved is not None:  # the take is stored; the ComfyUI copy of an output is not
         messages.append(["execution_error", {
             "prompt_id": pid, "node_id": unsaved[0], "node_type": row.plan.classes.get(unsaved[0]),
-            "executed": executed, "exception_message": unsaved[1],
+            "executed": _executed(row, ran, unsaved[0]), "exception_message": unsaved[1],
             "exception_type": "output_not_saved",
             "traceback": [], "current_inputs": {}, "current_outputs": {},
             "timestamp": ended_ms}])  # fmt: skip
@@ -99,14 +113,15 @@ def build_history(
         data = terminal.data if terminal else {}
         node, node_type = _error_node(row, data)
         messages.append(["execution_interrupted", {
-            "prompt_id": pid, "node_id": node, "node_type": node_type, "executed": executed,
-            "timestamp": ended_ms}])  # fmt: skip
+            "prompt_id": pid, "node_id": node, "node_type": node_type,
+            "executed": _executed(row, ran, node), "timestamp": ended_ms}])  # fmt: skip
         status_str, completed = "error", False
     else:
         data = terminal.data if terminal is not None else dict(task.error or {})
         node, node_type = _error_node(row, data)
         messages.append(["execution_error", {
-            "prompt_id": pid, "node_id": node, "node_type": node_type, "executed": executed,
+            "prompt_id": pid, "node_id": node, "node_type": node_type,
+            "executed": _executed(row, ran, node),
             "exception_message": str(data.get("message", "the task failed")),
             "exception_type": str(data.get("code", "task_failed")),
             "traceback": [], "current_inputs": {}, "current_outputs": {},
@@ -127,6 +142,26 @@ def build_history(
             "notes": row.plan.notes,
         },
     }
+
+
+def unbuilt_history(row: PromptRow, task: TaskInfo, why: str) -> dict[str, Any]:
+    """The entry of a finished prompt whose history could not be built (its task and take
+    stay as they are): an ``execution_error``, so the prompt still leaves the queue."""
+    error: dict[str, Any] = {
+        "prompt_id": row.prompt_id, "node_id": None, "node_type": None, "executed": [],
+        "exception_message": f"the history entry could not be built: {why}",
+        "exception_type": "history_failed", "traceback": [], "current_inputs": {},
+        "current_outputs": {}, "timestamp": int(time.time() * 1000),
+    }  # fmt: skip
+    return {
+        "outputs": {},
+        "frames": {},
+        "status": {"status_str": "error", "completed": False,
+                   "messages": [["execution_error", error]]},
+        "meta": {},
+        "takeflow": {"task_id": row.task_id, "project_id": row.project, "status": task.status,
+                     "notes": row.plan.notes},
+    }  # fmt: skip
 
 
 def history_view(row: PromptRow) -> dict[str, Any]:

@@ -231,9 +231,9 @@ class ComfyHub:
                 if old.seq < event.seq:
                     outs += stream.feed(old)
         outs += stream.feed(event)
-        self._deliver(row, outs)
         if event.type in ("task.submitted", "task.started"):
-            await self.broadcast_status()
+            await self.broadcast_status()  # as ComfyUI: a start's status before execution_start
+        self._deliver(row, outs)
         if event.terminal:
             finishing = asyncio.create_task(self._finish(row))
             self._finishing.add(finishing)
@@ -261,10 +261,13 @@ class ComfyHub:
             for event in await asyncio.to_thread(self.service.bridge.events, row.task_id):
                 outs += stream.feed(event)
             self._deliver(row, outs)
-        self._deliver(row, stream.finish(history))
+        closing = stream.finish(history)
+        # as ComfyUI: the queue's status (the prompt now in the history) before executing null
+        self._deliver(row, closing[:-1])
+        await self.broadcast_status()
+        self._deliver(row, closing[-1:])
         self.service.forget(prompt_id)
         self.service.task_prompts.pop(row.task_id, None)
-        await self.broadcast_status()
 
     # -- connections ------------------------------------------------------------------------
 

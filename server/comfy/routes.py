@@ -108,6 +108,17 @@ def make_router(path: str, comfy: ComfyService) -> Router:
         await asyncio.to_thread(comfy.interrupt, prompt_id, principal_of(request))
         return _empty()
 
+    @post("/free", status_code=200)
+    async def free(request: Request[Any, Any, Any], comfy: Comfy) -> Response[Any]:
+        """``{unload_models?, free_memory?}``: either unloads the diffusion pipelines."""
+        try:
+            body = await _json(request)
+        except ValueError:
+            body = {}
+        if isinstance(body, dict) and (body.get("unload_models") or body.get("free_memory")):
+            await asyncio.to_thread(comfy.bridge.unload_models)
+        return _empty()
+
     @get("/history", sync_to_thread=True)
     def history(
         request: Request[Any, Any, Any],
@@ -261,7 +272,7 @@ def make_router(path: str, comfy: ComfyService) -> Router:
     return Router(
         path=path,
         route_handlers=[
-            post_prompt, get_prompt, get_queue, post_queue, interrupt, history, history_of,
+            post_prompt, get_prompt, get_queue, post_queue, interrupt, free, history, history_of,
             post_history, view, upload_image, object_info, object_info_of, system_stats,
             models, models_in, nothing, features, socket,
         ],

@@ -32,7 +32,7 @@ from server.comfy.bridge import TakeflowBridge
 from server.comfy.catalog import Catalog
 from server.comfy.errors import PromptRejected
 from server.comfy.files import ComfyFolders, user_folder
-from server.comfy.history import build_history, history_view
+from server.comfy.history import build_history, history_view, unbuilt_history
 from server.comfy.hub import ComfyHub
 from server.comfy.issues import map_issues
 from server.comfy.store import ComfyStore, PromptRow, open_tables
@@ -44,6 +44,8 @@ DEFAULT_PROJECT = "comfyui"
 DEFAULT_SHOT = "main/main/main"
 COMPAT_VERSION = "0.3.0-takeflow"
 HISTORY_LEASE_S = 60.0  # a replica that died while writing a history is taken over after this
+# a finished prompt stays in the queue (running) until its history is written, this long at most
+HISTORY_SETTLE_S = HISTORY_LEASE_S + 5
 _KNOWN_TASKS = 50_000  # task ids remembered as not being ComfyUI prompts (then forgotten)
 
 
@@ -238,14 +240,21 @@ class ComfyService:
     # -- queue ------------------------------------------------------------------------------
 
     def _active_rows(self, principal: Principal | None) -> list[tuple[PromptRow, str]]:
-        """Prompts whose task is queued or running, by number (from the shared store and task
-        records, so every replica answers the same)."""
+        """Prompts queued or running, by number (from the shared store and task records, so
+        every replica answers the same). As in ComfyUI, a prompt leaves the queue in the step
+        that writes its history: a finished task counts as running until then (at most
+        ``HISTORY_SETTLE_S`` after it ended, should every write fail)."""
         user = principal.user if principal is not None else None
+        now = time.time()
         found = []
         for row in self.store.without_history():
             task = self.bridge.task(row.task_id) if self.visible(row, user) else None
-            if task is not None and not task.finished:
+            if task is None:
+                continue
+            if not task.finished:
                 found.append((row, task.status))
+            elif now - (task.finished_at or row.created) < HISTORY_SETTLE_S:
+                found.append((row, "running"))
         return sorted(found, key=lambda item: item[0].number)
 
     def queue(self, principal: Principal | None) -> dict[str, Any]:
@@ -298,7 +307,11 @@ class ComfyService:
             lost = {"code": "task_lost", "message": "the Takeflow task is gone"}
             task = TaskInfo(row.task_id, "failed", row.project, row.user, row.created, lost)
         try:
-            history = build_history(row, task, self.bridge, self.folders_of(row.user))
+            try:
+                history = build_history(row, task, self.bridge, self.folders_of(row.user))
+            except Exception as exc:  # still an entry: the prompt must leave the queue
+                log.exception("could not build the history of prompt %s", prompt_id)
+                history = unbuilt_history(row, task, f"{type(exc).__name__}: {exc}")
             self.store.set_history(prompt_id, history)
         except BaseException:
             self.store.release_history(prompt_id, self.instance)
@@ -308,7 +321,7 @@ class ComfyService:
     def settle_history(self, prompt_id: str, poll_s: float = 0.05) -> dict[str, Any] | None:
         """``write_history``, waiting while another replica writes it (taken over if that
         replica dies: its claim expires after ``HISTORY_LEASE_S``)."""
-        deadline = time.monotonic() + HISTORY_LEASE_S + 5
+        deadline = time.monotonic() + HISTORY_SETTLE_S
         while True:
             history, elsewhere = self._write_history(prompt_id)
             if not elsewhere or time.monotonic() > deadline:
@@ -361,6 +374,7 @@ class ComfyService:
                 "pytorch_version": version("torch"),
                 "embedded_python": False,
                 "argv": sys.argv,
+                "takeflow_loaded_models": self.bridge.loaded_models(),
             },
             "devices": [
                 {"name": "cpu", "type": "cpu", "index": None, "vram_total": 0, "vram_free": 0,

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from litestar.testing import TestClient
 
 from tests.comfy.client import ComfyClient
 from tests.server.harness import ServerProcess, free_port, running_server
@@ -70,3 +71,22 @@ def demo_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from nodes.diffusion.demo import build_random_pipeline
 
     return build_random_pipeline(tmp_path_factory.mktemp("comfy-demo") / "demo", "tiny", seed=0)
+
+
+@pytest.fixture
+def app_client(_isolated_home: Path, demo_model_dir: Path) -> Iterator[TestClient[Any]]:
+    """The main app (ComfyUI API under ``/api``) in process, on a runtime with the demo model."""
+    from dagster_defs.runtime import open_runtime
+    from nodes.diffusion.demo import register_model
+    from server.app import create_app
+    from stores.home import TakeflowHome
+
+    home = TakeflowHome.resolve(_isolated_home)
+    register_model(home, "demo", demo_model_dir, demo=True)
+    home.update_config(diffusion={"batch_window_ms": 0})
+    runtime = open_runtime(_isolated_home, workers=1)
+    try:
+        with TestClient(create_app(runtime)) as test_client:
+            yield test_client
+    finally:
+        runtime.close()

@@ -8,7 +8,7 @@ import uuid
 
 from PIL import Image
 
-from tests.comfy.client import ComfyClient, of_prompt, txt2img, until_done
+from tests.comfy.client import ComfyClient, of_prompt, recv, txt2img, until_done
 from tests.server.harness import ServerProcess
 
 
@@ -72,3 +72,27 @@ def test_post_wait_history_view(comfy: tuple[ServerProcess, ComfyClient]) -> Non
     status_body = server.ok("GET", f"/api/v1/functions/tasks/{task_id}")
     assert status_body["status"] == "completed" and status_body["dagster_run_id"]
     assert status_body["commit"]
+
+
+def test_status_comes_before_execution_start_and_the_final_executing(
+    comfy: tuple[ServerProcess, ComfyClient],
+) -> None:
+    """As ComfyUI: the queue ``status`` of a prompt's start comes before its
+    ``execution_start``, and the one of its end (history written, queue shorter) before the
+    final ``executing`` with ``node: null``."""
+    _, client = comfy
+    client_id = uuid.uuid4().hex
+    ws = client.connect(client_id)
+    try:
+        assert recv(ws)["type"] == "status"  # type: ignore[index]
+        prompt_id = client.queue_prompt(txt2img(seed=17), client_id)["prompt_id"]
+        texts = [m for m in until_done(ws, prompt_id) if isinstance(m, dict)]
+    finally:
+        ws.close()
+    kinds = [m["type"] for m in texts]
+    start = kinds.index("execution_start")
+    assert kinds[start - 1] == "status"
+    assert texts[start - 1]["data"]["status"]["exec_info"]["queue_remaining"] == 1
+    assert kinds[-3:] == ["execution_success", "status", "executing"], kinds
+    assert texts[-2]["data"]["status"]["exec_info"]["queue_remaining"] == 0
+    assert "status" not in kinds[start:-2], kinds

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+import time
 import uuid
 from typing import Any
 
@@ -232,6 +233,10 @@ def test_interrupt_stops_the_running_prompt(comfy: Comfy) -> None:
         ws.close()
     kinds = [m["type"] for m in messages if isinstance(m, dict)]
     assert kinds[-2:] == ["execution_interrupted", "executing"]
+    interrupted = [m for m in messages if isinstance(m, dict)][-2]["data"]
+    # ComfyUI lists the nodes that ran before the interrupt (not the interrupted one)
+    assert interrupted["node_id"] == "3"
+    assert sorted(interrupted["executed"]) == ["4", "5", "6", "7"]
     progress = [m for m in messages if isinstance(m, dict) and m["type"] == "progress"]
     assert len(progress) < 199
     _, history = client.get(f"/history/{prompt_id}")
@@ -239,6 +244,30 @@ def test_interrupt_stops_the_running_prompt(comfy: Comfy) -> None:
     assert status["status_str"] == "error" and status["completed"] is False
     assert status["messages"][-1][0] == "execution_interrupted"
     assert status["messages"][-1][1]["node_id"] == "3"
+    assert status["messages"][-1][1]["executed"] == interrupted["executed"]
+
+
+def test_a_prompt_is_always_queued_running_or_in_history(comfy: Comfy) -> None:
+    """ComfyUI moves a finished prompt from the queue into its history in one step: a client
+    that polls ``GET /queue`` and then reads ``GET /history/{id}`` never finds it in neither
+    (50 prompts, a few queued at a time)."""
+    _, client = comfy
+    seeds = iter(range(1000, 1050))
+    pending: list[str] = []
+    finished = 0
+    deadline = time.monotonic() + 180
+    while finished < 50:
+        assert time.monotonic() < deadline, f"{50 - finished} prompts not finished"
+        while len(pending) < 3 and (seed := next(seeds, None)) is not None:
+            pending.append(client.queue_prompt(txt2img(seed=seed, steps=1))["prompt_id"])
+        _, queue = client.get("/queue")
+        queued = {item[1] for item in queue["queue_running"] + queue["queue_pending"]}
+        for prompt_id in [p for p in pending if p not in queued]:
+            _, history = client.get(f"/history/{prompt_id}")
+            assert prompt_id in history, f"{prompt_id} is neither queued nor in the history"
+            pending.remove(prompt_id)
+            finished += 1
+    assert client.get("/prompt")[1] == {"exec_info": {"queue_remaining": 0}}
 
 
 def test_system_stats_object_info_and_prompt_queue(comfy: Comfy) -> None:
@@ -256,3 +285,29 @@ def test_system_stats_object_info_and_prompt_queue(comfy: Comfy) -> None:
     assert json.dumps(client.get("/api/queue")[1]) == json.dumps(
         {"queue_running": [], "queue_pending": []}
     )
+
+
+def _run(client: ComfyClient, seed: int) -> None:
+    prompt_id = client.queue_prompt(txt2img(seed=seed, steps=1))["prompt_id"]
+    deadline = time.monotonic() + 60
+    while prompt_id not in client.get(f"/history/{prompt_id}")[1]:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_free_unloads_the_diffusion_pipelines(comfy: Comfy) -> None:
+    """``POST /free`` (``unload_models``, ``free_memory``) as ComfyUI's clients send it; the
+    next prompt loads the model again."""
+    _, client = comfy
+
+    def loaded() -> list[str]:
+        return list(client.get("/system_stats")[1]["system"]["takeflow_loaded_models"])
+
+    _run(client, seed=31)
+    assert loaded() == ["demo"]
+    assert client.post("/free", {"unload_models": False, "free_memory": False})[0] == 200
+    assert loaded() == ["demo"]
+    assert client.post("/free", {"unload_models": True, "free_memory": True})[0] == 200
+    assert loaded() == []
+    _run(client, seed=32)
+    assert loaded() == ["demo"]

@@ -4,33 +4,11 @@ once per ``POST /prompt``, also while it runs and its history is written."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 from litestar.testing import TestClient
 
 from tests.comfy.client import txt2img
-
-
-@pytest.fixture
-def client(_isolated_home: Path, demo_model_dir: Path) -> Iterator[TestClient[Any]]:
-    """The main app (ComfyUI API under ``/api``) in process, on a runtime with the demo model."""
-    from dagster_defs.runtime import open_runtime
-    from nodes.diffusion.demo import register_model
-    from server.app import create_app
-    from stores.home import TakeflowHome
-
-    home = TakeflowHome.resolve(_isolated_home)
-    register_model(home, "demo", demo_model_dir, demo=True)
-    home.update_config(diffusion={"batch_window_ms": 0})
-    runtime = open_runtime(_isolated_home, workers=1)
-    try:
-        with TestClient(create_app(runtime)) as test_client:
-            yield test_client
-    finally:
-        runtime.close()
 
 
 def finished(client: TestClient[Any], prompt_id: str, timeout: float = 60.0) -> dict[str, Any]:
@@ -44,8 +22,9 @@ def finished(client: TestClient[Any], prompt_id: str, timeout: float = 60.0) -> 
 
 
 def test_a_comfyui_prompt_is_validated_once(
-    client: TestClient[Any], validations: list[str]
+    app_client: TestClient[Any], validations: list[str]
 ) -> None:
+    client = app_client
     answer = client.post("/api/prompt", json={"prompt": txt2img(seed=9)})
     assert answer.status_code == 200, answer.text
     prompt_id = answer.json()["prompt_id"]
