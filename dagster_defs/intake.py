@@ -241,7 +241,7 @@ class TaskIntake:
         )
         ahead = self.pool.ahead(work.user, priority)
         estimate = self.throughput.seconds(ahead, len(plan.nodes), self.running())
-        self.lifecycle.submit(record, plan, estimate, batch_size)
+        self.lifecycle.submit(record, [n.node_id for n in plan.nodes], estimate, batch_size)
         self.pool.put(record.task_id, plan, work.project, priority, work.user)
         return QueuedTask(record, estimate)
 

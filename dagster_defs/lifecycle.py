@@ -36,7 +36,6 @@ from graph_runtime.events import (
     TaskSubmitted,
 )
 from graph_runtime.tasks import TaskOwner, TaskRecord, TaskResult, TaskStatus, TaskStore
-from graph_runtime.validation import ExecutionPlan
 
 log = logging.getLogger(__name__)
 
@@ -99,13 +98,11 @@ class TaskLifecycle:
     def submit(
         self,
         record: TaskRecord,
-        plan: ExecutionPlan | list[str],
+        nodes: list[str],
         estimate: float,
         batch_size: int | None,
     ) -> TaskRecord:
-        """Store a new queued task with ``task.submitted``; ``plan``, or for a run Dagster made
-        the node ids it will run."""
-        nodes = plan if isinstance(plan, list) else [n.node_id for n in plan.nodes]
+        """Store a new queued task with ``task.submitted`` naming the ``nodes`` it will run."""
         with self.atomic():
             self._save_submitted(record, nodes, estimate, batch_size)
         return record

@@ -38,7 +38,7 @@ def _submit(lifecycle: TaskLifecycle, task_id: str) -> TaskRecord:
     graph = single_node_graph("number", {"value": 1})
     plan = validate_graph(graph, TemplateRegistry(list(TEMPLATES)))
     record = TaskRecord(task_id, graph.model_dump(mode="json"), None, "a/b/c", "ana")
-    return lifecycle.submit(record, plan, 0.02, None)
+    return lifecycle.submit(record, [n.node_id for n in plan.nodes], 0.02, None)
 
 
 def _types(lifecycle: TaskLifecycle, task_id: str) -> list[type]:

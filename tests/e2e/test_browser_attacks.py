@@ -18,7 +18,6 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,7 +26,7 @@ from PIL import Image
 
 from tests.comfy.client import ComfyClient, txt2img
 from tests.comfy.conftest import comfy_server
-from tests.e2e.test_editor import CHROMIUM, CHROMIUM_ARGS
+from tests.e2e.test_editor import browser  # noqa: F401 - fixture used by name
 from tests.server.harness import ServerProcess
 
 pytestmark = pytest.mark.e2e
@@ -117,20 +116,6 @@ def servers(
         yield pair
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=30_000)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
 def _state(server: ServerProcess, comfy: ComfyClient) -> dict[str, Any]:
     """Everything an attack could have changed: takes, uploads, commits, ComfyUI queue."""
     http = server.http
@@ -148,7 +133,8 @@ def _state(server: ServerProcess, comfy: ComfyClient) -> dict[str, Any]:
 
 
 def test_a_page_from_another_origin_can_neither_submit_upload_nor_listen(
-    servers: tuple[ServerProcess, ComfyClient], browser: Any
+    servers: tuple[ServerProcess, ComfyClient],
+    browser: Any,  # noqa: F811
 ) -> None:
     server, comfy = servers
     before = _state(server, comfy)

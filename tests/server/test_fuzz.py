@@ -5,28 +5,15 @@ may be >= 500, and the server logs no traceback."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
 from tests.comfy.client import txt2img
-from tests.comfy.conftest import wait_compat
 from tests.server.fuzzing import FuzzReport, mutation_fuzz, schema_fuzz, websocket_fuzz
-from tests.server.harness import ServerProcess, free_port, running_server
+from tests.server.harness import ServerProcess
+from tests.server.test_guard import servers  # noqa: F401 - fixture used by name
 
 
-@pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, str]]:
-    home = tmp_path_factory.mktemp("fuzz") / "home"
-    port = free_port()
-    with running_server(home, "--comfy-port", str(port)) as server:
-        comfy = f"http://127.0.0.1:{port}"
-        wait_compat(comfy)
-        server.ok("POST", "/api/v1/projects", json={"project_id": "demo", "name": "Demo"})
-        yield server, comfy
-
-
-def test_no_fuzzed_request_gets_a_server_error(servers: tuple[ServerProcess, str]) -> None:
+def test_no_fuzzed_request_gets_a_server_error(
+    servers: tuple[ServerProcess, str],  # noqa: F811
+) -> None:
     server, comfy = servers
     report = FuzzReport()
     schema_fuzz(server.base, report, max_examples=6, seed=1)

@@ -16,6 +16,7 @@ import pytest
 import websockets
 
 from tests.comfy.conftest import wait_compat
+from tests.server.fuzzing import COMFY_JSON_ROUTES, MAIN_JSON_ROUTES
 from tests.server.harness import ServerProcess, free_port, running_server
 
 TASK = {"template_id": "noise_image", "inputs": {"width": 16, "height": 16}}
@@ -37,17 +38,6 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerPr
 
 
 # -- F5: deep JSON ---------------------------------------------------------------------------
-
-
-MAIN_JSON_ROUTES = [
-    ("POST", "/api/v1/functions/tasks"),
-    ("POST", "/api/v1/functions/batches"),
-    ("POST", "/api/v1/runs"),
-    ("POST", "/api/v1/projects"),
-    ("PUT", "/api/v1/projects/demo/takes/active"),
-    ("PUT", "/api/v1/projects/demo/canvases/deep"),
-]
-COMFY_JSON_ROUTES = ["/prompt", "/queue", "/history", "/interrupt"]
 
 
 @pytest.mark.parametrize("body", [DEEP_ARRAY, DEEP_OBJECT], ids=["array", "object"])
