@@ -93,6 +93,12 @@ class DiffusionConfig(BaseModel):
     diffusion: DiffusionSettings = DiffusionSettings()
     models: dict[str, ModelEntry] = Field(default_factory=dict)
     checkpoints_dir: str | None = None
+    # Model part folders (nodes.diffusion.folders); unset: <home>/models/<kind>.
+    loras_dir: str | None = None
+    controlnet_dir: str | None = None
+    upscale_models_dir: str | None = None
+    embeddings_dir: str | None = None
+    vae_dir: str | None = None
 
     @field_validator("diffusion", "models", mode="before")
     @classmethod
