@@ -24,9 +24,9 @@ _KEY_RE = re.compile(r"[\x21-\x7e]{1,255}")  # as the Takeflow API's submits
 KIND = "comfyui.prompt"
 
 
-def _rejected(exc: TakeflowError) -> PromptRejected:
+def _rejected(exc: TakeflowError, status: int | None = None) -> PromptRejected:
     return PromptRejected("invalid_prompt", f"Invalid prompt: {exc.message}", exc.code,
-                          exc.to_dict(), status=exc.http_status)  # fmt: skip
+                          exc.to_dict(), status=status or exc.http_status)  # fmt: skip
 
 
 def prompt_callback(
@@ -40,7 +40,7 @@ def prompt_callback(
     try:
         return callbacks.resolve(url, project)
     except TakeflowError as exc:
-        raise _rejected(exc) from None
+        raise _rejected(exc, status=400) from None  # as any invalid prompt
 
 
 def submit_once(
