@@ -25,7 +25,7 @@ from dagster_defs.runtime import Runtime
 from graph_runtime.errors import TakeflowError
 from graph_runtime.tasks import TaskStatus
 from server.callback_targets import FIELD, CallbackTargets
-from server.errors import CallbackSecretMissingError, CallbacksUnavailableError
+from server.errors import CallbackSecretMissingError
 from stores.callbacks import (
     DELIVERED,
     FAILED,
@@ -112,20 +112,18 @@ class CompletionCallbacks:
                         field=f"callbacks.projects.{project_id}.url",
                     ) from None
         self._store: CallbackDeliveries | None = None
-        self._opened = False
 
     @property
-    def store(self) -> CallbackDeliveries | None:
-        """The delivery table (None in distributed mode), opened on first use."""
-        if not self._opened:
+    def store(self) -> CallbackDeliveries:
+        """The delivery table (``stores.callbacks``), opened on first use."""
+        if self._store is None:
             self._store = open_deliveries(self.runtime.state)
-            self._opened = True
         return self._store
 
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
-        self._store, self._opened = None, False
+            self._store = None
 
     def check_url(self, url: str | None) -> None:
         """``invalid_callback_url`` / ``callback_url_refused`` (``server.callback_targets``)."""
@@ -150,26 +148,18 @@ class CompletionCallbacks:
                 f" (the operator sets {where}callbacks.secret in config.json)",
                 field=FIELD,
             )
-        if self.store is None:
-            raise CallbacksUnavailableError(
-                "callback_url is not delivered in distributed mode yet; poll the task or wait "
-                "for it (?wait=)",
-                field=FIELD,
-            )
         return url
 
     def register(self, task_id: str, url: str, project_id: str | None) -> None:
         """Store the task's delivery (before the task is queued: it is due once it ends)."""
-        assert self.store is not None  # ``resolve`` refused the URL otherwise
         self.store.add(task_id, url, project_id)
 
     def forget(self, task_id: str) -> None:
-        if self.store is not None:
-            self.store.forget(task_id)
+        self.store.forget(task_id)
 
     def view(self, task_id: str, ended: bool) -> dict[str, Any] | None:
         """The ``callback`` field of a task's status: None without a callback."""
-        delivery = self.store.get(task_id) if self.store is not None else None
+        delivery = self.store.get(task_id)
         if delivery is None:
             return None
         state = delivery.state
@@ -202,8 +192,7 @@ class CallbackSender:
         self._sending: dict[str, asyncio.Task[None]] = {}
 
     def start(self) -> None:
-        if self.callbacks.store is not None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
+        self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
         tasks = [t for t in (self._task, *self._sending.values()) if t is not None]
@@ -214,8 +203,7 @@ class CallbackSender:
                 await task
 
     async def _run(self) -> None:
-        store = self.callbacks.store
-        assert store is not None
+        store = await asyncio.to_thread(lambda: self.callbacks.store)
         limit = asyncio.Semaphore(self.settings.concurrency)
         while True:
             try:
@@ -237,7 +225,6 @@ class CallbackSender:
 
     async def _deliver(self, delivery: CallbackDelivery, limit: asyncio.Semaphore) -> None:
         store = self.callbacks.store
-        assert store is not None
         async with limit:
             now = time.time()
             lease = now + self.settings.timeout_s + 5.0  # a crash mid-attempt: due again after

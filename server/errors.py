@@ -91,13 +91,6 @@ class CallbackSecretMissingError(RequestError):
     http_status = 422
 
 
-class CallbacksUnavailableError(RequestError):
-    """Callbacks are not delivered in this deployment (distributed mode)."""
-
-    code = "callbacks_unavailable"
-    http_status = 422
-
-
 _HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",

@@ -1,7 +1,8 @@
 """Completion callback deliveries (``callback_url``): one row per task with a callback, kept
-beside the task state (embedded: a table in the state's SQLite file), so a delivery that has not
-succeeded yet survives a restart. A row is written at submit; it is due once its task has ended
-(the ``tasks`` table of the same file says so) and its next attempt time has come."""
+beside the task state (embedded: a table in the state's SQLite file; distributed: PostgreSQL),
+so a delivery that has not succeeded yet survives a restart. A row is written at submit; it is
+due once its task has ended (the tasks table beside it says so) and its next attempt time has
+come."""
 
 from __future__ import annotations
 
@@ -168,7 +169,7 @@ class SqliteCallbackDeliveries:
         retry_at: float | None,
     ) -> None:
         now = time.time()
-        state = DELIVERED if delivered else (PENDING if retry_at is not None else FAILED)
+        state = finished_state(delivered, retry_at)
         with self._lock:
             self._conn.execute(
                 "UPDATE callback_deliveries SET state = ?, attempts = attempts + 1, "
@@ -185,11 +186,20 @@ class SqliteCallbackDeliveries:
             )
 
 
-def open_deliveries(state: object) -> CallbackDeliveries | None:
-    """The delivery table of a runtime's deployment, by its task state; None where callbacks
-    are not kept yet (distributed mode, PostgreSQL)."""
+def finished_state(delivered: bool, retry_at: float | None) -> str:
+    """A delivery's state after an attempt: delivered, pending again (a retry), or failed."""
+    return DELIVERED if delivered else (PENDING if retry_at is not None else FAILED)
+
+
+def open_deliveries(state: object) -> CallbackDeliveries:
+    """The delivery table of a runtime's deployment, by its task state (embedded: SQLite;
+    distributed: ``stores.postgres.callbacks`` on the state's PostgreSQL pool)."""
     from stores.sqlite_state import SqliteState
 
     if isinstance(state, SqliteState):
         return SqliteCallbackDeliveries(state.path)
-    return None
+    from stores.postgres.callbacks import PostgresCallbackDeliveries  # psycopg: distributed only
+    from stores.postgres.state import PostgresState
+
+    assert isinstance(state, PostgresState), type(state)
+    return PostgresCallbackDeliveries(state)

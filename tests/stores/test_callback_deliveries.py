@@ -1,22 +1,36 @@
-"""The callback delivery table beside the task state: due once its task ended, leased to one
-sender, counted, durable."""
+"""The callback delivery table beside the task state, one contract for SQLite and PostgreSQL:
+due once its task ended, leased to one sender, counted, durable."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from graph_runtime.tasks import TaskRecord, TaskStatus
-from stores.callbacks import DELIVERED, FAILED, PENDING, SqliteCallbackDeliveries, open_deliveries
+from stores.callbacks import DELIVERED, FAILED, PENDING, CallbackDeliveries, open_deliveries
 from stores.sqlite_state import SqliteState
 
 ENDED = ("completed", "failed", "cancelled")
 
 
-def test_a_delivery_is_due_once_its_task_ended_and_is_leased_once(tmp_path: Path) -> None:
-    state = SqliteState(tmp_path / "state.db")
+@pytest.fixture(params=["sqlite", "postgres"])
+def state(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    if request.param == "sqlite":
+        opened: Any = SqliteState(tmp_path / "state.db")
+    else:
+        from stores.postgres.state import PostgresState
+
+        opened = PostgresState(request.getfixturevalue("pg_url"))
+    yield opened
+    opened.close()
+
+
+def test_a_delivery_is_due_once_its_task_ended_and_is_leased_once(state: Any) -> None:
     deliveries = open_deliveries(state)
-    assert isinstance(deliveries, SqliteCallbackDeliveries)
     state.save(TaskRecord("t1", {}, "film", "a/b/c", "ana", status=TaskStatus.RUNNING))
     added = deliveries.add("t1", "http://127.0.0.1:9/hook", "film")
     assert added.delivery_id.startswith("dlv_") and added.state == PENDING
@@ -32,7 +46,7 @@ def test_a_delivery_is_due_once_its_task_ended_and_is_leased_once(tmp_path: Path
         due.delivery_id, delivered=False, status=500, error="HTTP 500", retry_at=now + 5
     )
     deliveries.close()
-    again = SqliteCallbackDeliveries(tmp_path / "state.db")  # a restart
+    again: CallbackDeliveries = open_deliveries(state)  # a restart
     row = again.get("t1")
     assert row is not None and (row.state, row.attempts, row.last_status) == (PENDING, 1, 500)
     assert again.due(now, ENDED) == [] and len(again.due(now + 5, ENDED)) == 1
@@ -42,12 +56,10 @@ def test_a_delivery_is_due_once_its_task_ended_and_is_leased_once(tmp_path: Path
     assert done is not None and (done.state, done.attempts, done.last_error) == (DELIVERED, 2, None)
     assert done.delivered_at is not None and again.due(now + 100, ENDED) == []
     again.close()
-    state.close()
 
 
-def test_a_delivery_given_up_or_forgotten_is_not_due(tmp_path: Path) -> None:
-    state = SqliteState(tmp_path / "state.db")
-    deliveries = SqliteCallbackDeliveries(state.path)
+def test_a_delivery_given_up_or_forgotten_is_not_due(state: Any) -> None:
+    deliveries = open_deliveries(state)
     for task_id in ("gave-up", "refused"):
         state.save(TaskRecord(task_id, {}, None, "a/b/c", "ana", status=TaskStatus.FAILED))
         deliveries.add(task_id, "http://127.0.0.1:9/hook", None)
@@ -61,4 +73,3 @@ def test_a_delivery_given_up_or_forgotten_is_not_due(tmp_path: Path) -> None:
     assert deliveries.get("refused") is None
     assert deliveries.due(now + 100, ENDED) == []
     deliveries.close()
-    state.close()
