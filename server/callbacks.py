@@ -104,6 +104,13 @@ class CompletionCallbacks:
         self.targets = CallbackTargets(self.settings.allow_hosts)
         for project_id, project in self.settings.projects.items():
             if project.url is not None:  # an operator's mistake stops the start, not a submit
+                if self.settings.secret_of(project_id) is None:
+                    raise CallbackConfigError(
+                        f"config.json callbacks.projects.{project_id}.url needs a secret to "
+                        f"sign with: set callbacks.projects.{project_id}.secret or "
+                        "callbacks.secret",
+                        field=f"callbacks.projects.{project_id}.secret",
+                    )
                 try:
                     self.targets.check(project.url)
                 except TakeflowError as exc:
