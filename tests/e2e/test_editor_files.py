@@ -167,7 +167,12 @@ def test_no_prompt_on_leaving_a_saved_canvas(page: Any) -> None:
     page.get_by_test_id("notice").filter(has_text="Saved").wait_for()
     wait_marker(page, "false")
     asked: list[str] = []
-    page.on("dialog", lambda d: (asked.append(d.type), d.dismiss()))
+
+    def on_dialog(dialog: Any) -> None:
+        asked.append(dialog.type)
+        dialog.accept()
+
+    page.on("dialog", on_dialog)
     page.reload()
     page.wait_for_selector("[data-testid=editor][data-ready=true]")
     assert asked == []
