@@ -223,6 +223,37 @@ def test_undo_history_survives_a_reload(page: Any) -> None:
     expect_nodes(page, 2)
 
 
+SEED_HISTORY = """() => {
+    const saved = JSON.parse(localStorage.getItem('takeflow.doc.v1'));
+    const empty = '{"nodes":[],"edges":[]}';
+    const past = Array.from({ length: 120 }, () => empty);
+    const entry = { past, future: [], current: saved.doc, clean: empty, cleanName: 'untitled' };
+    localStorage.setItem('takeflow.history.' + saved.docId, JSON.stringify(entry));
+    const others = Array.from({ length: 6 }, (_, i) => 'other' + i);
+    for (const id of others) localStorage.setItem('takeflow.history.' + id, '{}');
+    localStorage.setItem('takeflow.history.index', JSON.stringify(others));
+}"""
+KEPT_HISTORY = """() => {
+    const saved = JSON.parse(localStorage.getItem('takeflow.doc.v1'));
+    const entry = JSON.parse(localStorage.getItem('takeflow.history.' + saved.docId));
+    const keys = Object.keys(localStorage).filter(
+        (k) => k.startsWith('takeflow.history.') && k !== 'takeflow.history.index');
+    return { past: entry.past.length, canvases: keys.length };
+}"""
+
+
+def test_the_kept_history_is_bounded(page: Any) -> None:
+    open_editor(page, "bounds")
+    drop_template(page, "noise_image", 60, 60)
+    page.wait_for_timeout(400)
+    page.evaluate(SEED_HISTORY)  # a long history, and six other canvases' histories
+    page.reload()
+    page.wait_for_selector("[data-testid=editor][data-ready=true]")
+    drop_template(page, "blend", 480, 60)
+    page.wait_for_timeout(400)
+    assert page.evaluate(KEPT_HISTORY) == {"past": 50, "canvases": 4}
+
+
 @pytest.fixture(scope="module")
 def demo_server(web_dist: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from tests.server.harness import running_server

@@ -9,8 +9,8 @@ const EMPTY = '{"nodes":[],"edges":[]}'; // what the editor serializes for an em
 const HISTORY_PREFIX = 'takeflow.history.';
 const HISTORY_INDEX = 'takeflow.history.index';
 export const HISTORY_STEPS = 50; // undo steps kept per canvas across a reload
-export const HISTORY_CHARS = 1_500_000; // at most this much JSON per canvas
-export const HISTORY_CANVASES = 8; // canvases whose history is kept
+export const HISTORY_CHARS = 300_000; // at most this much JSON per canvas ...
+export const HISTORY_CANVASES = 4; // ... for this many canvases: well inside localStorage's quota
 
 /** The canvas as last saved or loaded (`clean`) beside what the editor shows (`current`). */
 export const files = $state({ current: EMPTY, clean: EMPTY, cleanName: 'untitled' });
@@ -52,13 +52,14 @@ export function writeHistory() {
   const { docId, doc, past, future } = latest;
   latest = null;
   const entry = bounded({ past: [...past], future: [...future], current: doc, clean: files.clean, cleanName: files.cleanName });
+  const index = [docId, ...readIndex().filter((id) => id !== docId)];
   try {
-    localStorage.setItem(HISTORY_PREFIX + docId, JSON.stringify(entry));
-    const index = [docId, ...readIndex().filter((id) => id !== docId)];
     for (const old of index.slice(HISTORY_CANVASES)) localStorage.removeItem(HISTORY_PREFIX + old);
     localStorage.setItem(HISTORY_INDEX, JSON.stringify(index.slice(0, HISTORY_CANVASES)));
+    localStorage.setItem(HISTORY_PREFIX + docId, JSON.stringify(entry));
   } catch {
-    // storage full or off: undo still works until the page goes
+    // storage full (or off): keep room for the canvas itself; undo still works until the page goes
+    for (const id of index) localStorage.removeItem(HISTORY_PREFIX + id);
   }
 }
 
