@@ -114,7 +114,7 @@ def main() -> None:
             sys.exit("npm is missing and web/dist is not built")
         subprocess.run([npm, "run", "build"], cwd=root / "web", check=True, timeout=600)
     sizes = bundle_sizes(dist)
-    with tempfile.TemporaryDirectory(prefix="editor-load-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="editor-load-", ignore_cleanup_errors=True) as tmp:
         home = Path(tmp) / "home"
         home.mkdir()
         port = free_port()

@@ -168,7 +168,7 @@ def main() -> int:
 
     args.out.mkdir(parents=True, exist_ok=True)
     written = 0
-    with tempfile.TemporaryDirectory(prefix="screenshots-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="screenshots-", ignore_cleanup_errors=True) as tmp:
         home = Path(tmp) / "home"
         home.mkdir()
         port = free_port()
