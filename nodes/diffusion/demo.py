@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from nodes.diffusion.config import EditableConfig
+from nodes.diffusion.upscale_demo import demo_upscale_model_ready, ensure_demo_upscale_model
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +215,7 @@ def ensure_demo_model(home: EditableConfig) -> Path:
     current = (home.config().get("models") or {}).get(DEMO_MODEL)
     if not current or Path(current.get("path", "")) != folder or not current.get("demo"):
         register_model(home, DEMO_MODEL, folder, demo=True, label=DEMO_LABEL)
+    ensure_demo_upscale_model(home)
     return folder
 
 
@@ -227,7 +229,7 @@ def demo_model_ready(home: EditableConfig) -> bool:
     folder = home.path / "models" / DEMO_MODEL
     current = (home.config().get("models") or {}).get(DEMO_MODEL)
     registered = bool(current and Path(current.get("path", "")) == folder and current.get("demo"))
-    return registered and _is_current(folder)
+    return registered and _is_current(folder) and demo_upscale_model_ready(home)
 
 
 def prepare_demo_model(

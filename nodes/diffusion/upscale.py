@@ -16,7 +16,6 @@ import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from graph_runtime.services import require_service
@@ -30,17 +29,15 @@ from graph_runtime.templates import (
 )
 from nodes.diffusion.folders import ModelFile, load_weights
 from nodes.diffusion.service import DIFFUSION
+from nodes.diffusion.upscale_demo import DEMO_UPSCALE_MODEL, KIND
 from nodes.images import check_image_size
 
 if TYPE_CHECKING:
     from PIL import Image
     from torch import Tensor
 
-    from nodes.diffusion.config import EditableConfig
     from nodes.diffusion.upscale_arch import UpscaleNetwork
 
-KIND = "upscale_models"
-DEMO_UPSCALE_MODEL = "demo-upscale-x4.pth"
 _KEEP_LOADED = 2  # upscale networks kept on their device (most recently used)
 
 _lock = threading.Lock()  # one upscale at a time per process: memory stays one tile's
@@ -195,40 +192,6 @@ def upscale_with_model(ctx: ProgressReporter, inputs: Mapping[str, Any]) -> dict
             image.width, image.height, tile, network.multiple), "device": device},
     )  # fmt: skip
     return {"image": result}
-
-
-def build_demo_upscale_model(path: Path, scale: int = 4, seed: int = 0) -> Path:
-    """A tiny Real-ESRGAN compact model with random weights (its residual scaled down, so the
-    result looks like a nearest-neighbour enlargement with faint noise), saved as a ``.pth`` in
-    Real-ESRGAN's layout (``{"params": state_dict}``)."""
-    import torch
-
-    from nodes.diffusion.upscale_arch import SRVGGNetCompact
-
-    torch.manual_seed(seed)
-    net = SRVGGNetCompact(3, 3, nf=8, convs=2, scale=scale)
-    with torch.no_grad():
-        last = net.body[-1]
-        assert isinstance(last, torch.nn.Conv2d)
-        last.weight.mul_(0.05)
-        last.bias.zero_()  # type: ignore[union-attr]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    work = path.with_name(f".{path.name}.tmp")
-    torch.save({"params": net.state_dict()}, work)
-    work.replace(path)
-    return path
-
-
-def ensure_demo_upscale_model(home: EditableConfig) -> Path:
-    """The demo upscale model in the home's ``upscale_models`` folder (built when missing)."""
-    from nodes.diffusion.config import resolve_path
-
-    raw = home.config().get("upscale_models_dir")
-    folder = resolve_path(raw, home.path) if raw else home.path / "models" / KIND
-    path = folder / DEMO_UPSCALE_MODEL
-    if not path.is_file():
-        build_demo_upscale_model(path)
-    return path
 
 
 T = PortType
