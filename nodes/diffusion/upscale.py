@@ -27,6 +27,7 @@ from graph_runtime.templates import (
     ProgressReporter,
     ResourceHints,
 )
+from nodes.diffusion.demo import wait_for_demo_model
 from nodes.diffusion.folders import ModelFile, load_weights
 from nodes.diffusion.service import DIFFUSION
 from nodes.diffusion.upscale_demo import DEMO_UPSCALE_MODEL, KIND
@@ -174,6 +175,7 @@ def upscale_image(
 def upscale_with_model(ctx: ProgressReporter, inputs: Mapping[str, Any]) -> dict[str, Any]:
     service = require_service(ctx.services, DIFFUSION)
     folders = service.models.folders
+    wait_for_demo_model(service.models.home)  # `serve --demo` writes the demo upscale model too
     file = folders.resolve(KIND, str(inputs["upscale_model"]))
     device = service.device
     ctx.progress(0.0, "loading", f"loading upscale model '{file.name}'")
