@@ -101,7 +101,9 @@ def scale_image(ctx: ProgressReporter, inputs: Inputs) -> dict[str, Any]:
     """Scale by a factor, or to a width and/or height (0 keeps the aspect ratio); ``crop``
     center fills the size without distorting; sides are rounded to ``multiple_of``."""
     image: Image.Image = inputs["image"]
-    width, height, multiple = int(inputs["width"]), int(inputs["height"]), inputs["multiple_of"]
+    width: float = inputs["width"]
+    height: float = inputs["height"]
+    multiple = int(inputs["multiple_of"])
     if inputs["mode"] == "factor":
         factor = float(inputs["factor"])
         width, height = image.width * factor, image.height * factor
