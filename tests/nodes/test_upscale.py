@@ -5,6 +5,7 @@ loaded back from those files; tiles against one pass; the template through the r
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,11 @@ from nodes.diffusion.config import DiffusionConfig
 from nodes.diffusion.folders import ModelFolders
 from nodes.diffusion.upscale import load_network, upscale_image, upscale_tensor
 from nodes.diffusion.upscale_arch import RRDBNet, SRVGGNetCompact
-from nodes.diffusion.upscale_demo import build_demo_upscale_model
+from nodes.diffusion.upscale_demo import (
+    DEMO_UPSCALE_MODEL,
+    build_demo_upscale_model,
+    ensure_demo_upscale_model,
+)
 
 SHOT = "ch01/sc01/sh030"
 State = dict[str, torch.Tensor]
@@ -251,3 +256,34 @@ def test_an_unknown_upscale_model_fails_the_node_naming_the_known_files(
     failed = runtime.runner.get(record.task_id)
     assert failed.status == TaskStatus.FAILED
     assert "nope.pth" in str(failed.error) and "demo-x4.pth" in str(failed.error)
+
+
+def test_hires_fix_example_canvas_runs_on_the_demo_models(
+    diffusion_runtime: Any, project: Any, diffusion_home: Any
+) -> None:
+    """``examples/hires_fix.json`` (also the demo project's canvas): generate -> upscale x4 ->
+    scale x0.5 -> image to image at 0.5, on the demo checkpoint and the demo upscale model."""
+    ensure_demo_upscale_model(diffusion_home)
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "examples" / "hires_fix.json").read_text()
+    assert text == (root / "server" / "demo" / "canvases" / "hires_fix.takeflow.json").read_text()
+    raw = json.loads(text)
+    for node in raw["nodes"]:  # smaller and quicker than the canvas, same workflow
+        if node["template"] == "image_generation":
+            node["inputs"] |= {k: {"kind": "literal", "value": v} for k, v in
+                               {"width": 64, "height": 64, "steps": 2}.items()}  # fmt: skip
+        if node["template"] == "image_to_image":
+            node["inputs"]["steps"] = {"kind": "literal", "value": 4}
+    sink = RecordingSink()
+    diffusion_runtime.runner.add_sink(sink)
+    record = diffusion_runtime.runner.submit(
+        CanvasGraph.model_validate(raw), project_id="demo", shot=SHOT
+    )
+    sink.wait_terminal(record.task_id, timeout=120)
+    done = diffusion_runtime.runner.get(record.task_id)
+    assert done.status == TaskStatus.COMPLETED, done.error
+    take = project.takes.list(SHOT)[0]
+    assert Image.open(project.abs(take.outputs["image"].path)).size == (128, 128)  # 64 * 4 / 2
+    facts = take.metadata["node_metadata"]
+    assert facts["upscale"]["upscale_model"]["name"] == DEMO_UPSCALE_MODEL
+    assert facts["refine"]["model"] == "demo"
