@@ -31,7 +31,7 @@ def _wait_for_demo_upscale_model(client: ComfyClient, timeout: float = 90.0) -> 
 
 def _run(client: ComfyClient, prompt: dict[str, Any]) -> dict[str, Any]:
     client_id = str(uuid.uuid4())
-    ws = client.connect(client_id)
+    ws = client.connect(client_id, timeout=120)  # a busy box: the first load takes a while
     try:
         answer = client.queue_prompt(prompt, client_id)
         assert answer.get("node_errors") == {}, answer
