@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from nodes.diffusion.config import EditableConfig
-from nodes.diffusion.upscale_demo import demo_upscale_model_ready, ensure_demo_upscale_model
+from nodes.diffusion.upscale_demo import ensure_demo_upscale_model
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +229,7 @@ def demo_model_ready(home: EditableConfig) -> bool:
     folder = home.path / "models" / DEMO_MODEL
     current = (home.config().get("models") or {}).get(DEMO_MODEL)
     registered = bool(current and Path(current.get("path", "")) == folder and current.get("demo"))
-    return registered and _is_current(folder) and demo_upscale_model_ready(home)
+    return registered and _is_current(folder)
 
 
 def prepare_demo_model(

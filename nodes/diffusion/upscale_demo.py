@@ -43,10 +43,6 @@ def _demo_path(home: EditableConfig) -> Path:
     return folder / DEMO_UPSCALE_MODEL
 
 
-def demo_upscale_model_ready(home: EditableConfig) -> bool:
-    return _demo_path(home).is_file()
-
-
 def ensure_demo_upscale_model(home: EditableConfig) -> Path:
     """The demo upscale model in the home's ``upscale_models`` folder (built when missing)."""
     path = _demo_path(home)
