@@ -334,7 +334,7 @@ def upscale_rows(args: argparse.Namespace, tmp: Path) -> int:
         "RRDBNet x4 tiny (16 ch, 2 blocks)": lambda: RRDBNet(3, 3, 16, 8, 2, 2, 1),
     }  # fmt: skip
     print(f"upscale with model ({size}x{size} input, tile {tile}, overlap {overlap}, "
-          f"{args.device}, float32):", flush=True)  # fmt: skip
+          f"{args.device}, float32, {torch.get_num_threads()} threads):", flush=True)  # fmt: skip
     for label, make in shapes.items():
         path = tmp / "upscale_models" / f"{label.split()[0]}.pth"
         path.parent.mkdir(parents=True, exist_ok=True)
