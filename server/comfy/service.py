@@ -39,6 +39,9 @@ from server.comfy.store import ComfyStore, PromptRow, open_tables
 from server.comfy.translate import Translator
 from server.comfy.validate import validate_prompt
 
+# ComfyUI's preview methods (the diffusion templates' ``preview_method`` choices).
+PREVIEW_METHODS = ("auto", "latent2rgb", "taesd", "none")
+
 log = logging.getLogger(__name__)
 DEFAULT_PROJECT = "comfyui"
 DEFAULT_SHOT = "main/main/main"
@@ -192,6 +195,7 @@ class ComfyService:
         number = _number(body.get("number"))
         translation = Translator(prompt, outputs, needed, catalog, folders.folder("input"),
                                  name=f"comfyui {prompt_id[:8]}").translate()  # fmt: skip
+        self._apply_preview_method(translation.graph, extra.get("preview_method"))
         plan = self.bridge.validate(translation.graph, project_id=project, shot=shot, user=user)
         if isinstance(plan, list):
             raise map_issues(plan, translation, prompt, outputs, catalog)
@@ -236,6 +240,19 @@ class ComfyService:
             raise
         shown: float | int = int(number) if float(number).is_integer() else number
         return {"prompt_id": prompt_id, "number": shown, "node_errors": {}}
+
+    def _apply_preview_method(self, graph: dict[str, Any], method: Any) -> None:
+        """``extra_data.preview_method`` (ComfyUI's names; ``default``: the server's) on every
+        node that makes previews."""
+        if method is None or method == "default":
+            return
+        if method not in PREVIEW_METHODS:
+            allowed = ", ".join(f"'{m}'" for m in (*PREVIEW_METHODS, "default"))
+            raise PromptRejected("invalid_prompt", f"Invalid prompt: extra_data.preview_method "
+                                 f"must be one of {allowed}, not {method!r}")  # fmt: skip
+        for node in graph["nodes"]:
+            if self.bridge.takes_input(node["template"], "preview_method"):
+                node["inputs"]["preview_method"] = {"kind": "literal", "value": method}
 
     # -- queue ------------------------------------------------------------------------------
 
