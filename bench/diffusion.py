@@ -197,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--concurrent", type=int, default=8)
     parser.add_argument("--window-ms", type=float, default=50.0)
+    parser.add_argument("--only", choices=("previews",), help="run only these rows")
     args = parser.parse_args(argv)
     model = args.model or ("sd15" if args.device == "cuda" else "tiny")
     size = args.size or (512 if args.device == "cuda" else 256)
@@ -215,6 +216,11 @@ def _run(args: argparse.Namespace, model: str, size: int, tmp: Path) -> int:
     started = time.perf_counter()
     folder = build_random_pipeline(tmp / "model", model, half=model == "sd15")
     register_model(home, "bench", folder, demo=True)
+    values = {"prompt": "a lighthouse in a storm", "model": "bench", "width": size, "height": size,
+              "steps": args.steps, "guidance": 7.5, "scheduler": "euler"}  # fmt: skip
+    if args.only == "previews":
+        previews_on_vs_off(args, home, values)
+        return 0
     name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
     threads = torch.get_num_threads()
     print(
@@ -225,8 +231,6 @@ def _run(args: argparse.Namespace, model: str, size: int, tmp: Path) -> int:
         flush=True,
     )
 
-    values = {"prompt": "a lighthouse in a storm", "model": "bench", "width": size, "height": size,
-              "steps": args.steps, "guidance": 7.5, "scheduler": "euler"}  # fmt: skip
     service = diffusion_service(home, args.device, 1, 0)
     request = GenerationRequest(**{k: v for k, v in values.items()}, seed=0)
     service.generate(request, NullReporter())  # load + warm up
@@ -283,6 +287,7 @@ def _run(args: argparse.Namespace, model: str, size: int, tmp: Path) -> int:
             runtime.close()
 
     single_file_vs_folder(args, home, folder, values)
+    previews_on_vs_off(args, home, values)
 
     print(f"{args.concurrent} concurrent one-image tasks ({args.concurrent} workers):")
     results = {}
@@ -305,6 +310,33 @@ def _run(args: argparse.Namespace, model: str, size: int, tmp: Path) -> int:
     print(f"  batching speed-up x{results['batching on'] / results['batching off']:.2f}")
     service.close()
     return 0
+
+
+def previews_on_vs_off(args: argparse.Namespace, home: TakeflowHome,
+                       values: dict[str, Any]) -> None:  # fmt: skip
+    """A graph run that stores a latent2rgb JPEG preview every step vs one with none."""
+    settings = DiffusionSettings(device=args.device, max_batch_size=1, batch_window_s=0,
+                                 preview_every=1)  # fmt: skip
+    service = DiffusionService(registry(home), settings, CACHE)
+    runtime = open_runtime(home.path, workers=1, services={"diffusion": service})
+    try:
+        if "bench" not in {p.id for p in runtime.projects.list()}:
+            runtime.projects.create("bench", "Bench")
+        modes = {"previews off (none)": "none", "previews on (latent2rgb every step)": "latent2rgb"}
+        samples: dict[str, list[float]] = {label: [] for label in modes}
+        for i in range(args.repeats + 1):  # the first round warms up
+            for label, method in modes.items():
+                seconds = run_tasks(runtime, [{**values, "seed": -1, "preview_method": method}],
+                                    "bench")  # fmt: skip
+                if i:
+                    samples[label].append(seconds * 1000)
+        print(f"previews ({args.steps} steps, a preview stored every step; graph + take):")
+        base = stats(samples["previews off (none)"])[0]
+        for label, ms in samples.items():
+            line(label, ms, None if label.startswith("previews off") else base, of="off")
+    finally:
+        runtime.close()
+        service.close()
 
 
 def single_file_vs_folder(
