@@ -225,6 +225,13 @@ class TakeflowBridge:
         cache = getattr(self.runtime.runner.services.get("diffusion"), "cache", None)
         return list(cache.unload()) if cache is not None else []
 
+    def takes_input(self, template: str, port: str) -> bool:
+        """Whether the template has an input of that name."""
+        try:
+            return self.runtime.registry.get(template).input(port) is not None
+        except TakeflowError:
+            return False
+
     def limits(self, template: str, port: str) -> Limits:
         """Default and range of a template input, as Takeflow's validation enforces them."""
         try:

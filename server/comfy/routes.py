@@ -26,6 +26,7 @@ from nodes.images import ImageTooLargeError, check_image_header
 from server.auth import principal_of
 from server.comfy.errors import PromptRejected
 from server.comfy.files import FOLDER_TYPES, PathRefused
+from server.comfy.hub import SERVER_FEATURES
 from server.comfy.idempotency import submit_once
 from server.comfy.service import ComfyService
 
@@ -242,7 +243,7 @@ def make_router(path: str, comfy: ComfyService) -> Router:
 
     @get("/features", sync_to_thread=False)
     def features() -> dict[str, Any]:
-        return {"supports_preview_metadata": False, "takeflow_replay": True}
+        return dict(SERVER_FEATURES)
 
     @websocket("/ws")
     async def socket(socket: WebSocket[Any, Any, Any], comfy: Comfy) -> None:

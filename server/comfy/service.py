@@ -41,8 +41,11 @@ from server.comfy.idempotency import prompt_callback
 from server.comfy.issues import map_issues
 from server.comfy.store import ComfyStore, PromptRow, open_tables
 from server.comfy.translate import Translator
-from server.comfy.validate import validate_prompt
+from server.comfy.validate import needed_nodes, validate_partial
 from stores.idempotency import IdempotencyKeys, open_keys
+
+# ComfyUI's preview methods (the diffusion templates' ``preview_method`` choices).
+PREVIEW_METHODS = ("auto", "latent2rgb", "taesd", "none")
 
 log = logging.getLogger(__name__)
 DEFAULT_PROJECT = "comfyui"
@@ -194,7 +197,9 @@ class ComfyService:
         user = principal.user if principal is not None else DEFAULT_USER
         folders = self.folders_of(principal.user if principal is not None else None)
         catalog = self.catalog_of(principal.user if principal is not None else None)
-        prompt, outputs, needed = validate_prompt(body.get("prompt"), catalog)
+        prompt, outputs, needed, node_errors = validate_partial(
+            body.get("prompt"), catalog, body.get("partial_execution_targets")
+        )
         extra = body.get("extra_data") or {}
         client_id = body.get("client_id")
         prompt_id = body.get("prompt_id") or str(uuid.uuid4())
@@ -213,11 +218,23 @@ class ComfyService:
         shot = str(target.get("shot") or settings.get("shot") or DEFAULT_SHOT)
         number = _number(body.get("number"))
         callback = prompt_callback(self.callbacks, extra, project)
-        translation = Translator(prompt, outputs, needed, catalog, folders.folder("input"),
-                                 name=f"comfyui {prompt_id[:8]}").translate()  # fmt: skip
-        plan = self.bridge.validate(translation.graph, project_id=project, shot=shot, user=user)
-        if isinstance(plan, list):
-            raise map_issues(plan, translation, prompt, outputs, catalog)
+        while True:  # outputs that Takeflow's validation refuses are dropped, as ComfyUI does
+            translation = Translator(prompt, outputs, needed, catalog, folders.folder("input"),
+                                     name=f"comfyui {prompt_id[:8]}").translate()  # fmt: skip
+            self._apply_preview_method(translation.graph, extra.get("preview_method"))
+            plan = self.bridge.validate(translation.graph, project_id=project, shot=shot,
+                                        user=user)  # fmt: skip
+            if not isinstance(plan, list):
+                break
+            rejected = map_issues(plan, translation, prompt, outputs, catalog)
+            failed = {o for e in rejected.node_errors.values() for o in e["dependent_outputs"]}
+            valid = [nid for nid in outputs if nid not in failed]
+            if not rejected.node_errors or not valid or valid == outputs:
+                if node_errors:
+                    rejected.node_errors = {**node_errors, **rejected.node_errors}
+                raise rejected
+            node_errors = {**node_errors, **rejected.node_errors}
+            outputs, needed = valid, needed_nodes(prompt, valid)
         try:
             self.bridge.require_project(project, principal, create=project == default_project)
             for asset_id, name in translation.imports.items():
@@ -265,7 +282,20 @@ class ComfyService:
                                      exc.code, exc.to_dict()) from None  # fmt: skip
             raise
         shown: float | int = int(number) if float(number).is_integer() else number
-        return {"prompt_id": prompt_id, "number": shown, "node_errors": {}}
+        return {"prompt_id": prompt_id, "number": shown, "node_errors": node_errors}
+
+    def _apply_preview_method(self, graph: dict[str, Any], method: Any) -> None:
+        """``extra_data.preview_method`` (ComfyUI's names; ``default``: the server's) on every
+        node that makes previews."""
+        if method is None or method == "default":
+            return
+        if method not in PREVIEW_METHODS:
+            allowed = ", ".join(f"'{m}'" for m in (*PREVIEW_METHODS, "default"))
+            raise PromptRejected("invalid_prompt", f"Invalid prompt: extra_data.preview_method "
+                                 f"must be one of {allowed}, not {method!r}")  # fmt: skip
+        for node in graph["nodes"]:
+            if self.bridge.takes_input(node["template"], "preview_method"):
+                node["inputs"]["preview_method"] = {"kind": "literal", "value": method}
 
     # -- queue ------------------------------------------------------------------------------
 
