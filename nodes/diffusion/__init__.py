@@ -7,8 +7,9 @@ the diffusion service on first use, never here.
 from __future__ import annotations
 
 from graph_runtime.templates import FunctionTemplate
+from nodes.diffusion.inpaint import TEMPLATES as _INPAINT
 from nodes.diffusion.templates import TEMPLATES as _TEMPLATES
 
-TEMPLATES: tuple[FunctionTemplate, ...] = _TEMPLATES
+TEMPLATES: tuple[FunctionTemplate, ...] = _TEMPLATES + _INPAINT
 
 __all__ = ["TEMPLATES"]

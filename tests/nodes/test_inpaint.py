@@ -1,0 +1,130 @@
+"""Inpaint on CPU with tiny random-weight models: an ordinary checkpoint (4-channel UNet) and an
+inpainting one (9-channel, built and loaded back from its diffusers folder). Every pixel outside
+the mask must come back bit for bit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from graph_runtime.canvas import CanvasGraph
+from graph_runtime.tasks import TaskStatus
+from graph_runtime.templates import NullReporter
+from nodes.diffusion.demo import register_model
+from nodes.diffusion.inpaint import TEMPLATES, inpaint
+from nodes.diffusion.requests import INPAINT, GenerationRequest, InvalidGenerationRequest
+from stores.home import TakeflowHome
+from tests.nodes.conftest import service_for
+from tests.nodes.test_diffusion import SHOT, run
+
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
+)
+FAST = {"steps": 3, "guidance": 7.5, "scheduler": "euler", "sigmas": "default", "seed": 5,
+        "prompt": "a red door", "negative_prompt": "", "strength": 1.0, "grow": 0, "feather": 0}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def inpaint_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from nodes.diffusion.inpaint_demo import build_random_inpaint_pipeline
+
+    return build_random_inpaint_pipeline(tmp_path_factory.mktemp("inpaint") / "demo-inpaint")
+
+
+def picture(width: int = 72, height: int = 64) -> Image.Image:
+    rng = np.random.default_rng(3)
+    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), "RGB")
+
+
+def box_mask(size: tuple[int, int], box: tuple[int, int, int, int]) -> Image.Image:
+    mask = Image.new("L", size, 0)
+    mask.paste(255, box)
+    return mask
+
+
+def call(diffusion_home: TakeflowHome, model: str, **inputs: Any) -> tuple[Any, NullReporter]:
+    service = service_for(diffusion_home)
+    ctx = NullReporter(services={"diffusion": service})
+    try:
+        return inpaint(ctx, {**FAST, "model": model, **inputs}), ctx
+    finally:
+        service.close()
+
+
+@pytest.mark.parametrize("model", ["demo", "demo-inpaint"])
+def test_inpaint_keeps_every_pixel_outside_the_mask(
+    diffusion_home: TakeflowHome, inpaint_model_dir: Path, model: str
+) -> None:
+    register_model(diffusion_home, "demo-inpaint", inpaint_model_dir, demo=True)
+    image = picture()
+    mask = box_mask(image.size, (16, 8, 48, 40))
+    out, ctx = call(diffusion_home, model, image=image, mask=mask, grow=4, feather=3)
+
+    result = np.asarray(out["image"])
+    before = np.asarray(image)
+    assert out["image"].size == image.size == (72, 64)  # generated at 72x64 -> composited back
+    grown = np.zeros((64, 72), bool)
+    grown[4:44, 12:52] = True  # the box grown by 4 on every side
+    assert np.array_equal(result[~grown], before[~grown])  # exact, outside the grown mask
+    inside = np.asarray(mask) > 0
+    assert np.abs(result[inside].astype(int) - before[inside]).mean() > 10  # it repainted
+    channels = 9 if model == "demo-inpaint" else 4
+    assert ctx.metadata["inpaint"]["unet_in_channels"] == channels
+    assert ctx.metadata["model"] == model and ctx.metadata["demo"] is True
+
+
+def test_inpaint_in_a_graph_makes_a_take(diffusion_runtime: Any, project: Any) -> None:
+    graph = CanvasGraph.model_validate({
+        "name": "inpaint",
+        "nodes": [
+            {"id": "start", "template": "noise_image",
+             "inputs": {"width": {"kind": "literal", "value": 64},
+                        "height": {"kind": "literal", "value": 64}}},
+            {"id": "half", "template": "gradient_image",
+             "inputs": {"width": {"kind": "literal", "value": 64},
+                        "height": {"kind": "literal", "value": 64},
+                        "direction": {"kind": "literal", "value": "horizontal"}}},
+            {"id": "mask", "template": "image_to_mask",
+             "inputs": {"image": {"kind": "link", "node": "half", "output": "image"}}},
+            {"id": "paint", "template": "inpaint",
+             "inputs": {"image": {"kind": "link", "node": "start", "output": "image"},
+                        "mask": {"kind": "link", "node": "mask", "output": "mask"},
+                        "prompt": {"kind": "literal", "value": "sky"},
+                        "steps": {"kind": "literal", "value": 2},
+                        "seed": {"kind": "literal", "value": 3}}},
+        ],
+    })  # fmt: skip
+    record, _ = run(diffusion_runtime, graph, project_id="demo", shot=SHOT)
+    assert record.status == TaskStatus.COMPLETED, record.error
+    take = project.takes.list(SHOT)[0]
+    result = np.asarray(Image.open(project.abs(take.outputs["image"].path)).convert("RGB"))
+    assert result.shape == (64, 64, 3)
+    assert take.metadata["node_metadata"]["paint"]["inpaint"]["unet_in_channels"] == 4
+    assert take.metadata["inpaint"]["composited"] is True
+
+
+def test_masks_batch_separately() -> None:
+    image = picture(64, 64)
+    a = GenerationRequest("x", kind=INPAINT, width=64, height=64, image=image,
+                          mask=box_mask((64, 64), (0, 0, 8, 8)))  # fmt: skip
+    same = GenerationRequest("y", kind=INPAINT, width=64, height=64, image=picture(64, 64),
+                             mask=box_mask((64, 64), (0, 0, 8, 8)))  # fmt: skip
+    other = GenerationRequest("x", kind=INPAINT, width=64, height=64, image=image,
+                              mask=box_mask((64, 64), (0, 0, 8, 16)))  # fmt: skip
+    assert a.batch_key() == same.batch_key()
+    assert a.batch_key() != other.batch_key()
+    with pytest.raises(InvalidGenerationRequest) as caught:
+        GenerationRequest("x", kind=INPAINT, width=64, height=64, image=image).check()
+    assert caught.value.details["port"] == "mask"
+
+
+def test_template_is_published() -> None:
+    (template,) = TEMPLATES
+    assert template.id == "inpaint"
+    assert {"image", "mask", "strength", "grow", "feather", "model"} <= {
+        i.name for i in template.inputs
+    }
