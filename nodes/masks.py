@@ -76,7 +76,7 @@ def _shifted_extreme(values: np.ndarray, radius: int, grow: bool) -> np.ndarray:
         size = out.shape[axis]
         acc = out.copy()
         for shift in range(2 * radius + 1):
-            window = padded[shift:shift + size] if axis == 0 else padded[:, shift:shift + size]
+            window = padded[shift : shift + size] if axis == 0 else padded[:, shift : shift + size]
             acc = pick(acc, window)
         out = acc
     return out
@@ -117,8 +117,15 @@ def composite_keep_outside(generated: Image.Image, original: Image.Image,
     return Image.composite(generated, original, mask)
 
 
-def pad_for_outpaint(image: Image.Image, left: int, top: int, right: int, bottom: int,
-                     feather: int = 0, fill: str = "edge") -> tuple[Image.Image, Image.Image]:  # fmt: skip
+def pad_for_outpaint(
+    image: Image.Image,
+    left: int,
+    top: int,
+    right: int,
+    bottom: int,
+    feather: int = 0,
+    fill: str = "edge",
+) -> tuple[Image.Image, Image.Image]:
     """The image on a larger canvas and a mask that is white over the new area; ``feather``
     fades the mask into the old image along padded sides (ComfyUI's quadratic ramp). ``fill``:
     "edge" repeats the border pixels into the new area, "gray" fills it with mid grey."""
@@ -143,7 +150,7 @@ def pad_for_outpaint(image: Image.Image, left: int, top: int, right: int, bottom
                 dist = np.minimum(dist, d)
         ramp = np.where(dist < feather, ((feather - dist) / feather) ** 2, 0.0)
         inner = ramp * 255
-    mask[top:top + h, left:left + w] = inner
+    mask[top : top + h, left : left + w] = inner
     return (
         Image.fromarray(padded.astype(np.uint8), "RGB"),
         Image.fromarray(np.rint(mask).astype(np.uint8), "L"),
@@ -200,10 +207,24 @@ _SHAPE = (
 _MASK_OUT = (OutputSpec("mask", T.MASK, "white: repaint, black: keep"),)
 
 
-def _template(fn: Any, name: str, description: str, inputs: tuple[InputSpec, ...],
-              outputs: tuple[OutputSpec, ...], id: str | None = None) -> FunctionTemplate:  # fmt: skip
-    return FunctionTemplate(id=id or fn.__name__, version="1.0.0", name=name, category="mask",
-                            description=description, inputs=inputs, outputs=outputs, fn=fn)  # fmt: skip
+def _template(
+    fn: Any,
+    name: str,
+    description: str,
+    inputs: tuple[InputSpec, ...],
+    outputs: tuple[OutputSpec, ...],
+    id: str | None = None,
+) -> FunctionTemplate:
+    return FunctionTemplate(
+        id=id or fn.__name__,
+        version="1.0.0",
+        name=name,
+        category="mask",
+        description=description,
+        inputs=inputs,
+        outputs=outputs,
+        fn=fn,
+    )
 
 
 TEMPLATES: tuple[FunctionTemplate, ...] = (

@@ -15,7 +15,6 @@ from typing import Any
 from graph_runtime.templates import (
     FunctionTemplate,
     InputSpec,
-    OutputSpec,
     PortType,
     ProgressReporter,
     ResourceHints,
@@ -59,8 +58,15 @@ def inpaint(ctx: ProgressReporter, inputs: Inputs) -> dict[str, Any]:
         return {"image": image, "seed": max(int(inputs.get("seed") or 0), 0)}
     service = _service(ctx)
     source = image.convert("RGB").resize((width, height))
-    request = _request(INPAINT, inputs, width=width, height=height, image=source,
-                       mask=mask.resize((width, height)), strength=float(inputs["strength"]))  # fmt: skip
+    request = _request(
+        INPAINT,
+        inputs,
+        width=width,
+        height=height,
+        image=source,
+        mask=mask.resize((width, height)),
+        strength=float(inputs["strength"]),
+    )
     result = service.generate(request, ctx)
     out = _outputs(ctx, result)
     ctx.record_metadata(
@@ -87,15 +93,33 @@ TEMPLATES: tuple[FunctionTemplate, ...] = (
         inputs=(
             InputSpec("image", T.IMAGE, "the image to repaint", required=True),
             InputSpec("mask", T.MASK, "white: repaint, black: keep", required=True),
-            InputSpec("strength", T.FLOAT, "denoise: how much to change the masked part "
-                      "(1 repaints it from noise)", default=1.0, minimum=0.05, maximum=1.0),
-            InputSpec("grow", T.INTEGER, "pixels to grow the mask by first", default=0,
-                      minimum=0, maximum=256),
-            InputSpec("feather", T.INTEGER, "pixels of soft edge inside the mask", default=0,
-                      minimum=0, maximum=256),
+            InputSpec(
+                "strength",
+                T.FLOAT,
+                "denoise: how much to change the masked part (1 repaints it from noise)",
+                default=1.0,
+                minimum=0.05,
+                maximum=1.0,
+            ),
+            InputSpec(
+                "grow",
+                T.INTEGER,
+                "pixels to grow the mask by first",
+                default=0,
+                minimum=0,
+                maximum=256,
+            ),
+            InputSpec(
+                "feather",
+                T.INTEGER,
+                "pixels of soft edge inside the mask",
+                default=0,
+                minimum=0,
+                maximum=256,
+            ),
             *_PROMPTS,
             *_SAMPLING,
-        ),  # fmt: skip
+        ),
         outputs=_OUTPUTS,
         fn=inpaint,
         quality_presets=QUALITY_PRESETS,

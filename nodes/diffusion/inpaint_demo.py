@@ -33,7 +33,7 @@ def build_random_inpaint_pipeline(folder: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed + 1)
     unet = UNet2DConditionModel(**{**_configs("tiny")["unet"], "in_channels": 9})
     shutil.rmtree(work / "unet")
-    unet.save_pretrained(work / "unet", safe_serialization=True)
+    unet.save_pretrained(work / "unet", safe_serialization=True)  # type: ignore[attr-defined]
     index = json.loads((work / "model_index.json").read_text())
     index["_class_name"] = "StableDiffusionInpaintPipeline"
     (work / "model_index.json").write_text(json.dumps(index, indent=2))

@@ -76,7 +76,7 @@ class LoadedPipeline:
 
         auto = AutoPipelineForImage2Image if kind == IMAGE_TO_IMAGE else AutoPipelineForText2Image
         if kind == INPAINT:  # ordinary and 9-channel (inpainting) UNets alike
-            auto = AutoPipelineForInpainting
+            auto = AutoPipelineForInpainting  # type: ignore[assignment]
         config = {**self.pipe.scheduler.config, **SCHEDULER_OPTIONS.get(scheduler, {}),
                   **SIGMAS[sigmas]}  # fmt: skip
         if scheduler in ("ddim", "ddpm") and "clip_sample" not in config:

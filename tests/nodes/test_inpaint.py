@@ -24,8 +24,18 @@ from tests.nodes.test_diffusion import SHOT, run
 pytestmark = pytest.mark.filterwarnings(
     "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
 )
-FAST = {"steps": 3, "guidance": 7.5, "scheduler": "euler", "sigmas": "default", "seed": 5,
-        "prompt": "a red door", "negative_prompt": "", "strength": 1.0, "grow": 0, "feather": 0}  # fmt: skip
+FAST = {
+    "steps": 3,
+    "guidance": 7.5,
+    "scheduler": "euler",
+    "sigmas": "default",
+    "seed": 5,
+    "prompt": "a red door",
+    "negative_prompt": "",
+    "strength": 1.0,
+    "grow": 0,
+    "feather": 0,
+}
 
 
 @pytest.fixture(scope="module")
