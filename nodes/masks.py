@@ -145,7 +145,7 @@ def pad_for_outpaint(
     if feather > 0:
         ys, xs = np.mgrid[0:h, 0:w]
         dist = np.full((h, w), np.inf)
-        for pad, d in ((left, xs), (right, w - 1 - xs), (top, ys), (bottom, h - 1 - ys)):
+        for pad, d in ((left, xs), (right, w - xs), (top, ys), (bottom, h - ys)):
             if pad:
                 dist = np.minimum(dist, d)
         ramp = np.where(dist < feather, ((feather - dist) / feather) ** 2, 0.0)

@@ -13,7 +13,16 @@ import uuid
 from pathlib import Path
 
 from nodes.diffusion.config import EditableConfig
-from nodes.diffusion.demo import _MARKER, _configs, build_random_pipeline, register_model
+from nodes.diffusion.demo import (
+    _MARKER,
+    DEMO_MODEL,
+    _configs,
+    build_random_pipeline,
+    register_model,
+)
+from nodes.diffusion.demo import (
+    _is_current as _demo_current,
+)
 
 DEMO_INPAINT_MODEL = "demo-inpaint"
 DEMO_INPAINT_LABEL = (
@@ -22,14 +31,17 @@ DEMO_INPAINT_LABEL = (
 DEMO_INPAINT_REVISION = 1
 
 
-def build_random_inpaint_pipeline(folder: Path, seed: int = 0) -> Path:
+def build_random_inpaint_pipeline(folder: Path, seed: int = 0, base: Path | None = None) -> Path:
     """A tiny ``StableDiffusionInpaintPipeline`` (9-channel UNet) with random weights, saved as
-    a diffusers folder."""
+    a diffusers folder; ``base``: a built tiny demo folder to take the other parts from."""
     import torch
     from diffusers import UNet2DConditionModel
 
     work = folder.parent / f".{folder.name}.{uuid.uuid4().hex[:8]}"
-    build_random_pipeline(work, "tiny", seed)
+    if base is not None:
+        shutil.copytree(base, work)
+    else:
+        build_random_pipeline(work, "tiny", seed)
     torch.manual_seed(seed + 1)
     unet = UNet2DConditionModel(**{**_configs("tiny")["unet"], "in_channels": 9})
     shutil.rmtree(work / "unet")
@@ -58,7 +70,8 @@ def ensure_demo_inpaint_model(home: EditableConfig) -> Path:
     """Build ``<home>/models/demo-inpaint`` if missing and register it as "demo-inpaint"."""
     folder = home.path / "models" / DEMO_INPAINT_MODEL
     if not _is_current(folder):
-        build_random_inpaint_pipeline(folder)
+        demo = home.path / "models" / DEMO_MODEL
+        build_random_inpaint_pipeline(folder, base=demo if _demo_current(demo) else None)
     current = (home.config().get("models") or {}).get(DEMO_INPAINT_MODEL)
     if not current or Path(current.get("path", "")) != folder or not current.get("demo"):
         register_model(home, DEMO_INPAINT_MODEL, folder, demo=True, label=DEMO_INPAINT_LABEL)

@@ -39,10 +39,11 @@ FAST = {
 
 
 @pytest.fixture(scope="module")
-def inpaint_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def inpaint_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
     from nodes.diffusion.inpaint_demo import build_random_inpaint_pipeline
 
-    return build_random_inpaint_pipeline(tmp_path_factory.mktemp("inpaint") / "demo-inpaint")
+    folder = tmp_path_factory.mktemp("inpaint") / "demo-inpaint"
+    return build_random_inpaint_pipeline(folder, base=tiny_model_dir)
 
 
 def picture(width: int = 72, height: int = 64) -> Image.Image:
