@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 DEMO_PROJECT = "demo"
 CANVAS_DIR = "02_Source_Creative/canvases"
 EXAMPLE_FILES = ("poster.takeflow.json", "poster.schedules.json", "dream.takeflow.json")
+EXAMPLE_FILES += ("inpaint.takeflow.json", "outpaint.takeflow.json")  # demo-inpaint model
 
 
 def ensure_demo(runtime: Runtime, wait: bool = True) -> threading.Thread | None:

@@ -139,3 +139,32 @@ def test_template_is_published() -> None:
     assert {"image", "mask", "strength", "grow", "feather", "model"} <= {
         i.name for i in template.inputs
     }
+
+
+@pytest.mark.parametrize("canvas", ["inpaint", "outpaint"])
+def test_demo_canvases_run_on_the_demo_inpainting_model(
+    diffusion_runtime: Any, project: Any, inpaint_model_dir: Path, canvas: str
+) -> None:
+    import json
+
+    register_model(diffusion_runtime.home, "demo-inpaint", inpaint_model_dir, demo=True)
+    root = Path(__file__).resolve().parents[2]
+    raw = json.loads((root / "server/demo/canvases" / f"{canvas}.takeflow.json").read_text())
+    assert raw == json.loads((root / "examples" / f"{canvas}.json").read_text())
+    for node in raw["nodes"]:  # quick: 2 steps
+        if node["template"] == "inpaint":
+            node["inputs"]["steps"] = {"kind": "literal", "value": 2}
+    record, _ = run(diffusion_runtime, CanvasGraph.model_validate(raw), project_id="demo",
+                    shot=SHOT)  # fmt: skip
+    assert record.status == TaskStatus.COMPLETED, record.error
+    take = project.takes.list(SHOT)[0]
+    image = np.asarray(Image.open(project.abs(take.outputs["image"].path)).convert("RGB"))
+    assert take.metadata["inpaint"]["unet_in_channels"] == 9
+    assert image.shape == (256, 256, 3)
+    if canvas == "outpaint":  # 192x192 padded by 32 left/right and 64 below; feather 16
+        from nodes.builtin import gradient_image
+
+        literals = {k: v["value"] for k, v in raw["nodes"][0]["inputs"].items()}
+        photo = np.asarray(gradient_image(NullReporter(), {"direction": "vertical", **literals})
+                           ["image"].convert("RGB"))  # fmt: skip
+        assert np.array_equal(image[0:176, 48:208], photo[0:176, 16:176])
