@@ -168,3 +168,37 @@ def test_demo_canvases_run_on_the_demo_inpainting_model(
         photo = np.asarray(gradient_image(NullReporter(), {"direction": "vertical", **literals})
                            ["image"].convert("RGB"))  # fmt: skip
         assert np.array_equal(image[0:176, 48:208], photo[0:176, 16:176])
+
+
+def test_same_masks_share_a_batched_call_and_different_masks_do_not(
+    diffusion_home: TakeflowHome,
+) -> None:
+    """Three inpaints at once: the two with one mask run as one batch (each its own image and
+    seed, each unchanged outside the mask), the third (another mask) alone."""
+    import threading
+
+    service = service_for(diffusion_home, max_batch_size=4, batch_window_ms=1500)
+    one, other = box_mask((64, 64), (8, 8, 40, 40)), box_mask((64, 64), (24, 24, 56, 56))
+    rng = np.random.default_rng(9)
+    images = [Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)) for _ in range(3)]
+    out: dict[int, Any] = {}
+
+    def call(i: int, mask: Image.Image) -> None:
+        ctx = NullReporter(services={"diffusion": service})
+        out[i] = inpaint(ctx, {**FAST, "model": "demo", "seed": i, "image": images[i],
+                               "mask": mask, "steps": 2})  # fmt: skip
+
+    threads = [threading.Thread(target=call, args=(i, m))
+               for i, m in enumerate((one, one, other))]  # fmt: skip
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert sorted(b.size for b in service.batches) == [1, 2]
+        for i, mask in enumerate((one, one, other)):
+            keep = np.asarray(mask) == 0
+            assert np.array_equal(np.asarray(out[i]["image"])[keep], np.asarray(images[i])[keep])
+            assert out[i]["seed"] == i
+    finally:
+        service.close()

@@ -54,11 +54,13 @@ export function maskBlob(canvas) {
 }
 
 /**
- * What the painter paints over for a node: the image feeding its `image` input (the latest
- * result of that node in this canvas's run, if any) and that node's width/height values.
+ * What the painter paints over for a node's mask input `port`: the node feeding its `image`
+ * input (else its first other linked input): that node's latest result in this canvas's run, if
+ * any, and its width/height values.
  */
-export function painterSource(links, getNode, runNodes) {
-  const source = (links.image ?? '').split('.')[0];
+export function painterSource(links, getNode, runNodes, port) {
+  const ref = links.image ?? Object.entries(links).find(([p]) => p !== port)?.[1] ?? '';
+  const source = ref.split('.')[0];
   const values = (source && getNode(source)?.data?.values) || {};
   const width = Number(values.width) || 512;
   const height = Number(values.height) || 512;
