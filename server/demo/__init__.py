@@ -24,8 +24,13 @@ log = logging.getLogger(__name__)
 
 DEMO_PROJECT = "demo"
 CANVAS_DIR = "02_Source_Creative/canvases"
-EXAMPLE_FILES = ("poster.takeflow.json", "poster.schedules.json", "dream.takeflow.json")
-EXAMPLE_FILES += ("inpaint.takeflow.json", "outpaint.takeflow.json")  # demo-inpaint model
+EXAMPLE_FILES = (
+    "poster.takeflow.json",
+    "poster.schedules.json",
+    "dream.takeflow.json",
+    "inpaint.takeflow.json",  # on the demo-inpaint model
+    "outpaint.takeflow.json",
+)
 
 
 def ensure_demo(runtime: Runtime, wait: bool = True) -> threading.Thread | None:
