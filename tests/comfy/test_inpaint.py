@@ -164,7 +164,7 @@ def inpaint_server(
 
 def _run(client: ComfyClient, prompt: dict[str, Any]) -> tuple[dict[str, Any], Image.Image]:
     client_id = uuid.uuid4().hex
-    ws = client.connect(client_id)
+    ws = client.connect(client_id, timeout=120)  # the first prompt loads the model: quiet
     try:
         prompt_id = client.queue_prompt(prompt, client_id)["prompt_id"]
         messages = of_prompt(until_done(ws, prompt_id, timeout=120), prompt_id)
