@@ -203,6 +203,8 @@ def test_inpaint_and_outpaint_workflows(inpaint_server: tuple[ServerProcess, Com
         assert take["metadata"]["inpaint"]["unet_in_channels"] == channels
         assert take["metadata"]["model"] == ckpt
         assert any("composites" in n for n in take["metadata"]["comfyui_notes"])
+        task = server.ok("GET", f"/api/v1/functions/tasks/{entry['takeflow']['task_id']}")
+        assert task["status"] == "completed" and task["dagster_run_id"] and task["commit"]
 
     entry, image = _run(client, outpaint_prompt())
     assert image.size == (16 + 64 + 8, 64 + 8)

@@ -88,6 +88,19 @@ def test_inpaint_keeps_every_pixel_outside_the_mask(
     assert ctx.metadata["model"] == model and ctx.metadata["demo"] is True
 
 
+def test_sdxl_inpaint_keeps_every_pixel_outside_the_mask(
+    diffusion_home: TakeflowHome, tiny_sdxl_dir: Path
+) -> None:
+    register_model(diffusion_home, "xl", tiny_sdxl_dir)
+    image = picture(64, 64)
+    mask = box_mask(image.size, (8, 16, 40, 48))
+    out, ctx = call(diffusion_home, "xl", image=image, mask=mask, steps=2)
+    keep = np.asarray(mask) == 0
+    assert np.array_equal(np.asarray(out["image"])[keep], np.asarray(image)[keep])
+    assert not np.array_equal(np.asarray(out["image"])[~keep], np.asarray(image)[~keep])
+    assert ctx.metadata["inpaint"]["unet_in_channels"] == 4
+
+
 def test_inpaint_in_a_graph_makes_a_take(diffusion_runtime: Any, project: Any) -> None:
     graph = CanvasGraph.model_validate({
         "name": "inpaint",
