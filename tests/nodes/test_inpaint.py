@@ -215,3 +215,14 @@ def test_same_masks_share_a_batched_call_and_different_masks_do_not(
             assert out[i]["seed"] == i
     finally:
         service.close()
+
+
+def test_an_empty_mask_returns_the_image_and_a_small_image_is_refused() -> None:
+    ctx = NullReporter()  # no diffusion service: neither case reaches the model
+    image = picture(64, 64)
+    out = inpaint(ctx, {**FAST, "model": "demo", "image": image, "mask": Image.new("L", (64, 64))})
+    assert out["image"] is image and ctx.metadata["inpaint"] == {"empty_mask": True}
+    with pytest.raises(InvalidGenerationRequest) as caught:
+        inpaint(ctx, {**FAST, "model": "demo", "image": picture(40, 64),
+                      "mask": box_mask((40, 64), (0, 0, 8, 8))})  # fmt: skip
+    assert caught.value.details["port"] == "image" and "at least 64x64" in caught.value.message
