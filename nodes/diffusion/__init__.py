@@ -9,7 +9,8 @@ from __future__ import annotations
 from graph_runtime.templates import FunctionTemplate
 from nodes.diffusion.inpaint import TEMPLATES as _INPAINT
 from nodes.diffusion.templates import TEMPLATES as _TEMPLATES
+from nodes.diffusion.upscale import TEMPLATES as _UPSCALE
 
-TEMPLATES: tuple[FunctionTemplate, ...] = _TEMPLATES + _INPAINT
+TEMPLATES: tuple[FunctionTemplate, ...] = (*_TEMPLATES, *_UPSCALE, *_INPAINT)
 
 __all__ = ["TEMPLATES"]

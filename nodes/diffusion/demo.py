@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from nodes.diffusion.config import EditableConfig
+from nodes.diffusion.upscale_demo import ensure_demo_upscale_model
 
 log = logging.getLogger(__name__)
 
@@ -217,6 +218,7 @@ def ensure_demo_model(home: EditableConfig) -> Path:
     from nodes.diffusion.inpaint_demo import ensure_demo_inpaint_model
 
     ensure_demo_inpaint_model(home)  # "demo-inpaint": a 9-channel UNet
+    ensure_demo_upscale_model(home)
     return folder
 
 
