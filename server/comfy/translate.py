@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from server.comfy import translate_inpaint as inpaint
 from server.comfy import translate_upscale as upscale
 from server.comfy.catalog import SAMPLER_NOTES, SAMPLERS, SIGMA_SAMPLERS, SIGMAS, Catalog
 from server.comfy.errors import NodeErrors, PromptRejected, input_error, is_link
@@ -151,6 +152,8 @@ class Translator:
         cls = self._class(nid)
         if cls == "LoadImage":
             return [(self._load_image(nid), "image")]
+        if cls in inpaint.IMAGE_NODES:
+            return inpaint.images(self, nid, index)
         if cls in upscale.IMAGE_NODES:
             return upscale.images(self, nid, cls)
         if cls == "VAEDecode":
@@ -183,7 +186,9 @@ class Translator:
         return tf_id
 
     def _text(self, nid: str, name: str) -> str:
-        src, _ = self._source(nid, name)
+        src, index = self._source(nid, name)
+        if self._class(src) in inpaint.CONDITIONING_NODES:
+            src, _ = inpaint.prompt_source(self, src, index)
         return str(self._inputs(src).get("text", ""))
 
     def _sigmas(self, nid: str, sampler_name: str, schedule: str) -> str:
@@ -274,6 +279,8 @@ class Translator:
                           {**ports, "strength": (nid, "denoise"),
                            "image": (latent_node, pixels_in)})  # fmt: skip
                 made.append(tf_id)
+        elif latent_cls in inpaint.INPAINT_LATENTS:
+            made = inpaint.sample(self, nid, latent_node, common, ports, steps, seed)
         else:
             self._fail(nid, "Unsupported latent",
                        f"latent_image: a {latent_cls} output cannot be sampled again; decode it "
