@@ -67,12 +67,14 @@ class GenerationRequest:
     strength: float = 0.75
     image: Any = None  # PIL image, image_to_image only
     sigmas: str = "default"
+    controls: tuple[Any, ...] = ()  # ControlSpec (nodes.diffusion.controlnet), in order
 
     def batch_key(self) -> tuple[Any, ...]:
         """Requests with equal keys may share one batched pipeline call."""
         strength = self.strength if self.kind == IMAGE_TO_IMAGE else None
         return (self.kind, self.model, self.width, self.height, self.steps,
-                float(self.guidance), self.scheduler, self.sigmas, strength)  # fmt: skip
+                float(self.guidance), self.scheduler, self.sigmas, strength,
+                tuple(c.key() for c in self.controls))  # fmt: skip
 
     def check(self) -> None:
         for name, value in (("width", self.width), ("height", self.height)):

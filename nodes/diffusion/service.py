@@ -78,6 +78,7 @@ class DiffusionService:
         self.cache = cache or PipelineCache(self.settings.memory_budget_bytes)
         self._device: str | None = None
         self.scheduler = BatchScheduler(self.cache, self.settings, lambda: self.device)
+        self.scheduler.controlnets.config_root = models.home / "models" / ".configs" / "controlnet"
 
     def warm_models(self) -> list[str]:
         """Names of the models loaded in this service's cache."""
