@@ -78,9 +78,7 @@ def _blur(a: np.ndarray, sigma: float = 1.4) -> np.ndarray:
     for axis in (0, 1):
         p = np.pad(a, [(radius, radius) if i == axis else (0, 0) for i in (0, 1)], mode="edge")
         n = a.shape[axis]
-        a = sum(
-            k * (p[i : i + n] if axis == 0 else p[:, i : i + n]) for i, k in enumerate(kernel)
-        )
+        a = sum(k * (p[i : i + n] if axis == 0 else p[:, i : i + n]) for i, k in enumerate(kernel))
     return a
 
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nodes.diffusion.folders import ModelFile, ModelFolders
+from nodes.diffusion.folders import ModelFile, ModelFolders, load_weights
 from nodes.diffusion.requests import IMAGE_TO_IMAGE, InvalidGenerationRequest, ModelLoadError
 
 KIND = "controlnet"
@@ -158,7 +158,9 @@ def controlnet_config(unet_config: Mapping[str, Any]) -> dict[str, Any]:
     return {"_class_name": "ControlNetModel", **config}
 
 
-def load_controlnet(path: Path, unet_config: Mapping[str, Any], dtype: Any, config_root: Path) -> Any:
+def load_controlnet(
+    path: Path, unet_config: Mapping[str, Any], dtype: Any, config_root: Path
+) -> Any:
     """A ``ControlNetModel`` from a diffusers folder or a single file, on the CPU, offline."""
     from diffusers import ControlNetModel
 
@@ -179,9 +181,10 @@ def load_controlnet(path: Path, unet_config: Mapping[str, Any], dtype: Any, conf
                 tmp = folder / f".config.{threading.get_ident()}.json"
                 tmp.write_text(text)
                 tmp.replace(folder / "config.json")
-            # A .pth is read by diffusers with torch.load(weights_only=True): code is refused.
+            # Read here (a .pth only with weights_only=True: code is refused, never run).
+            state = _diffusers_state(load_weights(path), config)
             model = ControlNetModel.from_single_file(
-                str(path), config=str(folder), local_files_only=True, **dtype_kwargs(dtype)
+                state, config=str(folder), local_files_only=True, **dtype_kwargs(dtype)
             )
     except Exception as exc:
         raise ModelLoadError(
@@ -191,6 +194,30 @@ def load_controlnet(path: Path, unet_config: Mapping[str, Any], dtype: Any, conf
         ) from exc
     model.eval()
     return model
+
+
+def _diffusers_state(state: dict[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
+    """A ControlNet state dict in diffusers' names: the LDM layout (``control_model.*`` or bare)
+    converted by diffusers, plus the SDXL ``label_emb`` keys its converter leaves out."""
+    if "time_embedding.linear_1.weight" in state:
+        return state
+    from diffusers.loaders.single_file_utils import (
+        DIFFUSERS_TO_LDM_MAPPING,
+        LDM_CONTROLNET_KEY,
+        convert_controlnet_checkpoint,
+    )
+
+    converted = dict(convert_controlnet_checkpoint(state, dict(config)))
+    bare = "time_embed.0.weight" in state
+    mapping: dict[str, dict[str, str]] = DIFFUSERS_TO_LDM_MAPPING["controlnet"]  # type: ignore[assignment]
+    for kind in ("addition_embed_type", "class_embed_type"):
+        if config.get(kind) is None:
+            continue
+        for ours, theirs in mapping[kind].items():
+            key = theirs if bare else LDM_CONTROLNET_KEY + theirs
+            if key in state:
+                converted[ours] = state[key]
+    return converted
 
 
 class ControlNetCache:
@@ -256,12 +283,15 @@ def call_kwargs(items: list[Any], kind: str, width: int, height: int) -> dict[st
         for item in items
     ]
     image: Any = [h[0] for h in hints] if len(controls) == 1 else hints
-    one = len(controls) == 1
+
+    def per_net(values: list[float]) -> float | list[float]:
+        return values[0] if len(values) == 1 else values
+
     return {
         "control_image" if kind == IMAGE_TO_IMAGE else "image": image,
-        "controlnet_conditioning_scale": controls[0].strength if one else [c.strength for c in controls],
-        "control_guidance_start": controls[0].start if one else [c.start for c in controls],
-        "control_guidance_end": controls[0].end if one else [c.end for c in controls],
+        "controlnet_conditioning_scale": per_net([c.strength for c in controls]),
+        "control_guidance_start": per_net([c.start for c in controls]),
+        "control_guidance_end": per_net([c.end for c in controls]),
     }
 
 

@@ -72,7 +72,8 @@ def _outputs(ctx: ProgressReporter, result: GenerationResult) -> dict[str, Any]:
 
 def image_generation(ctx: ProgressReporter, inputs: Inputs) -> dict[str, Any]:
     request = _request(TEXT_TO_IMAGE, inputs, width=int(inputs["width"]),
-                       height=int(inputs["height"]), controls=controls_for(ctx, inputs))  # fmt: skip
+                       height=int(inputs["height"]),
+                       controls=controls_for(ctx, inputs))  # fmt: skip
     return _outputs(ctx, _service(ctx).generate(request, ctx))
 
 
