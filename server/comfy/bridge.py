@@ -208,6 +208,12 @@ class TakeflowBridge:
         models = getattr(service, "models", None)
         return sorted(models.names()) if models is not None else []
 
+    def folder_names(self, kind: str) -> list[str]:
+        """Files of a model part folder (``controlnet``, ``loras``, ...) by relative path; none
+        without the diffusion service."""
+        models = getattr(self.runtime.runner.services.get("diffusion"), "models", None)
+        return list(models.folders.names(kind)) if models is not None else []
+
     def loaded_models(self) -> list[str]:
         """Models whose pipelines this process holds loaded (none without the diffusion
         service, e.g. on an API replica of the distributed mode)."""
