@@ -36,6 +36,7 @@ from graph_runtime.errors import (
 )
 from graph_runtime.events import TaskEvent
 from graph_runtime.validation import ExecutionPlan
+from nodes.diffusion.demo import wait_for_demo_model
 from server.auth import Principal
 from server.wire import wire_event
 
@@ -212,7 +213,10 @@ class TakeflowBridge:
         """Files of a model part folder (``controlnet``, ``loras``, ...) by relative path; none
         without the diffusion service."""
         models = getattr(self.runtime.runner.services.get("diffusion"), "models", None)
-        return list(models.folders.names(kind)) if models is not None else []
+        if models is None:
+            return []
+        wait_for_demo_model(models.home)  # its demo parts are listed once it is built
+        return list(models.folders.names(kind))
 
     def loaded_models(self) -> list[str]:
         """Models whose pipelines this process holds loaded (none without the diffusion
