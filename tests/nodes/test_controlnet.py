@@ -231,3 +231,37 @@ def test_canny_finds_the_edges_of_a_square() -> None:
         canny(NullReporter(), {"image": image, "low_threshold": 0.9, "high_threshold": 0.5})
     assert bad.value.details["port"] == "low_threshold"
     assert ControlApplication("x", None).strength == 1.0 and ControlNetCache().loads == 0
+
+
+@pytest.mark.parametrize("path", ["server/demo/canvases/controlnet.takeflow.json",
+                                  "examples/controlnet.json"])  # fmt: skip
+def test_the_demo_controlnet_canvas_runs_and_its_take_names_the_controlnet(
+    path: str, diffusion_runtime: Any, project: Any, tiny_model_dir: Path
+) -> None:
+    import json
+
+    from graph_runtime.canvas import CanvasGraph
+    from graph_runtime.events import RecordingSink
+    from graph_runtime.tasks import TaskStatus
+    from nodes.diffusion.controlnet import DEMO_CONTROLNET, ensure_demo_controlnet
+
+    home = diffusion_runtime.home.path
+    demo_cn = ensure_demo_controlnet(home, tiny_model_dir)
+    assert (
+        demo_cn.name == DEMO_CONTROLNET and ensure_demo_controlnet(home, tiny_model_dir) == demo_cn
+    )
+    raw = json.loads((Path(__file__).resolve().parents[2] / path).read_text())
+    for node in raw["nodes"]:  # smaller and quicker than the demo's 256 px, 8 steps
+        for name, value in {"width": 64, "height": 64, "steps": 2}.items():
+            if name in node["inputs"] and node["template"] != "text_overlay":
+                node["inputs"][name] = {"kind": "literal", "value": value}
+    graph = CanvasGraph.model_validate(raw)
+    sink = RecordingSink()
+    diffusion_runtime.runner.add_sink(sink)
+    record = diffusion_runtime.runner.submit(graph, project_id="demo", shot="ch01/sc02/sh020")
+    sink.wait_terminal(record.task_id, timeout=120)
+    record = diffusion_runtime.runner.get(record.task_id)
+    assert record.status == TaskStatus.COMPLETED, record.error
+    take = project.takes.list("ch01/sc02/sh020")[0]
+    (used,) = take.metadata["controlnets"]
+    assert used["name"] == DEMO_CONTROLNET and used["sha256"].startswith("sha256:")
