@@ -23,16 +23,23 @@ import inspect
 import json
 import threading
 import weakref
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from nodes.diffusion.folders import ModelFile, ModelFolders, load_weights
-from nodes.diffusion.requests import IMAGE_TO_IMAGE, InvalidGenerationRequest, ModelLoadError
+from nodes.diffusion.requests import (
+    IMAGE_TO_IMAGE,
+    TEXT_TO_IMAGE,
+    InvalidGenerationRequest,
+    ModelLoadError,
+)
 
 KIND = "controlnet"
 MAX_STRENGTH = 10.0
+MAX_LOADED = 4  # ControlNets kept loaded (beside the pipeline cache's budget)
 DIFFUSERS_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 
 
@@ -226,7 +233,7 @@ class ControlNetCache:
 
     def __init__(self, config_root: Path | None = None) -> None:
         self.config_root = config_root
-        self._models: dict[tuple[Any, ...], Any] = {}
+        self._models: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
         self._variants: weakref.WeakKeyDictionary[Any, dict[tuple[int, ...], Any]] = (
             weakref.WeakKeyDictionary()
         )
@@ -240,7 +247,11 @@ class ControlNetCache:
         key = (str(spec.path), spec.sha256, shape, str(unet.dtype), str(unet.device))
         with self._lock:
             found = self._models.get(key)
-            if found is None:
+            if found is not None:
+                self._models.move_to_end(key)
+            else:
+                while len(self._models) >= MAX_LOADED:  # the least recently used goes
+                    self._models.popitem(last=False)
                 root = self.config_root or spec.path.parent / ".takeflow-configs"
                 found = load_controlnet(spec.path, unet.config, unet.dtype, root)
                 if str(unet.device) != "cpu":
@@ -253,6 +264,10 @@ class ControlNetCache:
         """The ControlNet variant of ``base`` (text or image to image), sharing its weights."""
         from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
 
+        if kind not in (TEXT_TO_IMAGE, IMAGE_TO_IMAGE):
+            raise InvalidGenerationRequest(
+                f"ControlNets guide text to image and image to image, not {kind}", port="control"
+            )
         models = [self.model(spec, base) for spec in controls]
         key = tuple(id(m) for m in models)
         with self._lock:

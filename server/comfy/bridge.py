@@ -226,7 +226,11 @@ class TakeflowBridge:
 
     def unload_models(self) -> list[str]:
         """Unload the diffusion service's pipelines in this process; the names unloaded."""
-        cache = getattr(self.runtime.runner.services.get("diffusion"), "cache", None)
+        service = self.runtime.runner.services.get("diffusion")
+        controlnets = getattr(getattr(service, "scheduler", None), "controlnets", None)
+        if controlnets is not None:
+            controlnets.clear()
+        cache = getattr(service, "cache", None)
         return list(cache.unload()) if cache is not None else []
 
     def limits(self, template: str, port: str) -> Limits:
