@@ -99,8 +99,8 @@ def check_span(strength: float, start: float, end: float) -> None:
 
 
 def find_file(folders: ModelFolders, name: str) -> ModelFile:
-    """The ControlNet ``name``: a file of the folder, or a diffusers folder in it (whose
-    ``ModelFile.path`` is then the folder)."""
+    """The ControlNet ``name``: a file of the folder, or a diffusers folder in it, named by the
+    folder or its weights file (``ModelFile.path`` is then the folder)."""
     root = folders.folder(KIND)
     candidate = (root / name).resolve() if name else root
     if (
@@ -111,7 +111,10 @@ def find_file(folders: ModelFolders, name: str) -> ModelFile:
         and _folder_weights(candidate) is not None
     ):
         return ModelFile(KIND, name.rstrip("/"), root / name)
-    return folders.resolve(KIND, name)
+    file = folders.resolve(KIND, name)
+    if file.path.name in DIFFUSERS_WEIGHTS and (file.path.parent / "config.json").is_file():
+        return ModelFile(KIND, name, file.path.parent)  # a diffusers folder, by its weights
+    return file
 
 
 def _folder_weights(folder: Path) -> Path | None:

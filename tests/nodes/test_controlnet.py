@@ -58,7 +58,8 @@ def control_home(diffusion_home: TakeflowHome, tiny_model_dir: Path) -> dict[str
     model = build_random_controlnet(_unet_config(tiny_model_dir), seed=3)
     (diffusion_home.path / "models" / "controlnet" / "a1111").mkdir(parents=True)
     names = _export(model, diffusion_home.path / "models" / "controlnet")
-    return {"home": diffusion_home, "model": model, "names": names}
+    return {"home": diffusion_home, "model": model, "names": names,
+            "unet": _unet_config(tiny_model_dir)}  # fmt: skip
 
 
 def _hint(seed: int) -> Image.Image:
@@ -67,8 +68,6 @@ def _hint(seed: int) -> Image.Image:
 
 
 def test_every_file_layout_loads_back_exactly(control_home: dict[str, Any]) -> None:
-    from nodes.diffusion.models import ModelRegistry  # noqa: F401  (registry via the service)
-
     home: TakeflowHome = control_home["home"]
     service = service_for(home)
     folders = service.models.folders
@@ -79,8 +78,8 @@ def test_every_file_layout_loads_back_exactly(control_home: dict[str, Any]) -> N
     want = control_home["model"].state_dict()
     for name in [*control_home["names"].values(), "cn_folder/diffusion_pytorch_model.safetensors"]:
         file = find_file(folders, name)
-        path = file.path if not name.startswith("cn_folder/") else file.path.parent
-        got = load_controlnet(path, control_home["model"].config, torch.float32,
+        assert file.path.is_dir() == name.startswith("cn_folder")
+        got = load_controlnet(file.path, control_home["unet"], torch.float32,
                               home.path / "cfg").state_dict()  # fmt: skip
         assert set(got) == set(want), name
         assert all(torch.equal(got[k], want[k]) for k in want), name
@@ -265,3 +264,19 @@ def test_the_demo_controlnet_canvas_runs_and_its_take_names_the_controlnet(
     take = project.takes.list("ch01/sc02/sh020")[0]
     (used,) = take.metadata["controlnets"]
     assert used["name"] == DEMO_CONTROLNET and used["sha256"].startswith("sha256:")
+
+
+def test_a_literal_control_is_refused_on_the_port() -> None:
+    from graph_runtime.canvas import CanvasGraph
+    from graph_runtime.errors import GraphValidationError
+    from graph_runtime.registry import TemplateRegistry
+    from graph_runtime.validation import validate_graph
+
+    graph = CanvasGraph.model_validate({"name": "c", "nodes": [
+        {"id": "gen", "template": "image_generation", "inputs": {
+            "prompt": {"kind": "literal", "value": "x"},
+            "control": {"kind": "literal", "value": [{"controlnet": "a"}]}}}]})  # fmt: skip
+    with pytest.raises(GraphValidationError) as bad:
+        validate_graph(graph, TemplateRegistry.discover())
+    (issue,) = bad.value.issues
+    assert (issue.code, issue.node_id, issue.port) == ("invalid_type", "gen", "control")
