@@ -8,6 +8,7 @@ Usage:
     .venv/bin/python bench/diffusion.py --device cuda    # GPU, SD 1.5-sized random weights, 512, 20
     .venv/bin/python bench/diffusion.py --device cpu --model sd15 --size 64 --steps 2 \\
         --repeats 1 --concurrent 2                       # smoke test of the CUDA mode's model
+    .venv/bin/python bench/diffusion.py --upscale-only   # only the upscale tiles/s rows
 
 Every mode runs in this one process on the same loaded pipeline (the process's pipeline cache),
 one after another. Per-image figures are median / p95 in ms; the overhead ratio is
@@ -17,6 +18,9 @@ Single file: the same weights exported to one ``.safetensors`` in the original k
 (``model.diffusion_model.*``, ...) vs the diffusers folder: load time (fresh cache each time)
 and time per image through the diffusion service. ControlNet: one ControlNet (random weights,
 a single file in the controlnet folder) vs none, time per image on one service.
+Upscale: tiles/s of ``upscale_with_model``'s tiled run for Real-ESRGAN's compact and RRDBNet x4
+shapes (random weights, saved as .pth and loaded back) on cuda, 1024x1024 in tiles of 512;
+tiny shapes of both on CPU, 128x128 in tiles of 32 (what the tiling costs, not the convs).
 """
 
 from __future__ import annotations
@@ -198,12 +202,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--concurrent", type=int, default=8)
     parser.add_argument("--window-ms", type=float, default=50.0)
+    parser.add_argument("--upscale-only", action="store_true", help="only the upscale rows")
     args = parser.parse_args(argv)
     model = args.model or ("sd15" if args.device == "cuda" else "tiny")
     size = args.size or (512 if args.device == "cuda" else 256)
     warnings.simplefilter("ignore")  # random fp16 weights may overflow to NaN pixels; fine here
     tmp = Path(tempfile.mkdtemp(prefix="takeflow-bench-diffusion-"))
     try:
+        if args.upscale_only:
+            return upscale_rows(args, tmp)
         return _run(args, model, size, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -306,6 +313,48 @@ def _run(args: argparse.Namespace, model: str, size: int, tmp: Path) -> int:
             runtime.close()
     print(f"  batching speed-up x{results['batching on'] / results['batching off']:.2f}")
     service.close()
+    return upscale_rows(args, tmp)
+
+
+def upscale_rows(args: argparse.Namespace, tmp: Path) -> int:
+    """Upscale tiles/s: Real-ESRGAN's two architectures (random weights) saved as .pth and
+    loaded back like the upscale_models folder's files, one image cut in tiles."""
+    import torch
+
+    from nodes.diffusion.folders import ModelFile
+    from nodes.diffusion.upscale import load_network, tile_count, upscale_tensor
+    from nodes.diffusion.upscale_arch import RRDBNet, SRVGGNetCompact
+
+    cuda = args.device == "cuda"
+    size, tile, overlap = (1024, 512, 32) if cuda else (128, 32, 8)
+    # cuda: realesr-general-x4v3's and RealESRGAN_x4plus's shapes; cpu: tiny ones (the tiling)
+    shapes = {
+        "compact x4 (64 ch, 32 convs)": lambda: SRVGGNetCompact(3, 3, nf=64, convs=32, scale=4),
+        "RRDBNet x4 (64 ch, 23 blocks)": lambda: RRDBNet(3, 3, 64, 32, 23, 2, 1),
+    } if cuda else {
+        "compact x4 tiny (16 ch, 8 convs)": lambda: SRVGGNetCompact(3, 3, 16, 8, 4),
+        "RRDBNet x4 tiny (16 ch, 2 blocks)": lambda: RRDBNet(3, 3, 16, 8, 2, 2, 1),
+    }  # fmt: skip
+    print(f"upscale with model ({size}x{size} input, tile {tile}, overlap {overlap}, "
+          f"{args.device}, float32, {torch.get_num_threads()} threads):", flush=True)  # fmt: skip
+    for label, make in shapes.items():
+        path = tmp / "upscale_models" / f"{label.split()[0]}.pth"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"params_ema": make().state_dict()}, path)
+        network = load_network(ModelFile("upscale_models", path.name, path), args.device)
+        pixels = torch.rand(1, 3, size, size, device=args.device)
+        upscale_tensor(network, pixels[:, :, :tile, :tile], tile, overlap)  # warm up
+        runs = []
+        for _ in range(max(1, args.repeats // 2)):
+            start = time.perf_counter()
+            upscale_tensor(network, pixels, tile, overlap)
+            if cuda:
+                torch.cuda.synchronize()
+            runs.append(time.perf_counter() - start)
+        tiles = tile_count(size, size, tile, network.multiple)
+        best = min(runs)
+        print(f"  {label:<34} {tiles / best:8.2f} tiles/s   {tiles} tiles in {best:.2f} s "
+              f"({(size * 4) ** 2 / best / 1e6:.2f} output MP/s)", flush=True)  # fmt: skip
     return 0
 
 

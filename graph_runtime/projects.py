@@ -174,6 +174,10 @@ class ProjectStore(Protocol):
         """Write a file in one step: readers see the old or the new bytes, never a part."""
         ...
 
+    def delete_file(self, rel: str) -> None:
+        """Remove a file (``ProjectFileNotFoundError`` when there is none); commit it after."""
+        ...
+
     def stage_file(self) -> StagedFile:
         """Start writing a file whose place is chosen once it is complete (an upload)."""
         ...
@@ -383,6 +387,13 @@ class MemoryProject:
 
     def write_file(self, rel: str, data: bytes) -> None:
         self._put(check_relpath(rel), bytes(data))
+
+    def delete_file(self, rel: str) -> None:
+        rel = check_relpath(rel)
+        if rel not in self._tree:
+            raise self._missing(rel)
+        self._history.delete(rel)
+        self._mtimes.pop(rel, None)
 
     def stage_file(self) -> StagedFile:
         return _MemoryStagedFile(self)

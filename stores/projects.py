@@ -216,6 +216,13 @@ class Project:
                     self._fs.rm(tmp)
             raise
 
+    def delete_file(self, rel: str) -> None:
+        rel = check_relpath(rel)
+        path = self.checked(rel)
+        if not self._fs.isfile(path):
+            raise self._missing(rel)
+        self._fs.rm(path)
+
     def stage_file(self) -> StagedFile:
         return _StagedFile(self)
 

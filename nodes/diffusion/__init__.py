@@ -9,7 +9,8 @@ from __future__ import annotations
 from graph_runtime.templates import FunctionTemplate
 from nodes.diffusion.control_templates import TEMPLATES as _CONTROL_TEMPLATES
 from nodes.diffusion.templates import TEMPLATES as _TEMPLATES
+from nodes.diffusion.upscale import TEMPLATES as _UPSCALE
 
-TEMPLATES: tuple[FunctionTemplate, ...] = _TEMPLATES + _CONTROL_TEMPLATES
+TEMPLATES: tuple[FunctionTemplate, ...] = (*_TEMPLATES, *_UPSCALE, *_CONTROL_TEMPLATES)
 
 __all__ = ["TEMPLATES"]

@@ -210,8 +210,8 @@ class TakeflowBridge:
         return sorted(models.names()) if models is not None else []
 
     def folder_names(self, kind: str) -> list[str]:
-        """Files of a model part folder (``controlnet``, ``loras``, ...) by relative path; none
-        without the diffusion service."""
+        """The files of a model part folder (``upscale_models``, ``controlnet``, ...) by
+        relative path; none without the diffusion service."""
         models = getattr(self.runtime.runner.services.get("diffusion"), "models", None)
         if models is None:
             return []

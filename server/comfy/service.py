@@ -10,6 +10,7 @@ task records and the store, so both survive a restart.
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib.metadata
 import logging
 import math
@@ -20,6 +21,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from dagster_defs.intake import QueueFullError
@@ -28,16 +30,19 @@ from graph_runtime.errors import TakeflowError
 from graph_runtime.projects import one_line
 from graph_runtime.tasks import DEFAULT_USER
 from server.auth import Principal
+from server.callbacks import CompletionCallbacks
 from server.comfy.bridge import TakeflowBridge
 from server.comfy.catalog import Catalog
 from server.comfy.errors import PromptRejected
 from server.comfy.files import ComfyFolders, user_folder
 from server.comfy.history import build_history, history_view, unbuilt_history
 from server.comfy.hub import ComfyHub
+from server.comfy.idempotency import prompt_callback
 from server.comfy.issues import map_issues
 from server.comfy.store import ComfyStore, PromptRow, open_tables
 from server.comfy.translate import Translator
 from server.comfy.validate import validate_prompt
+from stores.idempotency import IdempotencyKeys, open_keys
 
 log = logging.getLogger(__name__)
 DEFAULT_PROJECT = "comfyui"
@@ -167,7 +172,23 @@ class ComfyService:
 
     # -- submitting -------------------------------------------------------------------------
 
-    def submit(self, body: Any, principal: Principal | None) -> dict[str, Any]:
+    @functools.cached_property
+    def callbacks(self) -> CompletionCallbacks:
+        """``extra_data.callback_url``: checked and stored here, sent by the main app."""
+        return CompletionCallbacks(self.bridge.runtime)
+
+    @functools.cached_property
+    def idempotency_keys(self) -> IdempotencyKeys:
+        """``Idempotency-Key`` on ``POST /prompt`` (``server.comfy.idempotency``)."""
+        return open_keys(self.bridge.runtime.state)
+
+    def submit(
+        self,
+        body: Any,
+        principal: Principal | None,
+        before_queue: Callable[[str], None] | None = None,
+    ) -> dict[str, Any]:
+        """Queue a prompt; ``before_queue(task_id)`` once it is valid, before it is stored."""
         if not isinstance(body, dict):
             raise PromptRejected("invalid_prompt", "Invalid prompt: the body must be an object")
         user = principal.user if principal is not None else DEFAULT_USER
@@ -191,6 +212,7 @@ class ComfyService:
         project = str(target.get("project") or default_project)
         shot = str(target.get("shot") or settings.get("shot") or DEFAULT_SHOT)
         number = _number(body.get("number"))
+        callback = prompt_callback(self.callbacks, extra, project)
         translation = Translator(prompt, outputs, needed, catalog, folders.folder("input"),
                                  name=f"comfyui {prompt_id[:8]}").translate()  # fmt: skip
         plan = self.bridge.validate(translation.graph, project_id=project, shot=shot, user=user)
@@ -214,18 +236,25 @@ class ComfyService:
         if front:
             number = -number
         task_id = self.bridge.new_task_id()
+        if before_queue is not None:
+            before_queue(task_id)
         stored = {"prompt": prompt, "extra_data": {**extra, "client_id": client_id},
                   "outputs": outputs}  # fmt: skip
         self.store.add(prompt_id, task_id, number, client_id, user, project, stored, translation)
         self.task_prompts[task_id] = prompt_id
         try:
+            if callback is not None:
+                self.callbacks.register(task_id, callback, project)
             self.bridge.submit(
                 task_id, plan, project_id=project, shot=shot, user=user,
                 priority=1 if front else 0,
                 metadata={"source": "comfyui", "comfyui_prompt_id": prompt_id,
-                          "comfyui_client_id": client_id, "comfyui_notes": translation.notes},
+                          "comfyui_client_id": client_id, "comfyui_notes": translation.notes,
+                          **({"callback_url": callback} if callback else {})},
             )  # fmt: skip
         except BaseException as exc:
+            if callback is not None:
+                self.callbacks.forget(task_id)
             self.task_prompts.pop(task_id, None)
             self.store.remove(prompt_id)
             if isinstance(exc, QueueFullError):

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from server.comfy.translate_upscale import LATENT_UPSCALES
 from server.comfy.validate import as_float, as_int
 
 if TYPE_CHECKING:
@@ -131,9 +132,9 @@ def sampler_inputs(tr: Translator, nid: str) -> Mapping[str, Any]:
         tr._fail(nid, "Nothing to sample",
                  f"start_at_step {start} must be below end_at_step and steps ({end})",
                  "start_at_step")  # fmt: skip
-    elif start > 0 and tr._class(latent) != "VAEEncode":
+    elif start > 0 and tr._class(latent) not in ("VAEEncode", *LATENT_UPSCALES):
         tr._fail(nid, "Unsupported start_at_step",
-                 "start_at_step: above 0 needs a VAEEncode'd image as latent_image",
+                 "start_at_step: above 0 needs a VAEEncode'd or upscaled image as latent_image",
                  "start_at_step")  # fmt: skip
     elif start > 0:
         denoise = (steps - start) / steps
