@@ -253,8 +253,9 @@ class ControlNetCache:
             if found is not None:
                 self._models.move_to_end(key)
             else:
-                while len(self._models) >= MAX_LOADED:  # the least recently used goes
+                while len(self._models) >= MAX_LOADED:  # the least recently used goes,
                     self._models.popitem(last=False)
+                    self._variants = weakref.WeakKeyDictionary()  # with the variants using it
                 root = self.config_root or spec.path.parent / ".takeflow-configs"
                 found = load_controlnet(spec.path, unet.config, unet.dtype, root)
                 if str(unet.device) != "cpu":

@@ -280,3 +280,32 @@ def test_a_literal_control_is_refused_on_the_port() -> None:
         validate_graph(graph, TemplateRegistry.discover())
     (issue,) = bad.value.issues
     assert (issue.code, issue.node_id, issue.port) == ("invalid_type", "gen", "control")
+
+
+def test_at_most_four_controlnets_stay_loaded(control_home: dict[str, Any]) -> None:
+    from nodes.diffusion.controlnet import MAX_LOADED, resolve_controls
+
+    home: TakeflowHome = control_home["home"]
+    service = service_for(home)
+    folder = home.path / "models" / "controlnet"
+    for i in range(1):  # five files in all, with the four layouts
+        (folder / f"copy{i}.safetensors").write_bytes(
+            (folder / "comfy_cn.safetensors").read_bytes()
+        )
+    base = service.cache.get(service.models.resolve("demo"), "cpu").pipe
+    cache = ControlNetCache(home.path / "cfg")
+    names = [*control_home["names"].values(), "copy0.safetensors"]
+    specs = [resolve_controls(service.models.folders, (ControlApplication(n, _hint(0)),))[0]
+             for n in names]  # fmt: skip
+    first = cache.pipeline(base, "text_to_image", (specs[0],))
+    assert cache.pipeline(base, "text_to_image", (specs[0],)) is first  # the variant is kept
+    for spec in specs[1:]:
+        cache.model(spec, base)
+    assert cache.loads == MAX_LOADED + 1 == 5
+    cache.model(specs[-1], base)  # the newest stays loaded
+    assert cache.loads == 5
+    assert cache.pipeline(base, "text_to_image", (specs[0],)) is not first  # evicted: reloaded
+    assert cache.loads == 6
+    with pytest.raises(InvalidGenerationRequest):
+        cache.pipeline(base, "inpaint", (specs[0],))
+    service.close()
