@@ -17,7 +17,8 @@ graph median / bare median. Batching: ``--concurrent`` one-image tasks submitted
 runner with as many workers, batching on (max batch = concurrent) vs off (max batch 1).
 Single file: the same weights exported to one ``.safetensors`` in the original key layout
 (``model.diffusion_model.*``, ...) vs the diffusers folder: load time (fresh cache each time)
-and time per image through the diffusion service.
+and time per image through the diffusion service. ControlNet: one ControlNet (random weights,
+a single file in the controlnet folder) vs none, time per image on one service.
 Upscale: tiles/s of ``upscale_with_model``'s tiled run for Real-ESRGAN's compact and RRDBNet x4
 shapes (random weights, saved as .pth and loaded back) on cuda, 1024x1024 in tiles of 512;
 tiny shapes of both on CPU, 128x128 in tiles of 32 (what the tiling costs, not the convs).
@@ -294,6 +295,7 @@ def _run(args: argparse.Namespace, model: str, size: int, tmp: Path) -> int:
             runtime.close()
 
     single_file_vs_folder(args, home, folder, values)
+    controlnet_vs_none(args, home, folder, values)
     previews_on_vs_off(args, home, values)
 
     print(f"{args.concurrent} concurrent one-image tasks ({args.concurrent} workers):")
@@ -433,6 +435,42 @@ def single_file_vs_folder(
         line(f"image: {label}", ms, None if label == "diffusers folder" else base, "folder")
     for service in services.values():
         service.close()
+
+
+def controlnet_vs_none(
+    args: argparse.Namespace, home: TakeflowHome, folder: Path, values: dict[str, Any]
+) -> None:
+    """Time per image with one ControlNet (random weights, the model's UNet shape, loaded from
+    a single file in the controlnet folder) vs none, interleaved on one service."""
+    from PIL import Image
+
+    from nodes.diffusion.controlnet import (
+        ControlApplication,
+        ensure_demo_controlnet,
+        resolve_controls,
+    )
+
+    started = time.perf_counter()
+    file = ensure_demo_controlnet(home.path, folder)
+    built = time.perf_counter() - started
+    service = diffusion_service(home, args.device, 1, 0)
+    hint = Image.new("RGB", (values["width"], values["height"]), "black")
+    controls = resolve_controls(service.models.folders, (ControlApplication(file.name, hint),))
+    modes = {"no ControlNet": (), "one ControlNet": controls}
+    print(f"ControlNet vs none ({file.stat().st_size / 2**20:.0f} MB single file, built in "
+          f"{built:.1f} s):", flush=True)  # fmt: skip
+    per_image: dict[str, list[float]] = {label: [] for label in modes}
+    for i in range(args.repeats + 1):  # the first round warms up (loads the ControlNet)
+        for label, control in modes.items():
+            request = GenerationRequest(**values, seed=i, controls=control)
+            start = time.perf_counter()
+            service.generate(request, NullReporter())
+            if i:
+                per_image[label].append((time.perf_counter() - start) * 1000)
+    base = stats(per_image["no ControlNet"])[0]
+    for label, ms in per_image.items():
+        line(f"image: {label}", ms, None if label == "no ControlNet" else base, "none")
+    service.close()
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ class PortType(StrEnum):
     ASSET = "asset"
     JSON = "json"
     ANY = "any"
+    CONTROL = "control"  # ControlNet applications (nodes.diffusion.controlnet)
 
 
 # A link from an output of type key may feed an input of any type in the value set.
@@ -57,6 +58,7 @@ _JSON_TYPES: dict[PortType, dict[str, Any]] = {
     PortType.ASSET: {"type": "string", "pattern": "^asset://[A-Za-z0-9._/-]+$"},
     PortType.JSON: {},
     PortType.ANY: {},
+    PortType.CONTROL: {"type": "array", "description": "ControlNet applications"},
 }
 
 

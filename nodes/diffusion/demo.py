@@ -219,6 +219,9 @@ def ensure_demo_model(home: EditableConfig) -> Path:
 
     ensure_demo_inpaint_model(home)  # "demo-inpaint": a 9-channel UNet
     ensure_demo_upscale_model(home)
+    from nodes.diffusion.controlnet import ensure_demo_controlnet
+
+    ensure_demo_controlnet(home.path, folder)
     return folder
 
 

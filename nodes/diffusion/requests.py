@@ -71,13 +71,15 @@ class GenerationRequest:
     sigmas: str = "default"
     preview_method: str = "auto"  # nodes.diffusion.previews.PREVIEW_METHODS; not in batch_key
     mask: Any = None  # PIL "L" image (white: repaint), inpaint only
+    controls: tuple[Any, ...] = ()  # ControlSpec (nodes.diffusion.controlnet), in order
 
     def batch_key(self) -> tuple[Any, ...]:
         """Requests with equal keys may share one batched pipeline call."""
         strength = self.strength if self.kind in (IMAGE_TO_IMAGE, INPAINT) else None
         mask = _mask_digest(self.mask) if self.mask is not None else None
         return (self.kind, self.model, self.width, self.height, self.steps,
-                float(self.guidance), self.scheduler, self.sigmas, strength, mask)  # fmt: skip
+                float(self.guidance), self.scheduler, self.sigmas, strength, mask,
+                tuple(c.key() for c in self.controls))  # fmt: skip
 
     def check(self) -> None:
         for name, value in (("width", self.width), ("height", self.height)):

@@ -21,6 +21,8 @@ from typing import Any
 
 from graph_runtime.errors import TaskCancelledError
 from nodes.diffusion.config import DiffusionSettings
+from nodes.diffusion.controlnet import ControlNetCache
+from nodes.diffusion.controlnet import call_kwargs as control_kwargs
 from nodes.diffusion.models import ModelSpec
 from nodes.diffusion.pipeline_cache import PipelineCache
 from nodes.diffusion.requests import IMAGE_TO_IMAGE, INPAINT, GenerationRequest
@@ -84,6 +86,7 @@ class BatchScheduler:
         self._closed = False
         self.batches: deque[BatchRecord] = deque(maxlen=1000)  # the latest, newest last
         self.current: BatchRecord | None = None  # the batch on the device now
+        self.controlnets = ControlNetCache()
 
     @property
     def closed(self) -> bool:
@@ -172,6 +175,8 @@ class BatchScheduler:
             entry = self.cache.get(items[0].spec, self._device())
             with entry.lock:
                 pipe = entry.pipeline_for(first.kind, first.scheduler, first.sigmas)
+                if first.controls:
+                    pipe = self.controlnets.pipeline(pipe, first.kind, first.controls)
                 images = pipe(**self._call_kwargs(pipe, items, record)).images
             for item, image in zip(items, images, strict=True):
                 item.image = image.convert("RGB")
@@ -236,6 +241,8 @@ class BatchScheduler:
             kwargs.update(strength=first.strength, width=first.width, height=first.height)
         else:
             kwargs["width"], kwargs["height"] = first.width, first.height
+        if first.controls:
+            kwargs.update(control_kwargs(items, first.kind, first.width, first.height))
         if "original_size" in inspect.signature(pipe.__call__).parameters:
             # SDXL's size conditioning: made at this size, uncropped, for this size.
             size = (first.height, first.width)

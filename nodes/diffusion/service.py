@@ -80,6 +80,7 @@ class DiffusionService:
         self.scheduler = BatchScheduler(self.cache, self.settings, lambda: self.device)
         taesd = TaesdDecoders(lambda: models.folders.folder("vae_approx"))
         self.previewer = Previewer(taesd, self.settings.preview_size)
+        self.scheduler.controlnets.config_root = models.home / "models" / ".configs" / "controlnet"
 
     def warm_models(self) -> list[str]:
         """Names of the models loaded in this service's cache."""

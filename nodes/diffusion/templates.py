@@ -15,6 +15,7 @@ from graph_runtime.templates import (
     Quality,
     ResourceHints,
 )
+from nodes.diffusion.control_templates import CONTROL_INPUT, controls_for
 from nodes.diffusion.previews import PREVIEW_METHODS
 from nodes.diffusion.requests import (
     IMAGE_TO_IMAGE,
@@ -73,7 +74,8 @@ def _outputs(ctx: ProgressReporter, result: GenerationResult) -> dict[str, Any]:
 
 def image_generation(ctx: ProgressReporter, inputs: Inputs) -> dict[str, Any]:
     request = _request(TEXT_TO_IMAGE, inputs, width=int(inputs["width"]),
-                       height=int(inputs["height"]))  # fmt: skip
+                       height=int(inputs["height"]),
+                       controls=controls_for(ctx, inputs))  # fmt: skip
     return _outputs(ctx, _service(ctx).generate(request, ctx))
 
 
@@ -82,7 +84,8 @@ def image_to_image(ctx: ProgressReporter, inputs: Inputs) -> dict[str, Any]:
     width = int(inputs.get("width") or image.width - image.width % 8)
     height = int(inputs.get("height") or image.height - image.height % 8)
     request = _request(IMAGE_TO_IMAGE, inputs, width=width, height=height, image=image,
-                       strength=float(inputs["strength"]))  # fmt: skip
+                       strength=float(inputs["strength"]),
+                       controls=controls_for(ctx, inputs))  # fmt: skip
     return _outputs(ctx, _service(ctx).generate(request, ctx))
 
 
@@ -126,7 +129,7 @@ TEMPLATES: tuple[FunctionTemplate, ...] = (
         name="Image generation",
         category="generation",
         description="Text to image with a Stable Diffusion model (diffusers).",
-        inputs=(*_PROMPTS, _size("width", 512), _size("height", 512), *_SAMPLING),
+        inputs=(*_PROMPTS, _size("width", 512), _size("height", 512), *_SAMPLING, CONTROL_INPUT),
         outputs=_OUTPUTS,
         fn=image_generation,
         quality_presets=QUALITY_PRESETS,
@@ -154,6 +157,7 @@ TEMPLATES: tuple[FunctionTemplate, ...] = (
             _size("width", None),
             _size("height", None),
             *_SAMPLING,
+            CONTROL_INPUT,
         ),
         outputs=_OUTPUTS,
         fn=image_to_image,

@@ -36,6 +36,7 @@ from graph_runtime.errors import (
 )
 from graph_runtime.events import TaskEvent
 from graph_runtime.validation import ExecutionPlan
+from nodes.diffusion.demo import wait_for_demo_model
 from server.auth import Principal
 from server.wire import wire_event
 
@@ -219,10 +220,13 @@ class TakeflowBridge:
         return sorted(models.names()) if models is not None else []
 
     def folder_names(self, kind: str) -> list[str]:
-        """The files of a model part folder (``upscale_models``, ``loras``, ...) by relative
-        path; none without the diffusion service."""
+        """The files of a model part folder (``upscale_models``, ``controlnet``, ...) by
+        relative path; none without the diffusion service."""
         models = getattr(self.runtime.runner.services.get("diffusion"), "models", None)
-        return models.folders.names(kind) if models is not None else []
+        if models is None:
+            return []
+        wait_for_demo_model(models.home)  # its demo parts are listed once it is built
+        return list(models.folders.names(kind))
 
     def loaded_models(self) -> list[str]:
         """Models whose pipelines this process holds loaded (none without the diffusion
@@ -232,7 +236,11 @@ class TakeflowBridge:
 
     def unload_models(self) -> list[str]:
         """Unload the diffusion service's pipelines in this process; the names unloaded."""
-        cache = getattr(self.runtime.runner.services.get("diffusion"), "cache", None)
+        service = self.runtime.runner.services.get("diffusion")
+        controlnets = getattr(getattr(service, "scheduler", None), "controlnets", None)
+        if controlnets is not None:
+            controlnets.clear()
+        cache = getattr(service, "cache", None)
         return list(cache.unload()) if cache is not None else []
 
     def takes_input(self, template: str, port: str) -> bool:

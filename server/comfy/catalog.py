@@ -15,8 +15,9 @@ from typing import Any
 from server.comfy.bridge import Limits
 
 LINK_TYPES = frozenset(
-    {"MODEL", "CLIP", "VAE", "CONDITIONING", "LATENT", "IMAGE", "MASK", "UPSCALE_MODEL"}
-)
+    {"MODEL", "CLIP", "VAE", "CONDITIONING", "LATENT", "IMAGE", "MASK", "UPSCALE_MODEL",
+     "CONTROL_NET"}
+)  # fmt: skip
 MAX_SEED = 2**64 - 1
 MAX_BATCH = 64
 
@@ -117,7 +118,7 @@ class Catalog:
         self.input_files = input_files
         self.limits = limits
         self.folder_names = folder_names  # model part files by folder kind ("upscale_models")
-        self.types = {t.name: t for t in NODE_TYPES}
+        self.types = {t.name: t for t in (*NODE_TYPES, *CONTROL_NODE_TYPES)}
 
     def get(self, class_type: str) -> NodeType | None:
         return self.types.get(class_type)
@@ -371,5 +372,73 @@ NODE_TYPES: tuple[NodeType, ...] = (
                                          "step": 0.01})),
             ("LATENT",),
         ),
+    ),
+)  # fmt: skip
+
+# ControlNet, Canny and KSamplerAdvanced (translated by server/comfy/translate_control.py).
+
+
+def _controlnets(catalog: Catalog) -> list[str]:
+    return catalog.folder_names("controlnet")
+
+
+_STRENGTH = {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.01}
+_PERCENT = {"min": 0.0, "max": 1.0, "step": 0.001}
+_THRESHOLD = {"min": 0.01, "max": 0.99, "step": 0.01}
+_STEP_AT = {"min": 0, "max": 10000}
+
+CONTROL_NODE_TYPES: tuple[NodeType, ...] = (
+    NodeType(
+        "ControlNetLoader", "Load ControlNet Model", "loaders",
+        "A ControlNet from the controlnet folder (single file or diffusers folder).",
+        (Input("control_net_name", "COMBO", choices=_controlnets),),
+        ("CONTROL_NET",),
+    ),
+    NodeType(
+        "ControlNetApply", "Apply ControlNet (OLD)", "conditioning/controlnet",
+        "Guide the sampler with a ControlNet and a hint image.",
+        (Input("conditioning", "CONDITIONING"), Input("control_net", "CONTROL_NET"),
+         Input("image", "IMAGE"), Input("strength", "FLOAT", _STRENGTH)),
+        ("CONDITIONING",),
+    ),
+    NodeType(
+        "ControlNetApplyAdvanced", "Apply ControlNet", "conditioning/controlnet",
+        "Guide the sampler with a ControlNet and a hint image over part of the schedule.",
+        (Input("positive", "CONDITIONING"), Input("negative", "CONDITIONING"),
+         Input("control_net", "CONTROL_NET"), Input("image", "IMAGE"),
+         Input("strength", "FLOAT", _STRENGTH),
+         Input("start_percent", "FLOAT", {"default": 0.0, **_PERCENT}),
+         Input("end_percent", "FLOAT", {"default": 1.0, **_PERCENT}),
+         Input("vae", "VAE", required=False)),
+        ("CONDITIONING", "CONDITIONING"), ("positive", "negative"),
+    ),
+    NodeType(
+        "Canny", "Canny", "image/preprocessors", "Edges of an image (Takeflow's canny template).",
+        (Input("image", "IMAGE"),
+         Input("low_threshold", "FLOAT", {"default": 0.4, **_THRESHOLD}),
+         Input("high_threshold", "FLOAT", {"default": 0.8, **_THRESHOLD})),
+        ("IMAGE",),
+    ),
+    NodeType(
+        "KSamplerAdvanced", "KSampler (Advanced)", "sampling",
+        "A KSampler over part of the schedule: start_at_step > 0 on a VAEEncode'd image runs "
+        "image to image; what Takeflow runs differently is recorded in the history.",
+        (Input("model", "MODEL"),
+         Input("add_noise", "COMBO", choices=lambda _: ["enable", "disable"]),
+         Input("noise_seed", "INT", {"default": 0, "min": 0, "max": MAX_SEED,
+                                     "control_after_generate": True}),
+         Input("steps", "INT", {"default": 20}, limits_from=(_GEN, "steps")),
+         Input("cfg", "FLOAT", {"default": 8.0, "step": 0.1, "round": 0.01},
+               limits_from=(_GEN, "guidance")),
+         Input("sampler_name", "COMBO", choices=_samplers, refused=REFUSED_SAMPLERS),
+         Input("scheduler", "COMBO", choices=_schedulers),
+         Input("positive", "CONDITIONING"),
+         Input("negative", "CONDITIONING"),
+         Input("latent_image", "LATENT"),
+         Input("start_at_step", "INT", {"default": 0, **_STEP_AT}),
+         Input("end_at_step", "INT", {"default": 10000, **_STEP_AT}),
+         Input("return_with_leftover_noise", "COMBO",
+               choices=lambda _: ["disable", "enable"])),
+        ("LATENT",),
     ),
 )  # fmt: skip

@@ -22,6 +22,14 @@ from server.comfy import translate_upscale as upscale
 from server.comfy.catalog import SAMPLER_NOTES, SAMPLERS, SIGMA_SAMPLERS, SIGMAS, Catalog
 from server.comfy.errors import NodeErrors, PromptRejected, input_error, is_link
 from server.comfy.files import PathRefused, check_prefix
+from server.comfy.translate_control import (
+    SAMPLER_CLASSES,
+    canny_images,
+    conditioning_source,
+    control_inputs,
+    fix_ports,
+    sampler_inputs,
+)
 from server.comfy.validate import as_float, as_int
 
 SEED_SPACE = 2**32  # Takeflow's seeds are 32-bit; ComfyUI's 64-bit seeds are taken modulo
@@ -127,6 +135,7 @@ class Translator:
         self.samplers: dict[str, list[str]] = {}
         self.imports: dict[str, str] = {}
         self.notes: list[str] = []
+        self.controls: dict[str, Ref] = {}  # ControlNet apply node (in a chain) -> its control
         self._images: dict[str, list[Ref]] = {}
         self._ids: set[str] = set()
 
@@ -186,10 +195,12 @@ class Translator:
             return inpaint.images(self, nid, index)
         if cls in upscale.IMAGE_NODES:
             return upscale.images(self, nid, cls)
+        if cls == "Canny":
+            return canny_images(self, nid)
         if cls == "VAEDecode":
             src, _ = self._source(nid, "samples")
             src_cls = self._class(src)
-            if src_cls == "KSampler":
+            if src_cls in SAMPLER_CLASSES:
                 return [(tf, "image") for tf in self.sampler(src)]
             if src_cls == "VAEEncode":
                 return self.images(*self._source(src, "pixels"))
@@ -216,9 +227,7 @@ class Translator:
         return tf_id
 
     def _text(self, nid: str, name: str) -> str:
-        src, index = self._source(nid, name)
-        if self._class(src) in inpaint.CONDITIONING_NODES:
-            src, _ = inpaint.prompt_source(self, src, index)
+        src, _ = conditioning_source(self, nid, name)
         return str(self._inputs(src).get("text", ""))
 
     def _sigmas(self, nid: str, sampler_name: str, schedule: str) -> str:
@@ -243,11 +252,11 @@ class Translator:
         if nid in self.samplers:
             return self.samplers[nid]
         self.samplers[nid] = []
-        inputs = self._inputs(nid)
+        inputs = sampler_inputs(self, nid)
         model_node, _ = self._source(nid, "model")
         model = str(self._inputs(model_node)["ckpt_name"])
-        pos_node, _ = self._source(nid, "positive")
-        neg_node, _ = self._source(nid, "negative")
+        pos_node, _ = conditioning_source(self, nid, "positive")
+        neg_node, _ = conditioning_source(self, nid, "negative")
         latent_node, _ = self._source(nid, "latent_image")
         steps, cfg = as_int(inputs["steps"]), as_float(inputs["cfg"])
         seed, denoise = as_int(inputs["seed"]), as_float(inputs["denoise"])
@@ -264,6 +273,7 @@ class Translator:
             "scheduler": sampler,
             "sigmas": sigmas,
             "model": model,
+            **control_inputs(self, nid),
         }
         ports: dict[str, tuple[str, str]] = {
             "prompt": (pos_node, "text"),
@@ -316,6 +326,7 @@ class Translator:
                        f"latent_image: a {latent_cls} output cannot be sampled again; decode it "
                        "and VAEEncode the image", "latent_image")  # fmt: skip
         self.samplers[nid] = made
+        fix_ports(self, nid)
         return made
 
     # -- whole prompt -----------------------------------------------------------------------

@@ -62,7 +62,7 @@ def latent_images(tr: Translator, nid: str) -> list[Ref]:
     """The images behind a LATENT output: a sampler's, a VAEEncode'd image, or those of an
     upscaled latent (scaled in pixel space, the approximation noted)."""
     cls = tr._class(nid)
-    if cls == "KSampler":
+    if cls in ("KSampler", "KSamplerAdvanced"):
         return [(tf, "image") for tf in tr.sampler(nid)]
     if cls == "VAEEncode":
         return tr.images(*tr._source(nid, "pixels"))
@@ -70,7 +70,7 @@ def latent_images(tr: Translator, nid: str) -> list[Ref]:
     if key in tr._images:
         return tr._images[key]
     source = tr._source(nid, "samples")[0]
-    if tr._class(source) not in {"KSampler", "VAEEncode", *LATENT_UPSCALES}:
+    if tr._class(source) not in {"KSampler", "KSamplerAdvanced", "VAEEncode", *LATENT_UPSCALES}:
         tr._fail(nid, "Unsupported latent",
                  f"samples: a {tr._class(source)} output cannot be upscaled; upscale a "
                  "KSampler's or VAEEncode's latent", "samples")  # fmt: skip

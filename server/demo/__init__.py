@@ -32,6 +32,7 @@ EXAMPLE_FILES = (
     "inpaint.takeflow.json",  # on the demo-inpaint model
     "outpaint.takeflow.json",
     "hires_fix.takeflow.json",
+    "controlnet.takeflow.json",
 )
 
 

@@ -9,6 +9,7 @@ export const PORT_COLORS = {
   mask: '#f07178',
   asset: '#ff8f40',
   json: '#95e6cb',
+  control: '#c792ea',
   any: '#b3b1ad',
 };
 
