@@ -23,6 +23,7 @@ class PortType(StrEnum):
     ASSET = "asset"
     JSON = "json"
     ANY = "any"
+    MODEL = "model"  # a checkpoint name, or a model value (checkpoint + VAE + CLIP skip + LoRAs)
 
 
 # A link from an output of type key may feed an input of any type in the value set.
@@ -30,6 +31,7 @@ _WIDENINGS: dict[PortType, frozenset[PortType]] = {
     PortType.INTEGER: frozenset({PortType.FLOAT}),
     PortType.MASK: frozenset({PortType.IMAGE}),
     PortType.ASSET: frozenset({PortType.IMAGE}),
+    PortType.TEXT: frozenset({PortType.MODEL}),
 }
 
 
@@ -57,6 +59,7 @@ _JSON_TYPES: dict[PortType, dict[str, Any]] = {
     PortType.ASSET: {"type": "string", "pattern": "^asset://[A-Za-z0-9._/-]+$"},
     PortType.JSON: {},
     PortType.ANY: {},
+    PortType.MODEL: {"description": "a model name, or a model value from checkpoint_loader"},
 }
 
 

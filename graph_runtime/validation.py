@@ -68,6 +68,7 @@ def _check_literal(node: CanvasNode, spec: InputSpec, value: Any) -> GraphIssue 
         PortType.ASSET: isinstance(value, str) and value.startswith("asset://"),
         PortType.IMAGE: False,
         PortType.MASK: False,
+        PortType.MODEL: isinstance(value, str | dict),
     }.get(kind, True)
     if value is None and not spec.required:
         return None

@@ -7,8 +7,9 @@ the diffusion service on first use, never here.
 from __future__ import annotations
 
 from graph_runtime.templates import FunctionTemplate
+from nodes.diffusion.model_templates import TEMPLATES as _MODEL_TEMPLATES
 from nodes.diffusion.templates import TEMPLATES as _TEMPLATES
 
-TEMPLATES: tuple[FunctionTemplate, ...] = _TEMPLATES
+TEMPLATES: tuple[FunctionTemplate, ...] = (*_TEMPLATES, *_MODEL_TEMPLATES)
 
 __all__ = ["TEMPLATES"]

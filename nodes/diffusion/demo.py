@@ -214,6 +214,9 @@ def ensure_demo_model(home: EditableConfig) -> Path:
     current = (home.config().get("models") or {}).get(DEMO_MODEL)
     if not current or Path(current.get("path", "")) != folder or not current.get("demo"):
         register_model(home, DEMO_MODEL, folder, demo=True, label=DEMO_LABEL)
+    from nodes.diffusion.demo_lora import ensure_demo_lora  # the demo LoRA, for that model
+
+    ensure_demo_lora(home, folder)
     return folder
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from graph_runtime.errors import ModelNotFoundError, TakeflowError
+from nodes.diffusion.model_value import LoraUse
 from nodes.diffusion.models import ModelSpec
 
 TEXT_TO_IMAGE = "text_to_image"
@@ -67,12 +68,17 @@ class GenerationRequest:
     strength: float = 0.75
     image: Any = None  # PIL image, image_to_image only
     sigmas: str = "default"
+    # The model's parts (nodes/diffusion/model_value.py): its LoRA stack, VAE file, CLIP skip.
+    loras: tuple[LoraUse, ...] = ()
+    vae: str | None = None
+    clip_skip: int = 0
 
     def batch_key(self) -> tuple[Any, ...]:
         """Requests with equal keys may share one batched pipeline call."""
         strength = self.strength if self.kind == IMAGE_TO_IMAGE else None
         return (self.kind, self.model, self.width, self.height, self.steps,
-                float(self.guidance), self.scheduler, self.sigmas, strength)  # fmt: skip
+                float(self.guidance), self.scheduler, self.sigmas, strength,
+                self.loras, self.vae, self.clip_skip)  # fmt: skip
 
     def check(self) -> None:
         for name, value in (("width", self.width), ("height", self.height)):
@@ -110,3 +116,4 @@ class GenerationResult:
     model: ModelSpec
     batch_size: int
     device: str
+    parts: Any = None  # the ModelParts used (nodes/diffusion/parts.py), for provenance

@@ -22,6 +22,7 @@ from typing import Any
 from graph_runtime.errors import TaskCancelledError
 from nodes.diffusion.config import DiffusionSettings
 from nodes.diffusion.models import ModelSpec
+from nodes.diffusion.parts import apply_parts
 from nodes.diffusion.pipeline_cache import PipelineCache
 from nodes.diffusion.requests import IMAGE_TO_IMAGE, GenerationRequest
 
@@ -44,6 +45,7 @@ class WorkItem:
     image: Any = None
     error: BaseException | None = None
     batch_size: int = 0
+    parts: Any = None  # its ModelParts (LoRAs, VAE, CLIP skip, embeddings), resolved
 
 
 @dataclass
@@ -172,7 +174,8 @@ class BatchScheduler:
             entry = self.cache.get(items[0].spec, self._device())
             with entry.lock:
                 pipe = entry.pipeline_for(first.kind, first.scheduler, first.sigmas)
-                images = pipe(**self._call_kwargs(pipe, items, record)).images
+                extra = apply_parts(entry, pipe, [i.parts for i in items])  # LoRAs, VAE, ...
+                images = pipe(**self._call_kwargs(pipe, items, record), **extra).images
             for item, image in zip(items, images, strict=True):
                 item.image = image.convert("RGB")
                 item.batch_size = len(items)

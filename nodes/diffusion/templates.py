@@ -15,6 +15,7 @@ from graph_runtime.templates import (
     Quality,
     ResourceHints,
 )
+from nodes.diffusion.model_value import as_model
 from nodes.diffusion.requests import (
     IMAGE_TO_IMAGE,
     MAX_SEED,
@@ -43,6 +44,7 @@ def _service(ctx: ProgressReporter) -> DiffusionService:
 
 
 def _request(kind: str, inputs: Inputs, **extra: Any) -> GenerationRequest:
+    model = as_model(inputs["model"])  # a name, or a model value with its parts
     return GenerationRequest(
         kind=kind,
         prompt=str(inputs["prompt"]),
@@ -51,8 +53,11 @@ def _request(kind: str, inputs: Inputs, **extra: Any) -> GenerationRequest:
         guidance=float(inputs["guidance"]),
         scheduler=str(inputs["scheduler"]),
         seed=inputs.get("seed"),
-        model=str(inputs["model"]),
+        model=model.checkpoint,
         sigmas=str(inputs.get("sigmas") or "default"),
+        loras=model.loras,
+        vae=model.vae,
+        clip_skip=model.clip_skip,
         **extra,
     )
 
@@ -66,6 +71,8 @@ def _outputs(ctx: ProgressReporter, result: GenerationResult) -> dict[str, Any]:
         device=result.device,
         batch_size=result.batch_size,
     )
+    if result.parts is not None:  # LoRAs, VAE, CLIP skip, embeddings: by name and hash
+        ctx.record_metadata(**result.parts.metadata())
     return {"image": result.image, "seed": result.seed}
 
 
@@ -98,7 +105,8 @@ _SAMPLING = (
     InputSpec("scheduler", T.TEXT, "sampler", default="euler", choices=tuple(SCHEDULERS)),
     InputSpec("sigmas", T.TEXT, "noise schedule spacing (karras/exponential: some samplers only)",
               default="default", choices=tuple(SIGMAS)),
-    InputSpec("model", T.TEXT, "model name from the Takeflow home's config", default="demo"),
+    InputSpec("model", T.MODEL, "a model name from the Takeflow home's config, or a "
+              "checkpoint_loader / lora output", default="demo"),
 )  # fmt: skip
 
 

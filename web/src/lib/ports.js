@@ -9,10 +9,11 @@ export const PORT_COLORS = {
   mask: '#f07178',
   asset: '#ff8f40',
   json: '#95e6cb',
+  model: '#c594c5',
   any: '#b3b1ad',
 };
 
-const WIDENINGS = { integer: ['float'], mask: ['image'], asset: ['image'] };
+const WIDENINGS = { integer: ['float'], mask: ['image'], asset: ['image'], text: ['model'] };
 
 /** Whether an output of type `source` may feed an input of type `target`. */
 export function linkCompatible(source, target) {
