@@ -208,7 +208,23 @@ def apply_parts(
     if pipe.vae is not vae:
         pipe.register_modules(vae=vae)
     clip_skip = first.clip_skip if first is not None else 0
+    if clip_skip:
+        _clip_skip_shim(base)
     return {"clip_skip": clip_skip} if clip_skip else {}
+
+
+def _clip_skip_shim(pipe: Any) -> None:
+    """diffusers' SD pipeline applies CLIP skip through ``text_encoder.text_model.
+    final_layer_norm``; transformers 5's ``CLIPTextModel`` has ``final_layer_norm`` itself."""
+    encoder = getattr(pipe, "text_encoder", None)
+    if encoder is None or "text_model" in encoder.__dict__ or hasattr(encoder, "text_model"):
+        return
+    from types import SimpleNamespace
+
+    # Outside the module tree (no submodule registered): only this lookup sees it.
+    object.__setattr__(
+        encoder, "text_model", SimpleNamespace(final_layer_norm=encoder.final_layer_norm)
+    )
 
 
 def _ensure_adapter(
