@@ -63,8 +63,8 @@ def save_lora(weights: dict[str, Any], path: Path) -> Path:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp),
-              metadata={"ss_network_module": "networks.lora", "takeflow_demo": "random"})  # fmt: skip
+    metadata = {"ss_network_module": "networks.lora", "takeflow_demo": "random"}
+    save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp), metadata=metadata)
     tmp.replace(path)
     return path
 

@@ -135,8 +135,10 @@ def _graph(*lora_nodes: dict[str, Any], prompt: str = "a lighthouse") -> CanvasG
 def test_a_lora_stack_in_a_canvas_is_recorded_by_name_hash_and_strength(
     lora_home: TakeflowHome, kohya_files: dict[str, Path], diffusion_runtime: Any, project: Any
 ) -> None:
-    graph = _graph({"lora": "style/a.safetensors", "strength_model": 0.7, "strength_clip": 0.3},
-                   {"lora": "b.safetensors", "strength_model": 0.5, "strength_clip": 1.0})  # fmt: skip
+    graph = _graph(
+        {"lora": "style/a.safetensors", "strength_model": 0.7, "strength_clip": 0.3},
+        {"lora": "b.safetensors", "strength_model": 0.5, "strength_clip": 1.0},
+    )
     record, _ = run(diffusion_runtime, graph, project_id="demo", shot=SHOT)
     assert record.status == TaskStatus.COMPLETED, record.error
     take = project.takes.list(SHOT)[0]
