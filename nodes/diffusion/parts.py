@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -244,7 +245,9 @@ def _ensure_adapter(
         state.active = None
     weights = load_weights(lora.file.path)
     try:
-        pipe.load_lora_weights(dict(weights), adapter_name=name)
+        with warnings.catch_warnings():  # peft's note on a second adapter: that is the point
+            warnings.filterwarnings("ignore", "Already found a `peft_config`", UserWarning)
+            pipe.load_lora_weights(dict(weights), adapter_name=name)
     except Exception as exc:
         raise ModelLoadError(
             f"LoRA '{lora.name}' could not be applied to model '{entry.spec.name}': "

@@ -208,6 +208,13 @@ class TakeflowBridge:
         models = getattr(service, "models", None)
         return sorted(models.names()) if models is not None else []
 
+    def part_names(self, kind: str) -> list[str]:
+        """Model part files of ``kind`` (``loras``, ``vae``, ...; ``nodes.diffusion.folders``)
+        by relative path; none without the diffusion service."""
+        service = self.runtime.runner.services.get("diffusion")
+        folders = getattr(getattr(service, "models", None), "folders", None)
+        return folders.names(kind) if folders is not None else []
+
     def loaded_models(self) -> list[str]:
         """Models whose pipelines this process holds loaded (none without the diffusion
         service, e.g. on an API replica of the distributed mode)."""

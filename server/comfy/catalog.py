@@ -109,10 +109,12 @@ class Catalog:
         models: Callable[[], list[str]],
         input_files: Callable[[], list[str]],
         limits: Callable[[str, str], Limits],
+        parts: Callable[[str], list[str]] | None = None,
     ) -> None:
         self.models = models
         self.input_files = input_files
         self.limits = limits
+        self.parts = parts or (lambda kind: [])  # model part files by folder kind
         self.types = {t.name: t for t in NODE_TYPES}
 
     def get(self, class_type: str) -> NodeType | None:
@@ -175,6 +177,14 @@ def _models(catalog: Catalog) -> list[str]:
 
 def _input_files(catalog: Catalog) -> list[str]:
     return catalog.input_files()
+
+
+def _loras(catalog: Catalog) -> list[str]:
+    return catalog.parts("loras")
+
+
+def _vaes(catalog: Catalog) -> list[str]:
+    return catalog.parts("vae")
 
 
 def _samplers(_: Catalog) -> list[str]:
@@ -260,5 +270,37 @@ NODE_TYPES: tuple[NodeType, ...] = (
         "LoadImage", "Load Image", "image", "An image from the input folder (upload it first).",
         (Input("image", "COMBO", {"image_upload": True}, choices=_input_files),),
         ("IMAGE", "MASK"),
+    ),
+    # Model parts (server/comfy/translate_lora.py): they change the symbolic MODEL/CLIP/VAE.
+    NodeType(
+        "LoraLoader", "Load LoRA", "loaders",
+        "Adds a LoRA from Takeflow's loras folder to the model (UNet) and CLIP (text encoders).",
+        (Input("model", "MODEL"), Input("clip", "CLIP"),
+         Input("lora_name", "COMBO", choices=_loras),
+         Input("strength_model", "FLOAT", {"default": 1.0, "min": -10.0, "max": 10.0,
+                                           "step": 0.01}),
+         Input("strength_clip", "FLOAT", {"default": 1.0, "min": -10.0, "max": 10.0,
+                                          "step": 0.01})),
+        ("MODEL", "CLIP"),
+    ),
+    NodeType(
+        "LoraLoaderModelOnly", "LoraLoaderModelOnly", "loaders",
+        "Adds a LoRA from Takeflow's loras folder to the model (UNet) only.",
+        (Input("model", "MODEL"), Input("lora_name", "COMBO", choices=_loras),
+         Input("strength_model", "FLOAT", {"default": 1.0, "min": -10.0, "max": 10.0,
+                                           "step": 0.01})),
+        ("MODEL",),
+    ),
+    NodeType(
+        "CLIPSetLastLayer", "CLIP Set Last Layer", "conditioning",
+        "CLIP skip: the text encoder layer whose output conditions the model (-1: the last).",
+        (Input("clip", "CLIP"),
+         Input("stop_at_clip_layer", "INT", {"default": -1, "min": -12, "max": -1, "step": 1})),
+        ("CLIP",),
+    ),
+    NodeType(
+        "VAELoader", "Load VAE", "loaders", "A VAE from Takeflow's vae folder.",
+        (Input("vae_name", "COMBO", choices=_vaes),),
+        ("VAE",),
     ),
 )  # fmt: skip

@@ -59,7 +59,7 @@ class ComfyService:
         self.store = ComfyStore(open_tables(runtime.state, self._store_path))
         self.folders = ComfyFolders(root)
         self.catalog = Catalog(self.bridge.model_names, self.folders.input_files,
-                               self.bridge.limits)  # fmt: skip
+                               self.bridge.limits, self.bridge.part_names)  # fmt: skip
         self.hub = ComfyHub(self)
         self.auth = auth
         self._user_folders: dict[str, ComfyFolders] = {}
@@ -161,8 +161,9 @@ class ComfyService:
         if not self.auth or user is None:
             return self.catalog
         return Catalog(
-            self.bridge.model_names, self.folders_of(user).input_files, self.bridge.limits
-        )
+            self.bridge.model_names, self.folders_of(user).input_files, self.bridge.limits,
+            self.bridge.part_names,
+        )  # fmt: skip
 
     # -- submitting -------------------------------------------------------------------------
 

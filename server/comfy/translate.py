@@ -20,6 +20,7 @@ from typing import Any
 from server.comfy.catalog import SAMPLER_NOTES, SAMPLERS, SIGMA_SAMPLERS, SIGMAS, Catalog
 from server.comfy.errors import NodeErrors, PromptRejected, input_error, is_link
 from server.comfy.files import PathRefused, check_prefix
+from server.comfy.translate_lora import sampler_model
 from server.comfy.validate import as_float, as_int
 
 SEED_SPACE = 2**32  # Takeflow's seeds are 32-bit; ComfyUI's 64-bit seeds are taken modulo
@@ -204,8 +205,7 @@ class Translator:
             return self.samplers[nid]
         self.samplers[nid] = []
         inputs = self._inputs(nid)
-        model_node, _ = self._source(nid, "model")
-        model = str(self._inputs(model_node)["ckpt_name"])
+        model, model_port = sampler_model(self, nid)  # LoRAs, CLIP skip, VAE: translate_lora
         pos_node, _ = self._source(nid, "positive")
         neg_node, _ = self._source(nid, "negative")
         latent_node, _ = self._source(nid, "latent_image")
@@ -231,7 +231,7 @@ class Translator:
             "guidance": (nid, "cfg"),
             "scheduler": (nid, "sampler_name"),
             "sigmas": (nid, "scheduler"),
-            "model": (model_node, "ckpt_name"),
+            "model": model_port,
             "seed": (nid, "seed"),
             "steps": (nid, "steps"),
         }

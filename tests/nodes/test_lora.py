@@ -23,7 +23,6 @@ from tests.nodes.test_diffusion import RecordingReporter, pixels, run
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning",
-    "ignore:Already found a `peft_config` attribute:UserWarning",
 )
 SHOT = "ch01/sc01/sh010"
 
