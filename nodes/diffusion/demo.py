@@ -230,7 +230,9 @@ def demo_model_ready(home: EditableConfig) -> bool:
     folder = home.path / "models" / DEMO_MODEL
     current = (home.config().get("models") or {}).get(DEMO_MODEL)
     registered = bool(current and Path(current.get("path", "")) == folder and current.get("demo"))
-    return registered and _is_current(folder)
+    from nodes.diffusion.demo_lora import demo_lora_ready
+
+    return registered and _is_current(folder) and demo_lora_ready(home)
 
 
 def prepare_demo_model(

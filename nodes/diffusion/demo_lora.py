@@ -69,12 +69,20 @@ def save_lora(weights: dict[str, Any], path: Path) -> Path:
     return path
 
 
+def _demo_lora_path(home: EditableConfig) -> Path:
+    raw = home.config().get("loras_dir")
+    folder = resolve_path(raw, home.path) if raw else home.path / "models" / "loras"
+    return folder / DEMO_LORA
+
+
+def demo_lora_ready(home: EditableConfig) -> bool:
+    return _demo_lora_path(home).is_file()
+
+
 def ensure_demo_lora(home: EditableConfig, model: Path) -> Path:
     """``demo-lora.safetensors`` (random weights for the demo model) in the home's loras
     folder, unless it is there."""
-    raw = home.config().get("loras_dir")
-    folder = resolve_path(raw, home.path) if raw else home.path / "models" / "loras"
-    target = folder / DEMO_LORA
+    target = _demo_lora_path(home)
     if target.is_file():
         return target
     from diffusers import DiffusionPipeline

@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 
 DEMO_PROJECT = "demo"
 CANVAS_DIR = "02_Source_Creative/canvases"
-EXAMPLE_FILES = ("poster.takeflow.json", "poster.schedules.json", "dream.takeflow.json")
+EXAMPLE_FILES = ("poster.takeflow.json", "poster.schedules.json", "dream.takeflow.json",
+                 "lora.takeflow.json")  # fmt: skip
 
 
 def ensure_demo(runtime: Runtime, wait: bool = True) -> threading.Thread | None:
