@@ -133,7 +133,9 @@ def resolve_parts(
         request.clip_skip,
         tuple({e.sha256: e for e in embeddings.values()}.values()),
     )
-    return parts, replace(request, **texts) if embeddings else request
+    if not embeddings:
+        return parts, request
+    return parts, replace(request, prompt=texts["prompt"], negative_prompt=texts["negative_prompt"])
 
 
 def _resolve(folders: ModelFolders, kind: str, name: str, port: str) -> ModelFile:

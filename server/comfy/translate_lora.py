@@ -45,7 +45,7 @@ def _vae(tr: Translator, sampler: str, checkpoint: str) -> str | None:
     """The VAE file decoding ``sampler``'s output (None: the checkpoint's own)."""
     names: list[str | None] = []
     for nid in tr.needed:
-        samples = tr._inputs(nid).get("samples")
+        samples: Any = tr._inputs(nid).get("samples")
         if tr._class(nid) != "VAEDecode" or not is_link(samples) or str(samples[0]) != sampler:
             continue
         src, _ = tr._source(nid, "vae")
