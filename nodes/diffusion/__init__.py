@@ -9,7 +9,8 @@ from __future__ import annotations
 from graph_runtime.templates import FunctionTemplate
 from nodes.diffusion.model_templates import TEMPLATES as _MODEL_TEMPLATES
 from nodes.diffusion.templates import TEMPLATES as _TEMPLATES
+from nodes.diffusion.upscale import TEMPLATES as _UPSCALE
 
-TEMPLATES: tuple[FunctionTemplate, ...] = (*_TEMPLATES, *_MODEL_TEMPLATES)
+TEMPLATES: tuple[FunctionTemplate, ...] = (*_TEMPLATES, *_MODEL_TEMPLATES, *_UPSCALE)
 
 __all__ = ["TEMPLATES"]

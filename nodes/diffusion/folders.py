@@ -48,6 +48,8 @@ KINDS: dict[str, FolderKind] = {
         FolderKind("embeddings", "embeddings_dir", (".safetensors", ".pt", ".bin"),
                    "embedding"),
         FolderKind("vae", "vae_dir", (".safetensors", ".pt", ".ckpt", ".bin"), "VAE"),
+        FolderKind("vae_approx", "vae_approx_dir", (".safetensors", ".pth", ".pt"),
+                   "preview decoder"),
     )
 }  # fmt: skip
 

@@ -68,6 +68,7 @@ class GenerationRequest:
     strength: float = 0.75
     image: Any = None  # PIL image, image_to_image only
     sigmas: str = "default"
+    preview_method: str = "auto"  # nodes.diffusion.previews.PREVIEW_METHODS; not in batch_key
     # The model's parts (nodes/diffusion/model_value.py): its LoRA stack, VAE file, CLIP skip.
     loras: tuple[LoraUse, ...] = ()
     vae: str | None = None

@@ -16,6 +16,7 @@ from graph_runtime.templates import (
     ResourceHints,
 )
 from nodes.diffusion.model_value import as_model
+from nodes.diffusion.previews import PREVIEW_METHODS
 from nodes.diffusion.requests import (
     IMAGE_TO_IMAGE,
     MAX_SEED,
@@ -55,6 +56,7 @@ def _request(kind: str, inputs: Inputs, **extra: Any) -> GenerationRequest:
         seed=inputs.get("seed"),
         model=model.checkpoint,
         sigmas=str(inputs.get("sigmas") or "default"),
+        preview_method=str(inputs.get("preview_method") or "auto"),
         loras=model.loras,
         vae=model.vae,
         clip_skip=model.clip_skip,
@@ -107,6 +109,9 @@ _SAMPLING = (
               default="default", choices=tuple(SIGMAS)),
     InputSpec("model", T.MODEL, "a model name from the Takeflow home's config, or a "
               "checkpoint_loader / lora output", default="demo"),
+    InputSpec("preview_method", T.TEXT, "live previews while denoising (auto: TAESD where its "
+              "decoder is in vae_approx, else latent2rgb)", default="auto",
+              choices=PREVIEW_METHODS, affects_output=False),
 )  # fmt: skip
 
 

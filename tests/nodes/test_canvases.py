@@ -13,6 +13,7 @@ from graph_runtime.canvas import CanvasGraph
 from graph_runtime.tasks import TaskStatus
 from graph_runtime.validation import validate_graph
 from nodes.diffusion.demo_lora import ensure_demo_lora
+from nodes.diffusion.upscale_demo import ensure_demo_upscale_model
 from stores.home import TakeflowHome
 from tests.nodes.test_diffusion import run
 
@@ -32,6 +33,7 @@ def test_example_canvas_validates_and_runs(
     project: Any,
 ) -> None:  # fmt: skip
     ensure_demo_lora(diffusion_home, tiny_model_dir)  # what `serve --demo` puts beside it
+    ensure_demo_upscale_model(diffusion_home)
     raw = json.loads(path.read_text())
     for node in raw["nodes"]:
         if node["template"].split("@")[0] in GENERATION:  # few steps: the pipes, not the art
