@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.diffusion_lora import lora_rows  # noqa: E402
 from dagster_defs.runtime import Runtime, open_runtime  # noqa: E402
 from dagster_defs.services import service_context  # noqa: E402
 from graph_runtime.canvas import RunContext, single_node_graph  # noqa: E402
@@ -297,6 +298,7 @@ def _run(args: argparse.Namespace, model: str, size: int, tmp: Path) -> int:
     single_file_vs_folder(args, home, folder, values)
     controlnet_vs_none(args, home, folder, values)
     previews_on_vs_off(args, home, values)
+    lora_rows(args, home, folder, values, service)  # bench/diffusion_lora.py
 
     print(f"{args.concurrent} concurrent one-image tasks ({args.concurrent} workers):")
     results = {}

@@ -24,6 +24,7 @@ class PortType(StrEnum):
     JSON = "json"
     ANY = "any"
     CONTROL = "control"  # ControlNet applications (nodes.diffusion.controlnet)
+    MODEL = "model"  # a checkpoint name, or a model value (checkpoint + VAE + CLIP skip + LoRAs)
 
 
 # A link from an output of type key may feed an input of any type in the value set.
@@ -31,6 +32,7 @@ _WIDENINGS: dict[PortType, frozenset[PortType]] = {
     PortType.INTEGER: frozenset({PortType.FLOAT}),
     PortType.MASK: frozenset({PortType.IMAGE}),
     PortType.ASSET: frozenset({PortType.IMAGE}),
+    PortType.TEXT: frozenset({PortType.MODEL}),
 }
 
 
@@ -59,6 +61,7 @@ _JSON_TYPES: dict[PortType, dict[str, Any]] = {
     PortType.JSON: {},
     PortType.ANY: {},
     PortType.CONTROL: {"type": "array", "description": "ControlNet applications"},
+    PortType.MODEL: {"description": "a model name, or a model value from checkpoint_loader"},
 }
 
 
