@@ -90,11 +90,11 @@ def test_ctrl_enter_during_a_run_queues_a_second_task_the_editor_keeps(
         time.sleep(0.1)
     (second,) = [t["task_id"] for t in tasks_of(server, "twice") if t["task_id"] != first]
     assert run_status(page)["task"] == first  # still watching the first
-    page.locator(f"[data-testid=queue-task][data-task='{second}']").wait_for()
+    page.locator(f"[data-testid=queue-task][data-task-id='{second}']").wait_for()
     page.get_by_test_id("cancel-run").click()  # Cancel stops the watched (first) task
     page.wait_for_selector(f"[data-testid=run-status][data-task='{second}']")  # then the next
     assert server.get(f"{TASKS}/{first}")["status"] == "cancelled"
-    page.locator(f"[data-testid=queue-task][data-task='{second}']").get_by_test_id(
+    page.locator(f"[data-testid=queue-task][data-task-id='{second}']").get_by_test_id(
         "queue-cancel"
     ).click()
     page.wait_for_selector(f"[data-testid=run-status][data-task='{second}'][data-status=cancelled]")

@@ -20,6 +20,7 @@ from tests.e2e.test_editor import (  # noqa: F401 - fixtures used by name
     page,
     run_status,
     server,
+    shoot,
     wait_image,
     web_dist,
 )
@@ -42,16 +43,8 @@ def wait_until(check: Any, what: str, timeout: float = 30) -> Any:
     return found
 
 
-def queue_rows(page: Any) -> list[dict[str, str]]:
-    rows = page.get_by_test_id("queue-task")
-    return [
-        {k: str(rows.nth(i).get_attribute(f"data-{k}")) for k in ("task", "status", "position")}
-        for i in range(rows.count())
-    ]
-
-
 def row(page: Any, task_id: str) -> Any:
-    return page.locator(f"[data-testid=queue-task][data-task='{task_id}']")
+    return page.locator(f"[data-testid=queue-task][data-task-id='{task_id}']")
 
 
 # ---- the queue ---------------------------------------------------------------------------------
@@ -67,8 +60,8 @@ def test_three_queued_runs_one_reordered_the_second_cancelled(page: Any, server:
     row(page, api_task).and_(page.locator("[data-status=running]")).wait_for()
 
     wait = drop_template(page, "delay", 60, 60)
-    wait.get_by_test_id("input-seconds").fill("2")
-    wait.get_by_test_id("input-steps").fill("20")
+    wait.get_by_test_id("input-seconds").fill("6")  # the first still runs when the second goes
+    wait.get_by_test_id("input-steps").fill("30")
     for n in range(1, 4):  # each Run adds one task
         page.get_by_test_id("run-graph").click()
         wait_until(lambda n=n: len(tasks_of(server, "queue")) == n + 1, f"run {n} not queued")
@@ -93,6 +86,7 @@ def test_three_queued_runs_one_reordered_the_second_cancelled(page: Any, server:
         "the move did not reach the server",
     )
     row(page, third).and_(page.locator("[data-position='0']")).wait_for()
+    shoot(page, "queue")
 
     # cancel the second while the first runs
     assert server.get(f"{TASKS}/{first}")["status"] == "running"
@@ -120,17 +114,34 @@ def test_three_queued_runs_one_reordered_the_second_cancelled(page: Any, server:
 
 def test_a_run_count_queues_variations_with_other_seeds(page: Any, server: Server) -> None:
     open_editor(page, "variations")
+    # a schedule's task (another user): shown with "all", not with "mine"; cancelled from there
+    other = server.http.post(
+        TASKS, json={"template_id": "delay", "inputs": {"seconds": 60, "steps": 240},
+                     "project_id": "variations", "shot_id": SHOT, "user_id": "scheduler"},
+    ).json()["task_id"]  # fmt: skip
+    page.get_by_test_id("queue-scope").select_option("all")
+    row(page, other).wait_for()
+    page.get_by_test_id("queue-scope").select_option("mine")
+    row(page, other).wait_for(state="detached")
+    page.get_by_test_id("queue-scope").select_option("all")
+    row(page, other).get_by_test_id("queue-cancel").click()
+    row(page, other).wait_for(state="detached")
+    assert server.get(f"{TASKS}/{other}")["status"] == "cancelled"
+    page.get_by_test_id("queue-scope").select_option("mine")
     noise = drop_template(page, "noise_image", 60, 60)
     noise.get_by_test_id("input-width").fill("8")
     noise.get_by_test_id("input-height").fill("8")
     noise.get_by_test_id("input-seed").fill("7")
     page.get_by_test_id("run-count").fill("3")
     page.get_by_test_id("run-graph").click()
+
+    def ours() -> dict[str, Any]:
+        return {k: v for k, v in tasks_of(server, "variations").items() if k != other}
+
     done = wait_until(
-        lambda: (t := tasks_of(server, "variations")) and len(t) == 3
-        and all(x["status"] == "completed" for x in t.values()) and t,
+        lambda: len(t := ours()) == 3 and all(x["status"] == "completed" for x in t.values()) and t,
         "three variations did not complete",
-    )  # fmt: skip
+    )
     listed = server.get("/api/v1/projects/variations/takes", shot_id=SHOT)
     takes = listed["takes"] if isinstance(listed, dict) else listed
     assert {t["metadata"]["task_id"] for t in takes} == set(done)
@@ -195,6 +206,7 @@ def test_the_viewer_pages_with_keys_and_compares_two_takes(page: Any, server: Se
     for img, take in ((a, "take_002"), (b, "take_001")):
         page.wait_for_function("el => el.complete && el.naturalWidth > 0", arg=img.element_handle())
         assert img.get_attribute("alt") == take
+    shoot(page, "compare")
     box_a, box_b = a.bounding_box(), b.bounding_box()
     assert box_a and box_b and box_a["x"] + box_a["width"] <= box_b["x"]  # side by side
     viewer.get_by_test_id("compare-slide").click()
