@@ -8,6 +8,8 @@ Usage:
     .venv/bin/python bench/diffusion.py --device cuda    # GPU, SD 1.5-sized random weights, 512, 20
     .venv/bin/python bench/diffusion.py --device cpu --model sd15 --size 64 --steps 2 \\
         --repeats 1 --concurrent 2                       # smoke test of the CUDA mode's model
+    .venv/bin/python bench/diffusion.py --only upscale   # only the upscale tiles/s rows
+    .venv/bin/python bench/diffusion.py --only previews  # only previews on vs off
 
 Every mode runs in this one process on the same loaded pipeline (the process's pipeline cache),
 one after another. Per-image figures are median / p95 in ms; the overhead ratio is
@@ -16,6 +18,9 @@ runner with as many workers, batching on (max batch = concurrent) vs off (max ba
 Single file: the same weights exported to one ``.safetensors`` in the original key layout
 (``model.diffusion_model.*``, ...) vs the diffusers folder: load time (fresh cache each time)
 and time per image through the diffusion service.
+Upscale: tiles/s of ``upscale_with_model``'s tiled run for Real-ESRGAN's compact and RRDBNet x4
+shapes (random weights, saved as .pth and loaded back) on cuda, 1024x1024 in tiles of 512;
+tiny shapes of both on CPU, 128x128 in tiles of 32 (what the tiling costs, not the convs).
 """
 
 from __future__ import annotations
@@ -197,12 +202,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--concurrent", type=int, default=8)
     parser.add_argument("--window-ms", type=float, default=50.0)
+    parser.add_argument("--only", choices=("upscale", "previews"), help="run only these rows")
     args = parser.parse_args(argv)
     model = args.model or ("sd15" if args.device == "cuda" else "tiny")
     size = args.size or (512 if args.device == "cuda" else 256)
     warnings.simplefilter("ignore")  # random fp16 weights may overflow to NaN pixels; fine here
     tmp = Path(tempfile.mkdtemp(prefix="takeflow-bench-diffusion-"))
     try:
+        if args.only == "upscale":
+            return upscale_rows(args, tmp)
         return _run(args, model, size, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -215,6 +223,11 @@ def _run(args: argparse.Namespace, model: str, size: int, tmp: Path) -> int:
     started = time.perf_counter()
     folder = build_random_pipeline(tmp / "model", model, half=model == "sd15")
     register_model(home, "bench", folder, demo=True)
+    values = {"prompt": "a lighthouse in a storm", "model": "bench", "width": size, "height": size,
+              "steps": args.steps, "guidance": 7.5, "scheduler": "euler"}  # fmt: skip
+    if args.only == "previews":
+        previews_on_vs_off(args, home, values)
+        return 0
     name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
     threads = torch.get_num_threads()
     print(
@@ -225,8 +238,6 @@ def _run(args: argparse.Namespace, model: str, size: int, tmp: Path) -> int:
         flush=True,
     )
 
-    values = {"prompt": "a lighthouse in a storm", "model": "bench", "width": size, "height": size,
-              "steps": args.steps, "guidance": 7.5, "scheduler": "euler"}  # fmt: skip
     service = diffusion_service(home, args.device, 1, 0)
     request = GenerationRequest(**{k: v for k, v in values.items()}, seed=0)
     service.generate(request, NullReporter())  # load + warm up
@@ -283,6 +294,7 @@ def _run(args: argparse.Namespace, model: str, size: int, tmp: Path) -> int:
             runtime.close()
 
     single_file_vs_folder(args, home, folder, values)
+    previews_on_vs_off(args, home, values)
 
     print(f"{args.concurrent} concurrent one-image tasks ({args.concurrent} workers):")
     results = {}
@@ -304,7 +316,76 @@ def _run(args: argparse.Namespace, model: str, size: int, tmp: Path) -> int:
             runtime.close()
     print(f"  batching speed-up x{results['batching on'] / results['batching off']:.2f}")
     service.close()
+    return upscale_rows(args, tmp)
+
+
+def upscale_rows(args: argparse.Namespace, tmp: Path) -> int:
+    """Upscale tiles/s: Real-ESRGAN's two architectures (random weights) saved as .pth and
+    loaded back like the upscale_models folder's files, one image cut in tiles."""
+    import torch
+
+    from nodes.diffusion.folders import ModelFile
+    from nodes.diffusion.upscale import load_network, tile_count, upscale_tensor
+    from nodes.diffusion.upscale_arch import RRDBNet, SRVGGNetCompact
+
+    cuda = args.device == "cuda"
+    size, tile, overlap = (1024, 512, 32) if cuda else (128, 32, 8)
+    # cuda: realesr-general-x4v3's and RealESRGAN_x4plus's shapes; cpu: tiny ones (the tiling)
+    shapes = {
+        "compact x4 (64 ch, 32 convs)": lambda: SRVGGNetCompact(3, 3, nf=64, convs=32, scale=4),
+        "RRDBNet x4 (64 ch, 23 blocks)": lambda: RRDBNet(3, 3, 64, 32, 23, 2, 1),
+    } if cuda else {
+        "compact x4 tiny (16 ch, 8 convs)": lambda: SRVGGNetCompact(3, 3, 16, 8, 4),
+        "RRDBNet x4 tiny (16 ch, 2 blocks)": lambda: RRDBNet(3, 3, 16, 8, 2, 2, 1),
+    }  # fmt: skip
+    print(f"upscale with model ({size}x{size} input, tile {tile}, overlap {overlap}, "
+          f"{args.device}, float32, {torch.get_num_threads()} threads):", flush=True)  # fmt: skip
+    for label, make in shapes.items():
+        path = tmp / "upscale_models" / f"{label.split()[0]}.pth"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"params_ema": make().state_dict()}, path)
+        network = load_network(ModelFile("upscale_models", path.name, path), args.device)
+        pixels = torch.rand(1, 3, size, size, device=args.device)
+        upscale_tensor(network, pixels[:, :, :tile, :tile], tile, overlap)  # warm up
+        runs = []
+        for _ in range(max(1, args.repeats // 2)):
+            start = time.perf_counter()
+            upscale_tensor(network, pixels, tile, overlap)
+            if cuda:
+                torch.cuda.synchronize()
+            runs.append(time.perf_counter() - start)
+        tiles = tile_count(size, size, tile, network.multiple)
+        best = min(runs)
+        print(f"  {label:<34} {tiles / best:8.2f} tiles/s   {tiles} tiles in {best:.2f} s "
+              f"({(size * 4) ** 2 / best / 1e6:.2f} output MP/s)", flush=True)  # fmt: skip
     return 0
+
+
+def previews_on_vs_off(args: argparse.Namespace, home: TakeflowHome,
+                       values: dict[str, Any]) -> None:  # fmt: skip
+    """A graph run that stores a latent2rgb JPEG preview every step vs one with none."""
+    settings = DiffusionSettings(device=args.device, max_batch_size=1, batch_window_s=0,
+                                 preview_every=1)  # fmt: skip
+    service = DiffusionService(registry(home), settings, CACHE)
+    runtime = open_runtime(home.path, workers=1, services={"diffusion": service})
+    try:
+        if "bench" not in {p.id for p in runtime.projects.list()}:
+            runtime.projects.create("bench", "Bench")
+        modes = {"previews off (none)": "none", "previews on (latent2rgb every step)": "latent2rgb"}
+        samples: dict[str, list[float]] = {label: [] for label in modes}
+        for i in range(args.repeats + 1):  # the first round warms up
+            for label, method in modes.items():
+                seconds = run_tasks(runtime, [{**values, "seed": -1, "preview_method": method}],
+                                    "bench")  # fmt: skip
+                if i:
+                    samples[label].append(seconds * 1000)
+        print(f"previews ({args.steps} steps, a preview stored every step; graph + take):")
+        base = stats(samples["previews off (none)"])[0]
+        for label, ms in samples.items():
+            line(label, ms, None if label.startswith("previews off") else base, of="off")
+    finally:
+        runtime.close()
+        service.close()
 
 
 def single_file_vs_folder(

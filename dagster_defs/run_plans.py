@@ -18,7 +18,7 @@ from typing import Any
 from dagster import DagsterRun
 
 from dagster_defs.compiler import op_names
-from graph_runtime.canvas import CanvasGraph, LinkInput, LiteralInput, NodeProperties
+from graph_runtime.canvas import CanvasGraph, LinkInput, LiteralInput
 from graph_runtime.errors import TakeflowError
 from graph_runtime.tasks import DEFAULT_USER, TaskRecord, TaskStatus
 from graph_runtime.templates import Quality
@@ -51,8 +51,8 @@ def graph_of_run(base: ExecutionPlan, config: Mapping[str, Any]) -> CanvasGraph:
     nodes = []
     names = op_names(base)
     for node in base.graph.nodes:
-        op = names[node.id]
-        op_config = (ops.get(op) or {}).get("config") or {}
+        op = names.get(node.id)  # a bypassed node has no op
+        op_config = (ops.get(op) or {}).get("config") or {} if op else {}
         if not op_config:
             nodes.append(node)
             continue
@@ -69,7 +69,7 @@ def graph_of_run(base: ExecutionPlan, config: Mapping[str, Any]) -> CanvasGraph:
             inputs[port] = LiteralInput(value=value)
         quality = op_config.get("quality", node.properties.quality.value)
         try:
-            properties = NodeProperties(quality=Quality(quality), label=node.properties.label)
+            properties = node.properties.model_copy(update={"quality": Quality(quality)})
         except ValueError:
             raise RunConfigError(
                 f"node '{node.id}': quality {quality!r} is not one of "

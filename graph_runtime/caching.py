@@ -41,7 +41,11 @@ def node_cache_keys(plan: ExecutionPlan, quality: Mapping[str, str]) -> dict[str
         body = {
             "template": node.template.ref,
             "quality": quality.get(node.node_id, "standard"),
-            "literals": dict(sorted(node.literals.items())),
+            "literals": {
+                name: value
+                for name, value in sorted(node.literals.items())
+                if (spec := node.template.input(name)) is None or spec.affects_output
+            },
             "links": links,
         }
         raw = json.dumps(body, sort_keys=True, default=str, separators=(",", ":"))

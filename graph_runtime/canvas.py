@@ -47,8 +47,23 @@ class Position(_Frozen):
 
 
 class NodeProperties(_Frozen):
+    """How a node runs (quality, bypass) and how the editor shows it (label, collapsed)."""
+
     quality: Quality = Quality.STANDARD
     label: str | None = None
+    bypass: bool | None = None  # true: the node does not run; see graph_runtime/bypass.py
+    collapsed: bool | None = None  # editor only
+
+
+class Annotation(_Frozen):
+    """A note or a group frame on the canvas: kept with the graph, never run or validated."""
+
+    id: Annotated[str, Field(pattern=NODE_ID_PATTERN)]
+    kind: Literal["note", "group"]
+    text: Annotated[str, Field(max_length=20_000)] = ""
+    position: Position
+    width: Annotated[float, Field(gt=0, le=100_000)] | None = None
+    height: Annotated[float, Field(gt=0, le=100_000)] | None = None
 
 
 class CanvasNode(_Frozen):
@@ -91,6 +106,7 @@ class CanvasGraph(_Frozen):
     name: str = "untitled"
     nodes: tuple[CanvasNode, ...] = Field(max_length=500)
     context: RunContext = RunContext()
+    annotations: tuple[Annotation, ...] | None = Field(default=None, max_length=500)
 
     def node(self, node_id: str) -> CanvasNode | None:
         return next((n for n in self.nodes if n.id == node_id), None)
@@ -103,6 +119,7 @@ class CanvasGraph(_Frozen):
                 "template": n.template,
                 "quality": n.properties.quality.value,
                 "inputs": {k: v.model_dump(mode="json") for k, v in sorted(n.inputs.items())},
+                **_bypass_mark(n),
             }
             for n in sorted(self.nodes, key=lambda n: n.id)
         ]
@@ -119,10 +136,16 @@ class CanvasGraph(_Frozen):
                     for k, v in sorted(n.inputs.items())
                     if isinstance(v, LinkInput)
                 },
+                **_bypass_mark(n),
             }
             for n in sorted(self.nodes, key=lambda n: n.id)
         ]
         return _sha(body)
+
+
+def _bypass_mark(node: CanvasNode) -> dict[str, bool]:
+    """A bypassed node changes what runs; an unbypassed one hashes as before bypass existed."""
+    return {"bypass": True} if node.properties.bypass else {}
 
 
 def _sha(body: Any) -> str:

@@ -69,6 +69,11 @@ class MemoryProjectHistory:
         with self._lock:
             self.tree[path] = data
 
+    def delete(self, path: str) -> None:
+        """Remove a file of the working tree (a deleted or renamed canvas)."""
+        with self._lock:
+            self.tree.pop(path, None)
+
     def commit(self, paths: Sequence[str], message: str) -> str:
         with self._lock:
             known = set(self.tree) | set(self._committed)

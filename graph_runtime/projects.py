@@ -86,9 +86,14 @@ def check_relpath(rel: str) -> str:
     return "/".join(parts)
 
 
-def preview_relpath(task_id: str, node_id: str, index: int) -> str:
+def preview_relpath(task_id: str, node_id: str, index: int, suffix: str = ".png") -> str:
     """Where the ``index``-th preview of a node of a task is stored."""
-    return check_relpath(f"{PREVIEW_DIR}/{task_id}/{node_id}_{index:03d}.png")
+    return check_relpath(f"{PREVIEW_DIR}/{task_id}/{node_id}_{index:03d}{suffix}")
+
+
+def image_suffix(data: bytes) -> str:
+    """``.jpg`` for JPEG bytes, else ``.png`` (previews are one or the other)."""
+    return ".jpg" if data[:3] == b"\xff\xd8\xff" else ".png"
 
 
 @dataclass(frozen=True)
@@ -172,6 +177,10 @@ class ProjectStore(Protocol):
 
     def write_file(self, rel: str, data: bytes) -> None:
         """Write a file in one step: readers see the old or the new bytes, never a part."""
+        ...
+
+    def delete_file(self, rel: str) -> None:
+        """Remove a file (``ProjectFileNotFoundError`` when there is none); commit it after."""
         ...
 
     def stage_file(self) -> StagedFile:
@@ -348,7 +357,7 @@ class MemoryProject:
         return asset_relpath(uri) in self._tree
 
     def write_preview(self, task_id: str, node_id: str, index: int, png: bytes) -> str:
-        rel = preview_relpath(task_id, node_id, index)
+        rel = preview_relpath(task_id, node_id, index, image_suffix(png))
         self._put(rel, png)
         return rel
 
@@ -383,6 +392,13 @@ class MemoryProject:
 
     def write_file(self, rel: str, data: bytes) -> None:
         self._put(check_relpath(rel), bytes(data))
+
+    def delete_file(self, rel: str) -> None:
+        rel = check_relpath(rel)
+        if rel not in self._tree:
+            raise self._missing(rel)
+        self._history.delete(rel)
+        self._mtimes.pop(rel, None)
 
     def stage_file(self) -> StagedFile:
         return _MemoryStagedFile(self)

@@ -74,6 +74,7 @@ class InputSpec:
     choices: tuple[Any, ...] | None = None
     multiline: bool = False
     multiple_of: int | None = None
+    affects_output: bool = True  # False: how it runs, not what it makes (left out of cache keys)
 
     def json_schema(self) -> dict[str, Any]:
         schema: dict[str, Any] = dict(_JSON_TYPES[self.type])

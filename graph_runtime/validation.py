@@ -9,6 +9,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from graph_runtime.bypass import BypassRouter
 from graph_runtime.canvas import CanvasGraph, CanvasNode, LinkInput, LiteralInput
 from graph_runtime.errors import GraphIssue, GraphValidationError, TemplateNotFoundError
 from graph_runtime.registry import TemplateRegistry, split_ref
@@ -40,6 +41,7 @@ class ExecutionPlan:
     content_hash: str
     structure_hash: str
     by_id: Mapping[str, PlannedNode] = field(repr=False, default_factory=dict)
+    bypassed: tuple[str, ...] = ()  # nodes the run skips (see graph_runtime/bypass.py)
     proof: object = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -232,7 +234,8 @@ def validate_graph(
         if template is None:
             planned_links[nid] = links
             continue
-        if available_services is not None:
+        bypass = bool(node.properties.bypass)  # it does not run: only its links must hold
+        if available_services is not None and not bypass:
             issues.extend(_check_services(nid, template, available_services))
 
         port_names = [p.name for p in template.inputs]
@@ -280,6 +283,8 @@ def validate_graph(
                         )
                     )
                 continue
+            if bypass:
+                continue
             if isinstance(raw, LiteralInput):
                 value = raw.value
             elif spec.name in preset:
@@ -326,6 +331,15 @@ def validate_graph(
             )
         )
 
+    bypassed = {nid for nid, n in nodes.items() if n.properties.bypass}
+    if bypassed and order:
+        planned_links, bypass_issues = BypassRouter(bypassed, templates, planned_links).reroute()
+        issues.extend(bypass_issues)
+        if nodes and bypassed == set(nodes):
+            issues.append(
+                GraphIssue("all_bypassed", "every node is bypassed; turn bypass off on one")
+            )
+
     if issues:
         raise GraphValidationError(issues)
 
@@ -336,9 +350,10 @@ def validate_graph(
             template=templates[nid],  # type: ignore[arg-type]
             literals=planned_literals[nid],
             links=planned_links[nid],
-            upstream=tuple(sorted(deps[nid])),
+            upstream=tuple(sorted({src for src, _ in planned_links[nid].values()})),
         )
         for nid in order
+        if nid not in bypassed
     )
     return ExecutionPlan(
         graph=graph,
@@ -347,5 +362,6 @@ def validate_graph(
         content_hash=graph.content_hash(),
         structure_hash=graph.structure_hash(),
         by_id={n.node_id: n for n in planned},
+        bypassed=tuple(sorted(bypassed)),
         proof=_VALIDATED,
     )

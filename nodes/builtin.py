@@ -16,7 +16,7 @@ from graph_runtime.templates import (
     ProgressReporter,
     TemplateFn,
 )
-from nodes.images import open_image
+from nodes.images import check_image_size, open_image
 
 T = PortType
 Inputs = Mapping[str, Any]
@@ -92,6 +92,38 @@ def resize(ctx: ProgressReporter, inputs: Inputs) -> dict[str, Any]:
     return {
         "image": image.resize((inputs["width"], inputs["height"]), _RESAMPLE[inputs["resample"]])
     }
+
+
+_SCALE_RESAMPLE = {**_RESAMPLE, "area": Image.Resampling.BOX}
+
+
+def scale_image(ctx: ProgressReporter, inputs: Inputs) -> dict[str, Any]:
+    """Scale by a factor, or to a width and/or height (0 keeps the aspect ratio); ``crop``
+    center fills the size without distorting; sides are rounded to ``multiple_of``."""
+    image: Image.Image = inputs["image"]
+    width: float = inputs["width"]
+    height: float = inputs["height"]
+    multiple = int(inputs["multiple_of"])
+    if inputs["mode"] == "factor":
+        factor = float(inputs["factor"])
+        width, height = image.width * factor, image.height * factor
+    elif not width and not height:
+        raise ValueError("input 'width': set width or height (or both) when mode is 'size'")
+    elif not width:
+        width = image.width * height / image.height
+    elif not height:
+        height = image.height * width / image.width
+    size = (max(multiple, round(width / multiple) * multiple),
+            max(multiple, round(height / multiple) * multiple))  # fmt: skip
+    check_image_size(*size)
+    box = None
+    if inputs["crop"] == "center":
+        aspect = size[0] / size[1]
+        crop_w = min(image.width, round(image.height * aspect))
+        crop_h = min(image.height, round(image.width / aspect))
+        left, top = (image.width - crop_w) // 2, (image.height - crop_h) // 2
+        box = (left, top, left + crop_w, top + crop_h)
+    return {"image": image.resize(size, _SCALE_RESAMPLE[inputs["resample"]], box=box)}
 
 
 _BLEND = {
@@ -194,6 +226,23 @@ TEMPLATES: tuple[FunctionTemplate, ...] = (
     _t(resize, "Resize", "image", "Resize an image to an exact size.",
        (InputSpec("image", T.IMAGE, required=True), *_size_inputs(512),
         InputSpec("resample", T.TEXT, default="lanczos", choices=tuple(_RESAMPLE))),
+       (OutputSpec("image", T.IMAGE),)),
+    _t(scale_image, "Scale image", "image",
+       "Scale an image by a factor, or to a width and/or height (0 keeps the aspect ratio).",
+       (InputSpec("image", T.IMAGE, required=True),
+        InputSpec("mode", T.TEXT, "scale by 'factor' or to 'size'", default="factor",
+                  choices=("factor", "size")),
+        InputSpec("factor", T.FLOAT, "mode factor: the scale", default=2.0, minimum=0.01,
+                  maximum=16.0),
+        InputSpec("width", T.INTEGER, "mode size: width (0: from height, keeping the aspect)",
+                  default=0, minimum=0, maximum=16384),
+        InputSpec("height", T.INTEGER, "mode size: height (0: from width, keeping the aspect)",
+                  default=0, minimum=0, maximum=16384),
+        InputSpec("resample", T.TEXT, default="lanczos", choices=tuple(_SCALE_RESAMPLE)),
+        InputSpec("crop", T.TEXT, "center: crop to the new aspect instead of distorting",
+                  default="disabled", choices=("disabled", "center")),
+        InputSpec("multiple_of", T.INTEGER, "round each side to a multiple of this", default=1,
+                  minimum=1, maximum=64)),
        (OutputSpec("image", T.IMAGE),)),
     _t(blend, "Blend", "composite", "Composite an overlay on a base image.",
        (InputSpec("base", T.IMAGE, required=True), InputSpec("overlay", T.IMAGE, required=True),

@@ -247,17 +247,29 @@ class FunctionsController(Controller):
         submissions: NamedDependency[Submissions],
         request: Request[Any, Any, Any],
         wait: WaitParam = None,
+        idempotency_key: KeyHeader = None,
     ) -> Response[dict[str, Any]]:
         """Queue many one-node tasks together: all of them, or none if any is invalid. With
-        ``?wait=``: 200 with the batch's status once every task ended, else 202."""
+        ``?wait=``: 200 with the batch's status once every task ended, else 202. With an
+        ``Idempotency-Key``, a retry answers the first batch."""
         seconds = parse_wait(wait)
         principal = principal_of(request)
-        body = await asyncio.to_thread(submissions.submit_batch, data, principal=principal)
+
+        def submit(before_queue: Callable[[str], None] | None) -> dict[str, Any]:
+            return submissions.submit_batch(data, principal=principal, before_queue=before_queue)
+
+        body, replayed = await asyncio.to_thread(
+            submissions.submit_once, "batch", data, idempotency_key, principal, submit,
+            submissions.batch_replayed,
+        )  # fmt: skip
+        headers = {"Idempotent-Replayed": "true"} if replayed else None
         if seconds is None:
-            return Response(body)
+            return Response(body, headers=headers)
         batch_id = body["batch_id"]
         done = await submissions.batch_finished_within(batch_id, seconds, _client_gone(request))
-        return Response(body, status_code=202) if done is None else Response(done)
+        if done is None:
+            return Response(body, status_code=202, headers=headers)
+        return Response(done, headers=headers)
 
     @get("/batches/{batch_id:str}", sync_to_thread=True)
     def batch_status(

@@ -33,6 +33,7 @@ from dagster_defs.runtime import Runtime, open_runtime
 from dagster_defs.ticker import open_ticker
 from server.api import CONTROLLERS
 from server.auth import AuthMiddleware, ProjectAccess, TokenStore, needs_auth
+from server.callbacks import CallbackSender
 from server.comfy.app import ComfyPlugin, create_comfy_app, run_servers
 from server.comfy.service import ComfyService
 from server.config import ServeOptions, ServerConfig, add_serve_options
@@ -57,6 +58,9 @@ class TakeflowPlugin(InitPluginProtocol):
         self.config = config
         self.hub = LiveEvents(runtime.state, runtime.runner.metrics)
         self.submissions = Submissions(runtime, config.max_batch_size, config.max_graph_nodes)
+        self.callback_sender = CallbackSender(
+            self.submissions.callbacks, self.submissions.task_status
+        )
         self.template_faults = TemplateFaults(config.template_fault_window_s)
         self.ticker = open_ticker(runtime) if config.schedules else None  # saved schedules
         self.health = HealthChecks(
@@ -81,9 +85,12 @@ class TakeflowPlugin(InitPluginProtocol):
         self.runtime.runner.add_sink(self.template_faults)
         if self.ticker is not None:
             self.ticker.start()
+        self.callback_sender.start()  # also the deliveries a previous server left undone
         try:
             yield
         finally:
+            await self.callback_sender.stop()
+            self.submissions.callbacks.close()
             if self.ticker is not None:
                 await asyncio.to_thread(self.ticker.stop)
             self.runtime.runner.remove_sink(self.template_faults)

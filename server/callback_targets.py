@@ -2,7 +2,7 @@
 link-local, reserved or multicast addresses (no server-side request forgery) unless the home's
 ``config.json`` allows it (``callbacks.allow_hosts``: host names, addresses or CIDR ranges).
 
-Only the check at submit exists: callbacks are not delivered yet (docs/integration.md)."""
+Checked at submit and again before each delivery (``server.callbacks``)."""
 
 from __future__ import annotations
 

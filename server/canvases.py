@@ -11,13 +11,14 @@ import json
 import re
 from typing import Any
 
-from litestar import Controller, get, put
+from litestar import Controller, delete, get, post, put
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from dagster_defs.runtime import Runtime
 from graph_runtime.errors import ProjectFileNotFoundError, UnsafePathError
+from graph_runtime.projects import ProjectStore
 from server.errors import RequestError, document_issues
 from ui_bridge.document import parse_canvas
 
@@ -36,18 +37,32 @@ class InvalidCanvasError(RequestError):
     http_status = 422
 
 
-def canvas_relpath(name: str) -> str:
+class CanvasExistsError(RequestError):
+    code = "canvas_exists"
+    http_status = 409
+
+
+class RenameRequest(BaseModel):
+    """The canvas's new name; ``overwrite`` replaces a canvas already saved under it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    to: str
+    overwrite: bool = False
+
+
+def canvas_relpath(name: str, field: str = "name") -> str:
     """Project-relative path of a canvas; names are one safe segment (no ``/`` or ``..``)."""
     if not _NAME_RE.fullmatch(name) or ".." in name:
         raise UnsafePathError(
             f"canvas name {name!r} must be letters, digits, '.', '-' or '_' (at most 64)",
-            field="name",
+            field=field,
         )
     return f"{CANVAS_DIR}/{name}{SUFFIX}"
 
 
 class CanvasesController(Controller):
-    """List, load and save a project's canvases."""
+    """List, load, save, rename and delete a project's canvases."""
 
     path = "/api/v1/projects/{project_id:str}/canvases"
     tags = ["canvases"]
@@ -77,13 +92,7 @@ class CanvasesController(Controller):
         """The saved graph/v1 document."""
         project = runtime.projects.get(project_id)
         rel = canvas_relpath(name)
-        try:
-            raw = project.read_file(rel)
-        except ProjectFileNotFoundError:
-            raise CanvasNotFoundError(
-                f"project '{project_id}' has no canvas '{name}'", project_id=project_id, name=name
-            ) from None
-        result: dict[str, Any] = json.loads(raw)
+        result: dict[str, Any] = json.loads(_read(project, project_id, name, rel))
         return result
 
     @put("/{name:str}", sync_to_thread=True)
@@ -108,3 +117,58 @@ class CanvasesController(Controller):
         project.write_file(rel, (json.dumps(body, indent=2) + "\n").encode())
         commit = runtime.runner.histories.commit(project, [rel], f"Save canvas {name}")
         return {"name": name, "path": rel, "commit": commit, "nodes": len(graph.nodes)}
+
+    @post("/{name:str}/rename", status_code=200, sync_to_thread=True)
+    def rename_canvas(
+        self,
+        project_id: FromPath[str],
+        name: FromPath[str],
+        data: JSONBody[RenameRequest],
+        runtime: NamedDependency[Runtime],
+    ) -> dict[str, Any]:
+        """Move a canvas to a new name in one commit; the old file is gone (``canvas_exists``
+        when the new name is taken, unless ``overwrite``)."""
+        project = runtime.projects.get(project_id)
+        rel, new_rel = canvas_relpath(name), canvas_relpath(data.to, "to")
+        body = json.loads(_read(project, project_id, name, rel))
+        if data.to == name:
+            raise CanvasExistsError(
+                f"canvas '{name}' already has that name", field="to", name=name, to=data.to
+            )
+        if project.is_file(new_rel) and not data.overwrite:
+            raise CanvasExistsError(
+                f"project '{project_id}' already has a canvas '{data.to}' (send overwrite: true "
+                "to replace it)",
+                field="to",
+                name=name,
+                to=data.to,
+            )
+        if isinstance(body, dict):
+            body["name"] = data.to
+        project.write_file(new_rel, (json.dumps(body, indent=2) + "\n").encode())
+        project.delete_file(rel)
+        message = f"Rename canvas {name} to {data.to}"
+        commit = runtime.runner.histories.commit(project, [rel, new_rel], message)
+        return {"name": data.to, "from": name, "path": new_rel, "commit": commit}
+
+    @delete("/{name:str}", status_code=200, sync_to_thread=True)
+    def delete_canvas(
+        self, project_id: FromPath[str], name: FromPath[str], runtime: NamedDependency[Runtime]
+    ) -> dict[str, Any]:
+        """Remove a canvas and commit its removal (git keeps the old versions)."""
+        project = runtime.projects.get(project_id)
+        rel = canvas_relpath(name)
+        _read(project, project_id, name, rel)
+        project.delete_file(rel)
+        commit = runtime.runner.histories.commit(project, [rel], f"Delete canvas {name}")
+        return {"name": name, "path": rel, "commit": commit}
+
+
+def _read(project: ProjectStore, project_id: str, name: str, rel: str) -> bytes:
+    try:
+        data: bytes = project.read_file(rel)
+    except ProjectFileNotFoundError:
+        raise CanvasNotFoundError(
+            f"project '{project_id}' has no canvas '{name}'", project_id=project_id, name=name
+        ) from None
+    return data

@@ -84,6 +84,13 @@ class CallbackUrlRefusedError(RequestError):
     http_status = 422
 
 
+class CallbackSecretMissingError(RequestError):
+    """A callback with no signing secret for its project in ``config.json``."""
+
+    code = "callback_secret_missing"
+    http_status = 422
+
+
 _HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from dagster_defs.admission import Admission, Submission
-from dagster_defs.batches import submit_sweep
+from dagster_defs.batches import new_batch_id, submit_sweep
 from dagster_defs.intake import QueuedTask
 from dagster_defs.runtime import Runtime
 from graph_runtime.canvas import (
@@ -48,7 +48,7 @@ from graph_runtime.takes import check_shot
 from graph_runtime.tasks import DEFAULT_USER, TaskQuery, TaskRecord, TaskStatus
 from graph_runtime.templates import FunctionTemplate, Quality
 from server.auth import Principal
-from server.callback_targets import CallbackTargets
+from server.callbacks import CompletionCallbacks
 from server.errors import (
     BatchNotFoundError,
     IdempotencyKeyReusedError,
@@ -228,16 +228,12 @@ class Submissions:
         self.max_batch_size = max_batch_size
         self.max_graph_nodes = max_graph_nodes
         self._keys: IdempotencyKeys | None = None
-        self._targets: CallbackTargets | None = None
+        self.callbacks = CompletionCallbacks(runtime)
 
     def check_callback(self, url: str | None) -> None:
         """Refuse a ``callback_url`` that is no http(s) URL or names a non-public address not
-        allowed in ``config.json`` (``server.callback_targets``); callbacks are not sent yet."""
-        if url is None:
-            return
-        if self._targets is None:
-            self._targets = CallbackTargets.from_config(self.runtime.home.config())
-        self._targets.check(url)
+        allowed in ``config.json`` (``server.callback_targets``)."""
+        self.callbacks.check_url(url)
 
     @property
     def keys(self) -> IdempotencyKeys:
@@ -353,8 +349,14 @@ class Submissions:
             "estimated_completion": datetime.fromtimestamp(time.time() + estimate, UTC).isoformat(),
         }
 
-    def submit_sweep(self, req: BatchRequest, principal: Principal | None = None) -> dict[str, Any]:
-        """One task per combination of the sweep's values, as one batch."""
+    def submit_sweep(
+        self,
+        req: BatchRequest,
+        principal: Principal | None = None,
+        before_queue: Callable[[str], None] | None = None,
+    ) -> dict[str, Any]:
+        """One task per combination of the sweep's values, as one batch (each gets its
+        project's default callback, if it has one)."""
         assert req.graph is not None and req.sweep is not None
         graph = self.run_graph(
             RunRequest(
@@ -370,6 +372,10 @@ class Submissions:
             sweep = Sweep.model_validate(req.sweep)
         except PydanticValidationError as exc:
             raise SweepError(f"the sweep is malformed: {exc.errors()[0]['msg']}") from None
+        callback = self.callbacks.resolve(None, graph.context.project)
+        batch_id = new_batch_id()
+        if before_queue is not None:
+            before_queue(batch_id)
         batch_id, task_ids = submit_sweep(
             self.runtime.runner,
             graph,
@@ -379,8 +385,12 @@ class Submissions:
             shot=graph.context.shot,
             user=graph.context.user,
             priority=req.priority,
+            batch_id=batch_id,
             check=self.check_admitted,
         )
+        if callback is not None:  # due once each task ends
+            for task_id in task_ids:
+                self.callbacks.register(task_id, callback, graph.context.project)
         return {
             "batch_id": batch_id,
             "task_ids": task_ids,
@@ -388,16 +398,32 @@ class Submissions:
             "status": "submitted",
         }
 
-    @staticmethod
-    def _meta(source: str, req: TaskRequest | RunRequest | None = None) -> dict[str, Any]:
+    def _meta(
+        self, source: str, req: TaskRequest | RunRequest, graph: CanvasGraph
+    ) -> dict[str, Any]:
+        """The task's metadata, with the callback it gets (its own or its project's default:
+        ``server.callbacks``)."""
         meta = {"tracking_id": f"trk_{uuid.uuid4().hex[:16]}"}
         if isinstance(req, TaskRequest):
             meta["template_id"] = req.template_id
             if req.canvas_node_id:
                 meta["canvas_node_id"] = req.canvas_node_id
-        if req is not None and req.callback_url is not None:
-            meta["callback_url"] = req.callback_url  # kept for delivery, not sent yet
+        callback = self.callbacks.resolve(req.callback_url, graph.context.project)
+        if callback is not None:
+            meta["callback_url"] = callback
         return {**meta, "source": source}
+
+    def _register_callbacks(self, submissions: list[Submission]) -> None:
+        """Store the deliveries of tasks with a callback (before they are queued)."""
+        for submission in submissions:
+            url = submission.metadata.get("callback_url")
+            if url is not None:
+                self.callbacks.register(submission.task_id, str(url), submission.project_id)
+
+    def _forget_callbacks(self, submissions: list[Submission]) -> None:
+        for submission in submissions:
+            if submission.metadata.get("callback_url") is not None:
+                self.callbacks.forget(submission.task_id)
 
     def submit_task(
         self,
@@ -408,7 +434,7 @@ class Submissions:
     ) -> dict[str, Any]:
         """``before_queue(task_id)``: called once the task is admitted, before it is stored."""
         graph = self.task_graph(req, principal)
-        submission = self.admit(graph, self._meta("api.functions", req), check=False)
+        submission = self.admit(graph, self._meta("api.functions", req, graph), check=False)
         return self._queue(submission, req.priority, batch_id, before_queue)
 
     def submit_run(
@@ -418,7 +444,7 @@ class Submissions:
         before_queue: Callable[[str], None] | None = None,
     ) -> dict[str, Any]:
         graph = self.run_graph(req, principal)
-        submission = self.admit(graph, self._meta("api.runs", req))
+        submission = self.admit(graph, self._meta("api.runs", req, graph))
         return self._queue(submission, req.priority, None, before_queue)
 
     def _queue(
@@ -431,15 +457,26 @@ class Submissions:
         runner = self.runtime.runner
         if before_queue is not None:
             before_queue(submission.task_id)
-        queued = runner.queue([(submission, priority)], batch_id=batch_id)[0]
+        self._register_callbacks([submission])
+        try:
+            queued = runner.queue([(submission, priority)], batch_id=batch_id)[0]
+        except BaseException:
+            self._forget_callbacks([submission])
+            raise
         body = self._accepted(queued, str(submission.metadata["tracking_id"]))
         body["waiting_for"] = runner.waiting_for(queued.record)
         return body
 
-    def submit_batch(self, req: BatchRequest, principal: Principal | None = None) -> dict[str, Any]:
-        """Check every task first; queue them all only if all are valid."""
+    def submit_batch(
+        self,
+        req: BatchRequest,
+        principal: Principal | None = None,
+        before_queue: Callable[[str], None] | None = None,
+    ) -> dict[str, Any]:
+        """Check every task first; queue them all only if all are valid. ``before_queue``
+        gets the batch id before any task is stored."""
         if req.tasks is None:
-            return self.submit_sweep(req, principal)
+            return self.submit_sweep(req, principal, before_queue)
         if len(req.tasks) > self.max_batch_size:
             raise RequestError(
                 f"a batch holds at most {self.max_batch_size} tasks, got {len(req.tasks)}",
@@ -454,7 +491,8 @@ class Submissions:
         for index, task in enumerate(req.tasks):
             try:
                 graph = self.task_graph(task, principal)
-                admitted.append(self.admit(graph, self._meta("api.batches", task), check=False))
+                meta = self._meta("api.batches", task, graph)
+                admitted.append(self.admit(graph, meta, check=False))
             except TakeflowError as exc:
                 errors.append({"index": index, **exc.to_dict()})
         if errors:
@@ -465,10 +503,17 @@ class Submissions:
                 errors=errors,
             )
         batch_id = f"batch_{uuid.uuid4().hex[:16]}"
-        queued = self.runtime.runner.queue(  # all or none: a queue limit refuses the batch whole
-            [(s, task.priority) for s, task in zip(admitted, req.tasks, strict=True)],
-            batch_id=batch_id,
-        )
+        if before_queue is not None:
+            before_queue(batch_id)
+        self._register_callbacks(admitted)
+        try:
+            queued = self.runtime.runner.queue(  # all or none: a queue limit refuses it whole
+                [(s, task.priority) for s, task in zip(admitted, req.tasks, strict=True)],
+                batch_id=batch_id,
+            )
+        except BaseException:
+            self._forget_callbacks(admitted)
+            raise
         accepted = [
             self._accepted(q, str(s.metadata["tracking_id"]))
             for q, s in zip(queued, admitted, strict=True)
@@ -485,13 +530,15 @@ class Submissions:
     def submit_once(
         self,
         kind: str,
-        req: TaskRequest | RunRequest,
+        req: TaskRequest | RunRequest | BatchRequest,
         key: str | None,
         principal: Principal | None,
         submit: Callable[[Callable[[str], None] | None], dict[str, Any]],
+        replay: Callable[[str], dict[str, Any] | None] | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """``submit(before_queue)``, or with an ``Idempotency-Key`` already used by this user
-        for the same request, the first submit's task again (``True``: replayed). The key's
+        for the same request, the first submit's task again (``True``: replayed; ``replay``
+        answers it from the id ``before_queue`` got, None if it is gone). The key's
         lookup and the submit are one step under the intake lock, so concurrent retries make
         one task; the key is stored before its task (a crash between them leaves a key without
         a task, which the next retry replaces), and removed when the submit fails."""
@@ -516,10 +563,10 @@ class Submissions:
                         field="Idempotency-Key",
                         task_id=found[1],
                     )
-                try:
-                    return self._replayed(runner.get(found[1])), True
-                except TaskNotFoundError:
-                    pass  # the first task was removed: this submit makes a new one
+                again = (replay or self._task_replayed)(found[1])
+                if again is not None:
+                    return again, True
+                # the first task was removed: this submit makes a new one
             remembered = False
 
             def remember(task_id: str) -> None:
@@ -534,6 +581,25 @@ class Submissions:
                     self.keys.forget(user, key)
                 raise
         return body, False
+
+    def _task_replayed(self, task_id: str) -> dict[str, Any] | None:
+        try:
+            return self._replayed(self.runtime.runner.get(task_id))
+        except TaskNotFoundError:
+            return None
+
+    def batch_replayed(self, batch_id: str) -> dict[str, Any] | None:
+        """The answer to a replayed batch submit: the first batch's tasks (None: gone)."""
+        records = self.runtime.state.list(batch_id=batch_id)
+        if not records:
+            return None
+        return {
+            "batch_id": batch_id,
+            "task_ids": [r.task_id for r in records],
+            "tracking_ids": [r.metadata.get("tracking_id") for r in records],
+            "total": len(records),
+            "status": "submitted",
+        }
 
     def _replayed(self, record: TaskRecord) -> dict[str, Any]:
         """The answer to a replayed submit: the first task, with its status now."""
@@ -735,6 +801,7 @@ class Submissions:
         )
         body["tracking_id"] = record.metadata.get("tracking_id")
         body["graph_name"] = record.graph.get("name")
+        body["callback"] = self.callbacks.view(task_id, record.status.terminal)
         return body
 
     def batch_status(self, batch_id: str) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from graph_runtime.projects import (
     StagedFile,
     asset_relpath,
     check_relpath,
+    image_suffix,
     preview_relpath,
 )
 from graph_runtime.takes import (
@@ -149,7 +150,7 @@ class Project:
         return bool(self._fs.isfile(self.checked(asset_relpath(uri))))
 
     def write_preview(self, task_id: str, node_id: str, index: int, png: bytes) -> str:
-        rel = preview_relpath(task_id, node_id, index)
+        rel = preview_relpath(task_id, node_id, index, image_suffix(png))
         self.write_file(rel, png)
         return rel
 
@@ -215,6 +216,13 @@ class Project:
                 if self._fs.exists(tmp):
                     self._fs.rm(tmp)
             raise
+
+    def delete_file(self, rel: str) -> None:
+        rel = check_relpath(rel)
+        path = self.checked(rel)
+        if not self._fs.isfile(path):
+            raise self._missing(rel)
+        self._fs.rm(path)
 
     def stage_file(self) -> StagedFile:
         return _StagedFile(self)

@@ -45,6 +45,8 @@ class EditorNodeData(_Model):
     values: dict[str, Any] = Field(default_factory=dict)
     quality: Quality = Quality.STANDARD
     label: str = ""
+    bypass: bool = False
+    collapsed: bool = False
 
 
 class EditorNode(_Model):
@@ -120,7 +122,12 @@ def to_graph(doc: EditorDocument) -> CanvasGraph:
                 id=node.id,
                 template=template_ref(node.data),
                 inputs=dict(sorted(inputs.items())),
-                properties=NodeProperties(quality=node.data.quality, label=node.data.label or None),
+                properties=NodeProperties(
+                    quality=node.data.quality,
+                    label=node.data.label or None,
+                    bypass=node.data.bypass or None,
+                    collapsed=node.data.collapsed or None,
+                ),
                 position=Position(x=round(node.position.x), y=round(node.position.y)),
             )
         )
@@ -163,6 +170,8 @@ def from_graph(graph: CanvasGraph, versions: dict[str, str] | None = None) -> Ed
                     values=values,
                     quality=node.properties.quality,
                     label=node.properties.label or "",
+                    bypass=bool(node.properties.bypass),
+                    collapsed=bool(node.properties.collapsed),
                 ),
             )
         )

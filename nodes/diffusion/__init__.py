@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from graph_runtime.templates import FunctionTemplate
 from nodes.diffusion.templates import TEMPLATES as _TEMPLATES
+from nodes.diffusion.upscale import TEMPLATES as _UPSCALE
 
-TEMPLATES: tuple[FunctionTemplate, ...] = _TEMPLATES
+TEMPLATES: tuple[FunctionTemplate, ...] = (*_TEMPLATES, *_UPSCALE)
 
 __all__ = ["TEMPLATES"]

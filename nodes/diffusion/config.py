@@ -46,6 +46,7 @@ class DiffusionSettings(BaseModel):
     preview_every: Annotated[int, Field(ge=1)] = 5
     idle_exit_s: Annotated[float, Field(gt=0)] = 30.0
     clip_vocab: str | None = None
+    preview_size: Annotated[int, Field(ge=16, le=2048)] = 512
 
     @model_validator(mode="before")
     @classmethod
@@ -93,6 +94,13 @@ class DiffusionConfig(BaseModel):
     diffusion: DiffusionSettings = DiffusionSettings()
     models: dict[str, ModelEntry] = Field(default_factory=dict)
     checkpoints_dir: str | None = None
+    # Model part folders (nodes.diffusion.folders); unset: <home>/models/<kind>.
+    loras_dir: str | None = None
+    controlnet_dir: str | None = None
+    upscale_models_dir: str | None = None
+    embeddings_dir: str | None = None
+    vae_dir: str | None = None
+    vae_approx_dir: str | None = None  # TAESD preview decoders
 
     @field_validator("diffusion", "models", mode="before")
     @classmethod

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from nodes.diffusion.config import EditableConfig
+from nodes.diffusion.upscale_demo import ensure_demo_upscale_model
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +215,7 @@ def ensure_demo_model(home: EditableConfig) -> Path:
     current = (home.config().get("models") or {}).get(DEMO_MODEL)
     if not current or Path(current.get("path", "")) != folder or not current.get("demo"):
         register_model(home, DEMO_MODEL, folder, demo=True, label=DEMO_LABEL)
+    ensure_demo_upscale_model(home)
     return folder
 
 

@@ -8,6 +8,7 @@ from pydantic import BaseModel
 
 from graph_runtime.services import ServiceContext
 from nodes.diffusion.config import DiffusionConfig
+from nodes.diffusion.folders import KINDS
 from nodes.diffusion.models import ModelRegistry
 from nodes.diffusion.service import DiffusionService
 
@@ -18,7 +19,12 @@ class DiffusionServiceFactory:
 
     name = "diffusion"
     config_model: type[BaseModel] = DiffusionConfig
-    config_keys: tuple[str, ...] = ("diffusion", "models", "checkpoints_dir")
+    config_keys: tuple[str, ...] = (
+        "diffusion",
+        "models",
+        "checkpoints_dir",
+        *(kind.config_key for kind in KINDS.values()),
+    )
 
     def create(self, config: Any, context: ServiceContext) -> DiffusionService:
         if not isinstance(config, DiffusionConfig):

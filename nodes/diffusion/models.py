@@ -27,6 +27,7 @@ from nodes.diffusion.config import (
     resolve_path,
 )
 from nodes.diffusion.demo import DEMO_MODEL, wait_for_demo_model
+from nodes.diffusion.folders import ModelFolders
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
 log = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ class ModelRegistry:
         self.origin = origin  # where the config lives (server side; messages say "config.json")
         self.arch_configs = ArchConfigs(home / "models" / ".configs")
         self._detector = ArchDetector()
+        self.folders = ModelFolders(read_config, home)
 
     @classmethod
     def for_context(cls, context: ServiceContext) -> ModelRegistry:

@@ -67,6 +67,7 @@ class GenerationRequest:
     strength: float = 0.75
     image: Any = None  # PIL image, image_to_image only
     sigmas: str = "default"
+    preview_method: str = "auto"  # nodes.diffusion.previews.PREVIEW_METHODS; not in batch_key
 
     def batch_key(self) -> tuple[Any, ...]:
         """Requests with equal keys may share one batched pipeline call."""

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 class WorkItem:
     """One request on its way through the device thread.
 
-    ``updates`` carries ``("step", step, total, latent | None)`` and finally ``("done",)``;
+    ``updates`` carries ``("step", step, total, latent | None, arch)`` and finally ``("done",)``;
     after ``done`` either ``image`` or ``error`` is set.
     """
 
@@ -195,6 +195,7 @@ class BatchScheduler:
 
         first = items[0].request
         every = self.settings.preview_every
+        arch = "sdxl" if "XL" in type(pipe).__name__ else "sd15"  # picks the preview's RGB map
 
         def on_step(p: Any, i: int, t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
             total = p.num_timesteps
@@ -206,9 +207,9 @@ class BatchScheduler:
                 if item.cancelled.is_set():
                     continue
                 latent = None
-                if want_preview and latents is not None:
+                if want_preview and latents is not None and item.request.preview_method != "none":
                     latent = latents[j].detach().float().cpu().numpy()
-                item.updates.put(("step", step, total, latent))
+                item.updates.put(("step", step, total, latent, arch))
             if all(item.cancelled.is_set() for item in items):
                 p._interrupt = True
                 raise _BatchInterrupted

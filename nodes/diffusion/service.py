@@ -21,7 +21,7 @@ from graph_runtime.templates import ProgressReporter
 from nodes.diffusion.config import DiffusionSettings
 from nodes.diffusion.models import ModelRegistry, ModelSpec
 from nodes.diffusion.pipeline_cache import LoadedPipeline, PipelineCache, default_device
-from nodes.diffusion.previews import latent_preview_png
+from nodes.diffusion.previews import Previewer, TaesdDecoders, latent_preview_png
 from nodes.diffusion.requests import (
     IMAGE_TO_IMAGE,
     MAX_SEED,
@@ -78,6 +78,8 @@ class DiffusionService:
         self.cache = cache or PipelineCache(self.settings.memory_budget_bytes)
         self._device: str | None = None
         self.scheduler = BatchScheduler(self.cache, self.settings, lambda: self.device)
+        taesd = TaesdDecoders(lambda: models.folders.folder("vae_approx"))
+        self.previewer = Previewer(taesd, self.settings.preview_size)
 
     def warm_models(self) -> list[str]:
         """Names of the models loaded in this service's cache."""
@@ -137,11 +139,19 @@ class DiffusionService:
                 continue
             if kind == "done":
                 return
-            step, total, latent = update
+            step, total, latent, arch = update
             fraction, message = 0.95 * step / total, f"step {step} of {total}"
             preview = None
             if latent is not None and previews:
-                preview = latent_preview_png(latent)
+                request = item.request
+                try:
+                    preview = self.previewer.make(
+                        latent, arch, request.preview_method, request.width, request.height
+                    )
+                except Exception as exc:  # a preview must never fail the generation
+                    log.warning("preview failed, continuing without: %s", exc)
+                    previews, preview = False, None
+            if preview is not None:
                 try:
                     ctx.progress(fraction, "denoising", message, preview)
                 except TaskCancelledError:

@@ -15,6 +15,7 @@ from graph_runtime.templates import (
     Quality,
     ResourceHints,
 )
+from nodes.diffusion.previews import PREVIEW_METHODS
 from nodes.diffusion.requests import (
     IMAGE_TO_IMAGE,
     MAX_SEED,
@@ -53,6 +54,7 @@ def _request(kind: str, inputs: Inputs, **extra: Any) -> GenerationRequest:
         seed=inputs.get("seed"),
         model=str(inputs["model"]),
         sigmas=str(inputs.get("sigmas") or "default"),
+        preview_method=str(inputs.get("preview_method") or "auto"),
         **extra,
     )
 
@@ -99,6 +101,9 @@ _SAMPLING = (
     InputSpec("sigmas", T.TEXT, "noise schedule spacing (karras/exponential: some samplers only)",
               default="default", choices=tuple(SIGMAS)),
     InputSpec("model", T.TEXT, "model name from the Takeflow home's config", default="demo"),
+    InputSpec("preview_method", T.TEXT, "live previews while denoising (auto: TAESD where its "
+              "decoder is in vae_approx, else latent2rgb)", default="auto",
+              choices=PREVIEW_METHODS, affects_output=False),
 )  # fmt: skip
 
 

@@ -208,6 +208,12 @@ class TakeflowBridge:
         models = getattr(service, "models", None)
         return sorted(models.names()) if models is not None else []
 
+    def folder_names(self, kind: str) -> list[str]:
+        """The files of a model part folder (``upscale_models``, ``loras``, ...) by relative
+        path; none without the diffusion service."""
+        models = getattr(self.runtime.runner.services.get("diffusion"), "models", None)
+        return models.folders.names(kind) if models is not None else []
+
     def loaded_models(self) -> list[str]:
         """Models whose pipelines this process holds loaded (none without the diffusion
         service, e.g. on an API replica of the distributed mode)."""
@@ -218,6 +224,13 @@ class TakeflowBridge:
         """Unload the diffusion service's pipelines in this process; the names unloaded."""
         cache = getattr(self.runtime.runner.services.get("diffusion"), "cache", None)
         return list(cache.unload()) if cache is not None else []
+
+    def takes_input(self, template: str, port: str) -> bool:
+        """Whether the template has an input of that name."""
+        try:
+            return self.runtime.registry.get(template).input(port) is not None
+        except TakeflowError:
+            return False
 
     def limits(self, template: str, port: str) -> Limits:
         """Default and range of a template input, as Takeflow's validation enforces them."""

@@ -14,7 +14,9 @@ from typing import Any
 
 from server.comfy.bridge import Limits
 
-LINK_TYPES = frozenset({"MODEL", "CLIP", "VAE", "CONDITIONING", "LATENT", "IMAGE", "MASK"})
+LINK_TYPES = frozenset(
+    {"MODEL", "CLIP", "VAE", "CONDITIONING", "LATENT", "IMAGE", "MASK", "UPSCALE_MODEL"}
+)
 MAX_SEED = 2**64 - 1
 MAX_BATCH = 64
 
@@ -109,10 +111,12 @@ class Catalog:
         models: Callable[[], list[str]],
         input_files: Callable[[], list[str]],
         limits: Callable[[str, str], Limits],
+        folder_names: Callable[[str], list[str]] = lambda kind: [],
     ) -> None:
         self.models = models
         self.input_files = input_files
         self.limits = limits
+        self.folder_names = folder_names  # model part files by folder kind ("upscale_models")
         self.types = {t.name: t for t in NODE_TYPES}
 
     def get(self, class_type: str) -> NodeType | None:
@@ -184,6 +188,14 @@ def _samplers(_: Catalog) -> list[str]:
 def _schedulers(_: Catalog) -> list[str]:
     return list(SCHEDULERS)
 
+
+def _upscale_models(catalog: Catalog) -> list[str]:
+    return catalog.folder_names("upscale_models")
+
+
+# ComfyUI's resampling methods -> scale_image's ``resample`` (bislerp: bicubic, noted)
+IMAGE_SCALE_METHODS = ("nearest-exact", "bilinear", "area", "bicubic", "lanczos")
+LATENT_SCALE_METHODS = ("nearest-exact", "bilinear", "area", "bicubic", "bislerp")
 
 _GEN = "image_generation"
 _I2I = "image_to_image"
@@ -260,5 +272,59 @@ NODE_TYPES: tuple[NodeType, ...] = (
         "LoadImage", "Load Image", "image", "An image from the input folder (upload it first).",
         (Input("image", "COMBO", {"image_upload": True}, choices=_input_files),),
         ("IMAGE", "MASK"),
+    ),
+    *(  # upscaling and the hires fix (server/comfy/translate_upscale.py)
+        NodeType(
+            "UpscaleModelLoader", "Load Upscale Model", "loaders",
+            "An ESRGAN-family model from Takeflow's upscale_models folder.",
+            (Input("model_name", "COMBO", choices=_upscale_models),),
+            ("UPSCALE_MODEL",),
+        ),
+        NodeType(
+            "ImageUpscaleWithModel", "Upscale Image (using Model)", "image/upscaling",
+            "Takeflow's upscale_with_model, in tiles of 512 with 32 pixels of overlap.",
+            (Input("upscale_model", "UPSCALE_MODEL"), Input("image", "IMAGE")),
+            ("IMAGE",),
+        ),
+        NodeType(
+            "ImageScale", "Upscale Image", "image/upscaling",
+            "Takeflow's scale_image to a size (a side of 0 keeps the aspect ratio).",
+            (Input("image", "IMAGE"),
+             Input("upscale_method", "COMBO", choices=lambda _: list(IMAGE_SCALE_METHODS)),
+             Input("width", "INT", {"default": 512, "min": 0, "max": 16384, "step": 1}),
+             Input("height", "INT", {"default": 512, "min": 0, "max": 16384, "step": 1}),
+             Input("crop", "COMBO", choices=lambda _: ["disabled", "center"])),
+            ("IMAGE",),
+        ),
+        NodeType(
+            "ImageScaleBy", "Upscale Image By", "image/upscaling",
+            "Takeflow's scale_image by a factor.",
+            (Input("image", "IMAGE"),
+             Input("upscale_method", "COMBO", choices=lambda _: list(IMAGE_SCALE_METHODS)),
+             Input("scale_by", "FLOAT", {"default": 1.0, "min": 0.01, "max": 8.0,
+                                         "step": 0.01})),
+            ("IMAGE",),
+        ),
+        NodeType(
+            "LatentUpscale", "Upscale Latent", "latent",
+            "Done in pixel space: the latent's image is scaled and the next sampler encodes it "
+            "(the prompt's history and take record the approximation).",
+            (Input("samples", "LATENT"),
+             Input("upscale_method", "COMBO", choices=lambda _: list(LATENT_SCALE_METHODS)),
+             Input("width", "INT", {"default": 512, "min": 0, "max": 16384, "step": 8}),
+             Input("height", "INT", {"default": 512, "min": 0, "max": 16384, "step": 8}),
+             Input("crop", "COMBO", choices=lambda _: ["disabled", "center"])),
+            ("LATENT",),
+        ),
+        NodeType(
+            "LatentUpscaleBy", "Upscale Latent By", "latent",
+            "Done in pixel space: the latent's image is scaled and the next sampler encodes it "
+            "(the prompt's history and take record the approximation).",
+            (Input("samples", "LATENT"),
+             Input("upscale_method", "COMBO", choices=lambda _: list(LATENT_SCALE_METHODS)),
+             Input("scale_by", "FLOAT", {"default": 1.5, "min": 0.01, "max": 8.0,
+                                         "step": 0.01})),
+            ("LATENT",),
+        ),
     ),
 )  # fmt: skip

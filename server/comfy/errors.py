@@ -99,9 +99,8 @@ class NodeErrors:
                         stack.append(str(value[0]))
         return found
 
-    def raise_if_any(self) -> None:
-        if not self.errors:
-            return
+    def report(self) -> dict[str, Any]:
+        """ComfyUI's ``node_errors``: per node its errors, class and dependent outputs."""
         node_errors = {}
         for node_id, errors in self.errors.items():
             node = self.prompt.get(node_id)
@@ -111,6 +110,12 @@ class NodeErrors:
                 "dependent_outputs": self._dependents(node_id),
                 "class_type": class_type,
             }
+        return node_errors
+
+    def raise_if_any(self) -> None:
+        if not self.errors:
+            return
+        node_errors = self.report()
         details = "; ".join(
             f"node {nid}: {e['message']}: {e['details']}"
             for nid, errs in self.errors.items()

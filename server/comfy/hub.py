@@ -23,7 +23,14 @@ from typing import TYPE_CHECKING, Any
 
 from server.comfy.bridge import Event
 from server.comfy.store import PromptRow
-from server.comfy.stream import Out, PromptStream, rebuild
+from server.comfy.stream import (
+    JPEG,
+    PREVIEW_IMAGE_WITH_METADATA,
+    Frame,
+    Out,
+    PromptStream,
+    rebuild,
+)
 from server.socket_tasks import run_until_one_ends
 
 if TYPE_CHECKING:
@@ -33,6 +40,8 @@ log = logging.getLogger(__name__)
 REPLAY_PROMPTS = 50  # at most this many unfinished-for-the-client prompts are replayed
 _FLUSH_S = 0.5
 _QUEUE = 10_000
+# The server's side of the feature_flags handshake (also GET /features).
+SERVER_FEATURES: dict[str, Any] = {"supports_preview_metadata": True, "takeflow_replay": True}
 
 SendText = Callable[[str], Awaitable[None]]
 SendBytes = Callable[[bytes], Awaitable[None]]
@@ -62,6 +71,7 @@ class ClientConnection:
         self.queue: asyncio.Queue[tuple[PromptRow, Out] | dict[str, Any]] = asyncio.Queue(_QUEUE)
         self.resync = False
         self.dirty: dict[str, tuple[int, bool]] = {}
+        self.flags: dict[str, Any] = {}  # what the client announced in its feature_flags
 
     def offer(self, row: PromptRow, outs: list[Out]) -> None:
         for out in outs:
@@ -93,11 +103,40 @@ class ClientConnection:
             data = await asyncio.to_thread(self.hub.service.bridge.read_file, frame.project,
                                            frame.path)  # fmt: skip
             if data is not None:  # a preview file cleaned away: nothing to send, index kept
-                await self._send_bytes(struct.pack(">II", frame.event_type, frame.image_format)
-                                       + data)  # fmt: skip
+                await self._send_bytes(self._frame_bytes(row, frame, data))
         entry = max(self.positions.get(row.prompt_id, (0, False)), (out.index, out.final))
         self.positions[row.prompt_id] = entry
         self.dirty[row.prompt_id] = entry
+
+    def _frame_bytes(self, row: PromptRow, frame: Frame, data: bytes) -> bytes:
+        """Event 4 (length, JSON metadata, image) for a preview to a client that supports
+        preview metadata; else event 1 (image format, image), as ComfyUI sends them."""
+        if frame.node is not None and self.flags.get("supports_preview_metadata") is True:
+            metadata = json.dumps({
+                "node_id": frame.node, "prompt_id": row.prompt_id,
+                "display_node_id": frame.node, "parent_node_id": None,
+                "real_node_id": frame.node,
+                "image_type": "image/jpeg" if frame.image_format == JPEG else "image/png",
+            }, separators=(",", ":")).encode()  # fmt: skip
+            return struct.pack(">II", PREVIEW_IMAGE_WITH_METADATA, len(metadata)) + metadata + data
+        return struct.pack(">II", frame.event_type, frame.image_format) + data
+
+    async def receive(self, receive: Callable[[], Awaitable[Any]]) -> None:
+        """Read what the client sends until it disconnects: its ``feature_flags`` are kept and
+        answered with the server's; anything else is ignored, as ComfyUI does."""
+        while True:
+            message = await receive()
+            text = message.get("text") if isinstance(message, dict) else None
+            if not text:
+                continue
+            try:
+                body = json.loads(text)
+            except ValueError:
+                continue
+            if isinstance(body, dict) and body.get("type") == "feature_flags":
+                data = body.get("data")
+                self.flags = dict(data) if isinstance(data, dict) else {}
+                self.offer_status({"type": "feature_flags", "data": dict(SERVER_FEATURES)})
 
     async def flush(self) -> None:
         if self.dirty:
@@ -301,7 +340,7 @@ class ComfyHub:
             await run_until_one_ends(
                 {
                     f"comfyui-ws-{client_id}": conn.run(),
-                    f"comfyui-recv-{client_id}": _drain(receive),
+                    f"comfyui-recv-{client_id}": conn.receive(receive),
                 }
             )
         finally:
@@ -310,9 +349,3 @@ class ComfyHub:
             if self.connections.get(client_id) is conn:
                 del self.connections[client_id]
             conn.stopped.set()
-
-
-async def _drain(receive: Callable[[], Awaitable[Any]]) -> None:
-    """Read (and ignore) what the client sends until it disconnects."""
-    while True:
-        await receive()

@@ -26,6 +26,8 @@ from nodes.images import ImageTooLargeError, check_image_header
 from server.auth import principal_of
 from server.comfy.errors import PromptRejected
 from server.comfy.files import FOLDER_TYPES, PathRefused
+from server.comfy.hub import SERVER_FEATURES
+from server.comfy.idempotency import submit_once
 from server.comfy.service import ComfyService
 
 Comfy = NamedDependency[ComfyService]
@@ -71,10 +73,13 @@ def make_router(path: str, comfy: ComfyService) -> Router:
                                       str(exc))  # fmt: skip
             return Response(rejected.body(), status_code=400)
         try:
-            answer = await asyncio.to_thread(comfy.submit, body, principal_of(request))
+            key = request.headers.get("idempotency-key")
+            answer, replayed = await asyncio.to_thread(
+                submit_once, comfy, body, principal_of(request), key
+            )
         except PromptRejected as rejected:
             return Response(rejected.body(), status_code=rejected.status, headers=rejected.headers)
-        return Response(answer)
+        return Response(answer, headers={"Idempotent-Replayed": "true"} if replayed else None)
 
     @get("/prompt")
     async def get_prompt(comfy: Comfy) -> dict[str, Any]:
@@ -238,7 +243,7 @@ def make_router(path: str, comfy: ComfyService) -> Router:
 
     @get("/features", sync_to_thread=False)
     def features() -> dict[str, Any]:
-        return {"supports_preview_metadata": False, "takeflow_replay": True}
+        return dict(SERVER_FEATURES)
 
     @websocket("/ws")
     async def socket(socket: WebSocket[Any, Any, Any], comfy: Comfy) -> None:

@@ -10,6 +10,7 @@ task records and the store, so both survive a restart.
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib.metadata
 import logging
 import math
@@ -20,6 +21,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from dagster_defs.intake import QueueFullError
@@ -28,16 +30,22 @@ from graph_runtime.errors import TakeflowError
 from graph_runtime.projects import one_line
 from graph_runtime.tasks import DEFAULT_USER
 from server.auth import Principal
+from server.callbacks import CompletionCallbacks
 from server.comfy.bridge import TakeflowBridge
 from server.comfy.catalog import Catalog
 from server.comfy.errors import PromptRejected
 from server.comfy.files import ComfyFolders, user_folder
 from server.comfy.history import build_history, history_view, unbuilt_history
 from server.comfy.hub import ComfyHub
+from server.comfy.idempotency import prompt_callback
 from server.comfy.issues import map_issues
 from server.comfy.store import ComfyStore, PromptRow, open_tables
 from server.comfy.translate import Translator
-from server.comfy.validate import validate_prompt
+from server.comfy.validate import needed_nodes, validate_partial
+from stores.idempotency import IdempotencyKeys, open_keys
+
+# ComfyUI's preview methods (the diffusion templates' ``preview_method`` choices).
+PREVIEW_METHODS = ("auto", "latent2rgb", "taesd", "none")
 
 log = logging.getLogger(__name__)
 DEFAULT_PROJECT = "comfyui"
@@ -59,7 +67,7 @@ class ComfyService:
         self.store = ComfyStore(open_tables(runtime.state, self._store_path))
         self.folders = ComfyFolders(root)
         self.catalog = Catalog(self.bridge.model_names, self.folders.input_files,
-                               self.bridge.limits)  # fmt: skip
+                               self.bridge.limits, self.bridge.folder_names)  # fmt: skip
         self.hub = ComfyHub(self)
         self.auth = auth
         self._user_folders: dict[str, ComfyFolders] = {}
@@ -161,18 +169,37 @@ class ComfyService:
         if not self.auth or user is None:
             return self.catalog
         return Catalog(
-            self.bridge.model_names, self.folders_of(user).input_files, self.bridge.limits
-        )
+            self.bridge.model_names, self.folders_of(user).input_files, self.bridge.limits,
+            self.bridge.folder_names,
+        )  # fmt: skip
 
     # -- submitting -------------------------------------------------------------------------
 
-    def submit(self, body: Any, principal: Principal | None) -> dict[str, Any]:
+    @functools.cached_property
+    def callbacks(self) -> CompletionCallbacks:
+        """``extra_data.callback_url``: checked and stored here, sent by the main app."""
+        return CompletionCallbacks(self.bridge.runtime)
+
+    @functools.cached_property
+    def idempotency_keys(self) -> IdempotencyKeys:
+        """``Idempotency-Key`` on ``POST /prompt`` (``server.comfy.idempotency``)."""
+        return open_keys(self.bridge.runtime.state)
+
+    def submit(
+        self,
+        body: Any,
+        principal: Principal | None,
+        before_queue: Callable[[str], None] | None = None,
+    ) -> dict[str, Any]:
+        """Queue a prompt; ``before_queue(task_id)`` once it is valid, before it is stored."""
         if not isinstance(body, dict):
             raise PromptRejected("invalid_prompt", "Invalid prompt: the body must be an object")
         user = principal.user if principal is not None else DEFAULT_USER
         folders = self.folders_of(principal.user if principal is not None else None)
         catalog = self.catalog_of(principal.user if principal is not None else None)
-        prompt, outputs, needed = validate_prompt(body.get("prompt"), catalog)
+        prompt, outputs, needed, node_errors = validate_partial(
+            body.get("prompt"), catalog, body.get("partial_execution_targets")
+        )
         extra = body.get("extra_data") or {}
         client_id = body.get("client_id")
         prompt_id = body.get("prompt_id") or str(uuid.uuid4())
@@ -190,11 +217,24 @@ class ComfyService:
         project = str(target.get("project") or default_project)
         shot = str(target.get("shot") or settings.get("shot") or DEFAULT_SHOT)
         number = _number(body.get("number"))
-        translation = Translator(prompt, outputs, needed, catalog, folders.folder("input"),
-                                 name=f"comfyui {prompt_id[:8]}").translate()  # fmt: skip
-        plan = self.bridge.validate(translation.graph, project_id=project, shot=shot, user=user)
-        if isinstance(plan, list):
-            raise map_issues(plan, translation, prompt, outputs, catalog)
+        callback = prompt_callback(self.callbacks, extra, project)
+        while True:  # outputs that Takeflow's validation refuses are dropped, as ComfyUI does
+            translation = Translator(prompt, outputs, needed, catalog, folders.folder("input"),
+                                     name=f"comfyui {prompt_id[:8]}").translate()  # fmt: skip
+            self._apply_preview_method(translation.graph, extra.get("preview_method"))
+            plan = self.bridge.validate(translation.graph, project_id=project, shot=shot,
+                                        user=user)  # fmt: skip
+            if not isinstance(plan, list):
+                break
+            rejected = map_issues(plan, translation, prompt, outputs, catalog)
+            failed = {o for e in rejected.node_errors.values() for o in e["dependent_outputs"]}
+            valid = [nid for nid in outputs if nid not in failed]
+            if not rejected.node_errors or not valid or valid == outputs:
+                if node_errors:
+                    rejected.node_errors = {**node_errors, **rejected.node_errors}
+                raise rejected
+            node_errors = {**node_errors, **rejected.node_errors}
+            outputs, needed = valid, needed_nodes(prompt, valid)
         try:
             self.bridge.require_project(project, principal, create=project == default_project)
             for asset_id, name in translation.imports.items():
@@ -213,18 +253,25 @@ class ComfyService:
         if front:
             number = -number
         task_id = self.bridge.new_task_id()
+        if before_queue is not None:
+            before_queue(task_id)
         stored = {"prompt": prompt, "extra_data": {**extra, "client_id": client_id},
                   "outputs": outputs}  # fmt: skip
         self.store.add(prompt_id, task_id, number, client_id, user, project, stored, translation)
         self.task_prompts[task_id] = prompt_id
         try:
+            if callback is not None:
+                self.callbacks.register(task_id, callback, project)
             self.bridge.submit(
                 task_id, plan, project_id=project, shot=shot, user=user,
                 priority=1 if front else 0,
                 metadata={"source": "comfyui", "comfyui_prompt_id": prompt_id,
-                          "comfyui_client_id": client_id, "comfyui_notes": translation.notes},
+                          "comfyui_client_id": client_id, "comfyui_notes": translation.notes,
+                          **({"callback_url": callback} if callback else {})},
             )  # fmt: skip
         except BaseException as exc:
+            if callback is not None:
+                self.callbacks.forget(task_id)
             self.task_prompts.pop(task_id, None)
             self.store.remove(prompt_id)
             if isinstance(exc, QueueFullError):
@@ -235,7 +282,20 @@ class ComfyService:
                                      exc.code, exc.to_dict()) from None  # fmt: skip
             raise
         shown: float | int = int(number) if float(number).is_integer() else number
-        return {"prompt_id": prompt_id, "number": shown, "node_errors": {}}
+        return {"prompt_id": prompt_id, "number": shown, "node_errors": node_errors}
+
+    def _apply_preview_method(self, graph: dict[str, Any], method: Any) -> None:
+        """``extra_data.preview_method`` (ComfyUI's names; ``default``: the server's) on every
+        node that makes previews."""
+        if method is None or method == "default":
+            return
+        if method not in PREVIEW_METHODS:
+            allowed = ", ".join(f"'{m}'" for m in (*PREVIEW_METHODS, "default"))
+            raise PromptRejected("invalid_prompt", f"Invalid prompt: extra_data.preview_method "
+                                 f"must be one of {allowed}, not {method!r}")  # fmt: skip
+        for node in graph["nodes"]:
+            if self.bridge.takes_input(node["template"], "preview_method"):
+                node["inputs"]["preview_method"] = {"kind": "literal", "value": method}
 
     # -- queue ------------------------------------------------------------------------------
 

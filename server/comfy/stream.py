@@ -16,6 +16,7 @@ from server.comfy.bridge import Event
 from server.comfy.store import PromptRow
 
 PREVIEW_IMAGE = 1  # binary frame event type
+PREVIEW_IMAGE_WITH_METADATA = 4  # for clients that announce supports_preview_metadata
 JPEG, PNG = 1, 2  # binary frame image formats
 _STEP = re.compile(r"step (\d+) of (\d+)")
 _FILE_URL = re.compile(r"^/api/v1/projects/([^/]+)/files/(.+)$")
@@ -29,6 +30,12 @@ class Frame:
     path: str
     event_type: int = PREVIEW_IMAGE
     image_format: int = PNG
+    node: str | None = None  # the ComfyUI node it is of (event 4's metadata)
+
+    @classmethod
+    def of(cls, project: str, path: str, node: str) -> Frame:
+        fmt = JPEG if path.lower().endswith((".jpg", ".jpeg")) else PNG
+        return cls(project, path, image_format=fmt, node=node)
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,7 @@ class PromptStream:
         self.finished = False
         self.announced: list[str] = []
         self.reported: dict[str, int] = {}  # KSampler -> the last step reported
+        self.states: dict[str, dict[str, Any]] = {}  # node -> its progress_state entry
         self._after_sampler = self._downstream(set(plan.samplers))
 
     def _downstream(self, roots: set[str]) -> set[str]:
@@ -93,9 +101,31 @@ class PromptStream:
         outs = []
         for nid in nodes:
             if nid not in self.announced:
+                if self.announced:
+                    self._set_state(self.announced[-1], "finished")
                 self.announced.append(nid)
+                self._set_state(nid, "running", 0, 1)
                 outs.append(self._executing(nid))
+                outs.append(self._progress_state())
         return outs
+
+    def _set_state(self, nid: str, state: str, value: float | None = None,
+                   maximum: float | None = None) -> None:  # fmt: skip
+        entry = self.states.setdefault(nid, {
+            "value": 0, "max": 1, "state": state, "node_id": nid, "prompt_id": self.prompt_id,
+            "display_node_id": nid, "parent_node_id": None, "real_node_id": nid,
+        })  # fmt: skip
+        entry["state"] = state
+        if value is not None and maximum is not None:
+            entry["value"], entry["max"] = value, maximum
+        elif state == "finished":
+            entry["value"] = entry["max"]
+
+    def _progress_state(self) -> Out:
+        """ComfyUI's ``progress_state``: every node that is not pending, with its state."""
+        nodes = {nid: dict(entry) for nid, entry in self.states.items()}
+        return self._out({"type": "progress_state",
+                          "data": {"prompt_id": self.prompt_id, "nodes": nodes}})  # fmt: skip
 
     # -- events -----------------------------------------------------------------------------
 
@@ -154,9 +184,11 @@ class PromptStream:
         outs = self._announce([sampler])
         body = {"value": value, "max": total, "prompt_id": self.prompt_id, "node": sampler}
         outs.append(self._out({"type": "progress", "data": body}))
+        self._set_state(sampler, "running", value, total)
+        outs.append(self._progress_state())
         url = _FILE_URL.match(str(data.get("preview_url") or ""))
         if url is not None:
-            outs.append(self._out(frame=Frame(url.group(1), url.group(2))))
+            outs.append(self._out(frame=Frame.of(url.group(1), url.group(2), sampler)))
         return outs
 
     # -- the end ----------------------------------------------------------------------------
@@ -183,7 +215,11 @@ class PromptStream:
                     body = {"value": i + 1, "max": len(frames), "prompt_id": self.prompt_id,
                             "node": nid}  # fmt: skip
                     outs.append(self._out({"type": "progress", "data": body}))
-                    outs.append(self._out(frame=Frame(project, path)))
+                    outs.append(self._out(frame=Frame(project, path)))  # output: event 1
+        if self.announced:
+            failed = status["status_str"] != "success"
+            self._set_state(self.announced[-1], "error" if failed else "finished")
+            outs.append(self._progress_state())
         kind, data = status["messages"][-1]
         outs.append(self._out({"type": kind, "data": data}))
         outs.append(self._executing(None))

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from server.comfy import translate_upscale as upscale
 from server.comfy.catalog import SAMPLER_NOTES, SAMPLERS, SIGMA_SAMPLERS, SIGMAS, Catalog
 from server.comfy.errors import NodeErrors, PromptRejected, input_error, is_link
 from server.comfy.files import PathRefused, check_prefix
@@ -150,6 +151,8 @@ class Translator:
         cls = self._class(nid)
         if cls == "LoadImage":
             return [(self._load_image(nid), "image")]
+        if cls in upscale.IMAGE_NODES:
+            return upscale.images(self, nid, cls)
         if cls == "VAEDecode":
             src, _ = self._source(nid, "samples")
             src_cls = self._class(src)
@@ -157,6 +160,8 @@ class Translator:
                 return [(tf, "image") for tf in self.sampler(src)]
             if src_cls == "VAEEncode":
                 return self.images(*self._source(src, "pixels"))
+            if src_cls in upscale.LATENT_UPSCALES:
+                return upscale.latent_images(self, src)
             self._fail(nid, "Unsupported latent", "samples: decode a KSampler's output", "samples")
             return []
         raise AssertionError(f"{cls} has no IMAGE output")  # the link type check ran first
@@ -255,8 +260,9 @@ class Translator:
                           {**ports, "width": (latent_node, "width"),
                            "height": (latent_node, "height")})  # fmt: skip
                 made.append(tf_id)
-        elif latent_cls == "VAEEncode":
-            pixels = self.images(*self._source(latent_node, "pixels"))
+        elif latent_cls == "VAEEncode" or latent_cls in upscale.LATENT_UPSCALES:
+            pixels = upscale.latent_images(self, latent_node)  # hires fix: an upscaled latent
+            pixels_in = "pixels" if latent_cls == "VAEEncode" else "samples"
             # ComfyUI runs the last `steps` of a `steps / denoise` schedule; diffusers runs
             # int(num_inference_steps * strength) steps: the same count of denoising steps.
             total = max(1, round(steps / denoise)) if denoise > 0 else steps
@@ -266,7 +272,7 @@ class Translator:
                           "strength": denoise, "image": ref}  # fmt: skip
                 self._add(tf_id, "image_to_image", nid, values,
                           {**ports, "strength": (nid, "denoise"),
-                           "image": (latent_node, "pixels")})  # fmt: skip
+                           "image": (latent_node, pixels_in)})  # fmt: skip
                 made.append(tf_id)
         else:
             self._fail(nid, "Unsupported latent",

@@ -233,7 +233,7 @@ def _check_link(
 def validate_prompt(
     prompt: Any, catalog: Catalog
 ) -> tuple[Mapping[str, Any], list[str], list[str]]:
-    """Check a prompt; returns it with its output node ids and the node ids that run."""
+    """Check a prompt whole; returns it with its output node ids and the node ids that run."""
     checked = check_shape(prompt)
     check_node_types(checked, catalog)
     outputs = output_nodes(checked, catalog)
@@ -242,3 +242,39 @@ def validate_prompt(
     check_inputs(checked, catalog, needed, errors)
     errors.raise_if_any()
     return checked, outputs, needed
+
+
+def validate_partial(
+    prompt: Any, catalog: Catalog, targets: Any = None
+) -> tuple[Mapping[str, Any], list[str], list[str], dict[str, Any]]:
+    """Check a prompt as ComfyUI does: only the output nodes named in ``targets``
+    (``partial_execution_targets``; all when None), and the valid outputs run while the
+    invalid ones come back as ``node_errors``. Returns the prompt, the outputs that run, the
+    nodes that run and the ``node_errors``; raises when no output is valid."""
+    checked = check_shape(prompt)
+    check_node_types(checked, catalog)
+    outputs = output_nodes(checked, catalog)
+    if targets is not None:
+        if not isinstance(targets, list) or not all(isinstance(t, str | int) for t in targets):
+            raise PromptRejected(
+                "invalid_prompt",
+                "Invalid prompt: partial_execution_targets must be a list of node ids",
+            )
+        wanted = {str(t) for t in targets}
+        outputs = [nid for nid in outputs if nid in wanted]
+        if not outputs:
+            raise PromptRejected(
+                "prompt_no_outputs",
+                "Prompt has no outputs",
+                "partial_execution_targets names no output node of the prompt",
+            )
+    errors = NodeErrors(checked, outputs)
+    check_inputs(checked, catalog, needed_nodes(checked, outputs), errors)
+    if not errors:
+        return checked, outputs, needed_nodes(checked, outputs), {}
+    report = errors.report()
+    failed = {out for entry in report.values() for out in entry["dependent_outputs"]}
+    valid = [nid for nid in outputs if nid not in failed]
+    if not valid:
+        errors.raise_if_any()
+    return checked, valid, needed_nodes(checked, valid), report

@@ -1,9 +1,10 @@
 """The quick-start setup of ``takeflow serve --demo``: a ``demo`` project with example canvases
 and, when diffusers is installed, the demo diffusion model.
 
-The demo project starts with two saved canvases, so that the editor and the Dagster UI have
+The demo project starts with saved canvases, so that the editor and the Dagster UI have
 something to show on first start: ``poster`` (builtin CPU templates, with a sample schedule
-sidecar, stopped) and ``dream`` (``image_generation`` with the demo model). They are committed
+sidecar, stopped), ``dream`` (``image_generation`` with the demo model) and ``hires_fix``
+(generate, upscale with the demo upscale model, image to image at 0.5). They are committed
 to the project's repository like canvases the editor saves.
 """
 
@@ -24,7 +25,12 @@ log = logging.getLogger(__name__)
 
 DEMO_PROJECT = "demo"
 CANVAS_DIR = "02_Source_Creative/canvases"
-EXAMPLE_FILES = ("poster.takeflow.json", "poster.schedules.json", "dream.takeflow.json")
+EXAMPLE_FILES = (
+    "poster.takeflow.json",
+    "poster.schedules.json",
+    "dream.takeflow.json",
+    "hires_fix.takeflow.json",
+)
 
 
 def ensure_demo(runtime: Runtime, wait: bool = True) -> threading.Thread | None:

@@ -194,6 +194,16 @@ def test_live_and_rebuilt_streams_are_the_same(catalog: Catalog, tmp_path: Path)
     assert outs == rebuilt
     assert [o.index for o in outs] == list(range(1, len(outs) + 1))
     kinds = [o.text["type"] if o.text else "frame" for o in outs]
+    states = [
+        o.text["data"]["nodes"] for o in outs if o.text and o.text["type"] == "progress_state"
+    ]
+    kinds = [k for k in kinds if k != "progress_state"]
+    # progress_state: each node that is not pending, with its state; the sampler's steps
+    assert states[0] == {"4": {**_state("4"), "state": "running"}} and states[0]["4"]["max"] == 1
+    stepped = next(s for s in states if s.get("3", {}).get("value") == 1)
+    assert stepped["3"] == {**_state("3"), "state": "running", "value": 1, "max": 2}
+    assert all(n["state"] == "finished" for n in states[-1].values()) and "9" in states[-1]
+    assert set(states[-1]) == {"3", "4", "5", "6", "7", "8", "9"}
     assert kinds == [
         "execution_start",
         "execution_cached",
@@ -215,6 +225,11 @@ def test_live_and_rebuilt_streams_are_the_same(catalog: Catalog, tmp_path: Path)
         "type": "executing",
         "data": {"node": None, "display_node": None, "prompt_id": "p1"},
     }
+
+
+def _state(nid: str) -> dict[str, Any]:
+    return {"value": 0, "max": 1, "state": "running", "node_id": nid, "prompt_id": "p1",
+            "display_node_id": nid, "parent_node_id": None, "real_node_id": nid}  # fmt: skip
 
 
 def sampler_of(prompt: dict[str, Any], catalog: Catalog, tmp_path: Path) -> tuple[Any, Translation]:

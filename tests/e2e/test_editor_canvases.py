@@ -84,6 +84,93 @@ def test_bad_names_and_documents_are_refused_and_nothing_is_written(
     assert project.repo.recent_commits(1)[0].sha == before
 
 
+def _save(client: Any, name: str, seed: int = 1) -> None:
+    node = {"id": "noise_image_1", "template": "noise_image",
+            "inputs": {"seed": {"kind": "literal", "value": seed}}}  # fmt: skip
+    graph = {"format": "takeflow.graph/v1", "name": name, "nodes": [node]}
+    assert client.put(f"/api/v1/projects/film/canvases/{name}", json=graph).status_code == 200
+
+
+def _tracked(project: Any) -> list[str]:
+    out = project.repo._git("ls-files", "02_Source_Creative/canvases")
+    return sorted(line.rsplit("/", 1)[-1] for line in out.splitlines())
+
+
+def test_rename_moves_the_canvas_in_one_commit(client: Any, runtime: Any) -> None:
+    _save(client, "draft", seed=7)
+    response = client.post("/api/v1/projects/film/canvases/draft/rename", json={"to": "final"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["name"] == "final" and body["from"] == "draft"
+    assert body["path"] == "02_Source_Creative/canvases/final.takeflow.json"
+    project = runtime.projects.get("film")
+    assert not (project.path / "02_Source_Creative/canvases/draft.takeflow.json").exists()
+    assert _tracked(project) == ["final.takeflow.json"]
+    newest = project.repo.recent_commits(1)[0]
+    assert newest.sha == body["commit"]
+    assert newest.message == "Rename canvas draft to final"
+    assert set(newest.files) >= {
+        "02_Source_Creative/canvases/draft.takeflow.json",
+        "02_Source_Creative/canvases/final.takeflow.json",
+    }
+    moved = client.get("/api/v1/projects/film/canvases/final").json()
+    assert moved["name"] == "final"
+    assert moved["nodes"][0]["inputs"]["seed"]["value"] == 7
+    assert [c["name"] for c in client.get("/api/v1/projects/film/canvases").json()] == ["final"]
+    gone = client.get("/api/v1/projects/film/canvases/draft")
+    assert gone.status_code == 404 and gone.json()["code"] == "canvas_not_found"
+
+
+def test_rename_refuses_a_taken_name_unless_told_to_overwrite(client: Any, runtime: Any) -> None:
+    _save(client, "a", seed=1)
+    _save(client, "b", seed=2)
+    project = runtime.projects.get("film")
+    before = project.repo.recent_commits(1)[0].sha
+    url = "/api/v1/projects/film/canvases/a/rename"
+    taken = client.post(url, json={"to": "b"})
+    assert taken.status_code == 409
+    assert taken.json()["code"] == "canvas_exists" and "'b'" in taken.json()["message"]
+    assert project.repo.recent_commits(1)[0].sha == before
+    assert _tracked(project) == ["a.takeflow.json", "b.takeflow.json"]
+    same = client.post(url, json={"to": "a"})
+    assert same.status_code == 409 and same.json()["code"] == "canvas_exists"
+
+    replaced = client.post(url, json={"to": "b", "overwrite": True})
+    assert replaced.status_code == 200, replaced.text
+    assert _tracked(project) == ["b.takeflow.json"]
+    stored = client.get("/api/v1/projects/film/canvases/b").json()
+    assert stored["nodes"][0]["inputs"]["seed"]["value"] == 1
+
+
+def test_rename_and_delete_refuse_bad_input_with_stable_codes(client: Any, runtime: Any) -> None:
+    _save(client, "a")
+    project = runtime.projects.get("film")
+    before = project.repo.recent_commits(1)[0].sha
+    missing = client.post("/api/v1/projects/film/canvases/nope/rename", json={"to": "x"})
+    assert missing.status_code == 404 and missing.json()["code"] == "canvas_not_found"
+    bad = client.post("/api/v1/projects/film/canvases/a/rename", json={"to": "../x"})
+    assert bad.status_code == 400 and bad.json()["code"] == "unsafe_path"
+    assert "to" in json.dumps(bad.json())
+    no_to = client.post("/api/v1/projects/film/canvases/a/rename", json={"name": "x"})
+    assert no_to.status_code in (400, 422) and "to" in no_to.text
+    gone = client.delete("/api/v1/projects/film/canvases/nope")
+    assert gone.status_code == 404 and gone.json()["code"] == "canvas_not_found"
+    assert project.repo.recent_commits(1)[0].sha == before
+    assert _tracked(project) == ["a.takeflow.json"]
+
+
+def test_delete_removes_the_canvas_and_commits(client: Any, runtime: Any) -> None:
+    _save(client, "old")
+    response = client.delete("/api/v1/projects/film/canvases/old")
+    assert response.status_code == 200, response.text
+    project = runtime.projects.get("film")
+    assert _tracked(project) == []
+    newest = project.repo.recent_commits(1)[0]
+    assert newest.sha == response.json()["commit"]
+    assert newest.message == "Delete canvas old"
+    assert client.get("/api/v1/projects/film/canvases").json() == []
+
+
 def test_save_and_load_a_canvas_in_the_editor(page: Any, server: Server) -> None:  # noqa: F811
     assert server.http.post("/api/v1/projects", json={"project_id": "probe"}).status_code == 201
     if server.http.get("/api/v1/projects/probe/canvases").status_code == 404:

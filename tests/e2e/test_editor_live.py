@@ -300,7 +300,7 @@ def test_progress_previews_show_in_the_running_node(
     assert gen.get_by_test_id("node-preview").count() == 0
     assert gen.get_by_test_id("node-image").evaluate("el => el.naturalWidth") == 64
     preview = httpx.get(srv.base + seen[-1]["src"], timeout=10)
-    assert preview.status_code == 200 and preview.content.startswith(b"\x89PNG")
+    assert preview.status_code == 200 and preview.content.startswith(b"\xff\xd8\xff")  # JPEG
     assert httpx.get(srv.base + seen[-1]["src"].split("?")[0], timeout=10).status_code == 401
 
     # the take shows in the panel (from the project's live feed, also under auth)

@@ -26,7 +26,10 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def server(home: Path) -> Iterator[ServerProcess]:
     home.mkdir(parents=True)  # loopback receivers allowed, as a test's config would
-    config = {"callbacks": {"allow_hosts": ["127.0.0.1"]}, "admission": {"max_queued_per_user": 2}}
+    config = {
+        "callbacks": {"allow_hosts": ["127.0.0.1"], "secret": "completion-secret-0123"},
+        "admission": {"max_queued_per_user": 2},
+    }
     (home / "config.json").write_text(json.dumps(config))
     with running_server(home) as srv:
         srv.ok("POST", "/api/v1/projects", json={"project_id": "film", "name": "Film"})

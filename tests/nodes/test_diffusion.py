@@ -146,7 +146,8 @@ def test_previews_reach_the_project(diffusion_runtime: Any, project: Any) -> Non
     assert len(previews) == 1  # every 2 steps of 4, not on the last one
     rel = previews[0].data["preview_path"]  # project-relative; clients get a URL
     assert wire_event(previews[0])["data"]["preview_url"] == f"/api/v1/projects/demo/files/{rel}"
-    assert Image.open(project.abs(rel)).format == "PNG"
+    preview = Image.open(project.abs(rel))
+    assert preview.format == "JPEG" and rel.endswith(".jpg") and preview.size == (64, 64)
 
 
 def test_single_node_take_records_the_random_seed_and_reproduces(
@@ -415,7 +416,7 @@ def test_ensure_demo_model_builds_once_and_registers_it_as_demo(_isolated_home: 
     loading = [m for _, stage, m, _ in reporter.calls if stage == "loading"]
     assert loading == ["loading demo model (random weights) 'demo'"]
     preview = next(p for *_, p in reporter.calls if p)
-    assert Image.open(io.BytesIO(preview)).format == "PNG"
+    assert Image.open(io.BytesIO(preview)).format == "JPEG"  # latent2rgb at the preview size
     service.close()
 
 

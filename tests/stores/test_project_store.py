@@ -96,6 +96,19 @@ def test_missing_files_are_named(project: ProjectStore) -> None:
     assert project.list_dir("no/such") == []
 
 
+def test_delete_removes_a_file_and_the_commit_records_it(project: ProjectStore) -> None:
+    project.write_file("02_Source_Creative/canvases/a.json", b"{}")
+    project.history.commit(["02_Source_Creative/canvases/a.json"], "add a")
+    project.delete_file("02_Source_Creative/canvases/a.json")
+    assert not project.is_file("02_Source_Creative/canvases/a.json")
+    sha = project.history.commit(["02_Source_Creative/canvases/a.json"], "delete a")
+    newest = project.history.recent_commits(1)[0]
+    assert newest.sha == sha and newest.files == ["02_Source_Creative/canvases/a.json"]
+    for missing in ("02_Source_Creative/canvases/a.json", "02_Source_Creative/canvases"):
+        with pytest.raises(ProjectFileNotFoundError, match="has no file"):
+            project.delete_file(missing)
+
+
 def test_list_dir_names_files_and_folders(project: ProjectStore) -> None:
     project.write_file("06_Exports/b.txt", b"bb")
     project.write_file("06_Exports/a.txt", b"a")
@@ -119,6 +132,7 @@ def test_every_verb_refuses_paths_that_leave_the_project(project: ProjectStore, 
         lambda: project.open_file(rel),
         lambda: project.list_dir(rel),
         lambda: project.write_file(rel, b"x"),
+        lambda: project.delete_file(rel),
         lambda: project.location(rel),
     ]
     for verb in verbs:

@@ -130,3 +130,25 @@ def test_editor_javascript_reads_graphs_like_python() -> None:
     from_js = EditorDocument.model_validate(_node_eval(script))
     from_py = from_graph(CanvasGraph.model_validate(graph))
     assert from_js == from_py
+
+
+def test_bypass_collapse_and_annotations_survive_both_editors() -> None:
+    graph = fixture("three_node.graph.json")
+    blend = next(n for n in graph["nodes"] if n["id"] == "blend_1")
+    blend["properties"] = {**blend.get("properties", {}), "bypass": True, "collapsed": True}
+    model = CanvasGraph.model_validate(graph)
+    assert to_graph(from_graph(model)) == model
+
+    graph["annotations"] = [
+        {"id": "note_1", "kind": "note", "text": "hi", "position": {"x": 1, "y": 2}},
+        {"id": "g", "kind": "group", "text": "Sky", "position": {"x": 0, "y": 0},
+         "width": 300, "height": 200},
+    ]  # fmt: skip
+    script = (
+        "import { toGraph, fromGraph } from './src/lib/graph.js';"
+        f"const g = {json.dumps(graph)};"
+        "const d = fromGraph(g, {});"
+        "console.log(JSON.stringify(toGraph(d.nodes, d.edges, {name: g.name, ...g.context})));"
+    )
+    from_js = CanvasGraph.model_validate(_node_eval(script))
+    assert from_js == CanvasGraph.model_validate(graph)

@@ -66,6 +66,9 @@ export const api = {
   loadCanvas: (projectId, name) => call('GET', `/api/v1/projects/${enc(projectId)}/canvases/${enc(name)}`),
   saveCanvas: (projectId, name, graph) =>
     call('PUT', `/api/v1/projects/${enc(projectId)}/canvases/${enc(name)}`, graph),
+  renameCanvas: (projectId, name, to, overwrite = false) =>
+    call('POST', `/api/v1/projects/${enc(projectId)}/canvases/${enc(name)}/rename`, { to, overwrite }),
+  deleteCanvas: (projectId, name) => call('DELETE', `/api/v1/projects/${enc(projectId)}/canvases/${enc(name)}`),
 };
 
 /** The URL the browser uses to fetch a stored project file (with the token, when signed in). */

@@ -2,6 +2,7 @@
 // Mirrored in Python by ui_bridge/document.py; tests/ui_bridge pins both on the same fixtures.
 
 import { inHandle, outHandle, portOf } from './ports.js';
+import { isTemplateNode, toAnnotations, fromAnnotations } from './annotations.js';
 
 export const GRAPH_FORMAT = 'takeflow.graph/v1';
 export const EDITOR_FORMAT = 'takeflow.editor/v1';
@@ -27,7 +28,7 @@ export function toGraph(nodes, edges, { name = 'untitled', project = null, shot 
   return {
     format: GRAPH_FORMAT,
     name,
-    nodes: nodes.map((n) => {
+    nodes: nodes.filter(isTemplateNode).map((n) => {
       const inputs = {};
       for (const [port, value] of Object.entries(n.data.values ?? {})) {
         if (value === undefined || value === null) continue;
@@ -36,6 +37,8 @@ export function toGraph(nodes, edges, { name = 'untitled', project = null, shot 
       Object.assign(inputs, links[n.id] ?? {});
       const properties = { quality: n.data.quality ?? 'standard' };
       if (n.data.label) properties.label = n.data.label;
+      if (n.data.bypass) properties.bypass = true;
+      if (n.data.collapsed) properties.collapsed = true;
       return {
         id: n.id,
         template: templateRef(n.data),
@@ -45,6 +48,7 @@ export function toGraph(nodes, edges, { name = 'untitled', project = null, shot 
       };
     }),
     context: { project, shot, user },
+    annotations: toAnnotations(nodes),
   };
 }
 
@@ -73,9 +77,12 @@ export function fromGraph(graph, templates = {}) {
         values,
         quality: gn.properties?.quality ?? 'standard',
         label: gn.properties?.label ?? '',
+        ...(gn.properties?.bypass ? { bypass: true } : {}),
+        ...(gn.properties?.collapsed ? { collapsed: true } : {}),
       },
     });
   });
+  nodes.push(...fromAnnotations(graph.annotations));
   return { nodes, edges };
 }
 

@@ -1,0 +1,206 @@
+"""The README's editor screenshots, taken from a real ``takeflow serve --demo`` in Chromium.
+
+    PYTHONPATH=. .venv/bin/python scripts/screenshots.py [--only first-screen queue ...] [--out DIR]
+
+Starts ``serve --demo`` on a free loopback port with a temporary home, opens the editor with
+Playwright (``/usr/bin/chromium``, 1440x900) and writes ``docs/screenshots/first-screen.png``,
+``queue.png``, ``viewer.png`` and ``compare.png``. A shot whose UI this build lacks (no element
+matching its selector below) is skipped with a message, so the script can run again once that
+part of the editor is merged. Needs ``web/dist`` built (``cd web && npm run build``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]
+SHOTS = ("first-screen", "queue", "viewer", "compare")
+
+# What each shot needs on the page; a missing one skips the shot (see the module docstring).
+FIRST_SCREEN = "[data-testid=first-screen]"
+QUEUE_PANEL = "[data-testid=queue-panel]"
+VIEWER_OPEN = "[data-testid=take-view]"  # the button that opens a take in the viewer
+VIEWER = "[data-testid=take-viewer]"
+COMPARE_OPEN = "[data-testid=take-compare]"  # the viewer's button that starts A/B compare
+COMPARE = "[data-testid=compare-view]"
+
+
+class Skip(Exception):
+    """A shot whose UI is missing from this build."""
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def serve_demo(home: Path, port: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TAKEFLOW_HOME": str(home)}
+    log = (home.parent / "serve.log").open("wb")
+    cmd = [sys.executable, "-m", "server.cli", "--home", str(home), "serve", "--demo"]
+    proc = subprocess.Popen(
+        [*cmd, "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"serve --demo exited: {(home.parent / 'serve.log').read_text()[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/api/v1/projects", timeout=2).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    sys.exit("serve --demo did not answer in 180 s")
+
+
+def need(page: Any, selector: str, what: str, timeout_ms: int = 3_000) -> Any:
+    """The element, or ``Skip`` saying which UI is missing."""
+    try:
+        page.wait_for_selector(selector, timeout=timeout_ms)
+    except Exception as exc:  # Playwright's TimeoutError
+        raise Skip(f"no {what} in this build ({selector})") from exc
+    return page.locator(selector).first
+
+
+def save(page: Any, path: Path) -> None:
+    """A page screenshot without transient notices, quantized to keep the PNG small."""
+    page.evaluate("document.querySelectorAll('[data-testid=notice]').forEach(n => n.remove())")
+    shot = Image.open(io.BytesIO(page.screenshot()))
+    shot.convert("RGB").quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(
+        path, optimize=True
+    )
+
+
+def open_demo(page: Any) -> None:
+    page.goto("/")
+    page.wait_for_selector("[data-testid=editor][data-ready=true]")
+    page.wait_for_function("() => document.querySelector('[data-testid=project-select]')?.value")
+
+
+def load_canvas(page: Any, name: str) -> None:
+    listing = page.get_by_test_id("canvas-list")
+    listing.focus()
+    listing.locator(f"option[value={name}]").wait_for(state="attached")
+    listing.select_option(name)
+    page.get_by_test_id("notice").filter(has_text=f"Loaded {name}").wait_for()
+    page.wait_for_timeout(400)  # spread and fitted
+
+
+def run_to_end(page: Any) -> None:
+    page.get_by_test_id("run-graph").click()
+    page.wait_for_selector(
+        "[data-testid=run-status][data-status=completed]", timeout=300_000, state="attached"
+    )
+
+
+def first_screen(page: Any) -> None:
+    open_demo(page)
+    need(page, FIRST_SCREEN, "first screen")
+    page.wait_for_selector("[data-testid^=first-open-]")
+
+
+def queue(page: Any) -> None:
+    open_demo(page)
+    need(page, QUEUE_PANEL, "queue panel")
+    load_canvas(page, "dream")
+    for _ in range(3):  # one running, two waiting
+        page.get_by_test_id("run-graph").click()
+        page.wait_for_timeout(300)
+    page.wait_for_timeout(1_500)
+
+
+def viewer(page: Any) -> None:
+    open_demo(page)
+    load_canvas(page, "poster")
+    run_to_end(page)
+    need(page, VIEWER_OPEN, "take viewer button", timeout_ms=10_000).click()
+    need(page, VIEWER, "take viewer")
+    page.wait_for_timeout(500)
+
+
+def compare(page: Any) -> None:
+    open_demo(page)
+    load_canvas(page, "poster")
+    run_to_end(page)
+    page.locator("[data-testid=run-status] button").first.click()  # clear, then a second take
+    run_to_end(page)
+    need(page, VIEWER_OPEN, "take viewer button", timeout_ms=10_000).click()
+    need(page, COMPARE_OPEN, "A/B compare button").click()
+    need(page, COMPARE, "A/B compare view")
+    page.wait_for_timeout(500)
+
+
+STEPS: dict[str, Callable[[Any], None]] = {
+    "first-screen": first_screen,
+    "queue": queue,
+    "viewer": viewer,
+    "compare": compare,
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", nargs="*", choices=SHOTS, default=list(SHOTS))
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots")
+    args = parser.parse_args()
+    if not (ROOT / "web" / "dist" / "index.html").exists():
+        sys.exit("web/dist is not built: cd web && npm run build")
+    from playwright.sync_api import sync_playwright
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    written = 0
+    with tempfile.TemporaryDirectory(prefix="screenshots-", ignore_cleanup_errors=True) as tmp:
+        home = Path(tmp) / "home"
+        home.mkdir()
+        port = free_port()
+        proc = serve_demo(home, port)
+        try:
+            with sync_playwright() as pw:
+                browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                for name in args.only:
+                    context = browser.new_context(
+                        viewport={"width": 1440, "height": 900},
+                        base_url=f"http://127.0.0.1:{port}",
+                    )
+                    context.set_default_timeout(30_000)
+                    page = context.new_page()
+                    try:
+                        STEPS[name](page)
+                        save(page, args.out / f"{name}.png")
+                        written += 1
+                        print(f"wrote {args.out / f'{name}.png'}")
+                    except Skip as why:
+                        print(f"skipped {name}.png: {why}; run again once it is merged")
+                    finally:
+                        context.close()
+                browser.close()
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    return 0 if written else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
