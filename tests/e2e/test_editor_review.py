@@ -20,7 +20,6 @@ from tests.e2e.test_editor import (  # noqa: F401 - fixtures used by name
     page,
     run_status,
     server,
-    shoot,
     wait_image,
     web_dist,
 )
@@ -86,7 +85,6 @@ def test_three_queued_runs_one_reordered_the_second_cancelled(page: Any, server:
         "the move did not reach the server",
     )
     row(page, third).and_(page.locator("[data-position='0']")).wait_for()
-    shoot(page, "queue")
 
     # cancel the second while the first runs
     assert server.get(f"{TASKS}/{first}")["status"] == "running"
@@ -206,7 +204,6 @@ def test_the_viewer_pages_with_keys_and_compares_two_takes(page: Any, server: Se
     for img, take in ((a, "take_002"), (b, "take_001")):
         page.wait_for_function("el => el.complete && el.naturalWidth > 0", arg=img.element_handle())
         assert img.get_attribute("alt") == take
-    shoot(page, "compare")
     box_a, box_b = a.bounding_box(), b.bounding_box()
     assert box_a and box_b and box_a["x"] + box_a["width"] <= box_b["x"]  # side by side
     viewer.get_by_test_id("compare-slide").click()
