@@ -58,6 +58,10 @@ class NodeOutputCache(Protocol):
 
     def put(self, key: str, outputs: Mapping[str, Any]) -> None: ...
 
+    def contains(self, key: str) -> bool:
+        """Whether ``get(key)`` would find outputs (without loading them)."""
+        ...
+
 
 class MemoryNodeCache:
     """In-memory LRU twin of the node output cache."""
@@ -73,6 +77,10 @@ class MemoryNodeCache:
             if found is not None:
                 self._items.move_to_end(key)
             return found
+
+    def contains(self, key: str) -> bool:
+        with self._lock:
+            return key in self._items
 
     def put(self, key: str, outputs: Mapping[str, Any]) -> None:
         with self._lock:

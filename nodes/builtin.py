@@ -17,6 +17,7 @@ from graph_runtime.templates import (
     TemplateFn,
 )
 from nodes.images import check_image_size, open_image
+from nodes.masks import TEMPLATES as MASK_TEMPLATES
 
 T = PortType
 Inputs = Mapping[str, Any]
@@ -269,3 +270,5 @@ TEMPLATES: tuple[FunctionTemplate, ...] = (
         InputSpec("value", T.TEXT, default="done")),
        (OutputSpec("value", T.TEXT),), cacheable=False),
 )  # fmt: skip
+
+TEMPLATES += MASK_TEMPLATES  # nodes.masks: load / image to / grow mask, pad for outpaint

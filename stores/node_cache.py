@@ -42,6 +42,9 @@ class DiskNodeCache:
         self._memory.put(key, found)
         return found
 
+    def contains(self, key: str) -> bool:
+        return self._memory.contains(key) or self._path(key).is_file()
+
     def put(self, key: str, outputs: Mapping[str, Any]) -> None:
         self._memory.put(key, outputs)
         path = self._path(key)

@@ -215,6 +215,9 @@ def ensure_demo_model(home: EditableConfig) -> Path:
     current = (home.config().get("models") or {}).get(DEMO_MODEL)
     if not current or Path(current.get("path", "")) != folder or not current.get("demo"):
         register_model(home, DEMO_MODEL, folder, demo=True, label=DEMO_LABEL)
+    from nodes.diffusion.inpaint_demo import ensure_demo_inpaint_model
+
+    ensure_demo_inpaint_model(home)  # "demo-inpaint": a 9-channel UNet
     ensure_demo_upscale_model(home)
     return folder
 

@@ -159,7 +159,7 @@ class ModelRegistry:
         and where. A single file gets its arch (read from its keys) and a config folder (the
         entry's, or the one generated for the arch under the home). The demo model, while this
         process builds it (``prepare_demo_model``), is waited for."""
-        if name == DEMO_MODEL:
+        if name.startswith(DEMO_MODEL):  # demo, demo-inpaint: built together
             wait_for_demo_model(self.home)
         config = self._read_config()
         if name in config.models:

@@ -17,7 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nodes.diffusion.models import ModelSpec
-from nodes.diffusion.requests import IMAGE_TO_IMAGE, SCHEDULER_OPTIONS, SCHEDULERS, SIGMAS
+from nodes.diffusion.requests import (
+    IMAGE_TO_IMAGE,
+    INPAINT,
+    SCHEDULER_OPTIONS,
+    SCHEDULERS,
+    SIGMAS,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +68,15 @@ class LoadedPipeline:
         if found is not None:
             return found
         import diffusers
-        from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
+        from diffusers import (
+            AutoPipelineForImage2Image,
+            AutoPipelineForInpainting,
+            AutoPipelineForText2Image,
+        )
 
         auto = AutoPipelineForImage2Image if kind == IMAGE_TO_IMAGE else AutoPipelineForText2Image
+        if kind == INPAINT:  # ordinary and 9-channel (inpainting) UNets alike
+            auto = AutoPipelineForInpainting  # type: ignore[assignment]
         config = {**self.pipe.scheduler.config, **SCHEDULER_OPTIONS.get(scheduler, {}),
                   **SIGMAS[sigmas]}  # fmt: skip
         if scheduler in ("ddim", "ddpm") and "clip_sample" not in config:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,6 +11,7 @@ from nodes.diffusion.models import ModelSpec
 
 TEXT_TO_IMAGE = "text_to_image"
 IMAGE_TO_IMAGE = "image_to_image"
+INPAINT = "inpaint"  # image + mask: repaint where the mask is white
 # Sampler name -> diffusers scheduler class (SCHEDULER_OPTIONS: extra config for some).
 SCHEDULERS: dict[str, str] = {
     "euler": "EulerDiscreteScheduler",
@@ -68,12 +70,14 @@ class GenerationRequest:
     image: Any = None  # PIL image, image_to_image only
     sigmas: str = "default"
     preview_method: str = "auto"  # nodes.diffusion.previews.PREVIEW_METHODS; not in batch_key
+    mask: Any = None  # PIL "L" image (white: repaint), inpaint only
 
     def batch_key(self) -> tuple[Any, ...]:
         """Requests with equal keys may share one batched pipeline call."""
-        strength = self.strength if self.kind == IMAGE_TO_IMAGE else None
+        strength = self.strength if self.kind in (IMAGE_TO_IMAGE, INPAINT) else None
+        mask = _mask_digest(self.mask) if self.mask is not None else None
         return (self.kind, self.model, self.width, self.height, self.steps,
-                float(self.guidance), self.scheduler, self.sigmas, strength)  # fmt: skip
+                float(self.guidance), self.scheduler, self.sigmas, strength, mask)  # fmt: skip
 
     def check(self) -> None:
         for name, value in (("width", self.width), ("height", self.height)):
@@ -102,6 +106,14 @@ class GenerationRequest:
             )
         if self.kind == IMAGE_TO_IMAGE and self.image is None:
             raise InvalidGenerationRequest("image_to_image needs an input image", port="image")
+        if self.kind == INPAINT and (self.image is None or self.mask is None):
+            port = "image" if self.image is None else "mask"
+            raise InvalidGenerationRequest(f"inpaint needs an input {port}", port=port)
+
+
+def _mask_digest(mask: Any) -> str:
+    """Masks batch separately: requests batch only with an identical mask."""
+    return hashlib.sha256(f"{mask.mode}{mask.size}".encode() + mask.tobytes()).hexdigest()
 
 
 @dataclass(frozen=True)

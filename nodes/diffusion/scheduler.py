@@ -23,7 +23,7 @@ from graph_runtime.errors import TaskCancelledError
 from nodes.diffusion.config import DiffusionSettings
 from nodes.diffusion.models import ModelSpec
 from nodes.diffusion.pipeline_cache import PipelineCache
-from nodes.diffusion.requests import IMAGE_TO_IMAGE, GenerationRequest
+from nodes.diffusion.requests import IMAGE_TO_IMAGE, INPAINT, GenerationRequest
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +229,11 @@ class BatchScheduler:
                 i.request.image.convert("RGB").resize((first.width, first.height)) for i in items
             ]
             kwargs["strength"] = first.strength
+        elif first.kind == INPAINT:  # one mask per batch (batch_key)
+            size = (first.width, first.height)
+            kwargs["image"] = [i.request.image.convert("RGB").resize(size) for i in items]
+            kwargs["mask_image"] = first.mask.convert("L").resize(size, 0)  # nearest
+            kwargs.update(strength=first.strength, width=first.width, height=first.height)
         else:
             kwargs["width"], kwargs["height"] = first.width, first.height
         if "original_size" in inspect.signature(pipe.__call__).parameters:

@@ -139,6 +139,16 @@ class TakeflowBridge:
         except GraphValidationError as exc:
             return list(exc.issues)
 
+    def cache_hits(self, plan: ExecutionPlan) -> set[str]:
+        """The Takeflow nodes of ``plan`` whose outputs this process's node cache holds now
+        (none in distributed mode: the workers' caches are not visible from an API replica)."""
+        runner = self.runtime.runner
+        cache = runner.node_cache
+        if cache is None or self.runtime.cluster is not None:
+            return set()
+        keys = runner.executor.cache_keys(plan)
+        return {node for node, key in keys.items() if key is not None and cache.contains(key)}
+
     def new_task_id(self) -> str:
         return new_task_id()
 

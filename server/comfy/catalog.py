@@ -273,6 +273,51 @@ NODE_TYPES: tuple[NodeType, ...] = (
         (Input("image", "COMBO", {"image_upload": True}, choices=_input_files),),
         ("IMAGE", "MASK"),
     ),
+    # Masks, inpaint and outpaint: translated by server.comfy.translate_inpaint.
+    NodeType(
+        "LoadImageMask", "Load Image (as Mask)", "mask",
+        "A mask from an input-folder image's channel (alpha: its transparent part).",
+        (Input("image", "COMBO", {"image_upload": True}, choices=_input_files),
+         Input("channel", "COMBO", choices=lambda _: ["alpha", "red", "green", "blue"])),
+        ("MASK",),
+    ),
+    NodeType(
+        "ImageToMask", "Convert Image to Mask", "mask", "One channel of an image as a mask.",
+        (Input("image", "IMAGE"),
+         Input("channel", "COMBO", choices=lambda _: ["red", "green", "blue", "alpha"])),
+        ("MASK",),
+    ),
+    NodeType(
+        "VAEEncodeForInpaint", "VAE Encode (for Inpainting)", "latent/inpaint",
+        "An image and the mask to repaint (grown by grow_mask_by): a KSampler on it inpaints.",
+        (Input("pixels", "IMAGE"), Input("vae", "VAE"), Input("mask", "MASK"),
+         Input("grow_mask_by", "INT", {"default": 6, "min": 0, "max": 64, "step": 1})),
+        ("LATENT",),
+    ),
+    NodeType(
+        "SetLatentNoiseMask", "Set Latent Noise Mask", "latent/inpaint",
+        "Limit a VAEEncode'd image's sampling to the mask.",
+        (Input("samples", "LATENT"), Input("mask", "MASK")),
+        ("LATENT",),
+    ),
+    NodeType(
+        "InpaintModelConditioning", "InpaintModelConditioning", "conditioning/inpaint",
+        "Prompts, image and mask for an inpainting (9-channel) or ordinary checkpoint.",
+        (Input("positive", "CONDITIONING"), Input("negative", "CONDITIONING"),
+         Input("vae", "VAE"), Input("pixels", "IMAGE"), Input("mask", "MASK"),
+         Input("noise_mask", "BOOLEAN", {"default": True})),
+        ("CONDITIONING", "CONDITIONING", "LATENT"),
+        ("positive", "negative", "latent"),
+    ),
+    NodeType(
+        "ImagePadForOutpaint", "Pad Image for Outpainting", "image",
+        "The image on a larger canvas (new area mid grey) and a mask over the new area.",
+        (Input("image", "IMAGE"),
+         *(Input(side, "INT", {"default": 0, "min": 0, "max": 2048, "step": 8})
+           for side in ("left", "top", "right", "bottom")),
+         Input("feathering", "INT", {"default": 40, "min": 0, "max": 2048, "step": 1})),
+        ("IMAGE", "MASK"),
+    ),
     *(  # upscaling and the hires fix (server/comfy/translate_upscale.py)
         NodeType(
             "UpscaleModelLoader", "Load Upscale Model", "loaders",

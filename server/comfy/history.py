@@ -58,7 +58,8 @@ def build_history(
     if started is not None:
         ts = int(started.timestamp * 1000)
         messages.append(["execution_start", {"prompt_id": pid, "timestamp": ts}])
-        messages.append(["execution_cached", {"nodes": [], "prompt_id": pid, "timestamp": ts}])
+        messages.append(["execution_cached", {"nodes": list(row.plan.cached), "prompt_id": pid,
+                                              "timestamp": ts}])  # fmt: skip
     done_nodes = {
         row.plan.owners[str(e.data.get("node_id"))]
         for e in events
@@ -70,7 +71,7 @@ def build_history(
     stream = PromptStream(row)
     for event in events:
         stream.feed(event)
-    ran = done_nodes | set(stream.announced)
+    ran = done_nodes | set(stream.announced) | set(row.plan.cached)
     if task.status == "completed":
         ran = set(row.plan.order)
     outputs: dict[str, Any] = {}

@@ -247,6 +247,7 @@ class ComfyService:
                 raise
             raise PromptRejected("invalid_prompt", f"Invalid prompt: {exc.message}",
                                  exc.code, exc.to_dict()) from None  # fmt: skip
+        translation.cached = translation.cached_nodes(self.bridge.cache_hits(plan))
         if number is None:
             number = self.store.next_number()
         front = bool(body.get("front"))

@@ -69,6 +69,7 @@ class PromptStream:
         self.announced: list[str] = []
         self.reported: dict[str, int] = {}  # KSampler -> the last step reported
         self.states: dict[str, dict[str, Any]] = {}  # node -> its progress_state entry
+        self.cached = set(plan.cached)  # answered from the cache: no ``executing``
         self._after_sampler = self._downstream(set(plan.samplers))
 
     def _downstream(self, roots: set[str]) -> set[str]:
@@ -100,7 +101,7 @@ class PromptStream:
     def _announce(self, nodes: list[str]) -> list[Out]:
         outs = []
         for nid in nodes:
-            if nid not in self.announced:
+            if nid not in self.announced and nid not in self.cached:
                 if self.announced:
                     self._set_state(self.announced[-1], "finished")
                 self.announced.append(nid)
@@ -140,7 +141,8 @@ class PromptStream:
                 self._out({"type": "execution_start",
                            "data": {"prompt_id": self.prompt_id, "timestamp": ts}}),
                 self._out({"type": "execution_cached",
-                           "data": {"nodes": [], "prompt_id": self.prompt_id, "timestamp": ts}}),
+                           "data": {"nodes": list(self.plan.cached), "prompt_id": self.prompt_id,
+                                    "timestamp": ts}}),
             ]  # fmt: skip
             before = [
                 n for n in self.plan.order

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from server.comfy import translate_inpaint as inpaint
 from server.comfy import translate_upscale as upscale
 from server.comfy.catalog import SAMPLER_NOTES, SAMPLERS, SIGMA_SAMPLERS, SIGMAS, Catalog
 from server.comfy.errors import NodeErrors, PromptRejected, input_error, is_link
@@ -53,6 +54,36 @@ class Translation:
     ports: dict[str, list[str]]  # "tfnode|port" -> [ComfyUI node, input]
     imports: dict[str, str] = field(default_factory=dict)  # asset id -> input-folder file
     notes: list[str] = field(default_factory=list)
+    cached: list[str] = field(default_factory=list)  # ComfyUI nodes answered from the cache
+
+    def cached_nodes(self, hits: set[str]) -> list[str]:
+        """The ComfyUI nodes that the node cache answers, given the Takeflow nodes it holds.
+
+        A ComfyUI node is cached when every Takeflow node it takes part in is a hit: those it
+        became, and those made from its ancestors or descendants (a loader or a prompt is folded
+        into the generation nodes it feeds; an output node saves what its ancestors made). The
+        keys are Takeflow's: a node's template, literal values and its inputs' keys, not node ids
+        (a LoadImage's asset id carries its file's content hash), as ComfyUI's cache keys are.
+        """
+        made: dict[str, set[str]] = {}
+        for tf_node, owner in self.owners.items():
+            made.setdefault(owner, set()).add(tf_node)
+        for output in self.outputs:
+            made.setdefault(output.node, set()).update(ref[0] for ref in output.refs)
+        related: dict[str, set[str]] = {nid: {nid} for nid in self.order}
+        for nid in self.order:  # dependency order: each node's ancestors are known before it
+            for dep in self.deps.get(nid, []):
+                related[nid] |= related.get(dep, set())
+        descendants: dict[str, set[str]] = {nid: set() for nid in self.order}
+        for nid, ancestors in related.items():
+            for ancestor in ancestors:
+                descendants.setdefault(ancestor, set()).add(nid)
+        cached = []
+        for nid in self.order:
+            involved = set().union(*(made.get(n, set()) for n in related[nid] | descendants[nid]))
+            if involved and involved <= hits:
+                cached.append(nid)
+        return cached
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -151,6 +182,8 @@ class Translator:
         cls = self._class(nid)
         if cls == "LoadImage":
             return [(self._load_image(nid), "image")]
+        if cls in inpaint.IMAGE_NODES:
+            return inpaint.images(self, nid, index)
         if cls in upscale.IMAGE_NODES:
             return upscale.images(self, nid, cls)
         if cls == "VAEDecode":
@@ -183,7 +216,9 @@ class Translator:
         return tf_id
 
     def _text(self, nid: str, name: str) -> str:
-        src, _ = self._source(nid, name)
+        src, index = self._source(nid, name)
+        if self._class(src) in inpaint.CONDITIONING_NODES:
+            src, _ = inpaint.prompt_source(self, src, index)
         return str(self._inputs(src).get("text", ""))
 
     def _sigmas(self, nid: str, sampler_name: str, schedule: str) -> str:
@@ -274,6 +309,8 @@ class Translator:
                           {**ports, "strength": (nid, "denoise"),
                            "image": (latent_node, pixels_in)})  # fmt: skip
                 made.append(tf_id)
+        elif latent_cls in inpaint.INPAINT_LATENTS:
+            made = inpaint.sample(self, nid, latent_node, common, ports, steps, seed)
         else:
             self._fail(nid, "Unsupported latent",
                        f"latent_image: a {latent_cls} output cannot be sampled again; decode it "

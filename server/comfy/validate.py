@@ -157,6 +157,10 @@ def _check_literal(catalog: Catalog, spec: Input, value: Any) -> dict[str, Any] 
                 return bad("value_not_in_list", "Value not in list",
                            f"{name}: '{value}' not in {shown}{why}")  # fmt: skip
             return None
+        elif spec.kind == "BOOLEAN":
+            if not isinstance(value, bool):
+                raise ValueError(f"{value!r} is not a boolean")
+            return None
         else:
             if not isinstance(value, str | int | float) or isinstance(value, bool):
                 raise ValueError(f"{value!r} is not a string")

@@ -29,6 +29,8 @@ EXAMPLE_FILES = (
     "poster.takeflow.json",
     "poster.schedules.json",
     "dream.takeflow.json",
+    "inpaint.takeflow.json",  # on the demo-inpaint model
+    "outpaint.takeflow.json",
     "hires_fix.takeflow.json",
 )
 

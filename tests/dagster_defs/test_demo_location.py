@@ -28,7 +28,7 @@ def test_fresh_demo_home_lists_two_jobs_and_the_sample_schedule(demo_runtime: Ru
     errors: list[str] = []
     canvases = {c.name: c for c in load_canvases(demo_runtime, errors)}
     assert errors == []
-    assert sorted(canvases) == ["dream", "hires_fix", "poster"]
+    assert sorted(canvases) == ["dream", "hires_fix", "inpaint", "outpaint", "poster"]
     hires = [n.template.id for n in canvases["hires_fix"].plan.nodes]
     assert {"upscale_with_model", "scale_image", "image_to_image"} <= set(hires)
     templates = {n.template.id for n in canvases["dream"].plan.nodes}
