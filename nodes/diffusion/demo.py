@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 DEMO_MODEL = "demo"
 DEMO_LABEL = "Demo model (tiny, random weights: makes noise-like images, not real pictures)"
 # Bump when the builder changes, so an older demo folder is rebuilt.
-DEMO_REVISION = 1
+DEMO_REVISION = 2  # 2: the demo LoRA, ControlNet, inpainting and upscale models came
 _MARKER = "takeflow-demo.json"
 
 Size = Literal["tiny", "sd15"]
