@@ -153,7 +153,8 @@ def test_replay_queue_and_history_survive_a_crash(tmp_path: Path, demo_model_dir
         assert [
             m["type"] for m in rest if isinstance(m, dict) and m["type"] != "progress_state"
         ] == ["execution_error", "executing"]
-        assert rest[0]["data"]["exception_type"] == "interrupted"  # type: ignore[index]
+        error = next(m for m in rest if isinstance(m, dict) and m["type"] == "execution_error")
+        assert error["data"]["exception_type"] == "interrupted"
         assert not set(texts(first)) & set(texts(rest))
         kinds = [
             m["type"]

@@ -58,7 +58,8 @@ def assert_status(message: Message) -> None:
 
 
 def kinds(messages: list[Message]) -> list[str]:
-    return [m["type"] for m in messages if isinstance(m, dict)]
+    """The message types, without ``progress_state`` (tests/comfy/test_previews.py checks it)."""
+    return [m["type"] for m in messages if isinstance(m, dict) and m["type"] != "progress_state"]
 
 
 def until(ws: Any, prompt_id: str, kind: str, step: int = 0) -> list[Message]:
