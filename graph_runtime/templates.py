@@ -24,6 +24,7 @@ class PortType(StrEnum):
     JSON = "json"
     ANY = "any"
     CONTROL = "control"  # ControlNet applications (nodes.diffusion.controlnet)
+    VIDEO = "video"  # nodes.video.Video: an MP4 with fps, size, frame count
 
 
 # A link from an output of type key may feed an input of any type in the value set.
@@ -59,6 +60,7 @@ _JSON_TYPES: dict[PortType, dict[str, Any]] = {
     PortType.JSON: {},
     PortType.ANY: {},
     PortType.CONTROL: {"type": "array", "description": "ControlNet applications"},
+    PortType.VIDEO: {"type": "string", "format": "video", "description": "video (MP4 in takes)"},
 }
 
 

@@ -71,6 +71,7 @@ def _check_literal(node: CanvasNode, spec: InputSpec, value: Any) -> GraphIssue 
         PortType.IMAGE: False,
         PortType.MASK: False,
         PortType.CONTROL: False,
+        PortType.VIDEO: False,
     }.get(kind, True)
     if value is None and not spec.required:
         return None
