@@ -122,7 +122,7 @@ def _open(path: Path | str | io.IOBase) -> Any:
     try:
         return av.open(path if isinstance(path, io.IOBase) else str(path), mode="r")
     except (av.FFmpegError, OSError, ValueError) as exc:
-        raise InvalidVideoError(f"not a readable video: {exc}") from None
+        raise InvalidVideoError(f"not a readable video: {exc}", field="file") from None
 
 
 def probe(path: Path, name: str | None = None) -> Video:
@@ -160,7 +160,9 @@ def check_decodes(video: Video, label: str) -> None:
     try:
         next(video.frames(0, 1))
     except (av.FFmpegError, StopIteration) as exc:
-        raise InvalidVideoError(f"{label}: its frames cannot be decoded ({exc})") from None
+        raise InvalidVideoError(
+            f"{label}: its frames cannot be decoded ({exc})", field="file"
+        ) from None
 
 
 def check_size(width: int, height: int, field: str = "width") -> None:
