@@ -13,12 +13,15 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import av
 from PIL import Image
 
 from graph_runtime.errors import TakeflowError
+
+if TYPE_CHECKING:
+    from av.video.stream import VideoStream
 
 CODEC = "libx264"  # H.264 through the x264 encoder bundled with PyAV's FFmpeg
 PIXEL_FORMAT = "yuv420p"  # what every browser plays; needs even width and height
@@ -198,10 +201,11 @@ class VideoWriter:
         self.path = path or new_video_path()
         self.count = 0
         self._container: Any = av.open(str(self.path), mode="w", format="mp4")
-        self._stream: Any = self._container.add_stream(CODEC, rate=self.fps)
-        self._stream.width, self._stream.height = width, height
-        self._stream.pix_fmt = PIXEL_FORMAT
-        self._stream.options = {"crf": CRF, "preset": PRESET}
+        stream = cast("VideoStream", self._container.add_stream(CODEC, rate=self.fps))
+        stream.width, stream.height = width, height
+        stream.pix_fmt = PIXEL_FORMAT
+        stream.options = {"crf": CRF, "preset": PRESET}
+        self._stream = stream
         self._audio_source = audio_from if audio_from is not None and audio_from.has_audio else None
         self._audio: Any = None
         if self._audio_source is not None:
