@@ -171,6 +171,20 @@ def test_a_video_output_is_an_mp4_and_a_poster_with_its_facts() -> None:
     }  # fmt: skip
 
 
+def test_webm_without_a_frame_count_in_its_header_is_probed(tmp_path: Path) -> None:
+    path = tmp_path / "clip.webm"
+    with av.open(str(path), "w", format="webm") as out:
+        stream = out.add_stream("libvpx-vp9", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+        for i in range(7):
+            out.mux(stream.encode(av.VideoFrame.from_image(_frame(i, (32, 32)))))
+        out.mux(stream.encode())
+    video = probe(path)
+    assert (video.frame_count, video.fps, video.codec, video.size) == (7, 10, "vp9", (32, 32))
+    last = extract_frame(R, {"video": video, "mode": "last", "index": 0, "time": 0.0})
+    assert _max_diff(last["image"], _frame(6, (32, 32))) <= 2 * TOLERANCE
+
+
 def test_corrupt_and_non_video_files_are_refused(tmp_path: Path) -> None:
     good = _clip(4).path.read_bytes()
     for name, data in {"truncated.mp4": good[: len(good) // 3], "text.mp4": b"not a video"}.items():
