@@ -185,7 +185,8 @@ def to_fps(value: float | Fraction, field: str = "fps") -> Fraction:
 
 class VideoWriter:
     """Encodes frames one at a time into an H.264 MP4; ``close`` returns the ``Video``.
-    Optionally copies the audio stream of ``audio_from`` untouched (same timing)."""
+    Optionally copies the audio stream of ``audio_from`` untouched (packets, not re-encoded):
+    all of it, or the packets starting in ``audio_window`` (seconds), moved to start at 0."""
 
     def __init__(
         self,
@@ -194,8 +195,10 @@ class VideoWriter:
         fps: float | Fraction,
         path: Path | None = None,
         audio_from: Video | None = None,
+        audio_window: tuple[float, float] | None = None,
     ) -> None:
         check_size(width, height)
+        self._audio_window = audio_window
         self.fps = to_fps(fps)
         self.width, self.height = width, height
         self.path = path or new_video_path()
@@ -234,8 +237,14 @@ class VideoWriter:
             with _open(self._audio_source.path) as src:
                 audio_in = src.streams.audio[0]
                 for packet in src.demux(audio_in):
-                    if packet.dts is None:
+                    if packet.dts is None or packet.pts is None:
                         continue
+                    if self._audio_window is not None and packet.time_base:
+                        start, end = self._audio_window
+                        if not start <= float(packet.pts * packet.time_base) < end:
+                            continue
+                        offset = round(start / packet.time_base)
+                        packet.pts, packet.dts = packet.pts - offset, packet.dts - offset
                     packet.stream = self._audio
                     self._container.mux(packet)
         self._container.close()
@@ -266,6 +275,7 @@ def encode(
     size: tuple[int, int] | None = None,
     audio_from: Video | None = None,
     on_frame: Callable[[int], None] | None = None,
+    audio_window: tuple[float, float] | None = None,
 ) -> Video:
     """Stream ``frames`` into a new MP4 (size: the first frame's unless given)."""
     writer: VideoWriter | None = None
@@ -273,7 +283,7 @@ def encode(
         for image in frames:
             if writer is None:
                 width, height = size or image.size
-                writer = VideoWriter(width, height, fps, audio_from=audio_from)
+                writer = VideoWriter(width, height, fps, None, audio_from, audio_window)
             writer.write(image)
             if on_frame is not None:
                 on_frame(writer.count)

@@ -134,7 +134,11 @@ def trim(ctx: ProgressReporter, inputs: Inputs) -> dict[str, Any]:
             f"input 'start': the cut is empty (frames {start}..{stop} of {video.frame_count})"
         )
     out = encode(
-        video.frames(start, stop), video.fps, on_frame=_progress(ctx, stop - start, "trim")
+        video.frames(start, stop),
+        video.fps,
+        audio_from=video,  # the audio packets that start inside the cut
+        audio_window=(float(start / video.fps), float(stop / video.fps)),
+        on_frame=_progress(ctx, stop - start, "trim"),
     )
     return {"video": out}
 
@@ -190,7 +194,13 @@ def set_fps(ctx: ProgressReporter, inputs: Inputs) -> dict[str, Any]:
             if target is None:
                 return
 
-    out = encode(stream(), fps, video.size, on_frame=_progress(ctx, len(indices), "resample"))
+    out = encode(
+        stream(),
+        fps,
+        video.size,
+        audio_from=video,
+        on_frame=_progress(ctx, len(indices), "resample"),
+    )  # same duration: the audio as it was
     return {"video": out}
 
 

@@ -154,6 +154,25 @@ def test_audio_is_carried_through_resize(tmp_path: Path) -> None:
     assert source.has_audio
     resized = resize_video(R, {"video": source, "width": 16, "height": 16, "resample": "nearest"})
     assert resized["video"].has_audio and probe(resized["video"].path).has_audio
+    assert _audio_seconds(resized["video"].path) == pytest.approx(_audio_seconds(path), abs=0.01)
+    half = set_fps(R, {"video": source, "fps": 5.0, "mode": "resample"})["video"]
+    assert half.has_audio and _audio_seconds(half.path) == pytest.approx(
+        _audio_seconds(path), abs=0.01
+    )
+    cut = trim(R, {"video": source, "start": 0.2, "end": 0.6})["video"]
+    assert cut.has_audio and cut.frame_count == 4
+    assert 0.2 <= _audio_seconds(cut.path) <= 0.6  # the packets inside the cut, from 0
+
+
+def _audio_seconds(path: Path) -> float:
+    """Where the last audio packet ends (seconds), read from the file."""
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        end = 0.0
+        for packet in container.demux(stream):
+            if packet.pts is not None and packet.time_base:
+                end = max(end, float((packet.pts + (packet.duration or 0)) * packet.time_base))
+        return end
 
 
 def test_a_video_output_is_an_mp4_and_a_poster_with_its_facts() -> None:
