@@ -301,7 +301,7 @@ def validate_graph(
                             f"required input '{spec.name}' ({spec.type.value}) has no value; "
                             + (
                                 "connect a node that makes one"
-                                if spec.type in (PortType.IMAGE, PortType.MASK)
+                                if spec.type in (PortType.IMAGE, PortType.MASK, PortType.VIDEO)
                                 else "type one in or connect a node to it"
                             ),
                             node_id=nid,

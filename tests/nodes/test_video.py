@@ -245,3 +245,29 @@ def test_encoding_streams_memory_follows_the_frame_not_the_clip() -> None:
     small, large = _peak_kib(24), _peak_kib(240)
     print(json.dumps({"peak_kib_24": small, "peak_kib_240": large, "ratio": large / small}))
     assert large < small * 1.5 and large - small < 20 * 1024  # holding them: +55 MB
+
+
+def test_a_video_input_must_be_linked() -> None:
+    from graph_runtime.canvas import CanvasGraph
+    from graph_runtime.errors import GraphValidationError
+    from graph_runtime.registry import TemplateRegistry
+    from graph_runtime.validation import validate_graph
+
+    graph = CanvasGraph.model_validate(
+        {"nodes": [
+            {"id": "cut", "template": "trim"},
+            {"id": "join", "template": "concat",
+             "inputs": {"first": {"kind": "literal", "value": "clip.mp4"}}},
+            {"id": "still", "template": "solid_image"},
+            {"id": "bad", "template": "trim",
+             "inputs": {"video": {"kind": "link", "node": "still", "output": "image"}}},
+        ]}
+    )  # fmt: skip
+    with pytest.raises(GraphValidationError) as info:
+        validate_graph(graph, TemplateRegistry(list(TEMPLATES)))
+    issues = {(i.node_id, i.port): i for i in info.value.issues}
+    assert issues["cut", "video"].code == "missing_input"
+    assert "connect a node that makes one" in issues["cut", "video"].message
+    assert issues["join", "first"].code == "invalid_type"
+    assert "expects a video" in issues["join", "first"].message
+    assert issues["bad", "video"].code == "type_mismatch"
