@@ -78,7 +78,7 @@ def _video_extension(filename: str, content_type: str) -> str | None:
         return ext
     if content_type.startswith("video/") or ext in (".avi", ".mkv", ".m4v", ".mpg", ".flv"):
         raise UnsupportedVideoError(
-            f"video uploads must be mp4, webm or mov, not {ext or content_type!r}",
+            f"video uploads must be .mp4, .webm or .mov files, not {filename!r} ({content_type})",
             field="file",
         )
     return None
