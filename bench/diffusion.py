@@ -10,6 +10,7 @@ Usage:
         --repeats 1 --concurrent 2                       # smoke test of the CUDA mode's model
     .venv/bin/python bench/diffusion.py --only upscale   # only the upscale tiles/s rows
     .venv/bin/python bench/diffusion.py --only previews  # only previews on vs off
+    .venv/bin/python bench/diffusion.py --only toolbox   # LoRA, ControlNet, previews, upscale
 
 Every mode runs in this one process on the same loaded pipeline (the process's pipeline cache),
 one after another. Per-image figures are median / p95 in ms; the overhead ratio is
@@ -41,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.diffusion_lora import lora_rows  # noqa: E402
 from dagster_defs.runtime import Runtime, open_runtime  # noqa: E402
 from dagster_defs.services import service_context  # noqa: E402
 from graph_runtime.canvas import RunContext, single_node_graph  # noqa: E402
@@ -203,7 +205,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--concurrent", type=int, default=8)
     parser.add_argument("--window-ms", type=float, default=50.0)
-    parser.add_argument("--only", choices=("upscale", "previews"), help="run only these rows")
+    parser.add_argument(
+        "--only",
+        choices=("upscale", "previews", "toolbox"),
+        help="run only these rows (toolbox: LoRA, ControlNet, previews, upscale)",
+    )
     args = parser.parse_args(argv)
     model = args.model or ("sd15" if args.device == "cuda" else "tiny")
     size = args.size or (512 if args.device == "cuda" else 256)
@@ -242,6 +248,12 @@ def _run(args: argparse.Namespace, model: str, size: int, tmp: Path) -> int:
     service = diffusion_service(home, args.device, 1, 0)
     request = GenerationRequest(**{k: v for k, v in values.items()}, seed=0)
     service.generate(request, NullReporter())  # load + warm up
+    if args.only == "toolbox":  # the image toolbox's rows only, in one run
+        lora_rows(args, home, folder, values, service)  # bench/diffusion_lora.py
+        controlnet_vs_none(args, home, folder, values)
+        previews_on_vs_off(args, home, values)
+        service.close()
+        return upscale_rows(args, tmp)
     entry = CACHE.get(registry(home).resolve("bench"), args.device)
     pipe = entry.pipeline_for("text_to_image", "euler")
 
@@ -297,6 +309,7 @@ def _run(args: argparse.Namespace, model: str, size: int, tmp: Path) -> int:
     single_file_vs_folder(args, home, folder, values)
     controlnet_vs_none(args, home, folder, values)
     previews_on_vs_off(args, home, values)
+    lora_rows(args, home, folder, values, service)  # bench/diffusion_lora.py
 
     print(f"{args.concurrent} concurrent one-image tasks ({args.concurrent} workers):")
     results = {}

@@ -29,6 +29,7 @@ from typing import Any
 from dagster import DagsterError, JobDefinition
 
 from dagster_defs.queue import model_for, queue_for
+from dagster_defs.queue_order import ReorderUnsupportedError
 from dagster_defs.run_plans import LAUNCHED, adopted_run
 from dagster_defs.runner import TaskRunner
 from dagster_defs.settings import ClusterSettings
@@ -77,6 +78,12 @@ class JobQueuePool:
 
     def remove(self, task_id: str) -> bool:
         return False  # a cancelled task's row says so; the job that finds it runs the next one
+
+    def move(self, task_id: str, index: int) -> list[str] | None:
+        raise ReorderUnsupportedError(
+            "the distributed queue cannot reorder waiting tasks yet: cancel and submit again",
+            task_id=task_id,
+        )
 
     def positions(self, task_ids: Iterable[str]) -> dict[str, int]:
         found = {t: self.turns.position(t) for t in task_ids}

@@ -34,6 +34,7 @@ from dagster_defs.lifecycle import TaskLifecycle, TaskState
 from dagster_defs.limits import Limits, StopSignal
 from dagster_defs.node_executor import NodeExecutor, TaskExecution
 from dagster_defs.observability import RunnerMetrics, TaskTelemetry
+from dagster_defs.queue_order import in_queue_order, not_pending, persist_order
 from dagster_defs.run_plans import adopted_run
 from dagster_defs.take_recorder import VERSIONS, TakeRecorder
 from dagster_defs.workers import QueueItem, WorkerPool
@@ -246,6 +247,19 @@ class TaskRunner:
                 self.coordination.cancel_elsewhere(task_id)
         return record
 
+    def move(self, task_id: str, position: int) -> list[str]:
+        """Put a queued task at ``position`` (0: first) among its user's waiting tasks of its
+        priority, in the queue and in the store (``queue_order``); their ids in the new order.
+        ``TaskNotPendingError`` (409) once it runs or ended."""
+        record = self.get(task_id)
+        if record.status != TaskStatus.QUEUED:
+            raise not_pending(record)
+        band = self.pool.move(task_id, position)
+        if band is None:
+            raise not_pending(self.get(task_id))
+        persist_order(self.state, band)
+        return band
+
     def wait(self, task_id: str, timeout: float = 60.0) -> TaskRecord:
         return self.lifecycle.wait(task_id, timeout, self.get)
 
@@ -371,7 +385,7 @@ class TaskRunner:
             self.interrupt(
                 record, "the server stopped while this task ran", "a server stop or crash"
             )
-        for record in self.state.list(status=TaskStatus.QUEUED):
+        for record in in_queue_order(self.state.list(status=TaskStatus.QUEUED)):
             try:
                 work = self.admission.readmit(record)
             except TakeflowError as exc:

@@ -16,6 +16,7 @@ from graph_runtime.errors import TakeflowError
 from graph_runtime.events import EventBus, TakeCreated
 from graph_runtime.takes import OutputFile, Take
 from graph_runtime.validation import ExecutionPlan
+from nodes.png_text import with_takeflow_graph
 from nodes.values import media_facts, to_output_files
 
 _VERSIONED = ("takeflow", "dagster", "torch", "diffusers", "pillow")
@@ -114,6 +115,9 @@ class TakeRecorder:
             "versions": VERSIONS,
             **record.metadata,
         }
+        metadata.pop("queue_order", None)  # the queue's bookkeeping, not how the take was made
+        metadata["graph"] = plan.graph.model_dump(mode="json")  # recall: the canvas that ran
+        files = [self._with_graph(f, metadata) for f in files]
         try:
             with self.telemetry.child(record.task_id, "takeflow.take.store"):
                 take = project.takes.create(record.shot, files, metadata)
@@ -125,3 +129,19 @@ class TakeRecorder:
         execution.take = take
         execution.emit(self.bus, TakeCreated(take=take.to_dict(), trace_id=record.trace_id))
         return RecordedTake(take, files, seeds)
+
+    @staticmethod
+    def _with_graph(output: OutputFile, metadata: Mapping[str, Any]) -> OutputFile:
+        """A PNG output carrying the graph that made it (``nodes.png_text``), before the take
+        is stored, so its stored hash is that of the file as kept. Only what the graph says
+        (no task id, no run context): the same graph still makes the same bytes."""
+        if output.content_type != "image/png":
+            return output
+        graph = {k: v for k, v in metadata["graph"].items() if k != "context"}
+        meta = {
+            "graph": graph,
+            "graph_hash": metadata.get("graph_hash"),
+            "seeds": metadata["seeds"],
+        }
+        data = with_takeflow_graph(output.data, meta)
+        return OutputFile(output.name, data, output.extension, output.content_type)

@@ -68,6 +68,11 @@ class WorkerPool:
         """Take a waiting task out of the queue (it was cancelled); False if not waiting."""
         return self._queue.remove(task_id)
 
+    def move(self, task_id: str, index: int) -> list[str] | None:
+        """Put a waiting task at ``index`` among its user's waiting tasks of its priority
+        (``FairQueue.move``): their ids in the new order; None when it is not waiting."""
+        return self._queue.move(task_id, index)
+
     def position(self, task_id: str) -> int | None:
         """Tasks that will start before this one (0: next); None when it is not waiting."""
         return self._queue.position(task_id)

@@ -102,6 +102,25 @@ class FairQueue(Generic[T]):
                 self._turns.remove(owner)
             return True
 
+    def move(self, key: str, index: int) -> list[str] | None:
+        """Put waiting ``key`` at ``index`` (0: first) among its owner's waiting items of its
+        priority, clamped to that band; the band's keys in their new order, or None when
+        ``key`` is not waiting. Other owners' turns are untouched."""
+        with self._cond:
+            owner = self._where.get(key)
+            if owner is None:
+                return None
+            heap = self._heaps[owner]
+            entry = next(e for e in heap if e.key == key)
+            band = sorted(e for e in heap if e.rank[0] == entry.rank[0])
+            arrivals = [e.rank[1] for e in band]
+            band.remove(entry)
+            band.insert(max(0, min(index, len(band))), entry)
+            for e, arrival in zip(band, arrivals, strict=True):
+                e.rank = (e.rank[0], arrival)
+            heapq.heapify(heap)
+            return [e.key for e in band]
+
     def position(self, key: str) -> int | None:
         """How many waiting items will be served before ``key`` (None when not waiting)."""
         return self.positions([key]).get(key)

@@ -24,6 +24,7 @@ class PortType(StrEnum):
     JSON = "json"
     ANY = "any"
     CONTROL = "control"  # ControlNet applications (nodes.diffusion.controlnet)
+    MODEL = "model"  # a checkpoint name, or a model value (checkpoint + VAE + CLIP skip + LoRAs)
     VIDEO = "video"  # nodes.video.Video: an MP4 with fps, size, frame count
 
 
@@ -32,6 +33,7 @@ _WIDENINGS: dict[PortType, frozenset[PortType]] = {
     PortType.INTEGER: frozenset({PortType.FLOAT}),
     PortType.MASK: frozenset({PortType.IMAGE}),
     PortType.ASSET: frozenset({PortType.IMAGE}),
+    PortType.TEXT: frozenset({PortType.MODEL}),
 }
 
 
@@ -60,6 +62,7 @@ _JSON_TYPES: dict[PortType, dict[str, Any]] = {
     PortType.JSON: {},
     PortType.ANY: {},
     PortType.CONTROL: {"type": "array", "description": "ControlNet applications"},
+    PortType.MODEL: {"description": "a model name, or a model value from checkpoint_loader"},
     PortType.VIDEO: {"type": "string", "format": "video", "description": "video (MP4 in takes)"},
 }
 

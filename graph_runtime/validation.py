@@ -71,6 +71,7 @@ def _check_literal(node: CanvasNode, spec: InputSpec, value: Any) -> GraphIssue 
         PortType.IMAGE: False,
         PortType.MASK: False,
         PortType.CONTROL: False,
+        PortType.MODEL: isinstance(value, str | dict),
         PortType.VIDEO: False,
     }.get(kind, True)
     if value is None and not spec.required:

@@ -33,10 +33,10 @@ SHOTS = ("first-screen", "queue", "viewer", "compare")
 # What each shot needs on the page; a missing one skips the shot (see the module docstring).
 FIRST_SCREEN = "[data-testid=first-screen]"
 QUEUE_PANEL = "[data-testid=queue-panel]"
-VIEWER_OPEN = "[data-testid=take-view]"  # the button that opens a take in the viewer
+VIEWER_OPEN = "[data-testid=take-open]"  # a take's thumbnail: opens it in the viewer
 VIEWER = "[data-testid=take-viewer]"
-COMPARE_OPEN = "[data-testid=take-compare]"  # the viewer's button that starts A/B compare
-COMPARE = "[data-testid=compare-view]"
+COMPARE_OPEN = "[data-testid=compare-select]"  # the viewer's "compare with" take choice
+COMPARE = "[data-testid=compare-b]"
 
 
 class Skip(Exception):
@@ -144,7 +144,7 @@ def compare(page: Any) -> None:
     page.locator("[data-testid=run-status] button").first.click()  # clear, then a second take
     run_to_end(page)
     need(page, VIEWER_OPEN, "take viewer button", timeout_ms=10_000).click()
-    need(page, COMPARE_OPEN, "A/B compare button").click()
+    need(page, COMPARE_OPEN, "A/B compare choice").select_option(index=1)  # the other take
     need(page, COMPARE, "A/B compare view")
     page.wait_for_timeout(500)
 

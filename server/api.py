@@ -122,6 +122,14 @@ class ProjectRequest(BaseModel):
         return self
 
 
+class TaskPositionRequest(BaseModel):
+    """Where to put a queued task among its user's waiting tasks (0: first)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    position: Annotated[int, Field(ge=0, le=1_000_000)]
+
+
 class ActiveTakeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -218,6 +226,20 @@ class FunctionsController(Controller):
         record = runtime.runner.cancel(task_id)
         status = record.status.value if record.status.terminal else "cancelling"
         return {"task_id": task_id, "status": status}
+
+    @post("/tasks/{task_id:str}/position", status_code=200, sync_to_thread=True)
+    def move_task(
+        self,
+        task_id: FromPath[str],
+        data: JSONBody[TaskPositionRequest],
+        runtime: NamedDependency[Runtime],
+    ) -> dict[str, Any]:
+        """Move a queued task to ``position`` (0: first) among its user's waiting tasks; 409
+        ``task_not_pending`` once it runs or ended. Answers the user's waiting task ids in
+        their new order and the task's ``queue_position`` in the whole queue."""
+        order = runtime.runner.move(task_id, data.position)
+        position, _ = runtime.runner.estimate(runtime.runner.get(task_id))
+        return {"task_id": task_id, "order": order, "queue_position": position}
 
     @post("/batches", status_code=200, responses=_STILL_GOING)
     async def submit_batch(

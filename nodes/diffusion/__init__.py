@@ -9,9 +9,16 @@ from __future__ import annotations
 from graph_runtime.templates import FunctionTemplate
 from nodes.diffusion.control_templates import TEMPLATES as _CONTROL_TEMPLATES
 from nodes.diffusion.inpaint import TEMPLATES as _INPAINT
+from nodes.diffusion.model_templates import TEMPLATES as _MODEL_TEMPLATES
 from nodes.diffusion.templates import TEMPLATES as _TEMPLATES
 from nodes.diffusion.upscale import TEMPLATES as _UPSCALE
 
-TEMPLATES: tuple[FunctionTemplate, ...] = (*_TEMPLATES, *_UPSCALE, *_INPAINT, *_CONTROL_TEMPLATES)
+TEMPLATES: tuple[FunctionTemplate, ...] = (
+    *_TEMPLATES,
+    *_MODEL_TEMPLATES,
+    *_UPSCALE,
+    *_INPAINT,
+    *_CONTROL_TEMPLATES,
+)
 
 __all__ = ["TEMPLATES"]

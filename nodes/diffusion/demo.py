@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 DEMO_MODEL = "demo"
 DEMO_LABEL = "Demo model (tiny, random weights: makes noise-like images, not real pictures)"
 # Bump when the builder changes, so an older demo folder is rebuilt.
-DEMO_REVISION = 1
+DEMO_REVISION = 2  # 2: the demo LoRA, ControlNet, inpainting and upscale models came
 _MARKER = "takeflow-demo.json"
 
 Size = Literal["tiny", "sd15"]
@@ -222,6 +222,9 @@ def ensure_demo_model(home: EditableConfig) -> Path:
     from nodes.diffusion.controlnet import ensure_demo_controlnet
 
     ensure_demo_controlnet(home.path, folder)
+    from nodes.diffusion.demo_lora import ensure_demo_lora  # the demo LoRA, for that model
+
+    ensure_demo_lora(home, folder)
     return folder
 
 
@@ -235,7 +238,9 @@ def demo_model_ready(home: EditableConfig) -> bool:
     folder = home.path / "models" / DEMO_MODEL
     current = (home.config().get("models") or {}).get(DEMO_MODEL)
     registered = bool(current and Path(current.get("path", "")) == folder and current.get("demo"))
-    return registered and _is_current(folder)
+    from nodes.diffusion.demo_lora import demo_lora_ready
+
+    return registered and _is_current(folder) and demo_lora_ready(home)
 
 
 def prepare_demo_model(

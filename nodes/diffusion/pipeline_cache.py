@@ -60,6 +60,7 @@ class LoadedPipeline:
     lock: threading.Lock = field(default_factory=threading.Lock)
     _variants: dict[tuple[str, str, str], Any] = field(default_factory=dict)
     uses: int = 0
+    parts: Any = None  # LoRA adapters, VAEs, embeddings put on it (nodes/diffusion/parts.py)
 
     def pipeline_for(self, kind: str, scheduler: str, sigmas: str = "default") -> Any:
         """The text-to-image or image-to-image pipeline with ``scheduler`` (and its sigmas

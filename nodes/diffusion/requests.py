@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from graph_runtime.errors import ModelNotFoundError, TakeflowError
+from nodes.diffusion.model_value import LoraUse
 from nodes.diffusion.models import ModelSpec
 
 TEXT_TO_IMAGE = "text_to_image"
@@ -72,6 +73,10 @@ class GenerationRequest:
     preview_method: str = "auto"  # nodes.diffusion.previews.PREVIEW_METHODS; not in batch_key
     mask: Any = None  # PIL "L" image (white: repaint), inpaint only
     controls: tuple[Any, ...] = ()  # ControlSpec (nodes.diffusion.controlnet), in order
+    # The model's parts (nodes/diffusion/model_value.py): its LoRA stack, VAE file, CLIP skip.
+    loras: tuple[LoraUse, ...] = ()
+    vae: str | None = None
+    clip_skip: int = 0
 
     def batch_key(self) -> tuple[Any, ...]:
         """Requests with equal keys may share one batched pipeline call."""
@@ -79,7 +84,8 @@ class GenerationRequest:
         mask = _mask_digest(self.mask) if self.mask is not None else None
         return (self.kind, self.model, self.width, self.height, self.steps,
                 float(self.guidance), self.scheduler, self.sigmas, strength, mask,
-                tuple(c.key() for c in self.controls))  # fmt: skip
+                tuple(c.key() for c in self.controls), self.loras, self.vae,
+                self.clip_skip)  # fmt: skip
 
     def check(self) -> None:
         for name, value in (("width", self.width), ("height", self.height)):
@@ -125,3 +131,4 @@ class GenerationResult:
     model: ModelSpec
     batch_size: int
     device: str
+    parts: Any = None  # the ModelParts used (nodes/diffusion/parts.py), for provenance

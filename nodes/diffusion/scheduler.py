@@ -24,6 +24,7 @@ from nodes.diffusion.config import DiffusionSettings
 from nodes.diffusion.controlnet import ControlNetCache
 from nodes.diffusion.controlnet import call_kwargs as control_kwargs
 from nodes.diffusion.models import ModelSpec
+from nodes.diffusion.parts import apply_parts
 from nodes.diffusion.pipeline_cache import PipelineCache
 from nodes.diffusion.requests import IMAGE_TO_IMAGE, INPAINT, GenerationRequest
 
@@ -46,6 +47,7 @@ class WorkItem:
     image: Any = None
     error: BaseException | None = None
     batch_size: int = 0
+    parts: Any = None  # its ModelParts (LoRAs, VAE, CLIP skip, embeddings), resolved
 
 
 @dataclass
@@ -175,9 +177,10 @@ class BatchScheduler:
             entry = self.cache.get(items[0].spec, self._device())
             with entry.lock:
                 pipe = entry.pipeline_for(first.kind, first.scheduler, first.sigmas)
-                if first.controls:
+                extra = apply_parts(entry, pipe, [i.parts for i in items])  # LoRAs, VAE, ...
+                if first.controls:  # the ControlNet variant shares the patched components
                     pipe = self.controlnets.pipeline(pipe, first.kind, first.controls)
-                images = pipe(**self._call_kwargs(pipe, items, record)).images
+                images = pipe(**self._call_kwargs(pipe, items, record), **extra).images
             for item, image in zip(items, images, strict=True):
                 item.image = image.convert("RGB")
                 item.batch_size = len(items)

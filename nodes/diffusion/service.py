@@ -20,6 +20,7 @@ from graph_runtime.services import ServiceKey
 from graph_runtime.templates import ProgressReporter
 from nodes.diffusion.config import DiffusionSettings
 from nodes.diffusion.models import ModelRegistry, ModelSpec
+from nodes.diffusion.parts import resolve_parts
 from nodes.diffusion.pipeline_cache import LoadedPipeline, PipelineCache, default_device
 from nodes.diffusion.previews import Previewer, TaesdDecoders, latent_preview_png
 from nodes.diffusion.requests import (
@@ -111,10 +112,11 @@ class DiffusionService:
         """Make one image, reporting its steps through ``ctx``; blocks the calling thread."""
         request.check()
         spec = self.models.resolve(request.model)
+        parts, request = resolve_parts(self.models.folders, request)
         seed = request.seed
         if seed is None or seed < 0:
             seed = secrets.randbelow(MAX_SEED + 1)
-        item = WorkItem(request, seed, spec)
+        item = WorkItem(request, seed, spec, parts=parts)
         ctx.check_cancelled()
         if not self.cache.contains(spec, self.device):
             what = "demo model (random weights)" if spec.demo else "model"
@@ -127,7 +129,7 @@ class DiffusionService:
             raise
         if item.error is not None:
             raise item.error
-        return GenerationResult(item.image, seed, spec, item.batch_size, self.device)
+        return GenerationResult(item.image, seed, spec, item.batch_size, self.device, parts)
 
     def _follow(self, item: WorkItem, ctx: ProgressReporter) -> None:
         """Report the item's steps from the calling thread until the device thread is done."""

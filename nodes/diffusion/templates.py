@@ -16,6 +16,7 @@ from graph_runtime.templates import (
     ResourceHints,
 )
 from nodes.diffusion.control_templates import CONTROL_INPUT, controls_for
+from nodes.diffusion.model_value import as_model
 from nodes.diffusion.previews import PREVIEW_METHODS
 from nodes.diffusion.requests import (
     IMAGE_TO_IMAGE,
@@ -45,6 +46,7 @@ def _service(ctx: ProgressReporter) -> DiffusionService:
 
 
 def _request(kind: str, inputs: Inputs, **extra: Any) -> GenerationRequest:
+    model = as_model(inputs["model"])  # a name, or a model value with its parts
     return GenerationRequest(
         kind=kind,
         prompt=str(inputs["prompt"]),
@@ -53,9 +55,12 @@ def _request(kind: str, inputs: Inputs, **extra: Any) -> GenerationRequest:
         guidance=float(inputs["guidance"]),
         scheduler=str(inputs["scheduler"]),
         seed=inputs.get("seed"),
-        model=str(inputs["model"]),
+        model=model.checkpoint,
         sigmas=str(inputs.get("sigmas") or "default"),
         preview_method=str(inputs.get("preview_method") or "auto"),
+        loras=model.loras,
+        vae=model.vae,
+        clip_skip=model.clip_skip,
         **extra,
     )
 
@@ -69,6 +74,8 @@ def _outputs(ctx: ProgressReporter, result: GenerationResult) -> dict[str, Any]:
         device=result.device,
         batch_size=result.batch_size,
     )
+    if result.parts is not None:  # LoRAs, VAE, CLIP skip, embeddings: by name and hash
+        ctx.record_metadata(**result.parts.metadata())
     return {"image": result.image, "seed": result.seed}
 
 
@@ -103,7 +110,8 @@ _SAMPLING = (
     InputSpec("scheduler", T.TEXT, "sampler", default="euler", choices=tuple(SCHEDULERS)),
     InputSpec("sigmas", T.TEXT, "noise schedule spacing (karras/exponential: some samplers only)",
               default="default", choices=tuple(SIGMAS)),
-    InputSpec("model", T.TEXT, "model name from the Takeflow home's config", default="demo"),
+    InputSpec("model", T.MODEL, "a model name from the Takeflow home's config, or a "
+              "checkpoint_loader / lora output", default="demo"),
     InputSpec("preview_method", T.TEXT, "live previews while denoising (auto: TAESD where its "
               "decoder is in vae_approx, else latent2rgb)", default="auto",
               choices=PREVIEW_METHODS, affects_output=False),

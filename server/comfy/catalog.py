@@ -182,6 +182,14 @@ def _input_files(catalog: Catalog) -> list[str]:
     return catalog.input_files()
 
 
+def _loras(catalog: Catalog) -> list[str]:
+    return catalog.folder_names("loras")
+
+
+def _vaes(catalog: Catalog) -> list[str]:
+    return catalog.folder_names("vae")
+
+
 def _samplers(_: Catalog) -> list[str]:
     return list(SAMPLERS)
 
@@ -318,6 +326,38 @@ NODE_TYPES: tuple[NodeType, ...] = (
            for side in ("left", "top", "right", "bottom")),
          Input("feathering", "INT", {"default": 40, "min": 0, "max": 2048, "step": 1})),
         ("IMAGE", "MASK"),
+    ),
+    # Model parts (server/comfy/translate_lora.py): they change the symbolic MODEL/CLIP/VAE.
+    NodeType(
+        "LoraLoader", "Load LoRA", "loaders",
+        "Adds a LoRA from Takeflow's loras folder to the model (UNet) and CLIP (text encoders).",
+        (Input("model", "MODEL"), Input("clip", "CLIP"),
+         Input("lora_name", "COMBO", choices=_loras),
+         Input("strength_model", "FLOAT", {"default": 1.0, "min": -10.0, "max": 10.0,
+                                           "step": 0.01}),
+         Input("strength_clip", "FLOAT", {"default": 1.0, "min": -10.0, "max": 10.0,
+                                          "step": 0.01})),
+        ("MODEL", "CLIP"),
+    ),
+    NodeType(
+        "LoraLoaderModelOnly", "LoraLoaderModelOnly", "loaders",
+        "Adds a LoRA from Takeflow's loras folder to the model (UNet) only.",
+        (Input("model", "MODEL"), Input("lora_name", "COMBO", choices=_loras),
+         Input("strength_model", "FLOAT", {"default": 1.0, "min": -10.0, "max": 10.0,
+                                           "step": 0.01})),
+        ("MODEL",),
+    ),
+    NodeType(
+        "CLIPSetLastLayer", "CLIP Set Last Layer", "conditioning",
+        "CLIP skip: the text encoder layer whose output conditions the model (-1: the last).",
+        (Input("clip", "CLIP"),
+         Input("stop_at_clip_layer", "INT", {"default": -1, "min": -12, "max": -1, "step": 1})),
+        ("CLIP",),
+    ),
+    NodeType(
+        "VAELoader", "Load VAE", "loaders", "A VAE from Takeflow's vae folder.",
+        (Input("vae_name", "COMBO", choices=_vaes),),
+        ("VAE",),
     ),
     *(  # upscaling and the hires fix (server/comfy/translate_upscale.py)
         NodeType(

@@ -30,6 +30,7 @@ from server.comfy.translate_control import (
     fix_ports,
     sampler_inputs,
 )
+from server.comfy.translate_lora import sampler_model
 from server.comfy.validate import as_float, as_int
 
 SEED_SPACE = 2**32  # Takeflow's seeds are 32-bit; ComfyUI's 64-bit seeds are taken modulo
@@ -253,8 +254,7 @@ class Translator:
             return self.samplers[nid]
         self.samplers[nid] = []
         inputs = sampler_inputs(self, nid)
-        model_node, _ = self._source(nid, "model")
-        model = str(self._inputs(model_node)["ckpt_name"])
+        model, model_port = sampler_model(self, nid)  # LoRAs, CLIP skip, VAE: translate_lora
         pos_node, _ = conditioning_source(self, nid, "positive")
         neg_node, _ = conditioning_source(self, nid, "negative")
         latent_node, _ = self._source(nid, "latent_image")
@@ -281,7 +281,7 @@ class Translator:
             "guidance": (nid, "cfg"),
             "scheduler": (nid, "sampler_name"),
             "sigmas": (nid, "scheduler"),
-            "model": (model_node, "ckpt_name"),
+            "model": model_port,
             "seed": (nid, "seed"),
             "steps": (nid, "steps"),
         }

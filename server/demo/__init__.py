@@ -33,6 +33,7 @@ EXAMPLE_FILES = (
     "outpaint.takeflow.json",
     "hires_fix.takeflow.json",
     "controlnet.takeflow.json",
+    "lora.takeflow.json",
 )
 
 

@@ -74,18 +74,31 @@ def load(page: Any, name: str) -> None:
 # ---- 1: Ctrl+Enter during a run ----------------------------------------------------------------
 
 
-def test_ctrl_enter_during_a_run_starts_no_second_task(page: Any, server: Server) -> None:
+def test_ctrl_enter_during_a_run_queues_a_second_task_the_editor_keeps(
+    page: Any, server: Server
+) -> None:
+    """Each Run queues one more task (issue 22's queue): the editor forgets neither, Cancel stops
+    the watched first one, the canvas then watches the second, and the queue panel cancels it."""
     open_editor(page, "twice")
     start_long_delay(page)
     first = run_status(page)["task"]
     page.locator(".svelte-flow__pane").click(position={"x": 700, "y": 500})
     page.keyboard.press("Control+Enter")
-    time.sleep(1.0)  # a second task would be submitted by now
-    assert [t["task_id"] for t in tasks_of(server, "twice")] == [first]
-    assert run_status(page)["task"] == first
-    page.get_by_test_id("notice").filter(has_text="already running").wait_for()
-    cancel_and_wait(page)  # Cancel stops the one task there is
+    deadline = time.monotonic() + 10
+    while len(tasks_of(server, "twice")) < 2:
+        assert time.monotonic() < deadline, "Ctrl+Enter queued no second task"
+        time.sleep(0.1)
+    (second,) = [t["task_id"] for t in tasks_of(server, "twice") if t["task_id"] != first]
+    assert run_status(page)["task"] == first  # still watching the first
+    page.locator(f"[data-testid=queue-task][data-task-id='{second}']").wait_for()
+    page.get_by_test_id("cancel-run").click()  # Cancel stops the watched (first) task
+    page.wait_for_selector(f"[data-testid=run-status][data-task='{second}']")  # then the next
     assert server.get(f"{TASKS}/{first}")["status"] == "cancelled"
+    page.locator(f"[data-testid=queue-task][data-task-id='{second}']").get_by_test_id(
+        "queue-cancel"
+    ).click()
+    page.wait_for_selector(f"[data-testid=run-status][data-task='{second}'][data-status=cancelled]")
+    assert server.get(f"{TASKS}/{second}")["status"] == "cancelled"
 
 
 # ---- 2: run results leak between canvases ------------------------------------------------------

@@ -129,4 +129,7 @@ def test_the_diffusion_pack_publishes_its_factory() -> None:
     factories = {f.name: f for f in discover_service_factories()}
     assert "diffusion" in factories
     diffusion = factories["diffusion"]
-    assert diffusion.config_keys == ("diffusion", "models", "checkpoints_dir")
+    assert diffusion.config_keys == (
+        "diffusion", "models", "checkpoints_dir", "loras_dir", "controlnet_dir",
+        "upscale_models_dir", "embeddings_dir", "vae_dir", "vae_approx_dir",
+    )  # fmt: skip

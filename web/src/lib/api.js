@@ -48,6 +48,8 @@ export const api = {
     call('POST', '/api/v1/runs', { graph, project_id, shot_id, user_id }),
   task: (taskId) => call('GET', `/api/v1/functions/tasks/${enc(taskId)}`),
   cancel: (taskId) => call('POST', `/api/v1/functions/tasks/${enc(taskId)}/cancel`),
+  tasks: (params) => call('GET', `/api/v1/functions/tasks?${new URLSearchParams(params)}`),
+  moveTask: (taskId, position) => call('POST', `/api/v1/functions/tasks/${enc(taskId)}/position`, { position }),
   takes: async (projectId, shotId) =>
     list(await call('GET', `/api/v1/projects/${enc(projectId)}/takes?shot_id=${enc(shotId)}`), 'takes'),
   setActiveTake: (projectId, shot_id, take_id) =>

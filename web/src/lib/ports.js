@@ -10,10 +10,11 @@ export const PORT_COLORS = {
   asset: '#ff8f40',
   json: '#95e6cb',
   control: '#c792ea',
+  model: '#c594c5',
   any: '#b3b1ad',
 };
 
-const WIDENINGS = { integer: ['float'], mask: ['image'], asset: ['image'] };
+const WIDENINGS = { integer: ['float'], mask: ['image'], asset: ['image'], text: ['model'] };
 
 /** Whether an output of type `source` may feed an input of type `target`. */
 export function linkCompatible(source, target) {
