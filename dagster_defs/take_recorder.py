@@ -17,7 +17,7 @@ from graph_runtime.events import EventBus, TakeCreated
 from graph_runtime.takes import OutputFile, Take
 from graph_runtime.validation import ExecutionPlan
 from nodes.png_text import with_takeflow_graph
-from nodes.values import to_output_file
+from nodes.values import media_facts, to_output_files
 
 _VERSIONED = ("takeflow", "dagster", "torch", "diffusers", "pillow")
 
@@ -78,10 +78,13 @@ class TakeRecorder:
         project, plan, record = execution.project, execution.plan, execution.record
         assert project is not None
         files = []
+        media: dict[str, Any] = {}
         for name, (nid, port) in take_output_names(plan).items():
             spec = plan.node(nid).template.output(port)
             assert spec is not None  # the names come from the template's own outputs
-            files.append(to_output_file(name, spec.type, terminal_outputs[nid][port]))
+            files.extend(to_output_files(name, spec.type, terminal_outputs[nid][port]))
+            if (facts := media_facts(terminal_outputs[nid][port])) is not None:
+                media[name] = facts  # a video: fps, frame count, duration, codec
         inputs = {n.node_id: execution.inputs.get(n.node_id, dict(n.literals)) for n in plan.nodes}
         seeds = {nid: v["seed"] for nid, v in inputs.items() if v.get("seed") is not None}
         seeds.update(execution.seeds)  # the seeds actually used, reported by the templates
@@ -108,6 +111,7 @@ class TakeRecorder:
             "node_metadata": execution.node_metadata,
             "schedule": schedule,
             **recorded,
+            **({"media": media} if media else {}),
             "versions": VERSIONS,
             **record.metadata,
         }

@@ -175,6 +175,7 @@ class AssetUploaded(_Payload):
     filename: str
     commit: str | None
     content_type: str
+    video: dict[str, Any] | None = None  # probed facts of a video upload (fps, size, duration)
 
 
 EventPayload = Annotated[

@@ -25,6 +25,7 @@ class PortType(StrEnum):
     ANY = "any"
     CONTROL = "control"  # ControlNet applications (nodes.diffusion.controlnet)
     MODEL = "model"  # a checkpoint name, or a model value (checkpoint + VAE + CLIP skip + LoRAs)
+    VIDEO = "video"  # nodes.video.Video: an MP4 with fps, size, frame count
 
 
 # A link from an output of type key may feed an input of any type in the value set.
@@ -62,6 +63,7 @@ _JSON_TYPES: dict[PortType, dict[str, Any]] = {
     PortType.ANY: {},
     PortType.CONTROL: {"type": "array", "description": "ControlNet applications"},
     PortType.MODEL: {"description": "a model name, or a model value from checkpoint_loader"},
+    PortType.VIDEO: {"type": "string", "format": "video", "description": "video (MP4 in takes)"},
 }
 
 

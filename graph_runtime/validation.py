@@ -72,6 +72,7 @@ def _check_literal(node: CanvasNode, spec: InputSpec, value: Any) -> GraphIssue 
         PortType.MASK: False,
         PortType.CONTROL: False,
         PortType.MODEL: isinstance(value, str | dict),
+        PortType.VIDEO: False,
     }.get(kind, True)
     if value is None and not spec.required:
         return None
@@ -301,7 +302,7 @@ def validate_graph(
                             f"required input '{spec.name}' ({spec.type.value}) has no value; "
                             + (
                                 "connect a node that makes one"
-                                if spec.type in (PortType.IMAGE, PortType.MASK)
+                                if spec.type in (PortType.IMAGE, PortType.MASK, PortType.VIDEO)
                                 else "type one in or connect a node to it"
                             ),
                             node_id=nid,

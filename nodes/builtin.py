@@ -18,6 +18,7 @@ from graph_runtime.templates import (
 )
 from nodes.images import check_image_size, open_image
 from nodes.masks import TEMPLATES as MASK_TEMPLATES
+from nodes.video_templates import TEMPLATES as VIDEO_TEMPLATES
 
 T = PortType
 Inputs = Mapping[str, Any]
@@ -272,3 +273,5 @@ TEMPLATES: tuple[FunctionTemplate, ...] = (
 )  # fmt: skip
 
 TEMPLATES += MASK_TEMPLATES  # nodes.masks: load / image to / grow mask, pad for outpaint
+
+TEMPLATES += VIDEO_TEMPLATES  # nodes.video_templates: frames <-> video, trim, concat, ...

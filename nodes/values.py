@@ -11,6 +11,7 @@ from PIL import Image
 from graph_runtime.takes import OutputFile
 from graph_runtime.templates import PortType
 from nodes.images import ImageTooLargeError, open_image
+from nodes.video import Video
 
 
 def to_output_file(name: str, port_type: PortType, value: Any) -> OutputFile:
@@ -27,8 +28,30 @@ def to_output_file(name: str, port_type: PortType, value: Any) -> OutputFile:
     return OutputFile(name, data, ".json", "application/json")
 
 
+def to_output_files(name: str, port_type: PortType, value: Any) -> list[OutputFile]:
+    """The files one output becomes: a video gives ``<name>.mp4`` and a poster
+    ``<name>_poster.png``; a list of images ``<name>_000.png`` ...; anything else one file."""
+    if isinstance(value, Video):
+        poster = io.BytesIO()
+        value.poster().save(poster, format="PNG")
+        return [
+            OutputFile(name, value.read_bytes(), ".mp4", "video/mp4"),
+            OutputFile(f"{name}_poster", poster.getvalue(), ".png", "image/png"),
+        ]
+    if isinstance(value, list) and value and all(isinstance(v, Image.Image) for v in value):
+        return [to_output_file(f"{name}_{i:03d}", port_type, v) for i, v in enumerate(value)]
+    return [to_output_file(name, port_type, value)]
+
+
+def media_facts(value: Any) -> dict[str, Any] | None:
+    """What take.json records about a video output (fps, frame count, duration, codec)."""
+    return value.facts() if isinstance(value, Video) else None
+
+
 def summarize(value: Any) -> Any:
     """A small JSON-safe description of a value for node events."""
+    if isinstance(value, Video):
+        return {"kind": "video", **value.facts()}
     if isinstance(value, Image.Image):
         return {"kind": "image", "width": value.width, "height": value.height, "mode": value.mode}
     if isinstance(value, str):

@@ -26,6 +26,7 @@ from server.canvases import CanvasesController
 from server.config import ServerConfig
 from server.errors import FileNotFoundInProjectError, NotCancellableError, ProjectExistsError
 from server.health import HealthChecks
+from server.media_ranges import ACCEPT_RANGES, ranged
 from server.project_files import ProjectFiles
 from server.submissions import (
     MAX_TASK_PAGE,
@@ -422,9 +423,14 @@ class ProjectsController(Controller):
 
     @get("/{project_id:str}/files/{path:path}", sync_to_thread=True)
     def file(
-        self, project_id: FromPath[str], path: FromPath[str], runtime: NamedDependency[Runtime]
-    ) -> File:
-        """A stored project file (take outputs, previews, assets); never ``..`` or ``.git``."""
+        self,
+        project_id: FromPath[str],
+        path: FromPath[str],
+        runtime: NamedDependency[Runtime],
+        request: Request[Any, Any, Any],
+    ) -> Response[Any] | File:
+        """A stored project file (take outputs, previews, assets); never ``..`` or ``.git``.
+        A ``Range: bytes=`` header gets 206 with those bytes (video seeking), or 416."""
         project = runtime.projects.get(project_id)
         rel = path.lstrip("/")
         if not project.is_file(rel):  # refuses '..' and '.git' (unsafe_path)
@@ -432,6 +438,14 @@ class ProjectsController(Controller):
                 f"project '{project_id}' has no file {rel!r}", path=path
             )
         media_type = mimetypes.guess_type(rel)[0] or "application/octet-stream"
+        partial = ranged(
+            request.headers.get("range"),
+            project.file_info(rel).size,
+            lambda: project.open_file(rel),
+            media_type,
+        )
+        if partial is not None:
+            return partial
         return File(
             rel,
             file_system=cast(
@@ -439,6 +453,7 @@ class ProjectsController(Controller):
             ),  # info + open (read-only)
             media_type=media_type,
             content_disposition_type="inline",
+            headers=ACCEPT_RANGES,
         )
 
     @post("/{project_id:str}/assets", status_code=201, request_max_body_size=None)

@@ -33,6 +33,13 @@ class UploadTooLargeError(RequestError):
     http_status = 413
 
 
+class UnsupportedVideoError(RequestError):
+    """A video upload in a format Takeflow does not take (mp4, webm and mov only)."""
+
+    code = "unsupported_video"
+    http_status = 415
+
+
 class ProjectExistsError(RequestError):
     code = "project_exists"
     http_status = 409

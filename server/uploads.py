@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -26,7 +28,8 @@ from graph_runtime.projects import (
     one_line,
 )
 from nodes.images import check_image_header
-from server.errors import RequestError, UploadTooLargeError
+from nodes.video import VIDEO_EXTENSIONS, check_decodes, probe
+from server.errors import RequestError, UnsupportedVideoError, UploadTooLargeError
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 HEADER_BYTES = 1024 * 1024  # the start of an upload kept to check an image's header
@@ -50,9 +53,10 @@ class StoredUpload:
     sha256: str
     filename: str
     content_type: str
+    video: dict[str, Any] | None = None  # probed facts of an mp4/webm/mov upload
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        body = {
             "asset_id": self.asset_id,
             "uri": f"{ASSET_SCHEME}{self.asset_id}",
             "path": self.path,
@@ -61,6 +65,23 @@ class StoredUpload:
             "filename": self.filename,
             "content_type": self.content_type,
         }
+        if self.video is not None:
+            body["video"] = self.video
+        return body
+
+
+def _video_extension(filename: str, content_type: str) -> str | None:
+    """``.mp4``/``.webm``/``.mov`` for a video upload, None for other files; another video
+    type (``video/*`` or a known video extension) is refused."""
+    ext = "." + filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
+    if ext in VIDEO_EXTENSIONS:
+        return ext
+    if content_type.startswith("video/") or ext in (".avi", ".mkv", ".m4v", ".mpg", ".flv"):
+        raise UnsupportedVideoError(
+            f"video uploads must be .mp4, .webm or .mov files, not {filename!r} ({content_type})",
+            field="file",
+        )
+    return None
 
 
 class _FilePart:
@@ -77,8 +98,13 @@ class _FilePart:
         self.content_type = "application/octet-stream"
         self.done = False
         self.opened = False
+        self.probe_copy: Path | None = None  # a video's local copy, probed before publishing
+        self._copy: Any = None
 
-    def open(self) -> None:
+    def open(self, video_extension: str | None = None) -> None:
+        if video_extension is not None:
+            self._copy = tempfile.NamedTemporaryFile(suffix=video_extension, delete=False)  # noqa: SIM115
+            self.probe_copy = Path(self._copy.name)
         self.handle = self.project.stage_file()
         self.opened = True
 
@@ -90,6 +116,8 @@ class _FilePart:
             )
         assert self.handle is not None
         self.handle.write(data)
+        if self._copy is not None:
+            self._copy.write(data)
         self.digest.update(data)
         if len(self.head) < HEADER_BYTES:
             self.head += data[: HEADER_BYTES - len(self.head)]
@@ -99,10 +127,30 @@ class _FilePart:
         self.handle.publish(rel)
         self.handle = None
 
+    def probe_video(self) -> dict[str, Any] | None:
+        """The facts of a video upload (duration, fps, size); refuses a corrupt one."""
+        if self._copy is None or self.probe_copy is None:
+            return None
+        self._copy.close()
+        video = probe(self.probe_copy, self.filename)
+        check_decodes(video, self.filename or "upload")
+        facts = video.facts()
+        facts.pop("pixel_format", None)
+        return facts
+
     def discard(self) -> None:
         if self.handle is not None:
             self.handle.discard()
             self.handle = None
+        self.drop_copy()
+
+    def drop_copy(self) -> None:
+        if self._copy is not None:
+            self._copy.close()
+            self._copy = None
+        if self.probe_copy is not None:
+            self.probe_copy.unlink(missing_ok=True)
+            self.probe_copy = None
 
 
 async def receive_upload(
@@ -152,7 +200,7 @@ async def receive_upload(
             ptype = state["headers"].get("content-type")
             if ptype:
                 part.content_type = ptype.decode("latin-1").split(";")[0].strip()
-            part.open()
+            part.open(_video_extension(part.filename, part.content_type))
 
     def on_part_data(data: bytes, start: int, end: int) -> None:
         if state["in_file"]:
@@ -188,9 +236,12 @@ async def receive_upload(
         filename = safe_filename(part.filename or "upload")
         # a decompression bomb is refused from its header, before it is stored
         check_image_header(bytes(part.head), part.filename)
+        # a video is probed (and its first frame decoded) before it is stored
+        video = await asyncio.to_thread(part.probe_video)
         asset_id = f"uploads/{uuid.uuid4().hex[:8]}-{filename}"
         rel = asset_relpath(asset_id)
         await asyncio.to_thread(part.publish, rel)
+        part.drop_copy()
     except TakeflowError:
         part.discard()
         raise
@@ -207,4 +258,5 @@ async def receive_upload(
         part.digest.hexdigest(),
         one_line(part.filename or "", 255) or filename,  # shown and committed: one plain line
         part.content_type,
+        video,
     )

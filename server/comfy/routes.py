@@ -29,6 +29,7 @@ from server.comfy.files import FOLDER_TYPES, PathRefused
 from server.comfy.hub import SERVER_FEATURES
 from server.comfy.idempotency import submit_once
 from server.comfy.service import ComfyService
+from server.media_ranges import ACCEPT_RANGES, ranged
 
 Comfy = NamedDependency[ComfyService]
 MAX_UPLOAD_BYTES = 100 * 1024 * 1024  # ComfyUI's default --max-upload-size
@@ -186,8 +187,12 @@ def make_router(path: str, comfy: ComfyService) -> Router:
         if path is None:
             return _error(404, "file_not_found", "file not found", "filename")
         media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        partial = ranged(request.headers.get("range"), path.stat().st_size,
+                         lambda: path.open("rb"), media_type)  # fmt: skip
+        if partial is not None:  # 206 (a video seeking) or 416
+            return partial
         return File(path, filename=path.name, media_type=media_type,
-                    content_disposition_type="inline")  # fmt: skip
+                    content_disposition_type="inline", headers=ACCEPT_RANGES)  # fmt: skip
 
     @post("/upload/image", status_code=200, request_max_body_size=MAX_UPLOAD_BYTES)
     async def upload_image(request: Request[Any, Any, Any], comfy: Comfy) -> Response[Any]:
