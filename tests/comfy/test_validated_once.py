@@ -41,7 +41,7 @@ def test_a_comfyui_prompt_is_validated_once(
 
     validations.clear()
     unknown = txt2img()
-    unknown["3"]["class_type"] = "KSamplerAdvanced"
+    unknown["3"]["class_type"] = "SamplerCustomAdvanced"  # a node type Takeflow does not have
     missing = client.post("/api/prompt", json={"prompt": unknown})
     assert missing.status_code == 400 and missing.json()["error"]["type"] == "missing_node_type"
     assert validations == []  # refused by the ComfyUI checks, before any translation

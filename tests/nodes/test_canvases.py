@@ -12,7 +12,9 @@ import pytest
 from graph_runtime.canvas import CanvasGraph
 from graph_runtime.tasks import TaskStatus
 from graph_runtime.validation import validate_graph
+from nodes.diffusion.controlnet import ensure_demo_controlnet
 from nodes.diffusion.demo_lora import ensure_demo_lora
+from nodes.diffusion.inpaint_demo import ensure_demo_inpaint_model
 from nodes.diffusion.upscale_demo import ensure_demo_upscale_model
 from stores.home import TakeflowHome
 from tests.nodes.test_diffusion import run
@@ -34,7 +36,12 @@ def test_example_canvas_validates_and_runs(
 ) -> None:  # fmt: skip
     ensure_demo_lora(diffusion_home, tiny_model_dir)  # what `serve --demo` puts beside it
     ensure_demo_upscale_model(diffusion_home)
-    raw = json.loads(path.read_text())
+    text = path.read_text()
+    if "demo-controlnet" in text:
+        ensure_demo_controlnet(diffusion_home.path, tiny_model_dir)
+    if "demo-inpaint" in text:
+        ensure_demo_inpaint_model(diffusion_home)
+    raw = json.loads(text)
     for node in raw["nodes"]:
         if node["template"].split("@")[0] in GENERATION:  # few steps: the pipes, not the art
             node["inputs"]["steps"] = {"kind": "literal", "value": 2}

@@ -28,6 +28,9 @@ def fake_demo_build(home: TakeflowHome, gate: threading.Event) -> None:
     folder.mkdir(parents=True)
     (folder / "model_index.json").write_text("{}")
     (folder / "takeflow-demo.json").write_text(json.dumps({"revision": DEMO_REVISION}))
+    loras = home.path / "models" / "loras"  # the demo LoRA is part of a ready demo
+    loras.mkdir(parents=True)
+    (loras / "demo-lora.safetensors").write_bytes(b"")
     register_model(home, "demo", folder, demo=True)
 
 
