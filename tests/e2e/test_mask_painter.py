@@ -55,8 +55,10 @@ def test_paint_a_mask_run_the_demo_inpaint_canvas_and_the_take_appears(
         page.get_by_test_id("project-select").select_option("demo")
         load(page, "inpaint")
         node = page.get_by_test_id("node-inpaint")
-        node.get_by_test_id("linked-mask").wait_for()
-        assert "mask.mask" in node.get_by_test_id("linked-mask").inner_text()
+        from playwright.sync_api import expect
+
+        # the link label fills in once the loaded canvas's edges are drawn
+        expect(node.get_by_test_id("linked-mask")).to_contain_text("mask.mask", timeout=20_000)
 
         node.get_by_test_id("paint-mask").click()
         painter = page.get_by_test_id("mask-painter")
