@@ -43,6 +43,7 @@ from server.errors import EXCEPTION_HANDLERS, document_errors
 from server.guard import RequestGuard
 from server.health import HealthChecks, TemplateFaults
 from server.live import LiveEvents
+from server.logging_once import configure_logging, logging_config
 from server.observability import TracingMiddleware, configure_tracing, metrics
 from server.submissions import Submissions
 from server.websocket import events_socket
@@ -178,6 +179,7 @@ def create_app(
             use_handler_docstrings=True,
         ),
         request_max_body_size=config.max_body_bytes,
+        logging_config=logging_config(),
         debug=False,
     )
 
@@ -210,6 +212,7 @@ def serve(home: str | Path | None = None, options: ServeOptions | None = None) -
     config = options.config
     config = dataclasses.replace(config, auth=needs_auth(config.host, config.auth))
     configure_tracing(config.trace_exporter)
+    configure_logging()  # before the runtime's threads: see server.logging_once
     runtime = open_runtime(home, workers=options.workers)
     config = config.with_home_settings(runtime.home.config())
     demo_model: threading.Thread | None = None
@@ -232,6 +235,7 @@ def serve(home: str | Path | None = None, options: ServeOptions | None = None) -
             )
         uv_options: dict[str, Any] = {
             "log_level": "warning",
+            "log_config": None,  # configured above, before the runtime's threads
             "ws_ping_interval": 20.0,
             "ws_per_message_deflate": config.ws_compression,
         }

@@ -23,6 +23,7 @@ from server.comfy.routes import make_router
 from server.comfy.service import ComfyService
 from server.errors import EXCEPTION_HANDLERS
 from server.guard import GuardPolicy, RequestGuard
+from server.logging_once import logging_config
 
 
 class ComfyPlugin(InitPluginProtocol):
@@ -85,6 +86,7 @@ def create_comfy_app(
         exception_handlers=dict(EXCEPTION_HANDLERS),
         request_max_body_size=max_body_bytes,
         openapi_config=None,
+        logging_config=logging_config(),
         debug=False,
     )
 
