@@ -12,6 +12,7 @@ from nodes.diffusion.inpaint import TEMPLATES as _INPAINT
 from nodes.diffusion.model_templates import TEMPLATES as _MODEL_TEMPLATES
 from nodes.diffusion.templates import TEMPLATES as _TEMPLATES
 from nodes.diffusion.upscale import TEMPLATES as _UPSCALE
+from nodes.diffusion.video_templates import TEMPLATES as _VIDEO
 
 TEMPLATES: tuple[FunctionTemplate, ...] = (
     *_TEMPLATES,
@@ -19,6 +20,7 @@ TEMPLATES: tuple[FunctionTemplate, ...] = (
     *_UPSCALE,
     *_INPAINT,
     *_CONTROL_TEMPLATES,
+    *_VIDEO,  # text_to_video, image_to_video (LTX-Video)
 )
 
 __all__ = ["TEMPLATES"]

@@ -225,6 +225,9 @@ def ensure_demo_model(home: EditableConfig) -> Path:
     from nodes.diffusion.demo_lora import ensure_demo_lora  # the demo LoRA, for that model
 
     ensure_demo_lora(home, folder)
+    from nodes.diffusion.video_demo import ensure_demo_video_model
+
+    ensure_demo_video_model(home)  # "demo-video": a tiny LTX-Video pipeline
     return folder
 
 
@@ -239,8 +242,9 @@ def demo_model_ready(home: EditableConfig) -> bool:
     current = (home.config().get("models") or {}).get(DEMO_MODEL)
     registered = bool(current and Path(current.get("path", "")) == folder and current.get("demo"))
     from nodes.diffusion.demo_lora import demo_lora_ready
+    from nodes.diffusion.video_demo import demo_video_ready
 
-    return registered and _is_current(folder) and demo_lora_ready(home)
+    return registered and _is_current(folder) and demo_lora_ready(home) and demo_video_ready(home)
 
 
 def prepare_demo_model(

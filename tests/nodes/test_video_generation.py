@@ -1,0 +1,204 @@
+"""Video generation on the tiny random-weight LTX-Video model (CPU): the demo model, offline
+loading, text_to_video / image_to_video decoded back, progress and previews, bad inputs."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import pytest
+from PIL import Image
+
+from graph_runtime.errors import ModelNotFoundError
+from graph_runtime.templates import NullReporter
+from nodes.diffusion.requests import InvalidGenerationRequest
+from nodes.diffusion.service import DIFFUSION, DiffusionService
+from nodes.diffusion.video_demo import (
+    DEMO_VIDEO_MODEL,
+    build_random_video_pipeline,
+    demo_video_ready,
+    ensure_demo_video_model,
+)
+from nodes.diffusion.video_generation import image_content_hash
+from nodes.diffusion.video_templates import image_to_video, text_to_video
+from stores.home import TakeflowHome
+from tests.nodes.conftest import service_for
+
+SMALL = {"prompt": "a paper boat on a river", "negative_prompt": "", "model": DEMO_VIDEO_MODEL,
+         "width": 64, "height": 96, "frames": 17, "fps": 12.0, "steps": 4, "cfg": 3.0,
+         "seed": 7}  # fmt: skip
+
+
+class Recorder(NullReporter):
+    """Keeps every progress update (stage, message, whether it had a preview)."""
+
+    def __init__(self, service: DiffusionService) -> None:
+        super().__init__(services={DIFFUSION.name: service})
+        self.updates: list[tuple[float, str, str, bytes | None]] = []
+
+    def progress(
+        self, fraction: float, stage: str = "", message: str = "", preview: bytes | None = None
+    ) -> None:
+        self.updates.append((fraction, stage, message, preview))
+
+
+@pytest.fixture(scope="session")
+def tiny_video_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_random_video_pipeline(tmp_path_factory.mktemp("video") / "tiny-ltx")
+
+
+@pytest.fixture
+def video_home(diffusion_home: TakeflowHome, tiny_video_dir: Path) -> TakeflowHome:
+    from nodes.diffusion.demo import register_model
+
+    register_model(diffusion_home, DEMO_VIDEO_MODEL, tiny_video_dir, demo=True)
+    return diffusion_home
+
+
+@pytest.fixture
+def video_service(video_home: TakeflowHome) -> Any:
+    service = service_for(video_home, preview_every=2)
+    yield service
+    service.close()
+
+
+def decode(path: Path) -> tuple[list[Image.Image], Fraction, tuple[int, int], str]:
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = [f.to_image() for f in container.decode(stream)]
+        rate = Fraction(stream.average_rate)
+        return frames, rate, (stream.width, stream.height), stream.codec_context.name
+
+
+def test_demo_video_model_is_built_from_configs_registered_and_labelled(
+    tmp_path: Path, _isolated_home: Path
+) -> None:
+    home = TakeflowHome.resolve(_isolated_home)
+    assert not demo_video_ready(home)
+    started = time.perf_counter()
+    folder = ensure_demo_video_model(home)
+    built = time.perf_counter() - started
+    assert folder == home.path / "models" / DEMO_VIDEO_MODEL and demo_video_ready(home)
+    entry = home.config()["models"][DEMO_VIDEO_MODEL]
+    assert entry["demo"] is True and "demo" in entry["label"].lower()
+    assert "random weights" in entry["label"]
+    index = json.loads((folder / "model_index.json").read_text())
+    assert index["_class_name"] == "LTXPipeline"
+    assert index["transformer"] == ["diffusers", "LTXVideoTransformer3DModel"]
+    weights = sum(p.stat().st_size for p in folder.rglob("*.safetensors"))
+    assert weights < 2 * 2**20, weights  # tiny: cheap to build at a server's first start
+    assert built < 60  # seconds on CPU (about one here); a generous bound for a shared box
+    stamp = (folder / "model_index.json").stat().st_mtime_ns
+    ensure_demo_video_model(home)  # current: not rebuilt
+    assert (folder / "model_index.json").stat().st_mtime_ns == stamp
+
+
+def test_the_video_model_loads_offline_from_its_folder(
+    video_home: TakeflowHome, video_service: DiffusionService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    def no_network(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the network was touched")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    spec = video_service.models.resolve(DEMO_VIDEO_MODEL)
+    entry = video_service.cache.get(spec, "cpu")
+    assert type(entry.pipe).__name__ == "LTXPipeline"
+    assert (entry.pipe.vae_spatial_compression_ratio, entry.pipe.vae_temporal_compression_ratio) \
+        == (32, 8)  # fmt: skip
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
+
+
+def test_text_to_video_makes_the_requested_frames_at_the_fps_with_progress_and_previews(
+    video_service: DiffusionService,
+) -> None:
+    ctx = Recorder(video_service)
+    out = text_to_video(ctx, SMALL)
+    video = out["video"]
+    assert (video.frame_count, video.fps, video.size) == (17, Fraction(12), (64, 96))
+    frames, fps, size, codec = decode(video.path)
+    assert (len(frames), fps, size, codec) == (17, Fraction(12), (64, 96), "h264")
+    assert out["seed"] == 7
+    steps = [m for _, stage, m, _ in ctx.updates if stage == "denoising"]
+    assert steps == [f"step {i} of 4" for i in range(1, 5)]
+    previews = [p for _, stage, _, p in ctx.updates if p is not None]
+    assert len(previews) == 1 and previews[0][:2] == b"\xff\xd8"  # step 2 of 4 (every 2)
+    assert Image.open(io.BytesIO(previews[0])).size == (64, 96)
+    stages = [stage for _, stage, _, _ in ctx.updates]
+    assert "decoding" in stages
+    assert any(m == "decoded chunk 1" for _, stage, m, _ in ctx.updates if stage == "decoding")
+    encoded = [m for _, stage, m, _ in ctx.updates if stage == "encoding"]
+    assert encoded[-1] == "frame 17 of 17" and len(encoded) >= 5
+    fractions = [f for f, *_ in ctx.updates]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert ctx.metadata["demo"] is True and ctx.metadata["model"] == DEMO_VIDEO_MODEL
+    # The same seed makes the same clip.
+    again = decode(text_to_video(Recorder(video_service), SMALL)["video"].path)[0]
+    assert [f.tobytes() for f in again] == [f.tobytes() for f in frames]
+
+
+def test_image_to_video_conditions_on_the_image_and_records_it(
+    video_service: DiffusionService,
+) -> None:
+    start = Image.new("RGB", (64, 96), (200, 40, 30))
+    ctx = Recorder(video_service)
+    out = image_to_video(ctx, {**SMALL, "image": start, "frames": 9, "fps": 8.0})
+    frames, fps, size, _ = decode(out["video"].path)
+    assert (len(frames), fps, size) == (9, Fraction(8), (64, 96))
+    assert image_content_hash(out["first_frame"]) == image_content_hash(start)
+    assert ctx.metadata["conditioning_image_sha256"] == image_content_hash(start)
+    assert ctx.metadata["conditioning_frame_sha256"] == image_content_hash(start)
+    # Another size: the image is scaled to the clip; the input's hash is still what was given.
+    wide = Image.new("RGB", (200, 100), (10, 200, 30))
+    ctx = Recorder(video_service)
+    out = image_to_video(ctx, {**SMALL, "image": wide, "frames": 9})
+    assert out["first_frame"].size == (64, 96)
+    assert ctx.metadata["conditioning_image_sha256"] == image_content_hash(wide)
+    assert ctx.metadata["conditioning_frame_sha256"] == image_content_hash(out["first_frame"])
+    # The same start picture and seed make the same clip; another picture, another clip.
+    other = decode(image_to_video(Recorder(video_service),
+                                  {**SMALL, "image": wide, "frames": 9})["video"].path)[0]  # fmt: skip
+    assert decode(out["video"].path)[0][0].tobytes() == other[0].tobytes()
+    red_clip = decode(image_to_video(Recorder(video_service),
+                                     {**SMALL, "image": start, "frames": 9})["video"].path)[0]  # fmt: skip
+    assert red_clip[0].tobytes() != other[0].tobytes()
+
+
+@pytest.mark.parametrize(
+    ("change", "port", "message"),
+    [
+        ({"frames": 20}, "frames", r"input 'frames': LTX-Video makes 8k\+1 frames .* \(try 17 or 25"),
+        ({"width": 100}, "width", r"input 'width': .* multiples of 32 .* \(try 96 or 128"),
+        ({"height": 48}, "height", r"input 'height': .* multiples of 32"),
+        ({"fps": 0.0}, "fps", r"input 'fps'"),
+    ],
+)
+def test_bad_sizes_and_frame_counts_are_refused_naming_the_input(
+    video_service: DiffusionService, change: dict[str, Any], port: str, message: str
+) -> None:
+    ctx = Recorder(video_service)
+    with pytest.raises(InvalidGenerationRequest, match=message) as caught:
+        text_to_video(ctx, {**SMALL, **change})
+    assert caught.value.details["port"] == port and caught.value.code == "invalid_generation_request"
+    assert ctx.updates == []  # refused before any model is loaded
+
+
+def test_image_to_video_needs_one_image_and_a_video_model(
+    video_service: DiffusionService,
+) -> None:
+    with pytest.raises(InvalidGenerationRequest, match="input 'image'"):
+        image_to_video(Recorder(video_service), {**SMALL, "image": None})
+    with pytest.raises(ValueError, match="input 'image': image_to_video takes one image"):
+        image_to_video(Recorder(video_service), {**SMALL, "image": [Image.new("RGB", (64, 96))]})
+    with pytest.raises(InvalidGenerationRequest, match="input 'model': 'demo' is a "
+                       "StableDiffusionPipeline, not an LTX-Video model"):  # fmt: skip
+        text_to_video(Recorder(video_service), {**SMALL, "model": "demo"})
+    with pytest.raises(ModelNotFoundError, match="unknown model 'nope'"):
+        text_to_video(Recorder(video_service), {**SMALL, "model": "nope"})
