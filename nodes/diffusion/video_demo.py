@@ -70,12 +70,12 @@ TINY_T5: dict[str, Any] = {
 
 def _tokenizer() -> Any:
     """A T5 tokenizer over the printable ASCII characters (a Unigram vocabulary)."""
-    from transformers import T5TokenizerFast
+    from transformers import T5Tokenizer  # the tokenizers-backed one in transformers 5
 
     chars = [c for c in string.printable if not c.isspace()]
     vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
     vocab += [(c, -3.0) for c in chars] + [("\u2581" + c, -2.5) for c in chars]
-    return T5TokenizerFast(vocab=vocab, extra_ids=0, model_max_length=128)
+    return T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=128)
 
 
 def build_random_video_pipeline(folder: Path, seed: int = 0) -> Path:
@@ -92,8 +92,7 @@ def build_random_video_pipeline(folder: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     tokenizer = _tokenizer()
     text_encoder = T5EncoderModel(
-        T5Config(vocab_size=len(tokenizer), pad_token_id=0, eos_token_id=1,
-                 decoder_start_token_id=0, **TINY_T5)
+        T5Config(vocab_size=len(tokenizer), pad_token_id=0, eos_token_id=1, **TINY_T5)
     )  # fmt: skip
     pipe = LTXPipeline(
         transformer=LTXVideoTransformer3DModel(**TINY_TRANSFORMER),
@@ -104,7 +103,7 @@ def build_random_video_pipeline(folder: Path, seed: int = 0) -> Path:
     )
     work = folder.parent / f".{folder.name}.{uuid.uuid4().hex[:8]}"
     try:
-        pipe.save_pretrained(work, safe_serialization=True)
+        pipe.save_pretrained(work, safe_serialization=True)  # type: ignore[attr-defined]
         marker = {"revision": DEMO_VIDEO_REVISION, "seed": seed, "random_weights": True}
         (work / _MARKER).write_text(json.dumps(marker))
         if folder.exists():

@@ -116,6 +116,7 @@ _INPUTS = (
     InputSpec("preview_method", T.TEXT, "live previews (a frame) while denoising",
               default="auto", choices=PREVIEW_METHODS, affects_output=False),
 )  # fmt: skip
+_IMAGE = InputSpec("image", T.IMAGE, "the first frame (scaled to width x height)", required=True)
 _VIDEO = OutputSpec("video", T.VIDEO, "the clip: H.264 MP4 (yuv420p) at fps")
 _SEED = OutputSpec("seed", T.INTEGER, "the seed actually used (to reproduce the clip)")
 
@@ -139,8 +140,7 @@ TEMPLATES: tuple[FunctionTemplate, ...] = (
         category="generation",
         description="A clip that starts from an image (e.g. the last frame of the previous "
         "shot's take, through extract_frame), with an LTX-Video model.",
-        inputs=(InputSpec("image", T.IMAGE, "the first frame (scaled to width x height)",
-                          required=True), *_INPUTS),  # fmt: skip
+        inputs=(_IMAGE, *_INPUTS),
         outputs=(
             _VIDEO,
             _SEED,
