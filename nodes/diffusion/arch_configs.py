@@ -214,6 +214,11 @@ class ArchConfigs:
         merges file to use instead of the one an installed package ships)."""
         folder = self.root / arch
         with self._lock:
-            if not _is_current(folder, arch):
+            if not _is_current(folder, arch) and arch not in ARCHS:  # a video arch (LTX-Video)
+                from nodes.diffusion.video_single_file import write_video_arch_config
+
+                marker = {"arch": arch, "revision": CONFIG_REVISION}
+                write_video_arch_config(arch, folder, marker, _MARKER)
+            elif not _is_current(folder, arch):
                 write_arch_config(arch, folder, find_bpe_file(clip_vocab))
         return folder

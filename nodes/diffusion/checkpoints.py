@@ -96,6 +96,10 @@ def arch_from_keys(keys: Collection[str], path: Path) -> str:
             path=str(path),
         )
 
+    from nodes.diffusion.video_single_file import LTXV, is_ltxv  # video: transformer + VAE
+
+    if is_ltxv(keys):
+        return LTXV
     if has(_UNET) and has(_SDXL_TEXT_G):
         return "sdxl"
     if has(_UNET) and has(_SD15_TEXT):

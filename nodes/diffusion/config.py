@@ -21,8 +21,8 @@ from typing import Annotated, Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 ModelFormat = Literal["diffusers", "single_file"]
-Arch = Literal["sd15", "sdxl", "auto"]
-KNOWN_ARCHS: tuple[str, ...] = ("sd15", "sdxl")
+Arch = Literal["sd15", "sdxl", "ltxv", "auto"]
+KNOWN_ARCHS: tuple[str, ...] = ("sd15", "sdxl", "ltxv")
 
 
 class DiffusionSettings(BaseModel):
@@ -82,6 +82,7 @@ class ModelEntry(BaseModel):
     format: ModelFormat | None = None
     arch: Arch = "auto"
     config: str | None = None
+    text_encoder: str | None = None  # LTX-Video single files: a folder with text_encoder/
     demo: bool = False
     label: str | None = None
 

@@ -6,6 +6,7 @@ call passes ``local_files_only=True``.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -39,6 +40,8 @@ def load_pipeline(spec: ModelSpec, device: str) -> Any:
 
     diffusers_logging.disable_progress_bar()
     dtype = torch.float16 if device.startswith("cuda") else torch.float32
+    if device.startswith("cuda") and _is_video(spec):
+        dtype = torch.bfloat16  # LTX-Video's transformer overflows in float16
     try:
         if spec.format == "single_file":
             pipe = _from_single_file(spec, dtype)
@@ -48,6 +51,8 @@ def load_pipeline(spec: ModelSpec, device: str) -> Any:
             )
         if device != "cpu":  # loaded on the CPU already
             pipe = pipe.to(device)
+    except ModelLoadError:
+        raise  # already says what is missing, and which field to set
     except Exception as exc:
         raise ModelLoadError(
             f"model '{spec.name}' at '{spec.path}' could not be loaded on {device}: "
@@ -71,10 +76,25 @@ def _from_single_file(spec: ModelSpec, dtype: Any) -> Any:
         )
     # A .ckpt was read with torch.load(weights_only=True) when its arch was detected, and
     # diffusers reads it the same way: pickled code is refused, never run.
+    if spec.arch == "ltxv":
+        from nodes.diffusion.video_single_file import load_ltxv_single_file
+
+        return load_ltxv_single_file(spec, dtype)
     pipeline_class = {"sd15": StableDiffusionPipeline, "sdxl": StableDiffusionXLPipeline}[spec.arch]
     return pipeline_class.from_single_file(
         str(spec.path), config=str(spec.config), local_files_only=True, **dtype_kwargs(dtype)
     )
 
 
-PIPELINE_CLASSES = ("sd15", "sdxl")
+PIPELINE_CLASSES = ("sd15", "sdxl", "ltxv")
+
+
+def _is_video(spec: ModelSpec) -> bool:
+    """An LTX-Video model: a single file of that arch, or a folder whose pipeline is LTX's."""
+    if spec.format == "single_file":
+        return spec.arch == "ltxv"
+    try:
+        index = json.loads((spec.path / "model_index.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return str(index.get("_class_name", "")).startswith("LTX")

@@ -46,6 +46,7 @@ class ModelSpec:
     arch: Arch = "auto"
     config: Path | None = None
     source: str = "models"  # or "checkpoints_dir"
+    text_encoder: Path | None = None  # video single files: text_encoder/ + tokenizer/ folder
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -147,7 +148,10 @@ class ModelRegistry:
         )
         config = resolve_path(entry.config, self.home) if entry.config else None
         source = "models" if entry.path is not None else "checkpoints_dir"
-        return ModelSpec(name, path, entry.demo, entry.label, fmt, entry.arch, config, source)
+        words = resolve_path(entry.text_encoder, self.home) if entry.text_encoder else None
+        return ModelSpec(
+            name, path, entry.demo, entry.label, fmt, entry.arch, config, source, words
+        )
 
     def _from_checkpoint(self, name: str) -> ModelSpec:
         root = self.checkpoints_dir()

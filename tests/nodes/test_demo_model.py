@@ -16,6 +16,7 @@ from nodes.diffusion.demo import (
     register_model,
 )
 from nodes.diffusion.models import ModelSpec
+from nodes.diffusion.video_demo import DEMO_VIDEO_REVISION
 from stores.home import TakeflowHome
 from tests.nodes.conftest import registry_for
 
@@ -32,6 +33,11 @@ def fake_demo_build(home: TakeflowHome, gate: threading.Event) -> None:
     loras.mkdir(parents=True)
     (loras / "demo-lora.safetensors").write_bytes(b"")
     register_model(home, "demo", folder, demo=True)
+    video = home.path / "models" / "demo-video"  # and the demo video model
+    video.mkdir(parents=True)
+    (video / "model_index.json").write_text("{}")
+    (video / "takeflow-demo-video.json").write_text(json.dumps({"revision": DEMO_VIDEO_REVISION}))
+    register_model(home, "demo-video", video, demo=True)
 
 
 def test_lookups_of_the_demo_model_wait_until_it_is_prepared(_isolated_home: Path) -> None:
@@ -51,7 +57,7 @@ def test_lookups_of_the_demo_model_wait_until_it_is_prepared(_isolated_home: Pat
     assert found and found[0].demo and found[0].path == home.path / "models" / "demo"
     build.join(30)
     assert not demo_model_preparing(home.path)
-    assert registry.names() == ["demo"]
+    assert registry.names() == ["demo", "demo-video"]
     assert prepare_demo_model(home) is None  # ready: nothing to build
 
 

@@ -204,3 +204,81 @@ def test_image_to_video_needs_one_image_and_a_video_model(
         text_to_video(Recorder(video_service), {**SMALL, "model": "demo"})
     with pytest.raises(ModelNotFoundError, match="unknown model 'nope'"):
         text_to_video(Recorder(video_service), {**SMALL, "model": "nope"})
+
+
+@pytest.fixture(scope="session")
+def tiny_video_file(tiny_video_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model's transformer and VAE as one file in the original LTX-Video key layout."""
+    from diffusers import DiffusionPipeline
+
+    from tests.nodes.ltx_export import save_ltx_single_file
+
+    pipe = DiffusionPipeline.from_pretrained(tiny_video_dir, local_files_only=True)
+    return save_ltx_single_file(pipe, tmp_path_factory.mktemp("ltx") / "tiny-ltx.safetensors")
+
+
+def test_a_single_ltx_video_file_loads_offline_with_exact_weights_and_generates(
+    video_home: TakeflowHome,
+    video_service: DiffusionService,
+    tiny_video_dir: Path,
+    tiny_video_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import socket
+
+    import torch
+    from diffusers import DiffusionPipeline
+
+    from nodes.diffusion.checkpoints import safetensors_keys
+
+    def no_network(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the network was touched")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    keys = safetensors_keys(tiny_video_file)
+    assert "model.diffusion_model.patchify_proj.weight" in keys
+    assert "vae.encoder.conv_in.conv.weight" in keys
+    # The tiny file's own configs (real 0.9.0 files use the generated ones); T5 from that folder.
+    models = dict(video_home.config()["models"])
+    models["ltx-file"] = {"path": str(tiny_video_file), "config": str(tiny_video_dir)}
+    video_home.update_config(models=models)
+    spec = video_service.models.resolve("ltx-file")
+    assert (spec.format, spec.arch) == ("single_file", "ltxv")
+    loaded = video_service.cache.get(spec, "cpu").pipe
+    reference = DiffusionPipeline.from_pretrained(tiny_video_dir, local_files_only=True)
+    for name in ("transformer", "vae", "text_encoder"):
+        ours, theirs = getattr(loaded, name).state_dict(), getattr(reference, name).state_dict()
+        assert sorted(ours) == sorted(theirs), name
+        assert all(torch.equal(ours[k], theirs[k]) for k in theirs), name
+    out = text_to_video(Recorder(video_service), {**SMALL, "model": "ltx-file"})
+    assert decode(out["video"].path)[0][0].size == (64, 96)
+
+
+def test_generated_ltx_config_has_the_published_shapes_and_a_missing_text_encoder_is_named(
+    video_home: TakeflowHome, video_service: DiffusionService, tiny_video_file: Path
+) -> None:
+    import torch
+    from diffusers import AutoencoderKLLTXVideo, LTXVideoTransformer3DModel
+
+    models = dict(video_home.config()["models"])
+    models["ltx-bare"] = {"path": str(tiny_video_file)}
+    video_home.update_config(models=models)
+    spec = video_service.models.resolve("ltx-bare")
+    assert spec.config == video_home.path / "models" / ".configs" / "ltxv"
+    with torch.device("meta"):  # the 2B shapes, without allocating them
+        transformer = LTXVideoTransformer3DModel.from_config(
+            LTXVideoTransformer3DModel.load_config(spec.config, subfolder="transformer")
+        )
+        vae = AutoencoderKLLTXVideo.from_config(
+            AutoencoderKLLTXVideo.load_config(spec.config, subfolder="vae")
+        )
+    params = sum(p.numel() for p in transformer.parameters())
+    assert 1.8e9 < params < 2.1e9, params  # LTX-Video 2B
+    assert (vae.spatial_compression_ratio, vae.temporal_compression_ratio) == (32, 8)
+    # The generated folder has configs only: the T5 encoder must be named.
+    with pytest.raises(
+        ModelNotFoundError,
+        match=r"an LTX-Video single file holds no text encoder; set \"text_encoder\"",
+    ) as e:
+        text_to_video(Recorder(video_service), {**SMALL, "model": "ltx-bare"})
+    assert e.value.code == "model_load_failed"
