@@ -282,3 +282,25 @@ def test_generated_ltx_config_has_the_published_shapes_and_a_missing_text_encode
     ) as e:
         text_to_video(Recorder(video_service), {**SMALL, "model": "ltx-bare"})
     assert e.value.code == "model_load_failed"
+
+
+def test_a_cancel_stops_the_clip_at_the_next_step_and_frees_the_pipeline(
+    video_service: DiffusionService,
+) -> None:
+    from graph_runtime.errors import TaskCancelledError
+
+    class CancelAtStep2(Recorder):
+        def progress(self, fraction: float, stage: str = "", message: str = "",
+                     preview: bytes | None = None) -> None:  # fmt: skip
+            super().progress(fraction, stage, message, preview)
+            if message == "step 2 of 4":
+                self.cancelled = True
+            self.check_cancelled()
+
+    ctx = CancelAtStep2(video_service)
+    with pytest.raises(TaskCancelledError):
+        text_to_video(ctx, SMALL)
+    assert [m for _, s, m, _ in ctx.updates if s == "denoising"] == ["step 1 of 4", "step 2 of 4"]
+    assert not any(s == "encoding" for _, s, _, _ in ctx.updates)
+    out = text_to_video(Recorder(video_service), {**SMALL, "frames": 9})  # the lock was released
+    assert out["video"].frame_count == 9
