@@ -73,7 +73,7 @@ def generation_rows(args: argparse.Namespace, tmp: Path) -> None:
     print(f"device {args.device} ({name}, torch {torch.__version__}, {torch.get_num_threads()} "
           f"threads); tiny LTX-Video (random weights, built in {built:.2f} s); {width}x{height}, "
           f"{args.frames} frames, {args.steps} steps, cfg 3", flush=True)  # fmt: skip
-    request = VideoRequest(**values, seed=0)  # type: ignore[arg-type]
+    request = VideoRequest(**values, seed=0)
     generate_video(service, request, NullReporter())  # load + warm up
     entry = service.cache.get(service.models.resolve("bench-video"), service.device)
     pipe = video_pipeline(entry, "text_to_video", "bench-video")
@@ -115,7 +115,7 @@ def generation_rows(args: argparse.Namespace, tmp: Path) -> None:
             "bare pipe(...)": call,
             "bare pipe(...) + MP4 encode": bare_encoded,
             "video service (no Dagster)":
-                lambda i: generate_video(service, VideoRequest(**values, seed=i),  # type: ignore[arg-type]
+                lambda i: generate_video(service, VideoRequest(**values, seed=i),
                                          NullReporter()).video.path.unlink(),
             "graph text_to_video (no take)": graph(None),
             "graph + take + git commit": graph("bench"),
