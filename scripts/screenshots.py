@@ -13,19 +13,19 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.server.harness import ServerProcess  # noqa: E402
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]
 SHOTS = ("first-screen", "queue", "viewer", "compare")
@@ -41,35 +41,6 @@ COMPARE = "[data-testid=compare-b]"
 
 class Skip(Exception):
     """A shot whose UI is missing from this build."""
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def serve_demo(home: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TAKEFLOW_HOME": str(home)}
-    log = (home.parent / "serve.log").open("wb")
-    cmd = [sys.executable, "-m", "server.cli", "--home", str(home), "serve", "--demo"]
-    proc = subprocess.Popen(
-        [*cmd, "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"serve --demo exited: {(home.parent / 'serve.log').read_text()[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/api/v1/projects", timeout=2).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    sys.exit("serve --demo did not answer in 180 s")
 
 
 def need(page: Any, selector: str, what: str, timeout_ms: int = 3_000) -> Any:
@@ -171,15 +142,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="screenshots-", ignore_cleanup_errors=True) as tmp:
         home = Path(tmp) / "home"
         home.mkdir()
-        port = free_port()
-        proc = serve_demo(home, port)
+        server = ServerProcess(home, "--demo", cli=True).wait_ready(timeout=180)
         try:
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
                 for name in args.only:
                     context = browser.new_context(
                         viewport={"width": 1440, "height": 900},
-                        base_url=f"http://127.0.0.1:{port}",
+                        base_url=server.base,
                     )
                     context.set_default_timeout(30_000)
                     page = context.new_page()
@@ -194,11 +164,7 @@ def main() -> int:
                         context.close()
                 browser.close()
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            server.stop()
     return 0 if written else 1
 
 
