@@ -19,6 +19,7 @@ from graph_runtime.registry import TemplateRegistry
 from graph_runtime.tasks import TaskStatus
 from graph_runtime.templates import FunctionTemplate, InputSpec, OutputSpec, PortType
 from graph_runtime.validation import validate_graph
+from stores.node_cache import DiskNodeCache
 from tests.runtime.test_runner import run
 
 SHOT = "ch01/sc03/sh030"
@@ -108,6 +109,8 @@ def test_every_frame_runs_through_an_image_template_and_back_to_video(
     cached = runtime.runner.executor.node_cache.get(key)
     assert isinstance(cached["image"], list) and len(cached["image"]) == 6
     assert all(isinstance(i, Image.Image) for i in cached["image"])
+    on_disk = DiskNodeCache(runtime.runner.executor.node_cache.root).get(key)  # no memory LRU
+    assert on_disk is not None and len(on_disk["image"]) == 6
     again_frames = _decode(str(project.abs(second.outputs["video"].path)))
     assert len(again_frames) == 6
 
