@@ -225,20 +225,20 @@ class NodeExecutor:
         reporter = NodeReporter(self.bus, execution, node, services)
         self._node_state(execution, node.node_id, NodeState.RUNNING, template=node.template.ref)
         started = time.perf_counter()
-        outputs: Mapping[str, Any]
         if node.mapped:  # once per element of the mapped lists (graph_runtime/mapping.py)
             outputs = map_elements(
                 node.template,
                 values,
                 node.mapped,
-                lambda index, count, element: self._call(
+                lambda index, count, element: self._element(
                     execution, node, reporter.for_element(index, count), element
                 ),
             )
+            duration = (time.perf_counter() - started) * 1000
         else:
             outputs = self._call(execution, node, reporter, values)
-        duration = (time.perf_counter() - started) * 1000
-        self.metrics.template_seconds.labels(node.template.id).observe(duration / 1000)
+            duration = (time.perf_counter() - started) * 1000
+            self.metrics.template_seconds.labels(node.template.id).observe(duration / 1000)
         execution.timings_ms[node.node_id] = round(duration, 3)
         if "seed" in outputs:
             execution.seeds[node.node_id] = outputs["seed"]
@@ -274,6 +274,21 @@ class NodeExecutor:
         )
         return cached
 
+    def _element(
+        self,
+        execution: TaskExecution,
+        node: PlannedNode,
+        reporter: NodeReporter,
+        values: dict[str, Any],
+    ) -> dict[str, Any]:
+        """One element of a mapped node (the template-time metric counts each call)."""
+        started = time.perf_counter()
+        outputs = self._call(execution, node, reporter, values)
+        self.metrics.template_seconds.labels(node.template.id).observe(
+            time.perf_counter() - started
+        )
+        return outputs
+
     def _call(
         self,
         execution: TaskExecution,
@@ -294,6 +309,7 @@ class NodeExecutor:
                 f"takeflow.node {node.node_id}",
                 record_errors=False,
                 **{"takeflow.node": node.node_id, "takeflow.template": node.template.ref},
+                **({"takeflow.element": element[0]} if element is not None else {}),
             ) as span:
                 try:
                     if element is not None:
