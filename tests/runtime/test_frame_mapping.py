@@ -141,6 +141,7 @@ def _numbers(ctx: Any, inputs: Any) -> dict[str, Any]:
 
 
 def _pair(ctx: Any, inputs: Any) -> dict[str, Any]:
+    ctx.progress(0.5, "pairing", "half way")
     return {"text": f"{inputs['a']}/{inputs['b']}/{inputs['k']}", "twice": [inputs["a"]] * 2}
 
 
@@ -197,8 +198,16 @@ def test_two_list_inputs_zip_and_scalars_are_broadcast(runtime: Any, project: An
         {"id": "count", "template": "count", "inputs": {"items": _link("pair", "twice")}},
         {"id": "join", "template": "join", "inputs": {"items": _link("pair", "text")}},
     ]})  # fmt: skip
-    record, _ = run(runtime, graph, project_id="demo", shot=SHOT)
+    record, sink = run(runtime, graph, project_id="demo", shot=SHOT)
     assert record.status == TaskStatus.COMPLETED, record.error
+    progress = [e.data for e in sink.for_task(record.task_id)
+                if e.type == "task.progress" and e.data["node_id"] == "pair"]  # fmt: skip
+    # the template's own progress, scaled into its element's share, then each element's end
+    assert [p["node_progress"] for p in progress] == pytest.approx(
+        [x / 10 for x in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)]
+    )
+    assert progress[2] == {**progress[2], "element": 1, "elements": 5, "stage": "pairing",
+                           "message": "element 2 of 5: half way"}  # fmt: skip
     take = project.takes.list(SHOT)[0]
     text = Path(project.abs(take.outputs["joined"].path)).read_text()
     # five elements: 'three' is shorter, its last element (2) repeats; 'seven' is broadcast
