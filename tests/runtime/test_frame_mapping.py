@@ -13,6 +13,7 @@ import av
 import pytest
 from PIL import Image
 
+from dagster_defs.compiler import run_config
 from graph_runtime.canvas import CanvasGraph
 from graph_runtime.events import RecordingSink
 from graph_runtime.registry import TemplateRegistry
@@ -115,15 +116,15 @@ def test_every_frame_runs_through_an_image_template_and_back_to_video(
     assert len(again_frames) == 6
 
 
-def test_a_mapped_terminal_list_becomes_numbered_pngs(runtime: Any, project: Any) -> None:
-    graph = CanvasGraph.model_validate({"name": "small-frames", "nodes": [
-        *_fade(3),
-        {"id": "small", "template": "resize", "inputs": {
-            "image": _link("frames", "images"), "width": _lit(32), "height": _lit(24),
-            "resample": _lit("nearest")}},
-    ]})  # fmt: skip
-    record, _ = run(runtime, graph, project_id="demo", shot=SHOT)
-    assert record.status == TaskStatus.COMPLETED, record.error
+SMALL_FRAMES = CanvasGraph.model_validate({"name": "small-frames", "nodes": [
+    *_fade(3),
+    {"id": "small", "template": "resize", "inputs": {
+        "image": _link("frames", "images"), "width": _lit(32), "height": _lit(24),
+        "resample": _lit("nearest")}},
+]})  # fmt: skip
+
+
+def _check_small_frames(project: Any) -> None:
     take = project.takes.list(SHOT)[0]
     assert set(take.outputs) == {"image_000", "image_001", "image_002"}
     for i in range(3):
@@ -131,6 +132,25 @@ def test_a_mapped_terminal_list_becomes_numbered_pngs(runtime: Any, project: Any
         assert image.size == (32, 24)
         t = i / 2
         assert _close(image.getpixel((16, 12)), (255 * (1 - t), 0.0, 255 * t)), i
+
+
+def test_a_mapped_terminal_list_becomes_numbered_pngs(runtime: Any, project: Any) -> None:
+    record, _ = run(runtime, SMALL_FRAMES, project_id="demo", shot=SHOT)
+    assert record.status == TaskStatus.COMPLETED, record.error
+    _check_small_frames(project)
+
+
+def test_a_run_dagster_starts_itself_maps_too(runtime: Any, project: Any) -> None:
+    """A launch from the Dagster UI (or a schedule tick): the run is adopted as a task."""
+    plan = runtime.runner.plan(SMALL_FRAMES)
+    job = runtime.runner.compiler.job_for(plan, with_takes=True)
+    launched = job.execute_in_process(
+        run_config=run_config(plan),
+        tags={"takeflow/project": "demo", "takeflow/shot": SHOT},
+        instance=runtime.instance,
+    )
+    assert launched.success
+    _check_small_frames(project)
 
 
 # -- custom templates: exact values through the real runtime ----------------------------------
