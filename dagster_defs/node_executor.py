@@ -1,6 +1,6 @@
 """Running one node of a task: the template call inside an error boundary, with the node cache,
-progress reporting, previews and output checks. Knows nothing of Dagster: the compiled ops reach
-it through the ``takeflow`` resource (``dagster_defs.backend``).
+progress reporting, previews, output checks and mapping over lists. Knows nothing of Dagster:
+the compiled ops reach it through the ``takeflow`` resource (``dagster_defs.backend``).
 
 ``TaskExecution`` is the live state of one running task. Only the thread that runs the task
 writes it (its worker, or the Dagster thread of an adopted run: templates run in that thread
