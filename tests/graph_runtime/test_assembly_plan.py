@@ -91,13 +91,13 @@ def test_refusals_name_the_field_and_shot(project: MemoryProject) -> None:
     with pytest.raises(AssemblyError) as mixed:
         plan_assembly(project, AssemblyRequest(shots=["ch01/sc01/sh010", "ch02/sc01/sh010"]))
     assert mixed.value.code == "invalid_assembly"
+    with pytest.raises(AssemblyError) as long:  # 600 s stills at 240 fps: 288,000 frames
+        plan_assembly(project, AssemblyRequest(chapter="ch01", still_duration=600, fps=240))
+    assert long.value.code == "cut_too_long" and long.value.details["field"] == "still_duration"
     project.takes._active.pop("ch01/sc01/sh020")  # a shot without an active take
     with pytest.raises(NoActiveTakeError) as none:
         plan_assembly(project, AssemblyRequest(scene="ch01/sc01"))
     assert none.value.details == {"field": "scene", "shot": "ch01/sc01/sh020"}
-    with pytest.raises(AssemblyError) as long:  # 600 s stills at 240 fps: 288,000 frames
-        plan_assembly(project, AssemblyRequest(chapter="ch01", still_duration=600, fps=240))
-    assert long.value.code == "cut_too_long" and long.value.details["field"] == "still_duration"
     with pytest.raises(ValueError, match="exactly one"):
         AssemblyRequest(scene="ch01/sc01", chapter="ch01")
 
