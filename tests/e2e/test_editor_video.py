@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_editor import browser, page, server, shoot, web_dist  # noqa: F401
+from tests.e2e.test_editor import browser, drop_template, page, server, shoot, web_dist  # noqa: F401
+from tests.e2e.test_editor_bugs import load
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -190,3 +191,20 @@ def test_the_scene_view_plays_the_cut_and_one_click_changes_the_active_take(
     assert cuts[1]["manifest"]["shots"][0]["take_id"] == second["take_id"]
     assert shot.get_attribute("data-stale") == "false"
     assert plays(page, view.get_by_test_id("scene-player"), past=0.2) > 0.2
+
+
+def test_a_video_result_plays_on_its_node_and_video_inputs_take_links_only(
+    page: Any, server: Any
+) -> None:
+    server.http.post("/api/v1/projects", json={"project_id": "nodes"})
+    response = server.http.put("/api/v1/projects/nodes/canvases/fade", json=_fade("#000", "#fff"))
+    assert response.status_code == 200, response.text
+    open_project(page, "nodes", f"{SCENE}/sh030")
+    load(page, "fade")
+    page.get_by_test_id("run-graph").click()
+    clip = page.get_by_test_id("node-clip")
+    assert plays(page, clip.get_by_test_id("node-video"), past=0.2) > 0.2
+
+    trim = drop_template(page, "trim", 700, 60)
+    assert trim.get_by_test_id("hint-video").inner_text() == "connect a video"
+    assert trim.get_by_test_id("input-video").count() == 0  # no text field for a video
