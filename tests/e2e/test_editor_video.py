@@ -140,11 +140,20 @@ def test_the_scene_view_plays_the_cut_and_one_click_changes_the_active_take(
     listed = server.get("/api/v1/projects/cut/takes", shot_id=f"{SCENE}/sh010")
     assert {t["take_id"] for t in listed if t["active"]} == {first["take_id"]}  # the first take
 
-    open_project(page, "cut", f"{SCENE}/sh010")
+    # a scene without takes: no cut, and Assemble shows the server's refusal
+    open_project(page, "cut", "ch01/sc09/sh010")
     page.get_by_test_id("open-scene").click()
     view = page.get_by_test_id("scene-view")
-    assert view.get_attribute("data-scene") == SCENE
+    view.get_by_test_id("scene-no-cut").wait_for()
+    view.get_by_test_id("scene-assemble").click()
+    refusal = view.get_by_test_id("scene-refusal")
+    assert "has no scene 'ch01/sc09' with takes" in refusal.inner_text()
+    assert refusal.get_attribute("data-code") == "unknown_scene"
+    # another scene from the view's menu (the scenes with takes)
+    view.get_by_test_id("scene-select").select_option(SCENE)
+    page.wait_for_function("el => el.dataset.scene === 'ch01/sc01'", arg=view.element_handle())
     view.get_by_test_id("scene-no-cut").wait_for()  # nothing assembled yet: said so
+    assert view.get_by_test_id("scene-refusal").count() == 0  # the last scene's refusal is gone
 
     view.get_by_test_id("scene-assemble").click()
     job = view.get_by_test_id("scene-job")
