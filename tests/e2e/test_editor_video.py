@@ -218,6 +218,9 @@ def test_a_video_result_plays_on_its_node_and_video_inputs_take_links_only(
     page.get_by_test_id("run-graph").click()
     clip = page.get_by_test_id("node-clip")
     assert plays(page, clip.get_by_test_id("node-video"), past=0.2) > 0.2
+    # the take arrived live (take.created) in the takes panel, as a video with its facts
+    facts = page.get_by_test_id("takes-panel").get_by_test_id("take-video-facts")
+    assert "12 frames" in facts.inner_text()
 
     trim = drop_template(page, "trim", 700, 60)
     assert trim.get_by_test_id("hint-video").inner_text() == "connect a video"
