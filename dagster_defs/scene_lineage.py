@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from dagster import AssetKey
 
 from dagster_defs.asset_keys import take_asset_key
-from graph_runtime.assembly import CUT
+from graph_runtime.assembly import CUT, RENDERS
 from graph_runtime.errors import TakeflowError
 from graph_runtime.projects import ProjectStore
 from graph_runtime.takes import Take
@@ -33,13 +33,26 @@ class CutLineage:
     take_id: str
 
 
+def _cut_shots(project: ProjectStore) -> Iterator[str]:
+    """The cut shots of a project (``ch/sc/_cut``, ``ch/_cut/_cut``), by listing folders only
+    (not every take of every shot)."""
+    for chapter in project.list_dir(RENDERS):
+        if chapter.kind != "directory":
+            continue
+        for scene in project.list_dir(chapter.path):
+            if scene.kind == "directory" and project.list_dir(f"{scene.path}/{CUT}/takes"):
+                yield f"{chapter.name}/{scene.name}/{CUT}"
+
+
 def _latest_cuts(project: ProjectStore) -> dict[str, Take]:
     latest: dict[str, Take] = {}
-    for take in project.takes.list():
-        if not take.shot.endswith(f"/{CUT}") or "manifest" not in take.outputs:
+    for shot in _cut_shots(project):
+        try:
+            takes = [t for t in project.takes.list(shot=shot) if "manifest" in t.outputs]
+        except TakeflowError:  # a folder name that is no shot
             continue
-        if take.shot not in latest or take.number > latest[take.shot].number:
-            latest[take.shot] = take
+        if takes:
+            latest[shot] = max(takes, key=lambda t: t.number)
     return latest
 
 

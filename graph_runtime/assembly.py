@@ -26,6 +26,7 @@ RENDERS = "03_Renders"
 DEFAULT_SIZE = (512, 512)
 DEFAULT_FPS = Fraction(24)
 MAX_SHOTS = 500
+MAX_CUT_FRAMES = 100_000  # nodes.video.MAX_FRAMES: what one encoded video may hold
 _SEGMENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
@@ -60,6 +61,10 @@ class NoMediaError(AssemblyError):
 
 class NothingToAssembleError(AssemblyError):
     code = "nothing_to_assemble"
+
+
+class CutTooLongError(AssemblyError):
+    code = "cut_too_long"
 
 
 Side = Annotated[int, Field(ge=2, le=4096, multiple_of=2)]
@@ -242,7 +247,7 @@ def plan_assembly(project: ProjectStore, req: AssemblyRequest) -> dict[str, Any]
         fps = Fraction(str(first_video["fps_rational"]))
     else:
         fps = DEFAULT_FPS
-    return {
+    plan = {
         "scene": scope,
         "shot": cut_shot(scope),
         "width": size[0],
@@ -251,6 +256,15 @@ def plan_assembly(project: ProjectStore, req: AssemblyRequest) -> dict[str, Any]
         "still_duration": req.still_duration,
         "shots": entries,
     }
+    frames = sum(c or 0 for c in planned_counts(plan))
+    if frames > MAX_CUT_FRAMES:
+        raise CutTooLongError(
+            f"the cut would hold {frames} frames, more than {MAX_CUT_FRAMES} (a shorter "
+            "still_duration, a lower fps, or fewer shots)",
+            field="still_duration" if req.still_duration > 60 else "shots",
+            frame_count=frames,
+        )
+    return plan
 
 
 def still_frames(still_duration: float, fps: Fraction) -> int:

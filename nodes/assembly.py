@@ -12,6 +12,7 @@ from fractions import Fraction
 from typing import IO, Any
 
 import av
+from av.video.frame import PictureType
 from PIL import Image
 
 from graph_runtime.assembly import (
@@ -29,7 +30,7 @@ from graph_runtime.templates import (
     ProgressReporter,
 )
 from nodes.images import open_image
-from nodes.video import InvalidVideoError, Video, VideoWriter, resample_indices
+from nodes.video import PIXEL_FORMAT, InvalidVideoError, Video, VideoWriter, resample_indices
 
 PAD_COLOUR = (0, 0, 0)
 _HASH_CHUNK = 1 << 20
@@ -92,31 +93,50 @@ def _video_facts(open_file: Opener, entry: Mapping[str, Any]) -> tuple[int, Frac
         return count, Fraction(rate).limit_denominator(1001)
 
 
-def _decoded(open_file: Opener, rel: str) -> Iterator[Image.Image]:
+class _CutWriter(VideoWriter):
+    """A ``VideoWriter`` that also takes decoded frames as they are (a clip already at the
+    cut's size: no RGB round trip)."""
+
+    def write_frame(self, frame: av.VideoFrame) -> None:
+        frame.pts = self.count
+        frame.time_base = 1 / self.fps
+        frame.pict_type = PictureType.NONE  # the source's I/P/B types would force the encoder's
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
+        self.count += 1
+
+
+def _decoded(open_file: Opener, rel: str) -> Iterator[av.VideoFrame]:
     with open_file(rel) as fh, av.open(fh, mode="r") as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        for frame in container.decode(stream):
-            yield frame.to_image()
+        yield from container.decode(stream)
 
 
 def _video_stream(
     open_file: Opener, entry: Mapping[str, Any], count: int, rate: Fraction, fps: Fraction
-) -> Iterator[Image.Image]:
+) -> Iterator[av.VideoFrame]:
     """The clip at the cut's rate, same duration: source frames dropped or repeated."""
     wanted = iter(resample_indices(count, rate, fps))
     target = next(wanted, None)
-    last: Image.Image | None = None
-    for index, image in enumerate(_decoded(open_file, entry["file"])):
+    last: av.VideoFrame | None = None
+    for index, frame in enumerate(_decoded(open_file, entry["file"])):
         if target is None:
             return
-        last = image
+        last = frame
         while target == index:
-            yield image
+            yield frame
             target = next(wanted, None)
     while target is not None and last is not None:  # a header that over-counted: hold the last
         yield last
         target = next(wanted, None)
+
+
+def _fitted(frame: av.VideoFrame, size: tuple[int, int]) -> av.VideoFrame:
+    """A frame the encoder takes as is: at the cut's size in yuv420p, else letterboxed."""
+    if (frame.width, frame.height) == size and frame.format.name == PIXEL_FORMAT:
+        return frame
+    return av.VideoFrame.from_image(letterbox(frame.to_image(), size)).reformat(format=PIXEL_FORMAT)
 
 
 def assemble(
@@ -140,18 +160,20 @@ def assemble(
             counts.append(still_frames(float(plan["still_duration"]), fps))
     manifest = layout(plan, counts)
     total = int(manifest["frame_count"])
-    with VideoWriter(size[0], size[1], fps) as writer:
+    writer = _CutWriter(size[0], size[1], fps)
+    with writer:
         for entry, fact, count in zip(plan["shots"], facts, counts, strict=True):
-            if fact is None:
+            if fact is None:  # one converted frame, sent count times
                 with open_file(entry["file"]) as fh:
                     still = letterbox(open_image(fh.read(), entry["file"]), size)
-                frames: Iterator[Image.Image] = (still for _ in range(count))
+                held = av.VideoFrame.from_image(still).reformat(format=PIXEL_FORMAT)
+                frames: Iterator[av.VideoFrame] = (held for _ in range(count))
             else:
                 source = _video_stream(open_file, entry, fact[0], fact[1], fps)
-                frames = (letterbox(image, size) for image in source)
+                frames = (_fitted(frame, size) for frame in source)
             written = 0
-            for image in frames:
-                writer.write(image)
+            for frame in frames:
+                writer.write_frame(frame)
                 written += 1
                 if on_frame is not None:
                     on_frame(writer.count, total)

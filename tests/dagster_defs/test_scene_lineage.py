@@ -83,3 +83,10 @@ def test_cut_lineage_from_shot_takes_and_a_new_cut_per_active_take(
     assert take.metadata["inputs"]["node"]["plan"]["shots"][0]["take_id"] == "take_002"
     mat = runtime.instance.get_latest_materialization_event(cut_video)
     assert mat is not None and mat.asset_materialization.metadata["take_id"].value == "take_002"
+
+    # a chapter's cut (ch01/_cut/_cut) has its own lineage
+    plan = plan_assembly(project, AssemblyRequest(chapter="ch01", still_duration=0.25))
+    _done(runtime, single_node_graph(TEMPLATE_ID, {"plan": plan}), plan["shot"])
+    graph = build_definitions(runtime).resolve_asset_graph()
+    parents = graph.get(_key("ch01", "_cut", "_cut", "_cut.video")).parent_keys
+    assert sorted(parents, key=AssetKey.to_user_string) == shots

@@ -16,6 +16,7 @@ import av
 import pytest
 from PIL import Image
 
+import nodes.assembly as assembly_module
 from graph_runtime.assembly import layout, planned_counts, still_frames, video_frames
 from nodes.assembly import SourceChangedError, assemble, letterbox
 from nodes.video import encode
@@ -99,6 +100,30 @@ def test_a_still_and_a_resampled_clip_cut_into_one_mp4(tmp_path: Path) -> None:
     # the same plan over the same files rebuilds the same bytes (same PyAV/x264 build)
     again, _ = assemble(plan, opener)
     assert again.read_bytes() == video.read_bytes()
+
+
+def test_a_clip_at_the_cut_size_is_passed_through_without_letterboxing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Decoded frames already at the cut's size go to the encoder as they are (no RGB round
+    trip; their I/P/B types are not imposed on the encoder)."""
+    plan, opener = _files(tmp_path)
+    clip = encode((Image.new("RGB", (64, 48), (30 * i, 30 * i, 30 * i)) for i in range(8)), 24)
+    (tmp_path / "same.mp4").write_bytes(clip.read_bytes())
+    digest = hashlib.sha256((tmp_path / "same.mp4").read_bytes()).hexdigest()
+    plan["shots"] = [{**plan["shots"][1], "file": "same.mp4", "sha256": digest}]
+    boxed: list[tuple[int, int]] = []
+    real = assembly_module.letterbox
+    monkeypatch.setattr(
+        assembly_module,
+        "letterbox",
+        lambda image, size: boxed.append(image.size) or real(image, size),
+    )
+    video, manifest = assemble(plan, opener)
+    assert boxed == [] and manifest["frame_count"] == 8
+    with av.open(str(video.path)) as container:
+        levels = [round(f.to_image().getpixel((32, 24))[0] / 30) for f in container.decode(video=0)]
+    assert levels == list(range(8))
 
 
 def test_a_changed_source_file_is_refused_before_encoding(tmp_path: Path) -> None:
