@@ -4,9 +4,10 @@
 
 Starts ``serve --demo`` on a free loopback port with a temporary home, opens the editor with
 Playwright (``/usr/bin/chromium``, 1440x900) and writes ``docs/screenshots/first-screen.png``,
-``queue.png``, ``viewer.png`` and ``compare.png``. A shot whose UI this build lacks (no element
-matching its selector below) is skipped with a message, so the script can run again once that
-part of the editor is merged. Needs ``web/dist`` built (``cd web && npm run build``).
+``queue.png``, ``viewer.png``, ``compare.png``, ``video-take.png`` and ``scene-view.png``. A
+shot whose UI this build lacks (no element matching its selector below) is skipped with a
+message, so the script can run again once that part of the editor is merged. Needs
+``web/dist`` built (``cd web && npm run build``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import argparse
 import io
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,7 @@ from tests.server.harness import ServerProcess  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]
-SHOTS = ("first-screen", "queue", "viewer", "compare")
+SHOTS = ("first-screen", "queue", "viewer", "compare", "video-take", "scene-view")
 
 # What each shot needs on the page; a missing one skips the shot (see the module docstring).
 FIRST_SCREEN = "[data-testid=first-screen]"
@@ -37,6 +39,9 @@ VIEWER_OPEN = "[data-testid=take-open]"  # a take's thumbnail: opens it in the v
 VIEWER = "[data-testid=take-viewer]"
 COMPARE_OPEN = "[data-testid=compare-select]"  # the viewer's "compare with" take choice
 COMPARE = "[data-testid=compare-b]"
+VIDEO_TAKE = "[data-testid=take-video-player]"  # a video take playing inline in the takes panel
+SCENE_OPEN = "[data-testid=open-scene]"  # the takes panel's scene view button
+SCENE_PLAYER = "[data-testid=scene-player]"
 
 
 class Skip(Exception):
@@ -120,11 +125,72 @@ def compare(page: Any) -> None:
     page.wait_for_timeout(500)
 
 
+def _fade(a: str, b: str) -> dict[str, Any]:
+    """A canvas graph: two solid colours cross-faded into a 2 s video."""
+    size = {"width": {"kind": "literal", "value": 320}, "height": {"kind": "literal", "value": 192}}
+    lit = lambda v: {"kind": "literal", "value": v}  # noqa: E731
+    return {
+        "name": "fade",
+        "nodes": [
+            {"id": "a", "template": "solid_image", "inputs": {**size, "color": lit(a)}},
+            {"id": "b", "template": "solid_image", "inputs": {**size, "color": lit(b)}},
+            {"id": "clip", "template": "frames_to_video", "inputs": {
+                "images": {"kind": "link", "node": "a", "output": "image"},
+                "end_image": {"kind": "link", "node": "b", "output": "image"},
+                "frame_count": lit(48), "fps": lit(24.0)}},
+        ],
+    }  # fmt: skip
+
+
+def video_takes(page: Any) -> None:
+    """Two shots of ch01/sc01 with a video take each (through the API), the editor on sh010."""
+    for shot, colours in (("sh010", ("#1f6feb", "#f29e4c")), ("sh020", ("#7fd962", "#d2a6ff"))):
+        body = {"graph": _fade(*colours), "project_id": "demo", "shot_id": f"ch01/sc01/{shot}"}
+        task = page.request.post("/api/v1/runs", data=body).json()["task_id"]
+        deadline = time.monotonic() + 120
+        while page.request.get(f"/api/v1/functions/tasks/{task}").json()["status"] != "completed":
+            if time.monotonic() > deadline:
+                raise Skip(f"the video task {task} did not complete")
+            time.sleep(0.3)
+    open_demo(page)
+    page.get_by_test_id("shot-input").fill("ch01/sc01/sh010")
+    page.get_by_test_id("shot-input").press("Enter")
+
+
+def play_to(player: Any, t: float) -> None:
+    """Play (muted) until ``t`` seconds, then pause: a frame shown, the controls idle."""
+    player.evaluate(
+        """async (v, t) => { v.muted = true; await v.play();
+           while (v.currentTime < t && !v.ended) await new Promise((r) => setTimeout(r, 50));
+           v.pause(); }""",
+        t,
+    )
+    player.page.wait_for_timeout(500)
+
+
+def video_take(page: Any) -> None:
+    video_takes(page)
+    player = need(page, VIDEO_TAKE, "inline video player", timeout_ms=10_000)
+    page.wait_for_function("v => v.readyState >= 1", arg=player.element_handle())
+    play_to(player, 1.2)
+
+
+def scene_view(page: Any) -> None:
+    video_takes(page)
+    need(page, SCENE_OPEN, "scene view button", timeout_ms=10_000).click()
+    page.get_by_test_id("scene-assemble").click()
+    player = need(page, SCENE_PLAYER, "scene player", timeout_ms=120_000)
+    page.wait_for_function("v => v.readyState >= 1", arg=player.element_handle())
+    play_to(player, 2.6)  # inside the second shot
+
+
 STEPS: dict[str, Callable[[Any], None]] = {
     "first-screen": first_screen,
     "queue": queue,
     "viewer": viewer,
     "compare": compare,
+    "video-take": video_take,
+    "scene-view": scene_view,
 }
 
 
