@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import os
 import shutil
 import statistics
 import subprocess
@@ -24,12 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
-
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.server.harness import free_port  # noqa: E402
+from tests.server.harness import ServerProcess  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]
@@ -49,27 +46,6 @@ def bundle_sizes(dist: Path) -> dict[str, int]:
         out[ext] = len(data)
         out[f"{ext}_gzip"] = len(gzip.compress(data, 9))
     return out
-
-
-def serve_demo(root: Path, home: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": str(root), "TAKEFLOW_HOME": str(home)}
-    cmd = [sys.executable, "-m", "server.cli", "--home", str(home), "serve", "--demo"]
-    log = (home.parent / "serve.log").open("wb")
-    proc = subprocess.Popen(
-        [*cmd, "--port", str(port)], cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"serve exited: {(home.parent / 'serve.log').read_text()[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/api/v1/projects", timeout=2).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("serve --demo did not answer in 180 s")
 
 
 def load_times(base: str, runs: int) -> list[float]:
@@ -117,16 +93,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="editor-load-", ignore_cleanup_errors=True) as tmp:
         home = Path(tmp) / "home"
         home.mkdir()
-        port = free_port()
-        proc = serve_demo(root, home, port)
+        server = ServerProcess(home, "--demo", cli=True, cwd=root).wait_ready(timeout=180)
         try:
-            times = load_times(f"http://127.0.0.1:{port}", args.runs)
+            times = load_times(server.base, args.runs)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            server.stop()
     med, tail = statistics.median(times), p95(times)
     kb = {k: v / 1000 for k, v in sizes.items()}
     print(f"checkout: {root}")

@@ -190,7 +190,14 @@ def assembly_rows(args: argparse.Namespace) -> None:
     if importlib.util.find_spec("bench.video_assembly") is None:
         print("assembly: bench/video_assembly.py is not there yet; no rows", flush=True)
         return
-    importlib.import_module("bench.video_assembly").rows(args)
+    module = importlib.import_module("bench.video_assembly")
+    print("scene assembly (bench/video_assembly.py; ratio: of one stream-copy concat):",
+          flush=True)  # fmt: skip
+    found = module.rows(args)
+    for row in found or ():
+        ratio = f"  x{row['ratio']:.2f} of concat" if row.get("ratio") is not None else ""
+        print(f"  {row['label']:<38} median {row['median_ms']:9.1f} ms   p95 "
+              f"{row['p95_ms']:9.1f} ms  ({row['frames']} frames){ratio}", flush=True)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -59,10 +59,12 @@ from dagster_defs.asset_keys import (
 from dagster_defs.compiler import JobCompiler, job_name, run_config
 from dagster_defs.observability import RunnerMetrics, TaskTelemetry
 from dagster_defs.queue import queue_for
+from dagster_defs.scene_lineage import cut_lineage
 from dagster_defs.schedules import build_schedule, canvas_name, load_schedules
 from dagster_defs.take_recorder import take_output_names as recorded_output_names
 from graph_runtime.canvas import CanvasGraph
 from graph_runtime.errors import TakeflowError
+from graph_runtime.projects import ProjectStore
 from graph_runtime.validation import ExecutionPlan
 from nodes import discover_templates
 from stores.graph_shapes import GraphShapes
@@ -177,6 +179,23 @@ def _canvas_specs(canvas: SavedCanvas, shots: Iterable[str], specs: _SpecBuilder
                 takes_folder=f"03_Renders/{shot}/takes",
                 used_by=used_by,
             )
+
+
+def _cut_specs(project: ProjectStore, specs: _SpecBuilder) -> None:
+    group = group_name(project.id)
+    for cut in cut_lineage(project):
+        for dep in cut.deps:
+            shot = "/".join(dep.path[2:5])
+            specs.add(dep, description=f"Takes of shot {shot}", group=group, shot=shot)
+        specs.add(
+            cut.key,
+            cut.deps,
+            description=f"Cuts of {cut.scene}: the active takes of its shots as one MP4; each "
+            "cut take is a materialization",
+            group=group,
+            shot=cut.shot,
+            takes_folder=f"03_Renders/{cut.shot}/takes",
+        )
 
 
 def _with_unique_op_names(graph: GraphDefinition) -> GraphDefinition:
@@ -345,6 +364,8 @@ def build_definitions(source: DefinitionsSource) -> Definitions:
         _canvas_specs(canvas, shots, specs)
     for plan in load_shapes(source, jobs):
         jobs[job_name(plan)] = _shape_job(source, plan)
+    for project in source.projects.list():  # assembled cuts: shot takes -> scene cut
+        _cut_specs(project, specs)
 
     return Definitions(
         jobs=list(jobs.values()),

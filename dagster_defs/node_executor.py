@@ -1,6 +1,6 @@
 """Running one node of a task: the template call inside an error boundary, with the node cache,
-progress reporting, previews and output checks. Knows nothing of Dagster: the compiled ops reach
-it through the ``takeflow`` resource (``dagster_defs.backend``).
+progress reporting, previews, output checks and mapping over lists. Knows nothing of Dagster:
+the compiled ops reach it through the ``takeflow`` resource (``dagster_defs.backend``).
 
 ``TaskExecution`` is the live state of one running task. Only the thread that runs the task
 writes it (its worker, or the Dagster thread of an adopted run: templates run in that thread
@@ -29,6 +29,7 @@ from graph_runtime.errors import (
     TemplateExecutionError,
 )
 from graph_runtime.events import EventBus, EventPayload, NodeState, NodeStateChanged, TaskProgress
+from graph_runtime.mapping import element_fraction, element_message, map_elements, reports_element
 from graph_runtime.projects import ProjectAssets, ProjectStore
 from graph_runtime.takes import Take
 from graph_runtime.tasks import TaskRecord
@@ -92,7 +93,8 @@ class TaskExecution:
 
 
 class NodeReporter:
-    """The ``ProgressReporter`` a template sees while it runs."""
+    """The ``ProgressReporter`` a template sees while it runs. For one element of a mapped node
+    (``for_element``) progress is scaled into the element's share of the node."""
 
     def __init__(
         self,
@@ -110,6 +112,14 @@ class NodeReporter:
         self.services = services
         self._started = time.perf_counter()
         self._previews = itertools.count(1)
+        self.element: tuple[int, int] | None = None  # (index, count) of a mapped node's element
+
+    def for_element(self, index: int, count: int) -> NodeReporter:
+        """The reporter of element ``index`` of ``count`` (same start time and preview numbers)."""
+        copy = type(self).__new__(type(self))
+        copy.__dict__.update(self.__dict__)
+        copy.element = (index, count)
+        return copy
 
     def check_cancelled(self) -> None:
         self._execution.signal.check(self.node_id)
@@ -119,6 +129,12 @@ class NodeReporter:
     ) -> None:
         self.check_cancelled()
         fraction = max(0.0, min(1.0, float(fraction)))
+        position: dict[str, Any] = {}  # TaskProgress sends only the fields set
+        if self.element is not None:
+            index, count = self.element
+            fraction = element_fraction(index, count, fraction)
+            message = element_message(index, count, message)
+            position = {"element": index, "elements": count}
         elapsed = time.perf_counter() - self._started
         eta = elapsed / fraction * (1.0 - fraction) if fraction > 0 else None
         overall = self._execution.set_progress(self.node_id, fraction)
@@ -133,6 +149,7 @@ class NodeReporter:
                 eta=round(eta, 3) if eta is not None else None,
                 preview_path=self._store_preview(preview) if preview else None,
                 trace_id=self._execution.record.trace_id,
+                **position,
             ),
         )
 
@@ -208,16 +225,20 @@ class NodeExecutor:
         reporter = NodeReporter(self.bus, execution, node, services)
         self._node_state(execution, node.node_id, NodeState.RUNNING, template=node.template.ref)
         started = time.perf_counter()
-        outputs = self._call(execution, node, reporter, values)
-        duration = (time.perf_counter() - started) * 1000
-        self.metrics.template_seconds.labels(node.template.id).observe(duration / 1000)
-        missing = [o.name for o in node.template.outputs if o.name not in outputs]
-        if missing:
-            error = TemplateExecutionError(
-                node.node_id, node.template.id, ValueError(f"returned no value for {missing}")
+        if node.mapped:  # once per element of the mapped lists (graph_runtime/mapping.py)
+            outputs = map_elements(
+                node.template,
+                values,
+                node.mapped,
+                lambda index, count, element: self._element(
+                    execution, node, reporter.for_element(index, count), element
+                ),
             )
-            self._fail(execution, node, error)
-            raise error
+            duration = (time.perf_counter() - started) * 1000
+        else:
+            outputs = self._call(execution, node, reporter, values)
+            duration = (time.perf_counter() - started) * 1000
+            self.metrics.template_seconds.labels(node.template.id).observe(duration / 1000)
         execution.timings_ms[node.node_id] = round(duration, 3)
         if "seed" in outputs:
             execution.seeds[node.node_id] = outputs["seed"]
@@ -253,6 +274,21 @@ class NodeExecutor:
         )
         return cached
 
+    def _element(
+        self,
+        execution: TaskExecution,
+        node: PlannedNode,
+        reporter: NodeReporter,
+        values: dict[str, Any],
+    ) -> dict[str, Any]:
+        """One element of a mapped node (the template-time metric counts each call)."""
+        started = time.perf_counter()
+        outputs = self._call(execution, node, reporter, values)
+        self.metrics.template_seconds.labels(node.template.id).observe(
+            time.perf_counter() - started
+        )
+        return outputs
+
     def _call(
         self,
         execution: TaskExecution,
@@ -260,7 +296,9 @@ class NodeExecutor:
         reporter: NodeReporter,
         values: dict[str, Any],
     ) -> dict[str, Any]:
-        """The error boundary around template code: every failure becomes a TakeflowError."""
+        """The error boundary around template code (one element of a mapped node: its time
+        limit, its cancel check first): every failure becomes a TakeflowError."""
+        element = reporter.element
         handle = self.limits.node_started(
             node.node_id, node.template.id, node.template.timeout_s, execution.signal
         )
@@ -271,15 +309,26 @@ class NodeExecutor:
                 f"takeflow.node {node.node_id}",
                 record_errors=False,
                 **{"takeflow.node": node.node_id, "takeflow.template": node.template.ref},
+                **({"takeflow.element": element[0]} if element is not None else {}),
             ) as span:
                 try:
-                    return dict(node.template.fn(reporter, values))
+                    if element is not None:
+                        reporter.check_cancelled()  # cancel stops between elements
+                    outputs = dict(node.template.fn(reporter, values))
+                    missing = [o.name for o in node.template.outputs if o.name not in outputs]
+                    if missing:
+                        raise ValueError(f"returned no value for {missing}")
+                    if element is not None and reports_element(*element):
+                        reporter.progress(1.0)
+                    return outputs
                 except TaskCancelledError as exc:
                     execution.error = exc
                     self._node_state(execution, node.node_id, NodeState.CANCELLED)
                     raise
                 except Exception as exc:
                     error = self._error_of(execution, node, exc)
+                    if element is not None:
+                        error = error.with_defaults(element=element[0], elements=element[1])
                     self._fail(execution, node, error)
                     span.set_status(StatusCode.ERROR, error.message)
                     raise error from exc

@@ -16,7 +16,10 @@ from graph_runtime.tasks import DEFAULT_USER
 from graph_runtime.templates import Quality
 
 NODE_ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"
-SHOT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}(/[A-Za-z0-9][A-Za-z0-9_-]{0,63}){2}$")
+_SEGMENT = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
+# chapter/scene/shot; ``_cut`` names where a scene's (``ch/sc/_cut``) or a chapter's
+# (``ch/_cut/_cut``) assembled cuts live (``graph_runtime.assembly``)
+SHOT_PATTERN = re.compile(rf"^{_SEGMENT}/({_SEGMENT}/({_SEGMENT}|_cut)|_cut/_cut)$")
 
 
 class _Frozen(BaseModel):

@@ -103,6 +103,8 @@ class TaskProgress(_Payload):
     eta: float | None
     preview_path: str | None = None
     preview_url: str | None = None  # events stored before previews were paths
+    element: int | None = None  # a mapped node: the element running (from 0) ...
+    elements: int | None = None  # ... of this many (graph_runtime/mapping.py)
 
 
 class NodeStateChanged(_Payload):

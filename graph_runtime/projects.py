@@ -202,6 +202,10 @@ class ProjectAssets:
     def read(self, uri: str) -> bytes:
         return self._project.read_asset(uri)
 
+    def open_file(self, rel: str) -> BinaryIO:
+        """A project file (a take's output) opened for streaming reads (scene assembly)."""
+        return self._project.open_file(rel)
+
 
 class MemoryTakeStore:
     """In-memory twin of a project's take store; writes each take's files and ``take.json``

@@ -82,10 +82,15 @@ class InputSpec:
     multiline: bool = False
     multiple_of: int | None = None
     affects_output: bool = True  # False: how it runs, not what it makes (left out of cache keys)
+    # True: a list linked here arrives whole (collected); False: a list output linked here makes
+    # the node run once per element (``graph_runtime/mapping.py``)
+    accepts_list: bool = False
 
     def json_schema(self) -> dict[str, Any]:
         schema: dict[str, Any] = dict(_JSON_TYPES[self.type])
         schema["x-port-type"] = self.type.value
+        if self.accepts_list:
+            schema["x-accepts-list"] = True
         if self.description:
             schema["description"] = self.description
         if self.default is not None:
@@ -108,10 +113,13 @@ class OutputSpec:
     name: str
     type: PortType
     description: str = ""
+    is_list: bool = False  # the value is a list of ``type`` (e.g. video_to_frames' images)
 
     def json_schema(self) -> dict[str, Any]:
         schema = dict(_JSON_TYPES[self.type])
         schema["x-port-type"] = self.type.value
+        if self.is_list:
+            schema["x-list"] = True
         if self.description:
             schema["description"] = self.description
         return schema

@@ -12,6 +12,7 @@ from typing import Any
 from graph_runtime.bypass import BypassRouter
 from graph_runtime.canvas import CanvasGraph, CanvasNode, LinkInput, LiteralInput
 from graph_runtime.errors import GraphIssue, GraphValidationError, TemplateNotFoundError
+from graph_runtime.mapping import plan_mapping
 from graph_runtime.registry import TemplateRegistry, split_ref
 from graph_runtime.templates import FunctionTemplate, InputSpec, PortType, link_compatible
 
@@ -25,6 +26,8 @@ class PlannedNode:
     literals: Mapping[str, Any]
     links: Mapping[str, tuple[str, str]]
     upstream: tuple[str, ...]
+    mapped: tuple[str, ...] = ()  # input ports it runs once per element of (graph_runtime/mapping)
+    list_outputs: tuple[str, ...] = ()  # outputs whose value is a list
 
 
 _VALIDATED = object()  # only ``validate_graph`` holds it: a plan is the proof of validation
@@ -50,6 +53,10 @@ class ExecutionPlan:
 
     def node(self, node_id: str) -> PlannedNode:
         return self.by_id[node_id]
+
+    def list_outputs(self, node_id: str) -> tuple[str, ...]:
+        """The outputs of ``node_id`` that carry lists (declared, or made by mapping)."""
+        return self.by_id[node_id].list_outputs
 
 
 def _did_you_mean(word: str, options: list[str]) -> str:
@@ -347,6 +354,8 @@ def validate_graph(
         raise GraphValidationError(issues)
 
     consumed = {src for links in planned_links.values() for src, _ in links.values()}
+    running = [nid for nid in order if nid not in bypassed]
+    mapping = plan_mapping(running, templates, planned_links)  # type: ignore[arg-type]
     planned = tuple(
         PlannedNode(
             node_id=nid,
@@ -354,9 +363,10 @@ def validate_graph(
             literals=planned_literals[nid],
             links=planned_links[nid],
             upstream=tuple(sorted({src for src, _ in planned_links[nid].values()})),
+            mapped=mapping[nid][0],
+            list_outputs=mapping[nid][1],
         )
-        for nid in order
-        if nid not in bypassed
+        for nid in running
     )
     return ExecutionPlan(
         graph=graph,

@@ -16,6 +16,7 @@ from graph_runtime.templates import (
     ProgressReporter,
     TemplateFn,
 )
+from nodes.assembly import TEMPLATES as ASSEMBLY_TEMPLATES
 from nodes.images import check_image_size, open_image
 from nodes.masks import TEMPLATES as MASK_TEMPLATES
 from nodes.video_templates import TEMPLATES as VIDEO_TEMPLATES
@@ -275,3 +276,4 @@ TEMPLATES: tuple[FunctionTemplate, ...] = (
 TEMPLATES += MASK_TEMPLATES  # nodes.masks: load / image to / grow mask, pad for outpaint
 
 TEMPLATES += VIDEO_TEMPLATES  # nodes.video_templates: frames <-> video, trim, concat, ...
+TEMPLATES += ASSEMBLY_TEMPLATES  # nodes.assembly: a scene's shots cut into one MP4

@@ -30,7 +30,8 @@ def to_output_file(name: str, port_type: PortType, value: Any) -> OutputFile:
 
 def to_output_files(name: str, port_type: PortType, value: Any) -> list[OutputFile]:
     """The files one output becomes: a video gives ``<name>.mp4`` and a poster
-    ``<name>_poster.png``; a list of images ``<name>_000.png`` ...; anything else one file."""
+    ``<name>_poster.png``; a list of images or videos (a mapped node's output) ``<name>_000.png``
+    ... (or ``<name>_000.mp4`` and its poster ...); anything else one file."""
     if isinstance(value, Video):
         poster = io.BytesIO()
         value.poster().save(poster, format="PNG")
@@ -40,6 +41,10 @@ def to_output_files(name: str, port_type: PortType, value: Any) -> list[OutputFi
         ]
     if isinstance(value, list) and value and all(isinstance(v, Image.Image) for v in value):
         return [to_output_file(f"{name}_{i:03d}", port_type, v) for i, v in enumerate(value)]
+    if isinstance(value, list) and value and all(isinstance(v, Video) for v in value):
+        return [
+            f for i, v in enumerate(value) for f in to_output_files(f"{name}_{i:03d}", port_type, v)
+        ]
     return [to_output_file(name, port_type, value)]
 
 
@@ -58,6 +63,12 @@ def summarize(value: Any) -> Any:
         return value if len(value) <= 200 else value[:197] + "..."
     if isinstance(value, int | float | bool) or value is None:
         return value
+    if isinstance(value, list):  # e.g. frames, or a mapped node's outputs: its length, its first
+        return {
+            "kind": "list",
+            "length": len(value),
+            **({"first": summarize(value[0])} if value else {}),
+        }
     return {"kind": type(value).__name__}
 
 

@@ -4,17 +4,16 @@
 
 Starts ``serve --demo`` on a free loopback port with a temporary home, opens the editor with
 Playwright (``/usr/bin/chromium``, 1440x900) and writes ``docs/screenshots/first-screen.png``,
-``queue.png``, ``viewer.png`` and ``compare.png``. A shot whose UI this build lacks (no element
-matching its selector below) is skipped with a message, so the script can run again once that
-part of the editor is merged. Needs ``web/dist`` built (``cd web && npm run build``).
+``queue.png``, ``viewer.png``, ``compare.png``, ``video-take.png`` and ``scene-view.png``. A
+shot whose UI this build lacks (no element matching its selector below) is skipped with a
+message, so the script can run again once that part of the editor is merged. Needs
+``web/dist`` built (``cd web && npm run build``).
 """
 
 from __future__ import annotations
 
 import argparse
 import io
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,13 +21,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.server.harness import ServerProcess  # noqa: E402
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]
-SHOTS = ("first-screen", "queue", "viewer", "compare")
+SHOTS = ("first-screen", "queue", "viewer", "compare", "video-take", "scene-view")
 
 # What each shot needs on the page; a missing one skips the shot (see the module docstring).
 FIRST_SCREEN = "[data-testid=first-screen]"
@@ -37,39 +39,13 @@ VIEWER_OPEN = "[data-testid=take-open]"  # a take's thumbnail: opens it in the v
 VIEWER = "[data-testid=take-viewer]"
 COMPARE_OPEN = "[data-testid=compare-select]"  # the viewer's "compare with" take choice
 COMPARE = "[data-testid=compare-b]"
+VIDEO_TAKE = "[data-testid=take-video-player]"  # a video take playing inline in the takes panel
+SCENE_OPEN = "[data-testid=open-scene]"  # the takes panel's scene view button
+SCENE_PLAYER = "[data-testid=scene-player]"
 
 
 class Skip(Exception):
     """A shot whose UI is missing from this build."""
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def serve_demo(home: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TAKEFLOW_HOME": str(home)}
-    log = (home.parent / "serve.log").open("wb")
-    cmd = [sys.executable, "-m", "server.cli", "--home", str(home), "serve", "--demo"]
-    proc = subprocess.Popen(
-        [*cmd, "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"serve --demo exited: {(home.parent / 'serve.log').read_text()[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/api/v1/projects", timeout=2).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    sys.exit("serve --demo did not answer in 180 s")
 
 
 def need(page: Any, selector: str, what: str, timeout_ms: int = 3_000) -> Any:
@@ -149,11 +125,72 @@ def compare(page: Any) -> None:
     page.wait_for_timeout(500)
 
 
+def _fade(a: str, b: str) -> dict[str, Any]:
+    """A canvas graph: two solid colours cross-faded into a 2 s video."""
+    size = {"width": {"kind": "literal", "value": 320}, "height": {"kind": "literal", "value": 192}}
+    lit = lambda v: {"kind": "literal", "value": v}  # noqa: E731
+    return {
+        "name": "fade",
+        "nodes": [
+            {"id": "a", "template": "solid_image", "inputs": {**size, "color": lit(a)}},
+            {"id": "b", "template": "solid_image", "inputs": {**size, "color": lit(b)}},
+            {"id": "clip", "template": "frames_to_video", "inputs": {
+                "images": {"kind": "link", "node": "a", "output": "image"},
+                "end_image": {"kind": "link", "node": "b", "output": "image"},
+                "frame_count": lit(48), "fps": lit(24.0)}},
+        ],
+    }  # fmt: skip
+
+
+def video_takes(page: Any) -> None:
+    """Two shots of ch01/sc01 with a video take each (through the API), the editor on sh010."""
+    for shot, colours in (("sh010", ("#1f6feb", "#f29e4c")), ("sh020", ("#7fd962", "#d2a6ff"))):
+        body = {"graph": _fade(*colours), "project_id": "demo", "shot_id": f"ch01/sc01/{shot}"}
+        task = page.request.post("/api/v1/runs", data=body).json()["task_id"]
+        deadline = time.monotonic() + 120
+        while page.request.get(f"/api/v1/functions/tasks/{task}").json()["status"] != "completed":
+            if time.monotonic() > deadline:
+                raise Skip(f"the video task {task} did not complete")
+            time.sleep(0.3)
+    open_demo(page)
+    page.get_by_test_id("shot-input").fill("ch01/sc01/sh010")
+    page.get_by_test_id("shot-input").press("Enter")
+
+
+def play_to(player: Any, t: float) -> None:
+    """Play (muted) until ``t`` seconds, then pause: a frame shown, the controls idle."""
+    player.evaluate(
+        """async (v, t) => { v.muted = true; await v.play();
+           while (v.currentTime < t && !v.ended) await new Promise((r) => setTimeout(r, 50));
+           v.pause(); }""",
+        t,
+    )
+    player.page.wait_for_timeout(500)
+
+
+def video_take(page: Any) -> None:
+    video_takes(page)
+    player = need(page, VIDEO_TAKE, "inline video player", timeout_ms=10_000)
+    page.wait_for_function("v => v.readyState >= 1", arg=player.element_handle())
+    play_to(player, 1.2)
+
+
+def scene_view(page: Any) -> None:
+    video_takes(page)
+    need(page, SCENE_OPEN, "scene view button", timeout_ms=10_000).click()
+    page.get_by_test_id("scene-assemble").click()
+    player = need(page, SCENE_PLAYER, "scene player", timeout_ms=120_000)
+    page.wait_for_function("v => v.readyState >= 1", arg=player.element_handle())
+    play_to(player, 2.6)  # inside the second shot
+
+
 STEPS: dict[str, Callable[[Any], None]] = {
     "first-screen": first_screen,
     "queue": queue,
     "viewer": viewer,
     "compare": compare,
+    "video-take": video_take,
+    "scene-view": scene_view,
 }
 
 
@@ -171,15 +208,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="screenshots-", ignore_cleanup_errors=True) as tmp:
         home = Path(tmp) / "home"
         home.mkdir()
-        port = free_port()
-        proc = serve_demo(home, port)
+        server = ServerProcess(home, "--demo", cli=True).wait_ready(timeout=180)
         try:
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
                 for name in args.only:
                     context = browser.new_context(
                         viewport={"width": 1440, "height": 900},
-                        base_url=f"http://127.0.0.1:{port}",
+                        base_url=server.base,
                     )
                     context.set_default_timeout(30_000)
                     page = context.new_page()
@@ -194,11 +230,7 @@ def main() -> int:
                         context.close()
                 browser.close()
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            server.stop()
     return 0 if written else 1
 
 

@@ -21,6 +21,7 @@ from graph_runtime.events import AssetUploaded
 from graph_runtime.projects import ProjectStore
 from graph_runtime.takes import Take
 from graph_runtime.tasks import DEFAULT_USER
+from server.assemblies import AssembliesController
 from server.auth import principal_of
 from server.canvases import CanvasesController
 from server.config import ServerConfig
@@ -515,6 +516,7 @@ CONTROLLERS: list[ControllerRouterHandler] = [
     RunsController,
     ProjectsController,
     CanvasesController,
+    AssembliesController,
     whoami,
     health,
 ]

@@ -1,4 +1,4 @@
-"""The ``takeflow`` command line: init, run, templates, serve, token, ui.
+"""The ``takeflow`` command line: init, run, assemble, templates, serve, token, ui.
 
 One module per command; each has ``register(subparsers)`` adding its parser and handler.
 ``main`` is the console entry point (``takeflow = "server.cli:main"``).
@@ -10,10 +10,10 @@ import argparse
 
 from graph_runtime.errors import TakeflowError
 from server import worker  # distributed mode (docs/deploy.md)
-from server.cli import init, run, serve, templates, tokens, ui
+from server.cli import assemble, init, run, serve, templates, tokens, ui
 from server.cli.output import print_error
 
-COMMANDS = (init, run, templates, serve, tokens, ui, worker)
+COMMANDS = (init, run, assemble, templates, serve, tokens, ui, worker)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -52,6 +52,10 @@ export const api = {
   moveTask: (taskId, position) => call('POST', `/api/v1/functions/tasks/${enc(taskId)}/position`, { position }),
   takes: async (projectId, shotId) =>
     list(await call('GET', `/api/v1/projects/${enc(projectId)}/takes?shot_id=${enc(shotId)}`), 'takes'),
+  projectTakes: async (projectId) => list(await call('GET', `/api/v1/projects/${enc(projectId)}/takes`), 'takes'),
+  assemblies: async (projectId, scene) =>
+    list(await call('GET', `/api/v1/projects/${enc(projectId)}/assemblies?scene=${enc(scene)}`), 'assemblies'),
+  assemble: (projectId, body) => call('POST', `/api/v1/projects/${enc(projectId)}/assemblies`, body),
   setActiveTake: (projectId, shot_id, take_id) =>
     call('PUT', `/api/v1/projects/${enc(projectId)}/takes/active`, { shot_id, take_id }),
   commits: async (projectId, limit = 10) =>

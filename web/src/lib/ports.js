@@ -11,6 +11,7 @@ export const PORT_COLORS = {
   json: '#95e6cb',
   control: '#c792ea',
   model: '#c594c5',
+  video: '#ff6ac1',
   any: '#b3b1ad',
 };
 

@@ -163,13 +163,14 @@ export function applyEvent(evt) {
   return true;
 }
 
-/** Put each terminal node's image outputs (keyed `port` or `node.port` in the take) on the node. */
+/** Put each terminal node's first image (or video) output (keyed `port` or `node.port` in the take) on the node. */
 function attachImages() {
   for (const id of run.terminal) {
     for (const port of run.outputsOf[id] ?? []) {
       const out = run.outputs[`${id}.${port}`] ?? run.outputs[port];
-      if (out && String(out.content_type ?? '').startsWith('image/')) {
-        node(id).image = out.url ?? `/api/v1/projects/${encodeURIComponent(run.projectId)}/files/${out.path}`;
+      const kind = String(out?.content_type ?? '').split('/')[0];
+      if (kind === 'image' || kind === 'video') {
+        node(id)[kind] = out.url ?? `/api/v1/projects/${encodeURIComponent(run.projectId)}/files/${out.path}`;
         break;
       }
     }
