@@ -23,6 +23,7 @@ from nodes.diffusion.requests import (
     SCHEDULER_OPTIONS,
     SCHEDULERS,
     SIGMAS,
+    InvalidGenerationRequest,
 )
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,12 @@ class LoadedPipeline:
         found = self._variants.get((kind, scheduler, sigmas))
         if found is not None:
             return found
+        if type(self.pipe).__name__.startswith("LTX"):  # nodes/diffusion/video_generation.py
+            raise InvalidGenerationRequest(
+                f"input 'model': '{self.spec.name}' is an LTX-Video model: it makes video; use "
+                "text_to_video or image_to_video",
+                port="model",
+            )
         import diffusers
         from diffusers import (
             AutoPipelineForImage2Image,

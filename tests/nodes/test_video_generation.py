@@ -304,3 +304,15 @@ def test_a_cancel_stops_the_clip_at_the_next_step_and_frees_the_pipeline(
     assert not any(s == "encoding" for _, s, _, _ in ctx.updates)
     out = text_to_video(Recorder(video_service), {**SMALL, "frames": 9})  # the lock was released
     assert out["video"].frame_count == 9
+
+
+def test_an_image_template_given_the_video_model_names_the_model_input(
+    video_service: DiffusionService,
+) -> None:
+    from nodes.diffusion.service import GenerationRequest
+
+    request = GenerationRequest(prompt="x", model=DEMO_VIDEO_MODEL, width=64, height=64, steps=2)
+    with pytest.raises(InvalidGenerationRequest, match=r"input 'model': 'demo-video' is an "
+                       "LTX-Video model: it makes video; use text_to_video") as caught:  # fmt: skip
+        video_service.generate(request, NullReporter())
+    assert caught.value.details["port"] == "model"
