@@ -105,9 +105,9 @@ def _create_video(tr: Translator, nid: str) -> Ref | None:
     if frames is None:
         return None
     values: dict[str, Any] = {"images": frames, "fps": fps_of(tr, nid)}
-    audio = tr._inputs(nid).get("audio")
-    if is_link(audio):  # GetVideoComponents' AUDIO: the track of the video it came from
-        source = tr_video(tr, *tr._source(str(audio[0]), "video"))
+    if is_link(tr._inputs(nid).get("audio")):  # GetVideoComponents' AUDIO: the track of the
+        components, _ = tr._source(nid, "audio")  # video it came from
+        source = tr_video(tr, *tr._source(components, "video"))
         if source is not None:
             values["audio"] = source
     tf_id = tr._new_id("create_video", nid)
