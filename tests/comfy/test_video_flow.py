@@ -92,8 +92,18 @@ def test_a_batch_as_an_animated_webp_and_an_mp4(
     prompt["11"] = {"class_type": "SaveVideo",
                     "inputs": {"video": ["10", 0], "filename_prefix": "video/ComfyUI",
                                "format": "auto", "codec": "auto"}}  # fmt: skip
+    prompt["12"] = {"class_type": "SaveAnimatedPNG",
+                    "inputs": {"images": ["8", 0], "filename_prefix": "apng/ComfyUI",
+                               "fps": 4.0, "compress_level": 1}}  # fmt: skip
     prompt_id, messages = _run(client, prompt)
     entry = _entry(client, prompt_id)
+    apng = entry["outputs"]["12"]
+    assert apng["animated"] == [True] and apng["images"][0]["subfolder"] == "apng"
+    status, headers, data = _view(client, apng["images"][0])
+    assert status == 200 and headers["Content-Type"] == "image/png"
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    assert image.format == "PNG" and image.n_frames == 4 and image.info["duration"] == 250
     webp = entry["outputs"]["9"]
     assert webp["animated"] == [True]
     (item,) = webp["images"]
@@ -120,7 +130,7 @@ def test_a_batch_as_an_animated_webp_and_an_mp4(
     assert status == 206 and part == mp4[10:20]
     assert headers["Content-Range"] == f"bytes 10-19/{len(mp4)}"
 
-    assert _executed(messages) == {"9": webp, "11": entry["outputs"]["11"]}
+    assert _executed(messages) == {"9": webp, "11": entry["outputs"]["11"], "12": apng}
     status, history = client.get("/history")
     assert history[prompt_id]["outputs"] == entry["outputs"]
     # the take holds the same files, with their facts
@@ -131,8 +141,30 @@ def test_a_batch_as_an_animated_webp_and_an_mp4(
     assert any(n.endswith(".webp") for n in names) and any(n.endswith(".mp4") for n in names)
     media = take["metadata"]["media"]
     assert sorted((m.get("frame_count"), m.get("fps")) for m in media.values()) == [
-        (4, 6.0), (4, 8.0)
+        (4, 4.0), (4, 6.0), (4, 8.0)
     ]  # fmt: skip
+
+
+def test_one_uploaded_image_is_a_one_frame_webp_not_animated(
+    comfy: tuple[ServerProcess, ComfyClient],
+) -> None:
+    _, client = comfy
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 30), (10, 200, 90)).save(buf, format="PNG")
+    assert client.upload("still.png", buf.getvalue())[0] == 200
+    prompt: dict[str, Any] = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "still.png"}},
+        "2": {"class_type": "SaveAnimatedWEBP", "inputs": {"images": ["1", 0],
+              "filename_prefix": "still", "fps": 6.0, "lossless": True, "quality": 80,
+              "method": "fastest"}},
+    }  # fmt: skip
+    prompt_id, _ = _run(client, prompt)
+    output = _entry(client, prompt_id)["outputs"]["2"]
+    assert output["animated"] == [False]  # as ComfyUI: one frame is not animated
+    assert [i["filename"] for i in output["images"]] == ["still_00001_.webp"]
+    status, _, data = _view(client, output["images"][0])
+    image = Image.open(io.BytesIO(data))
+    assert status == 200 and getattr(image, "n_frames", 1) == 1 and image.size == (40, 30)
 
 
 def _clip_with_audio(path: Path, count: int = 12, fps: int = 12) -> bytes:
