@@ -104,6 +104,13 @@ def _same_size(frames: list[Image.Image]) -> Iterator[Image.Image]:
         yield frame if frame.size == size else frame.resize(size, Image.Resampling.LANCZOS)
 
 
+def keep_image(ctx: ProgressReporter, inputs: Inputs) -> dict[str, Any]:
+    image = inputs["image"]
+    if not isinstance(image, Image.Image):
+        raise ValueError(f"input 'image' takes an image, got {type(image).__name__}")
+    return {"image": image}
+
+
 def image_list(ctx: ProgressReporter, inputs: Inputs) -> dict[str, Any]:
     images = [inputs.get(f"image_{i}") for i in range(1, LIST_INPUTS + 1)]
     found = _frames([i for i in images if i is not None], "image_1")
@@ -251,6 +258,10 @@ _SAVE_FPS = InputSpec("fps", T.FLOAT, "frames per second", default=6.0, minimum=
                       maximum=MAX_FPS)  # fmt: skip
 
 TEMPLATES: tuple[FunctionTemplate, ...] = (
+    _t(keep_image, "Keep image",
+       "The image unchanged: an image that also feeds a video or an animation stays a final "
+       "output (a take file) of its own.",
+       (InputSpec("image", T.IMAGE, required=True),), (OutputSpec("image", T.IMAGE),)),
     _t(image_list, "Image list",
        "Gather images (each input an image or a list) into one list, in input order.",
        tuple(InputSpec(f"image_{i}", T.IMAGE, "an image or a list of images")

@@ -371,6 +371,7 @@ class Translator:
             v["node"] for n in self.nodes for v in n["inputs"].values() if v["kind"] == "link"
         }
         for plan in plans:
+            plan.refs = video.keep_saved(self, plan)  # a batch also saved as an animation
             if any(ref[0] in consumed for ref in plan.refs):
                 self._fail(plan.node, "Unsupported output",
                            "images: an image that feeds another sampler cannot also be saved "

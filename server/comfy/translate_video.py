@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 IMAGE_NODES = frozenset({"GetVideoComponents"})
 OUTPUT_NODES = frozenset({"SaveAnimatedWEBP", "SaveAnimatedPNG", "SaveWEBM", "SaveVideo"})
 _SEQUENCES = frozenset({"CreateVideo", "SaveWEBM", "SaveAnimatedWEBP", "SaveAnimatedPNG"})
-_WEBP_METHODS = ("default", "fastest", "slowest")
+_VIDEO_NODES = OUTPUT_NODES | {"CreateVideo", "LoadVideo", "GetVideoComponents"}
 
 
 def check_links(tr: Translator) -> None:
@@ -142,6 +142,31 @@ def gather(tr: Translator, nid: str, refs: list[Ref]) -> Ref | None:
             lists.append((tf_id, "images"))
         refs = lists
     return refs[0] if refs else None
+
+
+def keep_saved(tr: Translator, plan: OutputPlan) -> list[Ref]:
+    """An image output node's images that also feed a video node (a batch saved as PNGs and
+    as an animation): each through ``keep_image``, so it stays a take file of its own."""
+    if plan.kind in OUTPUT_NODES:
+        return plan.refs
+    consumers: dict[str, set[str]] = {}
+    for node in tr.nodes:
+        if node["template"] == "keep_image":  # another image output node's copy
+            continue
+        for value in node["inputs"].values():
+            if value["kind"] == "link":
+                consumers.setdefault(value["node"], set()).add(tr.owners[node["id"]])
+    refs = []
+    for ref in plan.refs:
+        owners = consumers.get(ref[0], set())
+        if owners and all(tr._class(owner) in _VIDEO_NODES for owner in owners):
+            tf_id = tr._new_id("keep", plan.node)
+            tr._add(
+                tf_id, "keep_image", plan.node, {"image": ref}, {"image": (plan.node, "images")}
+            )
+            ref = (tf_id, "image")
+        refs.append(ref)
+    return refs
 
 
 def output_refs(tr: Translator, nid: str) -> list[Ref]:

@@ -85,6 +85,22 @@ def test_a_batch_becomes_one_animated_webp(catalog: Catalog, tmp_path: Path) -> 
     _check(translation)
 
 
+def test_a_batch_saved_as_pngs_and_as_an_animation(catalog: Catalog, tmp_path: Path) -> None:
+    prompt = _webp(txt2img(batch=2), ["8", 0])
+    prompt["10"] = {"class_type": "SaveImage",
+                    "inputs": {"images": ["8", 0], "filename_prefix": "frames"}}  # fmt: skip
+    prompt["11"] = {"class_type": "PreviewImage", "inputs": {"images": ["8", 0]}}
+    translation = translate(prompt, catalog, tmp_path)
+    nodes = nodes_of(translation)
+    gens = translation.samplers["3"]
+    plans = {p.kind: p for p in translation.outputs}
+    for kind in ("SaveImage", "PreviewImage"):  # each image through keep_image: a take file
+        kept = [nodes[ref[0]] for ref in plans[kind].refs]
+        assert [k["template"] for k in kept] == ["keep_image"] * 2
+        assert [k["image"] for k in kept] == [(g, "image") for g in gens]
+    _check(translation)
+
+
 def test_a_batch_of_forty_is_gathered_in_a_tree(catalog: Catalog, tmp_path: Path) -> None:
     prompt = txt2img(batch=40)
     prompt["9"] = {"class_type": "SaveAnimatedPNG",

@@ -95,8 +95,13 @@ def test_a_batch_as_an_animated_webp_and_an_mp4(
     prompt["12"] = {"class_type": "SaveAnimatedPNG",
                     "inputs": {"images": ["8", 0], "filename_prefix": "apng/ComfyUI",
                                "fps": 4.0, "compress_level": 1}}  # fmt: skip
+    prompt["13"] = {"class_type": "SaveImage",  # the same batch as stills too
+                    "inputs": {"images": ["8", 0], "filename_prefix": "frames"}}  # fmt: skip
     prompt_id, messages = _run(client, prompt)
     entry = _entry(client, prompt_id)
+    stills = entry["outputs"]["13"]["images"]
+    assert [i["filename"] for i in stills] == [f"frames_0000{n}_.png" for n in range(1, 5)]
+    assert "animated" not in entry["outputs"]["13"]
     apng = entry["outputs"]["12"]
     assert apng["animated"] == [True] and apng["images"][0]["subfolder"] == "apng"
     status, headers, data = _view(client, apng["images"][0])
@@ -118,6 +123,8 @@ def test_a_batch_as_an_animated_webp_and_an_mp4(
         image.seek(i)
         frames.append(image.convert("RGB").tobytes())
     assert len(set(frames)) == 4  # four seeds, four pictures
+    pngs = [Image.open(io.BytesIO(_view(client, i)[2])).convert("RGB").tobytes() for i in stills]
+    assert pngs == frames  # lossless: the animation's frames are the batch, in order
 
     (video,) = entry["outputs"]["11"]["images"]
     assert entry["outputs"]["11"]["animated"] == [True]
@@ -130,7 +137,12 @@ def test_a_batch_as_an_animated_webp_and_an_mp4(
     assert status == 206 and part == mp4[10:20]
     assert headers["Content-Range"] == f"bytes 10-19/{len(mp4)}"
 
-    assert _executed(messages) == {"9": webp, "11": entry["outputs"]["11"], "12": apng}
+    assert _executed(messages) == {
+        "9": webp,
+        "11": entry["outputs"]["11"],
+        "12": apng,
+        "13": entry["outputs"]["13"],
+    }
     status, history = client.get("/history")
     assert history[prompt_id]["outputs"] == entry["outputs"]
     # the take holds the same files, with their facts
