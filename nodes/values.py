@@ -57,6 +57,8 @@ def summarize(value: Any) -> Any:
     """A small JSON-safe description of a value for node events."""
     if isinstance(value, Video):
         return {"kind": "video", **value.facts()}
+    if isinstance(value, Animation):
+        return {"kind": "animation", **value.facts()}
     if isinstance(value, Image.Image):
         return {"kind": "image", "width": value.width, "height": value.height, "mode": value.mode}
     if isinstance(value, str):

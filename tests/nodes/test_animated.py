@@ -21,7 +21,7 @@ from nodes.animated import (
     video_as_mp4,
 )
 from nodes.builtin import TEMPLATES
-from nodes.values import media_facts, to_output_files
+from nodes.values import media_facts, summarize, to_output_files
 from nodes.video import Video, probe
 
 R = NullReporter()
@@ -68,6 +68,7 @@ def test_animated_image_has_one_frame_per_image(fmt: str) -> None:
     assert [(f.name, f.extension, f.content_type) for f in files] == [
         ("animation", f".{fmt}", f"image/{fmt}")
     ]
+    assert summarize(animation) == {"kind": "animation", **(media_facts(animation) or {})}
     assert media_facts(animation) == {"format": fmt, "animated": True, "frame_count": 4,
                                       "fps": 8.0, "duration": 0.5, "width": 32,
                                       "height": 24}  # fmt: skip
@@ -141,7 +142,7 @@ def test_video_as_mp4_keeps_an_mp4_and_reencodes_a_webm(tmp_path: Path) -> None:
 
 def test_templates_are_registered() -> None:
     ids = {t.id: t for t in TEMPLATES}
-    for name in ("image_list", "animated_image", "frames_to_webm", "create_video",
+    for name in ("keep_image", "image_list", "animated_image", "frames_to_webm", "create_video",
                  "video_as_mp4"):  # fmt: skip
         assert ids[name].category == "video"
     assert ids["create_video"].input("audio").type == PortType.VIDEO  # type: ignore[union-attr]
