@@ -53,10 +53,11 @@ def check_links(tr: Translator) -> None:
             wanted = "images" if index == 0 else "fps" if index == 2 else name
             if cls not in _SEQUENCES or name != wanted:
                 what = "frames" if index == 0 else "frame rate" if index == 2 else "audio"
+                why = f"; Takeflow does not run {cls} on each frame" if index == 0 else ""
                 tr._fail(nid, "Unsupported input",
                          f"{name}: the {what} of a GetVideoComponents feed the {wanted} of "
-                         f"CreateVideo, SaveWEBM, SaveAnimatedWEBP or SaveAnimatedPNG only; "
-                         f"Takeflow does not run {cls} on a video's frames", name)  # fmt: skip
+                         f"CreateVideo, SaveWEBM, SaveAnimatedWEBP or SaveAnimatedPNG "
+                         f"only{why}", name)  # fmt: skip
     tr.errors.raise_if_any()
 
 
@@ -72,7 +73,8 @@ def images(tr: Translator, nid: str, index: int) -> list[Ref]:
 
 
 def tr_video(tr: Translator, nid: str, index: int = 0) -> Ref | None:
-    """The Takeflow output behind a VIDEO (LoadVideo, CreateVideo), made once."""
+    """The Takeflow output behind a VIDEO (LoadVideo, CreateVideo: their only output, so
+    ``index`` is 0), made once."""
     key = f"{nid}:video"
     if key not in tr._images:
         cls = tr._class(nid)
@@ -88,7 +90,7 @@ def _load_video(tr: Translator, nid: str) -> Ref | None:
     try:
         digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
         check_decodes(probe(path, name), name)
-    except (OSError, InvalidVideoError) as exc:
+    except (OSError, ValueError, InvalidVideoError) as exc:
         why = exc.message if isinstance(exc, InvalidVideoError) else str(exc)
         tr._fail(nid, "Video not readable", f"file: {name}: {why}", "file")
         return None
