@@ -16,6 +16,7 @@ from graph_runtime.templates import (
     ProgressReporter,
     TemplateFn,
 )
+from nodes.animated import TEMPLATES as ANIMATED_TEMPLATES
 from nodes.assembly import TEMPLATES as ASSEMBLY_TEMPLATES
 from nodes.images import check_image_size, open_image
 from nodes.masks import TEMPLATES as MASK_TEMPLATES
@@ -272,6 +273,8 @@ TEMPLATES: tuple[FunctionTemplate, ...] = (
         InputSpec("value", T.TEXT, default="done")),
        (OutputSpec("value", T.TEXT),), cacheable=False),
 )  # fmt: skip
+
+TEMPLATES += ANIMATED_TEMPLATES  # nodes.animated: image lists, animated WEBP/PNG, WEBM, ...
 
 TEMPLATES += MASK_TEMPLATES  # nodes.masks: load / image to / grow mask, pad for outpaint
 

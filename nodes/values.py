@@ -10,8 +10,9 @@ from PIL import Image
 
 from graph_runtime.takes import OutputFile
 from graph_runtime.templates import PortType
+from nodes.animated import Animation
 from nodes.images import ImageTooLargeError, open_image
-from nodes.video import Video
+from nodes.video import VIDEO_CONTENT_TYPES, Video
 
 
 def to_output_file(name: str, port_type: PortType, value: Any) -> OutputFile:
@@ -29,14 +30,18 @@ def to_output_file(name: str, port_type: PortType, value: Any) -> OutputFile:
 
 
 def to_output_files(name: str, port_type: PortType, value: Any) -> list[OutputFile]:
-    """The files one output becomes: a video gives ``<name>.mp4`` and a poster
+    """The files one output becomes: a video gives ``<name>.mp4`` (or its .webm/.mov) and a poster
     ``<name>_poster.png``; a list of images or videos (a mapped node's output) ``<name>_000.png``
     ... (or ``<name>_000.mp4`` and its poster ...); anything else one file."""
+    if isinstance(value, Animation):  # nodes.animated: an animated .webp or .png, as encoded
+        return [OutputFile(name, value.data, value.extension, value.content_type)]
     if isinstance(value, Video):
         poster = io.BytesIO()
         value.poster().save(poster, format="PNG")
+        ext = value.path.suffix.lower()  # .mp4, or .webm / .mov as loaded or written
+        ext = ext if ext in VIDEO_CONTENT_TYPES else ".mp4"
         return [
-            OutputFile(name, value.read_bytes(), ".mp4", "video/mp4"),
+            OutputFile(name, value.read_bytes(), ext, VIDEO_CONTENT_TYPES[ext]),
             OutputFile(f"{name}_poster", poster.getvalue(), ".png", "image/png"),
         ]
     if isinstance(value, list) and value and all(isinstance(v, Image.Image) for v in value):
@@ -50,13 +55,15 @@ def to_output_files(name: str, port_type: PortType, value: Any) -> list[OutputFi
 
 def media_facts(value: Any) -> dict[str, Any] | None:
     """What take.json records about a video output (fps, frame count, duration, codec)."""
-    return value.facts() if isinstance(value, Video) else None
+    return value.facts() if isinstance(value, Video | Animation) else None
 
 
 def summarize(value: Any) -> Any:
     """A small JSON-safe description of a value for node events."""
     if isinstance(value, Video):
         return {"kind": "video", **value.facts()}
+    if isinstance(value, Animation):
+        return {"kind": "animation", **value.facts()}
     if isinstance(value, Image.Image):
         return {"kind": "image", "width": value.width, "height": value.height, "mode": value.mode}
     if isinstance(value, str):

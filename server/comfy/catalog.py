@@ -16,7 +16,7 @@ from server.comfy.bridge import Limits
 
 LINK_TYPES = frozenset(
     {"MODEL", "CLIP", "VAE", "CONDITIONING", "LATENT", "IMAGE", "MASK", "UPSCALE_MODEL",
-     "CONTROL_NET"}
+     "CONTROL_NET", "VIDEO", "AUDIO"}
 )  # fmt: skip
 MAX_SEED = 2**64 - 1
 MAX_BATCH = 64
@@ -118,7 +118,7 @@ class Catalog:
         self.input_files = input_files
         self.limits = limits
         self.folder_names = folder_names  # model part files by folder kind ("upscale_models")
-        self.types = {t.name: t for t in (*NODE_TYPES, *CONTROL_NODE_TYPES)}
+        self.types = {t.name: t for t in (*NODE_TYPES, *CONTROL_NODE_TYPES, *VIDEO_NODE_TYPES)}
 
     def get(self, class_type: str) -> NodeType | None:
         return self.types.get(class_type)
@@ -480,5 +480,77 @@ CONTROL_NODE_TYPES: tuple[NodeType, ...] = (
          Input("return_with_leftover_noise", "COMBO",
                choices=lambda _: ["disable", "enable"])),
         ("LATENT",),
+    ),
+)  # fmt: skip
+
+# Animated images and video (translated by server/comfy/translate_video.py).
+
+VIDEO_FILES = (".mp4", ".webm", ".mov")  # what LoadVideo offers from the input folder
+_SAVE_FPS = {"min": 0.01, "max": 1000.0, "step": 0.01}
+
+
+def _video_files(catalog: Catalog) -> list[str]:
+    return [f for f in catalog.input_files() if f.lower().endswith(VIDEO_FILES)]
+
+
+VIDEO_NODE_TYPES: tuple[NodeType, ...] = (
+    NodeType(
+        "SaveAnimatedWEBP", "SaveAnimatedWEBP", "image/animation",
+        "Saves the images as one animated WEBP in the output folder (and as a take).",
+        (Input("images", "IMAGE"),
+         Input("filename_prefix", "STRING", {"default": "ComfyUI"}),
+         Input("fps", "FLOAT", {"default": 6.0, **_SAVE_FPS}),
+         Input("lossless", "BOOLEAN", {"default": True}),
+         Input("quality", "INT", {"default": 80, "min": 0, "max": 100}),
+         Input("method", "COMBO", choices=lambda _: ["default", "fastest", "slowest"])),
+        output_node=True,
+    ),
+    NodeType(
+        "SaveAnimatedPNG", "SaveAnimatedPNG", "image/animation",
+        "Saves the images as one animated PNG (APNG) in the output folder (and as a take).",
+        (Input("images", "IMAGE"),
+         Input("filename_prefix", "STRING", {"default": "ComfyUI"}),
+         Input("fps", "FLOAT", {"default": 6.0, **_SAVE_FPS}),
+         Input("compress_level", "INT", {"default": 4, "min": 0, "max": 9})),
+        output_node=True,
+    ),
+    NodeType(
+        "SaveWEBM", "Save WEBM", "image/video",
+        "Saves the images as a WEBM (VP9 or AV1, yuv420p) in the output folder.",
+        (Input("images", "IMAGE"),
+         Input("filename_prefix", "STRING", {"default": "ComfyUI"}),
+         Input("codec", "COMBO", choices=lambda _: ["vp9", "av1"]),
+         Input("fps", "FLOAT", {"default": 24.0, **_SAVE_FPS}),
+         Input("crf", "FLOAT", {"default": 32.0, "min": 0, "max": 63.0, "step": 1})),
+        output_node=True,
+    ),
+    NodeType(
+        "CreateVideo", "Create Video", "image/video",
+        "An H.264 MP4 of the images; with audio, the audio track of the video it came from.",
+        (Input("images", "IMAGE"),
+         Input("fps", "FLOAT", {"default": 30.0, "min": 1.0, "max": 120.0, "step": 1.0}),
+         Input("audio", "AUDIO", required=False)),
+        ("VIDEO",),
+    ),
+    NodeType(
+        "SaveVideo", "Save Video", "image/video",
+        "Saves the video as an H.264 MP4 in the output folder (and as a take).",
+        (Input("video", "VIDEO"),
+         Input("filename_prefix", "STRING", {"default": "video/ComfyUI"}),
+         Input("format", "COMBO", {"default": "auto"}, choices=lambda _: ["auto", "mp4"]),
+         Input("codec", "COMBO", {"default": "auto"}, choices=lambda _: ["auto", "h264"])),
+        output_node=True,
+    ),
+    NodeType(
+        "LoadVideo", "Load Video", "image/video",
+        "A video (mp4, webm, mov) from the input folder (upload it with /upload/image).",
+        (Input("file", "COMBO", {"video_upload": True}, choices=_video_files),),
+        ("VIDEO",),
+    ),
+    NodeType(
+        "GetVideoComponents", "Get Video Components", "image/video",
+        "The video's frames (at most 1000), its audio track and its frame rate.",
+        (Input("video", "VIDEO"),),
+        ("IMAGE", "AUDIO", "FLOAT"), ("images", "audio", "fps"),
     ),
 )  # fmt: skip

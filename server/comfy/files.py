@@ -23,7 +23,7 @@ from pathlib import Path
 FOLDER_TYPES = ("input", "output", "temp")
 MAX_NAME_BYTES = 255  # one path component (NAME_MAX)
 MAX_SUBFOLDER_BYTES = 1024
-_COUNTER = re.compile(r"_(\d{5,})_\.png$")
+_COUNTER = re.compile(r"_(\d{5,})_(\.[A-Za-z0-9]+)$")  # any extension, as ComfyUI counts
 _COUNTER_SUFFIX = len("_00001_.png")
 # OS errors a client's name can cause (answered 400); others (disk full, permissions) are ours.
 _NAME_ERRNOS = frozenset(
@@ -197,15 +197,20 @@ class ComfyFolders:
     def save_images(self, prefix: str, images: list[bytes]) -> list[tuple[str, str]]:
         """SaveImage: ``prefix_00001_.png`` and on, counting on from the files already there.
         Returns ``(filename, subfolder)`` per image."""
-        return self._numbered("output", prefix, images)
+        return self._numbered("output", prefix, [(data, ".png") for data in images])
+
+    def save_files(self, prefix: str, files: list[tuple[bytes, str]]) -> list[tuple[str, str]]:
+        """SaveAnimatedWEBP, SaveWEBM, SaveVideo ...: ``prefix_00001_.webp`` (``(data,
+        extension)`` each), one counter with the images of that prefix."""
+        return self._numbered("output", prefix, files)
 
     def temp_images(self, images: list[bytes]) -> list[tuple[str, str]]:
         """PreviewImage: ``ComfyUI_temp_<5 letters>_00001_.png`` in the temp folder."""
         tag = "".join(secrets.choice(string.ascii_lowercase) for _ in range(5))
-        return self._numbered("temp", f"ComfyUI_temp_{tag}", images)
+        return self._numbered("temp", f"ComfyUI_temp_{tag}", [(data, ".png") for data in images])
 
     def _numbered(
-        self, folder_type: str, prefix: str, images: list[bytes]
+        self, folder_type: str, prefix: str, images: list[tuple[bytes, str]]
     ) -> list[tuple[str, str]]:
         subfolder, _, stem = prefix.replace("\\", "/").rpartition("/")
         directory = self.resolve(folder_type, subfolder, "x").parent
@@ -215,14 +220,15 @@ class ComfyFolders:
             counter = 1 + max(
                 (
                     int(m.group(1))
-                    for p in directory.glob(f"{glob_escape(stem)}_*_.png")
-                    if (m := _COUNTER.search(p.name)) and p.name == f"{stem}_{m.group(1)}_.png"
+                    for p in directory.glob(f"{glob_escape(stem)}_*_.*")
+                    if (m := _COUNTER.search(p.name))
+                    and p.name == f"{stem}_{m.group(1)}_{m.group(2)}"
                 ),
                 default=0,
             )
-            for data in images:
+            for data, ext in images:
                 while True:  # exclusive create: another replica may number in this folder too
-                    name = f"{stem}_{counter:05}_.png"
+                    name = f"{stem}_{counter:05}_{ext}"
                     counter += 1
                     try:
                         with (directory / name).open("xb") as file:

@@ -17,6 +17,8 @@ from server.comfy.files import ComfyFolders, PathRefused
 from server.comfy.store import PromptRow
 from server.comfy.stream import PromptStream
 from server.comfy.translate import OutputPlan
+from server.comfy.translate_video import OUTPUT_NODES as VIDEO_OUTPUTS
+from server.comfy.translate_video import history_output
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +86,12 @@ def build_history(
             if plan.kind == "SaveImageWebsocket":
                 frames[plan.node] = [[row.project, p] for p in paths]
                 continue
-            images = [b for p in paths if (b := bridge.read_file(row.project, p))]
+            read = [(p, b) for p in paths if (b := bridge.read_file(row.project, p))]
+            images = [b for _, b in read]
             try:
+                if plan.kind in VIDEO_OUTPUTS:  # animated images, videos: translate_video
+                    outputs[plan.node] = history_output(folders, plan, read)
+                    continue
                 if plan.kind == "SaveImage":
                     saved, folder_type = folders.save_images(plan.prefix, images), "output"
                 else:

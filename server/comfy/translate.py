@@ -19,6 +19,7 @@ from typing import Any
 
 from server.comfy import translate_inpaint as inpaint
 from server.comfy import translate_upscale as upscale
+from server.comfy import translate_video as video
 from server.comfy.catalog import SAMPLER_NOTES, SAMPLERS, SIGMA_SAMPLERS, SIGMAS, Catalog
 from server.comfy.errors import NodeErrors, PromptRejected, input_error, is_link
 from server.comfy.files import PathRefused, check_prefix
@@ -44,7 +45,7 @@ class OutputPlan:
     """A ComfyUI output node: what it does with which Takeflow outputs."""
 
     node: str
-    kind: str  # SaveImage | PreviewImage | SaveImageWebsocket
+    kind: str  # SaveImage | PreviewImage | SaveImageWebsocket | translate_video.OUTPUT_NODES
     refs: list[Ref]
     prefix: str = "ComfyUI"
 
@@ -198,6 +199,8 @@ class Translator:
             return upscale.images(self, nid, cls)
         if cls == "Canny":
             return canny_images(self, nid)
+        if cls in video.IMAGE_NODES:
+            return video.images(self, nid, index)
         if cls == "VAEDecode":
             src, _ = self._source(nid, "samples")
             src_cls = self._class(src)
@@ -353,25 +356,31 @@ class Translator:
 
     def translate(self) -> Translation:
         order, deps = self._order()
+        video.check_links(self)  # a video's frames feed the nodes that encode sequences only
         plans: list[OutputPlan] = []
         for nid in order:
             if nid not in self.output_ids:
                 continue
-            refs = self.images(*self._source(nid, "images"))
+            if self._class(nid) in video.OUTPUT_NODES:
+                refs = video.output_refs(self, nid)
+            else:
+                refs = self.images(*self._source(nid, "images"))
             prefix = str(self._inputs(nid).get("filename_prefix", "ComfyUI"))
             plans.append(OutputPlan(nid, self._class(nid), refs, prefix))
         consumed = {
             v["node"] for n in self.nodes for v in n["inputs"].values() if v["kind"] == "link"
         }
         for plan in plans:
+            plan.refs = video.keep_saved(self, plan)  # a batch also saved as an animation
             if any(ref[0] in consumed for ref in plan.refs):
                 self._fail(plan.node, "Unsupported output",
                            "images: an image that feeds another sampler cannot also be saved "
                            "(Takeflow keeps the final images of a graph)", "images")  # fmt: skip
-            if plan.kind == "SaveImage" and not _safe_prefix(plan.prefix):
+            saves = plan.kind == "SaveImage" or plan.kind in video.OUTPUT_NODES
+            if saves and not _safe_prefix(plan.prefix):
                 self._fail(plan.node, "Saving image outside the output folder is not allowed.",
                            f"filename_prefix: {plan.prefix!r}", "filename_prefix")  # fmt: skip
-            elif plan.kind == "SaveImage":
+            elif saves:
                 try:
                     check_prefix(plan.prefix)
                 except PathRefused as refused:
