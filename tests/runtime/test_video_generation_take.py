@@ -48,11 +48,19 @@ def tiny_video_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def video_runtime(runtime: Any, tiny_video_dir: Path, _isolated_home: Path) -> Any:
+def video_home(_isolated_home: Path, tiny_video_dir: Path) -> TakeflowHome:
+    """The home with the tiny model as "demo-video" and a preview every 2 steps (set before the
+    runtime opens, as its services read the config then)."""
     from nodes.diffusion.demo import register_model
 
     home = TakeflowHome.resolve(_isolated_home)
     register_model(home, DEMO_VIDEO_MODEL, tiny_video_dir, demo=True)
+    home.update_config(diffusion={"preview_every": 2})
+    return home
+
+
+@pytest.fixture
+def video_runtime(video_home: TakeflowHome, runtime: Any) -> Any:
     yield runtime
     service = runtime.runner.services.get("diffusion")
     if service is not None:
@@ -92,6 +100,9 @@ def test_text_to_video_then_image_to_video_from_the_takes_last_frame(
     steps = [p["message"] for p in progress if p["stage"] == "denoising"]
     assert steps == ["step 1 of 3", "step 2 of 3", "step 3 of 3"]
     assert {p["stage"] for p in progress} >= {"loading", "denoising", "decoding", "encoding"}
+    previews = [p["preview_path"] for p in progress if p.get("preview_path")]
+    assert len(previews) == 1  # step 2 of 3: a frame of the clip being denoised, as a JPEG
+    assert Path(project.abs(previews[0])).read_bytes()[:2] == b"\xff\xd8"
 
     # The take, brought in as an asset, feeds shot B: load -> extract_frame(last) -> i2v.
     asset = project.path / "01_Assets" / "takes" / "sh010_take_001.mp4"
