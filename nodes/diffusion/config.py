@@ -74,6 +74,8 @@ class ModelEntry(BaseModel):
     folder holding only configs, used instead of the one Takeflow generates for the arch.
     ``path`` may be left out in an entry named like a checkpoint under ``checkpoints_dir``
     (``"sd15/mine.safetensors": {"config": "..."}``): the entry then adds settings to that file.
+    ``text_encoder`` (LTX-Video single files, which hold none): a diffusers folder with
+    ``text_encoder/`` and ``tokenizer/``; unset, the ``config`` folder's.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")

@@ -61,6 +61,8 @@ class ModelSpec:
             out["label"] = self.label
         if self.config is not None:
             out["config"] = str(self.config)
+        if self.text_encoder is not None:
+            out["text_encoder"] = str(self.text_encoder)
         return out
 
     def fingerprint(self) -> tuple[str, int, int]:
