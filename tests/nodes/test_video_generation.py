@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -252,6 +253,17 @@ def test_a_single_ltx_video_file_loads_offline_with_exact_weights_and_generates(
         assert all(torch.equal(ours[k], theirs[k]) for k in theirs), name
     out = text_to_video(Recorder(video_service), {**SMALL, "model": "ltx-file"})
     assert decode(out["video"].path)[0][0].size == (64, 96)
+    # Configs only in "config" (no weights, no T5), the T5 from the folder "text_encoder" names.
+    configs = tiny_video_dir.parent / "tiny-ltx-configs"
+    skip = shutil.ignore_patterns("*.safetensors", "text_encoder", "tokenizer")
+    shutil.copytree(tiny_video_dir, configs, dirs_exist_ok=True, ignore=skip)
+    models["ltx-parts"] = {"path": str(tiny_video_file), "config": str(configs),
+                           "text_encoder": str(tiny_video_dir)}  # fmt: skip
+    video_home.update_config(models=models)
+    parts = video_service.models.resolve("ltx-parts")
+    assert parts.text_encoder == tiny_video_dir and parts.describe()["text_encoder"]
+    words = video_service.cache.get(parts, "cpu").pipe.text_encoder.state_dict()
+    assert all(torch.equal(words[k], v) for k, v in reference.text_encoder.state_dict().items())
 
 
 def test_generated_ltx_config_has_the_published_shapes_and_a_missing_text_encoder_is_named(
