@@ -253,7 +253,9 @@ def _t(
     )
 
 
-_IMAGES = InputSpec("images", T.IMAGE, "an image or a list of images", required=True)
+_IMAGES = InputSpec(
+    "images", T.IMAGE, "an image or a list of images", required=True, accepts_list=True
+)  # the whole list, not one run per frame (mapping)
 _SAVE_FPS = InputSpec("fps", T.FLOAT, "frames per second", default=6.0, minimum=0.01,
                       maximum=MAX_FPS)  # fmt: skip
 
@@ -264,9 +266,10 @@ TEMPLATES: tuple[FunctionTemplate, ...] = (
        (InputSpec("image", T.IMAGE, required=True),), (OutputSpec("image", T.IMAGE),)),
     _t(image_list, "Image list",
        "Gather images (each input an image or a list) into one list, in input order.",
-       tuple(InputSpec(f"image_{i}", T.IMAGE, "an image or a list of images")
+       tuple(InputSpec(f"image_{i}", T.IMAGE, "an image or a list of images", accepts_list=True)
              for i in range(1, LIST_INPUTS + 1)),
-       (OutputSpec("images", T.IMAGE, "a list of images"), OutputSpec("count", T.INTEGER))),
+       (OutputSpec("images", T.IMAGE, "a list of images", is_list=True),
+        OutputSpec("count", T.INTEGER))),
     _t(animated_image, "Animated image",
        "An animated WEBP or PNG (APNG) of the images, one frame each.",
        (_IMAGES,
