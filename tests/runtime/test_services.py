@@ -69,7 +69,7 @@ def test_a_bad_service_config_stops_the_runtime_before_it_starts(_isolated_home:
     message = caught.value.message
     assert message.startswith(f"the 'diffusion' service's config in {home.config_file} is invalid")
     assert "diffusion.max_batch_size: Input should be greater than or equal to 1" in message
-    assert "models.x.arch: Input should be 'sd15', 'sdxl' or 'auto'" in message
+    assert "models.x.arch: Input should be 'sd15', 'sdxl', 'ltxv' or 'auto'" in message
 
 
 def test_a_runtime_without_the_service_refuses_the_graph(
