@@ -24,13 +24,6 @@ class TaskNotPendingError(TakeflowError):
     http_status = 409
 
 
-class ReorderUnsupportedError(TakeflowError):
-    """This deployment's queue cannot reorder waiting tasks."""
-
-    code = "reorder_unsupported"
-    http_status = 501
-
-
 def queue_order(record: TaskRecord) -> float:
     """Where a waiting task stands among its user's: its stored order, else its creation time."""
     value = record.metadata.get(ORDER_KEY)
