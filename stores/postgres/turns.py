@@ -3,9 +3,10 @@
 Each queued task gets a ``turn`` when it is enqueued (start-time fair queuing): the user's last
 queued turn + 1, but never before the queue's current turn (the smallest one still waiting). A
 worker serving a queue job runs the queue's next task by ``priority`` (highest first), then
-``turn``, then arrival (``arrival``, else ``created_at``), not necessarily the task that job was deferred for: the jobs of a queue are
-interchangeable tokens (one per task), so a user who queues 500 tasks takes one turn in every
-round and somebody else's single task starts after at most one of theirs per free worker slot.
+``turn``, then arrival (``arrival``, else ``created_at``), not necessarily the task that job was
+deferred for: the jobs of a queue are interchangeable tokens (one per task), so a user who queues
+500 tasks takes one turn in every round and somebody else's single task starts after at most one
+of theirs per free worker slot.
 
 A claimed task records the id of the job that claimed it (``job_id``), so the sweeper can tell a
 dead worker's job that never claimed anything (re-queued) from one whose task it ran (failed).

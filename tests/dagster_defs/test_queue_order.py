@@ -28,4 +28,3 @@ def test_persisted_order_hands_the_same_keys_out_in_the_new_order() -> None:
     queued = [r for r in stored.values() if r is not None and r.status == TaskStatus.QUEUED]
     assert [r.task_id for r in in_queue_order(queued)] == ["c", "a", "b"]
     assert "queue_order" not in stored["done"].metadata  # only a queued task is changed
-
