@@ -29,7 +29,6 @@ from typing import Any
 from dagster import DagsterError, JobDefinition
 
 from dagster_defs.queue import model_for, queue_for
-from dagster_defs.queue_order import ReorderUnsupportedError
 from dagster_defs.run_plans import LAUNCHED, adopted_run
 from dagster_defs.runner import TaskRunner
 from dagster_defs.settings import ClusterSettings
@@ -80,10 +79,10 @@ class JobQueuePool:
         return False  # a cancelled task's row says so; the job that finds it runs the next one
 
     def move(self, task_id: str, index: int) -> list[str] | None:
-        raise ReorderUnsupportedError(
-            "the distributed queue cannot reorder waiting tasks yet: cancel and submit again",
-            task_id=task_id,
-        )
+        """Reorder a waiting task among its user's (``QueueTurns.move``), under the intake lock
+        the enqueues take; None when it is not waiting."""
+        with self.cluster.intake():
+            return self.turns.move(task_id, index)
 
     def positions(self, task_ids: Iterable[str]) -> dict[str, int]:
         found = {t: self.turns.position(t) for t in task_ids}

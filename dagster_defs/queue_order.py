@@ -3,7 +3,8 @@
 The move is made in the queue (``TaskQueue.move``: only among the same user's waiting tasks of
 the same priority, so it never jumps another user's turn) and kept in the task store: each moved
 task's record gets ``metadata["queue_order"]`` (a sort key, the creation time by default), which
-``TaskRunner.recover`` follows when it queues the waiting tasks again after a restart.
+``TaskRunner.recover`` follows when it queues the waiting tasks again after a restart. The
+distributed queue keeps the order in its task rows instead (``stores.postgres.turns``).
 """
 
 from __future__ import annotations
@@ -22,13 +23,6 @@ class TaskNotPendingError(TakeflowError):
 
     code = "task_not_pending"
     http_status = 409
-
-
-class ReorderUnsupportedError(TakeflowError):
-    """This deployment's queue cannot reorder waiting tasks."""
-
-    code = "reorder_unsupported"
-    http_status = 501
 
 
 def queue_order(record: TaskRecord) -> float:

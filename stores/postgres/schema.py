@@ -55,6 +55,8 @@ ALTER TABLE takeflow_tasks ADD COLUMN IF NOT EXISTS priority INTEGER NOT NULL DE
 ALTER TABLE takeflow_tasks ADD COLUMN IF NOT EXISTS turn BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE takeflow_tasks ADD COLUMN IF NOT EXISTS job_id BIGINT;
 ALTER TABLE takeflow_tasks ADD COLUMN IF NOT EXISTS model TEXT;
+-- a moved task's place within its turn (QueueTurns.move in stores.postgres.turns); NULL: created_at
+ALTER TABLE takeflow_tasks ADD COLUMN IF NOT EXISTS arrival DOUBLE PRECISION;
 CREATE INDEX IF NOT EXISTS takeflow_tasks_next ON takeflow_tasks
     (queue, priority DESC, turn, created_at) WHERE status = 'queued';
 CREATE INDEX IF NOT EXISTS takeflow_tasks_turns ON takeflow_tasks (turn) WHERE status = 'queued';

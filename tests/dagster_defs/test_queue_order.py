@@ -1,15 +1,11 @@
-"""The stored queue order of moved tasks (``dagster_defs.queue_order``), and the distributed
-queue's clear refusal to reorder."""
+"""The stored queue order of moved tasks (``dagster_defs.queue_order``); the distributed
+queue's reorder is tested on a real cluster (tests/distributed/test_reorder_cluster.py)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
-from dagster_defs.distributed import JobQueuePool
 from dagster_defs.queue_order import (
-    ReorderUnsupportedError,
     in_queue_order,
     persist_order,
     queue_order,
@@ -32,10 +28,3 @@ def test_persisted_order_hands_the_same_keys_out_in_the_new_order() -> None:
     queued = [r for r in stored.values() if r is not None and r.status == TaskStatus.QUEUED]
     assert [r.task_id for r in in_queue_order(queued)] == ["c", "a", "b"]
     assert "queue_order" not in stored["done"].metadata  # only a queued task is changed
-
-
-def test_the_distributed_queue_refuses_a_move_with_a_stable_code() -> None:
-    pool = JobQueuePool(None, None)  # type: ignore[arg-type]  # a move touches neither
-    with pytest.raises(ReorderUnsupportedError) as caught:
-        pool.move("t1", 0)
-    assert caught.value.code == "reorder_unsupported" and caught.value.http_status == 501

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import random
+import threading
 from collections.abc import Iterator
 
 import pytest
 
 from graph_runtime.tasks import TaskRecord, TaskStatus
+from stores.postgres.cluster import ClusterStore
 from stores.postgres.state import PostgresState
 from stores.postgres.turns import QueueTurns
 
@@ -93,3 +96,64 @@ def test_the_job_that_claimed_a_task_is_known(state: PostgresState) -> None:
         assert state.transition("t1", (TaskStatus.QUEUED,), status=TaskStatus.RUNNING)
     turns = QueueTurns(state)
     assert turns.consumed(41) and not turns.consumed(42)
+
+
+def test_a_move_reorders_only_its_users_band_and_keeps_the_interleaving(
+    state: PostgresState,
+) -> None:
+    for task_id, user in [("a0", "alice"), ("b0", "bob"), ("a1", "alice"), ("b1", "bob")]:
+        enqueue(state, task_id, user)
+    enqueue(state, "a2", "alice")
+    enqueue(state, "c0", "alice", priority=5)  # another band: never moved with priority 0
+    turns = QueueTurns(state)
+    assert turns.move("a2", 0) == ["a2", "a0", "a1"]
+    assert [turns.position(t) for t in ("c0", "a2", "b0", "a0", "b1", "a1")] == [0, 1, 2, 3, 4, 5]
+    assert turns.move("a2", 99) == ["a0", "a1", "a2"]  # past the end: last
+    assert turns.move("a1", 0) == ["a1", "a0", "a2"]
+    assert turns.move("nope", 0) is None and turns.move("c0", 3) == ["c0"]
+    created = {t: state.get(t).created_at for t in ("a0", "a1", "a2")}  # type: ignore[union-attr]
+    assert serve(state) == ["c0", "a1", "b0", "a0", "b1", "a2"]
+    assert turns.move("a0", 0) is None  # it runs now
+    assert {t: state.get(t).created_at for t in created} == created  # type: ignore[union-attr]
+
+
+def test_a_move_among_tasks_queued_before_turns_existed(state: PostgresState) -> None:
+    for i in range(3):
+        enqueue(state, f"a{i}", "alice")
+    with state.transaction() as conn:
+        conn.execute("UPDATE takeflow_tasks SET turn = 0")  # all tied, arrival decides
+    assert QueueTurns(state).move("a2", 0) == ["a2", "a0", "a1"]
+    assert serve(state) == ["a2", "a0", "a1"]
+
+
+def test_workers_claiming_during_moves_start_every_task_once(state: PostgresState) -> None:
+    ids = [f"a{i}" for i in range(30)]
+    for task_id in ids:
+        enqueue(state, task_id, "alice")
+    enqueue(state, "b0", "bob")
+    cluster, turns = ClusterStore(state), QueueTurns(state)
+    claimed: list[str] = []
+    done = threading.Event()
+
+    def claim() -> None:
+        while (task_id := turns.next_queued("cpu")) is not None:
+            if state.transition(task_id, (TaskStatus.QUEUED,), status=TaskStatus.RUNNING):
+                claimed.append(task_id)
+
+    def shuffle() -> None:
+        rng = random.Random(7)
+        while not done.is_set():
+            with cluster.intake():
+                turns.move(rng.choice(ids), rng.randrange(30))
+
+    mover = threading.Thread(target=shuffle)
+    mover.start()
+    claimers = [threading.Thread(target=claim) for _ in range(2)]
+    for t in claimers:
+        t.start()
+    for t in claimers:
+        t.join(60)
+    done.set()
+    mover.join(60)
+    assert sorted(claimed) == sorted([*ids, "b0"])  # each task once, none left behind
+    assert claimed.index("b0") <= 3  # bob's turn came in the first round, moves or not
