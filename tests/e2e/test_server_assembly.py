@@ -193,6 +193,21 @@ def test_three_shots_cut_into_one_mp4_committed_with_manifest_then_take_002(
     assert _near(frames[30].getpixel((32, 24)), BLUE)
 
 
+def test_cuts_are_listed_by_assemblies_not_among_the_project_takes(server: ServerProcess) -> None:
+    """The editor's shot lists come from ``GET .../takes``: a cut shot is not one to render
+    into, so without a filter the cuts are left out; the cut shot as ``shot_id`` lists them."""
+    if not server.ok("GET", "/api/v1/projects/film/assemblies", params={"scene": SCENE}):
+        _assemble(server, {"scene": SCENE, "still_duration": 0.5})
+    listed = server.ok("GET", "/api/v1/projects/film/takes")
+    assert listed and not [t for t in listed if t["shot_id"].endswith("/_cut")]
+    cuts = server.ok("GET", "/api/v1/projects/film/takes", params={"shot_id": f"{SCENE}/_cut"})
+    assert cuts and {t["shot_id"] for t in cuts} == {f"{SCENE}/_cut"}
+    by_task = server.ok(
+        "GET", "/api/v1/projects/film/takes", params={"task_id": cuts[0]["metadata"]["task_id"]}
+    )
+    assert [t["take_id"] for t in by_task] == [cuts[0]["take_id"]]
+
+
 @pytest.mark.parametrize(
     ("body", "status", "code", "field"),
     [
