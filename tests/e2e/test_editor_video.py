@@ -7,6 +7,7 @@ another take active, and Assemble makes the next cut with that take in place."""
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -256,6 +257,8 @@ def test_an_older_cut_is_picked_and_played_and_a_cut_made_active(page: Any, serv
     assert latest.get_attribute("data-current") == "true"
     assert "sh010 #002" in latest.get_by_test_id("scene-cut-shots").inner_text()
     assert "sh010 #001" in older.get_by_test_id("scene-cut-shots").inner_text()
+    made = older.get_by_test_id("scene-cut-date").get_attribute("datetime")  # epoch s, not ms
+    assert abs(datetime.fromisoformat(made).timestamp() - old["created_at"]) < 1
 
     # pick the older cut: it loads and plays; the timeline is its manifest's
     older.get_by_role("button").first.click()
