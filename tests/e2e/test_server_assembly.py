@@ -246,6 +246,24 @@ def test_cuts_are_listed_by_assemblies_not_among_the_project_takes(server: Serve
     assert [t["take_id"] for t in by_task] == [cuts[0]["take_id"]]
 
 
+def test_a_cut_rebuilt_from_its_plan_is_still_allowed_into_the_cut_shot(
+    server: ServerProcess,
+) -> None:
+    """The guard on ``_cut`` shots lets the assembler's own task through: the plan in a cut's
+    take.json, posted as an ``assemble_scene`` task into that cut shot, renders the same bytes."""
+    shot = f"{SCENE}/_cut"
+    if not server.ok("GET", "/api/v1/projects/film/assemblies", params={"scene": SCENE}):
+        _assemble(server, {"scene": SCENE, "still_duration": 0.5})
+    first = server.ok("GET", "/api/v1/projects/film/takes", params={"shot_id": shot})[0]
+    plan = first["metadata"]["inputs"]["node"]["plan"]
+    task = server.submit("assemble_scene", {"plan": plan}, project_id="film", shot_id=shot)
+    _finished(server, task)
+    (rebuilt,) = server.ok("GET", "/api/v1/projects/film/takes", params={"task_id": task})
+    assert rebuilt["shot_id"] == shot and rebuilt["take_id"] != first["take_id"]
+    files = [server.http.get(t["outputs"]["video"]["url"]).content for t in (first, rebuilt)]
+    assert files[0] == files[1]
+
+
 @pytest.mark.parametrize(
     ("body", "status", "code", "field"),
     [
