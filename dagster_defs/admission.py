@@ -17,6 +17,7 @@ from typing import Any
 from opentelemetry import trace
 
 from dagster_defs.observability import TaskTelemetry, trace_id_of, tracer
+from graph_runtime.assembly import check_cut_target
 from graph_runtime.canvas import CanvasGraph
 from graph_runtime.registry import TemplateRegistry
 from graph_runtime.tasks import TaskRecord
@@ -112,6 +113,7 @@ class Admission:
                 tracer.start_as_current_span("takeflow.validate"),
             ):
                 plan = plan if plan is not None else self.validate(graph)
+                check_cut_target(shot or graph.context.shot, graph)  # only cuts write to _cut
                 project_id = project_id or graph.context.project
                 project = self.projects.get(project_id) if project_id is not None else None
         except Exception as exc:

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from graph_runtime.canvas import CanvasGraph, LiteralInput
 from graph_runtime.errors import TakeflowError
 from graph_runtime.projects import ProjectStore
 from graph_runtime.takes import Take
@@ -65,6 +66,44 @@ class NothingToAssembleError(AssemblyError):
 
 class CutTooLongError(AssemblyError):
     code = "cut_too_long"
+
+
+class CutShotReservedError(TakeflowError):
+    """A task that is not the assembler's targets a ``_cut`` shot."""
+
+    code = "cut_shot_reserved"
+    http_status = 422
+
+
+def is_cut_shot(shot: str) -> bool:
+    """``ch/sc/_cut`` or ``ch/_cut/_cut``: where cuts live."""
+    return shot.rsplit("/", 1)[-1] == CUT
+
+
+def check_cut_target(shot: str, graph: CanvasGraph) -> None:
+    """Only the assembler writes takes into a ``_cut`` shot: a graph of one ``assemble_scene``
+    node whose plan (when given as a value) is for that shot. Anything else targeting a cut
+    shot raises ``CutShotReservedError`` naming ``shot_id``."""
+    if not is_cut_shot(shot):
+        return
+    nodes = graph.nodes
+    if len(nodes) == 1 and nodes[0].template == TEMPLATE_ID:
+        value = nodes[0].inputs.get("plan")
+        plan = value.value if isinstance(value, LiteralInput) else None
+        planned = plan.get("shot") if isinstance(plan, Mapping) else None
+        if planned is None or planned == shot:
+            return
+        raise CutShotReservedError(
+            f"shot_id {shot!r} is a cut shot, but the plan is for {planned!r}",
+            field="shot_id",
+            shot_id=shot,
+        )
+    raise CutShotReservedError(
+        f"shot_id {shot!r} is where the scene's cuts live: only an assembly writes there "
+        "(POST .../assemblies or takeflow assemble); render into one of the scene's shots",
+        field="shot_id",
+        shot_id=shot,
+    )
 
 
 Side = Annotated[int, Field(ge=2, le=4096, multiple_of=2)]

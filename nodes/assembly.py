@@ -2,16 +2,25 @@
 ``graph_runtime.assembly``), cut into one H.264 MP4. A still is held for the still duration;
 videos are scaled to fit and padded (letterbox, black) to one size and resampled to one frame
 rate. Decoding and encoding stream one frame at a time; every source file is checked against
-the sha256 the plan names, so a manifest rebuilds the same cut."""
+the sha256 the plan names, so a manifest rebuilds the same cut.
+
+Audio: when any video shot has an audio track, the cut gets one AAC track (48 kHz stereo): each
+sound shot's audio decoded, resampled and cut (or padded with silence) to its shot's span of the
+timeline; stills and soundless shots are silence of their duration. No sound anywhere: no audio
+stream."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from fractions import Fraction
 from typing import IO, Any
 
 import av
+import numpy as np
+from av.audio.frame import AudioFrame
+from av.audio.resampler import AudioResampler
 from av.video.frame import PictureType
 from PIL import Image
 
@@ -34,6 +43,11 @@ from nodes.video import PIXEL_FORMAT, InvalidVideoError, Video, VideoWriter, res
 
 PAD_COLOUR = (0, 0, 0)
 _HASH_CHUNK = 1 << 20
+AUDIO_CODEC = "aac"
+AUDIO_RATE = 48_000
+AUDIO_LAYOUT = "stereo"
+AUDIO_FORMAT = "fltp"
+_AUDIO_CHUNK = 1024  # samples per AAC frame
 
 
 class SourceChangedError(TakeflowError):
@@ -93,9 +107,74 @@ def _video_facts(open_file: Opener, entry: Mapping[str, Any]) -> tuple[int, Frac
         return count, Fraction(rate).limit_denominator(1001)
 
 
+def _has_audio(open_file: Opener, entry: Mapping[str, Any]) -> bool:
+    with open_file(entry["file"]) as fh, av.open(fh, mode="r") as container:
+        return bool(container.streams.audio)
+
+
 class _CutWriter(VideoWriter):
     """A ``VideoWriter`` that also takes decoded frames as they are (a clip already at the
-    cut's size: no RGB round trip)."""
+    cut's size: no RGB round trip) and, with ``audio``, encodes one AAC track (48 kHz stereo)
+    that the caller fills shot by shot up to a sample position (``audio_until``)."""
+
+    def __init__(self, width: int, height: int, fps: Fraction, audio: bool = False) -> None:
+        super().__init__(width, height, fps)
+        self._track: Any = None
+        self.samples = 0  # audio samples sent to the encoder
+        self._pending = np.zeros((2, 0), dtype=np.float32)
+        if audio:
+            track = self._container.add_stream(AUDIO_CODEC, rate=AUDIO_RATE)
+            track.layout = AUDIO_LAYOUT
+            track.format = AUDIO_FORMAT
+            self._track = track
+
+    def _encode_audio(self, samples: np.ndarray) -> None:
+        """Queue ``samples`` (2 x n float32) and encode every whole AAC frame."""
+        self._pending = np.concatenate([self._pending, samples], axis=1)
+        while self._pending.shape[1] >= _AUDIO_CHUNK:
+            self._emit(self._pending[:, :_AUDIO_CHUNK])
+            self._pending = self._pending[:, _AUDIO_CHUNK:]
+
+    def _emit(self, block: np.ndarray) -> None:
+        frame = AudioFrame.from_ndarray(
+            np.ascontiguousarray(block), format=AUDIO_FORMAT, layout=AUDIO_LAYOUT
+        )
+        frame.sample_rate = AUDIO_RATE
+        frame.pts = self.samples
+        frame.time_base = Fraction(1, AUDIO_RATE)
+        self.samples += block.shape[1]
+        for packet in self._track.encode(frame):
+            self._container.mux(packet)
+
+    def audio_until(self, end: int, source: Generator[np.ndarray] | None = None) -> None:
+        """Fill the track up to sample ``end``: ``source``'s samples (2 x n blocks, cut where
+        the span ends), then silence for whatever is left."""
+        if self._track is None:
+            return
+        queued = self.samples + self._pending.shape[1]
+        if source is not None:
+            try:
+                for block in source:
+                    room = end - queued
+                    if room <= 0:
+                        break
+                    block = block[:, :room]
+                    self._encode_audio(block)
+                    queued += block.shape[1]
+            finally:
+                source.close()  # the rest of a longer track is not decoded
+        if end > queued:
+            self._encode_audio(np.zeros((2, end - queued), dtype=np.float32))
+
+    def close(self) -> Video:
+        if self._track is None:
+            return super().close()
+        if self._pending.shape[1]:
+            self._emit(self._pending)
+            self._pending = self._pending[:, :0]
+        for packet in self._track.encode():
+            self._container.mux(packet)
+        return dataclasses.replace(super().close(), has_audio=True)
 
     def write_frame(self, frame: av.VideoFrame) -> None:
         frame.pts = self.count
@@ -104,6 +183,34 @@ class _CutWriter(VideoWriter):
         for packet in self._stream.encode(frame):
             self._container.mux(packet)
         self.count += 1
+
+
+def _audio_blocks(open_file: Opener, entry: Mapping[str, Any]) -> Generator[np.ndarray]:
+    """The shot's first audio track as 2 x n float32 blocks at 48 kHz, decoded and resampled
+    one packet at a time; silence first when the track starts after 0. Mono goes to both
+    channels at full level (FFmpeg's mono->stereo upmix would lower it 3 dB); more than two
+    channels are downmixed by FFmpeg."""
+    with open_file(entry["file"]) as fh, av.open(fh, mode="r") as container:
+        stream = container.streams.audio[0]
+        mono = stream.channels == 1
+        resampler = AudioResampler(
+            format=AUDIO_FORMAT, layout="mono" if mono else AUDIO_LAYOUT, rate=AUDIO_RATE
+        )
+        first = True
+        for frame in container.decode(stream):
+            if first and frame.pts is not None and frame.time_base and frame.pts > 0:
+                lead = round(float(frame.pts * frame.time_base) * AUDIO_RATE)
+                yield np.zeros((2, lead), dtype=np.float32)
+            first = False
+            for out in resampler.resample(frame):
+                yield _stereo(out.to_ndarray())
+        for out in resampler.resample(None):
+            yield _stereo(out.to_ndarray())
+
+
+def _stereo(block: np.ndarray) -> np.ndarray:
+    block = block.astype(np.float32, copy=False)
+    return np.repeat(block, 2, axis=0) if block.shape[0] == 1 else block
 
 
 def _decoded(open_file: Opener, rel: str) -> Iterator[av.VideoFrame]:
@@ -149,20 +256,27 @@ def assemble(
     fps = Fraction(str(plan["fps_rational"]))
     facts: list[tuple[int, Fraction] | None] = []
     counts: list[int] = []
+    sound: list[bool] = []
     for entry in plan["shots"]:
         _check_hash(open_file, entry)
         if entry["kind"] == "video":
             count, rate = _video_facts(open_file, entry)
             facts.append((count, rate))
             counts.append(video_frames(count, rate, fps))
+            sound.append(_has_audio(open_file, entry))
         else:
             facts.append(None)
             counts.append(still_frames(float(plan["still_duration"]), fps))
+            sound.append(False)
     manifest = layout(plan, counts)
+    manifest["audio"] = any(sound)
+    for shot, has in zip(manifest["shots"], sound, strict=True):
+        shot["audio"] = has
     total = int(manifest["frame_count"])
-    writer = _CutWriter(size[0], size[1], fps)
+    writer = _CutWriter(size[0], size[1], fps, audio=any(sound))
+    end_frame = 0
     with writer:
-        for entry, fact, count in zip(plan["shots"], facts, counts, strict=True):
+        for entry, fact, count, has in zip(plan["shots"], facts, counts, sound, strict=True):
             if fact is None:  # one converted frame, sent count times
                 with open_file(entry["file"]) as fh:
                     still = letterbox(open_image(fh.read(), entry["file"]), size)
@@ -181,6 +295,9 @@ def assemble(
                 raise InvalidVideoError(
                     f"shot {entry['shot']}: {entry['file']} gave {written} frames, expected {count}"
                 )
+            end_frame += count  # the shot's audio (or silence) up to its last frame's end
+            end_sample = round(end_frame * AUDIO_RATE / fps)
+            writer.audio_until(end_sample, _audio_blocks(open_file, entry) if has else None)
         video = writer.close()
     return video, manifest
 

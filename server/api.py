@@ -17,6 +17,7 @@ from litestar.types import ControllerRouterHandler, FileSystemProtocol
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dagster_defs.runtime import Runtime
+from graph_runtime.assembly import is_cut_shot
 from graph_runtime.events import AssetUploaded
 from graph_runtime.projects import ProjectStore
 from graph_runtime.takes import Take
@@ -389,9 +390,14 @@ class ProjectsController(Controller):
         shot_id: FromQuery[str | None] = None,
         task_id: FromQuery[str | None] = None,
     ) -> list[dict[str, Any]]:
-        """Takes of a project, of one shot, or made by one task, with output URLs."""
+        """Takes of a project, of one shot, or made by one task, with output URLs. Without a
+        filter a scene's cuts (``_cut`` shots) are left out: ``GET .../assemblies`` lists them
+        (as do ``shot_id=<the cut shot>`` and ``task_id``)."""
         project = runtime.projects.get(project_id)
-        return [take_view(t) for t in project.takes.list(shot=shot_id, task_id=task_id)]
+        takes = project.takes.list(shot=shot_id, task_id=task_id)
+        if shot_id is None and task_id is None:
+            takes = [t for t in takes if not is_cut_shot(t.shot)]
+        return [take_view(t) for t in takes]
 
     @put("/{project_id:str}/takes/active", sync_to_thread=True)
     def set_active(

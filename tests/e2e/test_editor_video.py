@@ -7,6 +7,7 @@ another take active, and Assemble makes the next cut with that take in place."""
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -205,6 +206,86 @@ def test_the_scene_view_plays_the_cut_and_one_click_changes_the_active_take(
     assert cuts[1]["manifest"]["shots"][0]["take_id"] == second["take_id"]
     assert shot.get_attribute("data-stale") == "false"
     advances(page, view.get_by_test_id("scene-player"), past=0.2)
+
+
+def _assembled(server: Any, project: str) -> dict[str, Any]:
+    """POST an assembly of ``SCENE`` and wait for its task; returns the accepted body."""
+    response = server.http.post(f"/api/v1/projects/{project}/assemblies", json={"scene": SCENE})
+    assert response.status_code == 202, response.text
+    deadline = time.monotonic() + 120
+    while (task := server.get(f"/api/v1/functions/tasks/{response.json()['task_id']}"))[
+        "status"
+    ] not in ("completed", "failed", "cancelled"):
+        assert time.monotonic() < deadline, task
+        time.sleep(0.1)
+    assert task["status"] == "completed", task
+    return dict(response.json())
+
+
+def test_an_older_cut_is_picked_and_played_and_a_cut_made_active(page: Any, server: Any) -> None:
+    """Two cuts (sh010's take changed between them): the view opens on the latest, lists both
+    (latest and active marked, each with its shots), plays the older one when picked (its
+    manifest's shots on the timeline), and ★ makes the latest the scene's active cut."""
+    server.http.post("/api/v1/projects", json={"project_id": "reels"})
+    make_take(server, "reels", f"{SCENE}/sh010", _fade("#ff0000", "#0000ff"))
+    make_take(server, "reels", f"{SCENE}/sh020", _still("#ffffff"))
+    _assembled(server, "reels")
+    second = make_take(server, "reels", f"{SCENE}/sh010", _fade("#00ff00", "#ffff00", frames=24))
+    server.http.put(
+        "/api/v1/projects/reels/takes/active",
+        json={"shot_id": f"{SCENE}/sh010", "take_id": second["take_id"]},
+    )
+    _assembled(server, "reels")
+    old, new = server.get("/api/v1/projects/reels/assemblies", scene=SCENE)
+    assert (old["take_id"], old["active"], new["take_id"], new["active"]) == (
+        "take_001", True, "take_002", False)  # fmt: skip
+    assert old["manifest"]["duration"] != new["manifest"]["duration"]
+
+    open_project(page, "reels", f"{SCENE}/sh010")
+    page.get_by_test_id("open-scene").click()
+    view = page.get_by_test_id("scene-view")
+    page.wait_for_function("el => el.dataset.cut === 'take_002'", arg=view.element_handle())
+    entries = view.get_by_test_id("scene-cut")
+    assert entries.count() == 2
+    latest, older = entries.nth(0), entries.nth(1)  # newest first
+    assert (latest.get_attribute("data-take"), older.get_attribute("data-take")) == (
+        "take_002", "take_001")  # fmt: skip
+    assert (
+        latest.get_attribute("data-latest") == "true"
+        and older.get_attribute("data-active") == "true"
+    )
+    assert latest.get_attribute("data-current") == "true"
+    assert "sh010 #002" in latest.get_by_test_id("scene-cut-shots").inner_text()
+    assert "sh010 #001" in older.get_by_test_id("scene-cut-shots").inner_text()
+    made = older.get_by_test_id("scene-cut-date").get_attribute("datetime")  # epoch s, not ms
+    assert abs(datetime.fromisoformat(made).timestamp() - old["created_at"]) < 1
+
+    # pick the older cut: it loads and plays; the timeline is its manifest's
+    older.get_by_role("button").first.click()
+    page.wait_for_function("el => el.dataset.cut === 'take_001'", arg=view.element_handle())
+    player = view.get_by_test_id("scene-player")
+    assert player.get_attribute("src").endswith(old["video"])
+    advances(page, player, past=0.2)
+    segments = view.get_by_test_id("scene-segment")
+    assert [
+        (
+            segments.nth(i).get_attribute("data-shot"),
+            float(segments.nth(i).get_attribute("data-start")),
+        )
+        for i in range(segments.count())
+    ] == [(s["shot"], s["start"]) for s in old["manifest"]["shots"]]
+    assert "take_001" in segments.nth(0).inner_text()
+    assert view.get_by_test_id("scene-cut-activate").count() == 0  # the active cut already
+
+    # back to the latest, made the scene's active cut with one click (the API agrees)
+    latest.get_by_role("button").first.click()
+    page.wait_for_function("el => el.dataset.cut === 'take_002'", arg=view.element_handle())
+    assert view.get_by_test_id("scene-player").get_attribute("src").endswith(new["video"])
+    view.get_by_test_id("scene-cut-activate").click()
+    page.wait_for_function("el => el.dataset.active === 'true'", arg=latest.element_handle())
+    assert older.get_attribute("data-active") == "false"
+    cuts = server.get("/api/v1/projects/reels/assemblies", scene=SCENE)
+    assert [c["active"] for c in cuts] == [False, True]
 
 
 def test_a_video_result_plays_on_its_node_and_video_inputs_take_links_only(

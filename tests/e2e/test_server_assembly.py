@@ -193,6 +193,77 @@ def test_three_shots_cut_into_one_mp4_committed_with_manifest_then_take_002(
     assert _near(frames[30].getpixel((32, 24)), BLUE)
 
 
+def test_an_uploaded_clip_with_sound_keeps_it_in_the_cut(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """A still then an uploaded 0.5 s clip with a 440 Hz sine (load_video's take): the cut has
+    one AAC track, silent over the still, the sine over the clip; the manifest says which."""
+    import numpy as np
+
+    from tests.nodes.test_assembly import SINE_AMP, _clip_with_sine, _cut_audio
+
+    scene = "ch03/sc01"
+    _still(server, f"{scene}/sh010", RED)
+    _clip_with_sine(tmp_path / "sine.mp4", 12, 24, (64, 48))
+    upload = server.http.post(
+        "/api/v1/projects/film/assets",
+        files={"file": ("sine.mp4", (tmp_path / "sine.mp4").read_bytes(), "video/mp4")},
+    )
+    assert upload.status_code == 201 and upload.json()["video"]["audio"] is True, upload.text
+    loaded = server.submit(
+        "load_video", {"asset": upload.json()["uri"]}, project_id="film", shot_id=f"{scene}/sh020"
+    )
+    _finished(server, loaded)
+    _assemble(server, {"scene": scene, "still_duration": 0.5})
+    (cut,) = server.ok("GET", "/api/v1/projects/film/assemblies", params={"scene": scene})
+    manifest = cut["manifest"]
+    assert manifest["audio"] is True and [s["audio"] for s in manifest["shots"]] == [False, True]
+    data = server.http.get(f"/api/v1/projects/film/files/{cut['video']}").content
+    (tmp_path / "cut.mp4").write_bytes(data)
+    samples, rate = _cut_audio(tmp_path / "cut.mp4")
+    assert rate == 48_000 and abs(samples.shape[1] - manifest["duration"] * rate) <= 1024
+
+    def rms(start: float, end: float) -> float:
+        part = samples[:, round(start * rate) : round(end * rate)].astype(np.float64)
+        return float(np.sqrt(np.mean(part**2)))
+
+    assert rms(0, 0.48) < 0.01
+    assert rms(0.52, 0.98) == pytest.approx(SINE_AMP / np.sqrt(2), rel=0.1)
+
+
+def test_cuts_are_listed_by_assemblies_not_among_the_project_takes(server: ServerProcess) -> None:
+    """The editor's shot lists come from ``GET .../takes``: a cut shot is not one to render
+    into, so without a filter the cuts are left out; the cut shot as ``shot_id`` lists them."""
+    if not server.ok("GET", "/api/v1/projects/film/assemblies", params={"scene": SCENE}):
+        _assemble(server, {"scene": SCENE, "still_duration": 0.5})
+    listed = server.ok("GET", "/api/v1/projects/film/takes")
+    assert listed and not [t for t in listed if t["shot_id"].endswith("/_cut")]
+    cuts = server.ok("GET", "/api/v1/projects/film/takes", params={"shot_id": f"{SCENE}/_cut"})
+    assert cuts and {t["shot_id"] for t in cuts} == {f"{SCENE}/_cut"}
+    by_task = server.ok(
+        "GET", "/api/v1/projects/film/takes", params={"task_id": cuts[0]["metadata"]["task_id"]}
+    )
+    assert [t["take_id"] for t in by_task] == [cuts[0]["take_id"]]
+
+
+def test_a_cut_rebuilt_from_its_plan_is_still_allowed_into_the_cut_shot(
+    server: ServerProcess,
+) -> None:
+    """The guard on ``_cut`` shots lets the assembler's own task through: the plan in a cut's
+    take.json, posted as an ``assemble_scene`` task into that cut shot, renders the same bytes."""
+    shot = f"{SCENE}/_cut"
+    if not server.ok("GET", "/api/v1/projects/film/assemblies", params={"scene": SCENE}):
+        _assemble(server, {"scene": SCENE, "still_duration": 0.5})
+    first = server.ok("GET", "/api/v1/projects/film/takes", params={"shot_id": shot})[0]
+    plan = first["metadata"]["inputs"]["node"]["plan"]
+    task = server.submit("assemble_scene", {"plan": plan}, project_id="film", shot_id=shot)
+    _finished(server, task)
+    (rebuilt,) = server.ok("GET", "/api/v1/projects/film/takes", params={"task_id": task})
+    assert rebuilt["shot_id"] == shot and rebuilt["take_id"] != first["take_id"]
+    files = [server.http.get(t["outputs"]["video"]["url"]).content for t in (first, rebuilt)]
+    assert files[0] == files[1]
+
+
 @pytest.mark.parametrize(
     ("body", "status", "code", "field"),
     [

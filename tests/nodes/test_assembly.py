@@ -82,7 +82,11 @@ def test_a_still_and_a_resampled_clip_cut_into_one_mp4(tmp_path: Path) -> None:
     video, manifest = assemble(plan, opener, lambda done, total: progress.append((done, total)))
     # 0.25 s still at 24 fps = 6 frames; 10 frames at 30 fps = 8 frames at 24 fps
     assert (video.frame_count, video.fps, video.size) == (14, Fraction(24), (64, 48))
-    assert manifest == layout(plan, [6, 8])
+    expected = layout(plan, [6, 8])
+    expected["audio"] = False
+    for shot in expected["shots"]:
+        shot["audio"] = False
+    assert manifest == expected
     assert manifest["duration"] == round(14 / 24, 6)
     assert [s["start_frame"] for s in manifest["shots"]] == [0, 6]
     assert progress[-1] == (14, 14)
@@ -168,3 +172,99 @@ def test_assembly_memory_follows_the_frame_not_the_clip() -> None:
     (_, small), (_, large) = _peak_kib(24), _peak_kib(240)
     print(json.dumps({"peak_kib_24": small, "peak_kib_240": large, "ratio": large / small}))
     assert large < small * 1.5 and large - small < 20 * 1024
+
+
+SINE_HZ, SINE_AMP = 440.0, 0.5
+
+
+def _clip_with_sine(path: Path, frames: int, fps: int, size: tuple[int, int]) -> None:
+    """An MP4 of ``frames`` grey frames with a mono 44.1 kHz AAC sine as long as the video."""
+    import numpy as np
+
+    rate = 44_100
+    with av.open(str(path), "w", format="mp4") as out:
+        vstream = out.add_stream("libx264", rate=fps)
+        vstream.width, vstream.height, vstream.pix_fmt = size[0], size[1], "yuv420p"
+        astream = out.add_stream("aac", rate=rate)
+        astream.layout = "mono"
+        for i in range(frames):
+            image = Image.new("RGB", size, (100, 100, 100))
+            frame = av.VideoFrame.from_image(image)
+            frame.pts = i
+            for packet in vstream.encode(frame):
+                out.mux(packet)
+        for packet in vstream.encode():
+            out.mux(packet)
+        total = round(frames / fps * rate)
+        for start in range(0, total, 1024):
+            n = min(1024, total - start)
+            t = (np.arange(start, start + n) / rate).astype(np.float64)
+            samples = (SINE_AMP * np.sin(2 * np.pi * SINE_HZ * t)).astype(np.float32)[None, :]
+            frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = rate, start
+            for packet in astream.encode(frame):
+                out.mux(packet)
+        for packet in astream.encode():
+            out.mux(packet)
+
+
+def _cut_audio(path: Path) -> Any:
+    """The cut's audio track decoded: (channels x samples float32, sample rate)."""
+    import numpy as np
+
+    with av.open(str(path)) as container:
+        assert len(container.streams.audio) == 1
+        stream = container.streams.audio[0]
+        rate = stream.rate
+        blocks = [f.to_ndarray() for f in container.decode(stream)]
+    return np.concatenate(blocks, axis=1), rate
+
+
+def test_a_sound_shot_keeps_its_audio_aligned_and_the_rest_is_silence(tmp_path: Path) -> None:
+    """still (0.25 s) | 12 frames at 24 fps with a 440 Hz sine (0.5 s) | soundless clip (10
+    frames at 30 fps: 8 at 24, 0.333 s). The cut's AAC track (48 kHz stereo) is silent over the
+    still and the soundless clip (RMS < 0.01), carries the sine over the sound shot (RMS within
+    10% of 0.5/sqrt(2), away from the 20 ms at its edges), and is as long as the video within
+    one AAC frame (1024 samples)."""
+    import numpy as np
+
+    plan, opener = _files(tmp_path)
+    _clip_with_sine(tmp_path / "sound.mp4", 12, 24, (64, 48))
+    digest = hashlib.sha256((tmp_path / "sound.mp4").read_bytes()).hexdigest()
+    sound = {"shot": "ch01/sc01/sh015", "take_id": "take_002", "kind": "video",
+             "output": "video", "file": "sound.mp4", "sha256": digest}  # fmt: skip
+    plan["shots"] = [plan["shots"][0], sound, plan["shots"][1]]
+    video, manifest = assemble(plan, opener)
+    assert video.has_audio and manifest["audio"] is True
+    assert [s["audio"] for s in manifest["shots"]] == [False, True, False]
+    assert [s["frame_count"] for s in manifest["shots"]] == [6, 12, 8]
+
+    samples, rate = _cut_audio(video.path)
+    assert rate == 48_000 and samples.shape[0] == 2
+    assert abs(samples.shape[1] - round(manifest["duration"] * rate)) <= 1024
+
+    def rms(start: float, end: float) -> float:
+        part = samples[:, round(start * rate) : round(end * rate)]
+        return float(np.sqrt(np.mean(part.astype(np.float64) ** 2)))
+
+    edge = 0.02
+    still_end, sound_end = 6 / 24, 18 / 24
+    assert rms(0, still_end - edge) < 0.01
+    assert rms(still_end + edge, sound_end - edge) == pytest.approx(SINE_AMP / np.sqrt(2), rel=0.1)
+    assert rms(sound_end + edge, manifest["duration"]) < 0.01
+    # the sine's frequency survives the resampling (44.1 kHz mono -> 48 kHz stereo)
+    mid = samples[0, round((still_end + edge) * rate) : round((sound_end - edge) * rate)]
+    peak = np.argmax(np.abs(np.fft.rfft(mid))) * rate / len(mid)
+    assert peak == pytest.approx(SINE_HZ, abs=5)
+
+    again, _ = assemble(plan, opener)  # audio does not break the byte-for-byte rebuild
+    assert again.read_bytes() == video.read_bytes()
+
+
+def test_a_cut_without_sound_anywhere_has_no_audio_stream(tmp_path: Path) -> None:
+    plan, opener = _files(tmp_path)
+    video, manifest = assemble(plan, opener)
+    assert not video.has_audio and manifest["audio"] is False
+    assert [s["audio"] for s in manifest["shots"]] == [False, False]
+    with av.open(str(video.path)) as container:
+        assert not container.streams.audio
