@@ -31,6 +31,7 @@ from graph_runtime.errors import (
 from graph_runtime.events import EventBus, EventPayload, NodeState, NodeStateChanged, TaskProgress
 from graph_runtime.mapping import element_fraction, element_message, map_elements, reports_element
 from graph_runtime.projects import ProjectAssets, ProjectStore
+from graph_runtime.take_sources import ProjectTakes
 from graph_runtime.takes import Take
 from graph_runtime.tasks import TaskRecord
 from graph_runtime.templates import Quality
@@ -189,11 +190,13 @@ class NodeExecutor:
     def metrics(self) -> RunnerMetrics:
         return self.telemetry.metrics
 
-    def cache_keys(self, plan: ExecutionPlan) -> dict[str, str | None]:
+    def cache_keys(
+        self, plan: ExecutionPlan, project: ProjectStore | None = None
+    ) -> dict[str, str | None]:
         if self.node_cache is None:
             return {}
         quality = {n.id: n.properties.quality.value for n in plan.graph.nodes}
-        return node_cache_keys(plan, quality)
+        return node_cache_keys(plan, quality, project)
 
     def _node_state(
         self, execution: TaskExecution, node_id: str, state: NodeState, **data: Any
@@ -222,6 +225,7 @@ class NodeExecutor:
         services = dict(self.services)
         if execution.project is not None:
             services["assets"] = ProjectAssets(execution.project)
+            services["takes"] = ProjectTakes(execution.project)
         reporter = NodeReporter(self.bus, execution, node, services)
         self._node_state(execution, node.node_id, NodeState.RUNNING, template=node.template.ref)
         started = time.perf_counter()
