@@ -136,4 +136,3 @@ def test_an_unknown_shot_take_or_output_fails_naming_the_input(
     assert (error["code"], error["field"], error["node_id"]) == (code, field, "prev")
     assert f"input '{field}'" in error["message"]
     assert two_takes.takes.list(SHOT_B) == []
-
