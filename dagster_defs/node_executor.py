@@ -246,6 +246,8 @@ class NodeExecutor:
         execution.timings_ms[node.node_id] = round(duration, 3)
         if "seed" in outputs:
             execution.seeds[node.node_id] = outputs["seed"]
+        if key is not None and node.template.state_key is not None:
+            key = self._state_held(execution, node, key)
         if key is not None and self.node_cache is not None:
             self.node_cache.put(key, outputs)
         self._node_state(
@@ -256,6 +258,21 @@ class NodeExecutor:
             outputs={k: summarize(v) for k, v in outputs.items()},
         )
         return outputs
+
+    def _state_held(self, execution: TaskExecution, node: PlannedNode, key: str) -> str | None:
+        """``key`` if the outside state the node read (``FunctionTemplate.state_key``: e.g. the
+        active take) is still the one its key was made with; else None, and the keys of the
+        nodes below it are dropped too, so no result is cached under a state it was not made
+        from (the active take moved while the task ran)."""
+        if self.cache_keys(execution.plan, execution.project).get(node.node_id) == key:
+            return key
+        dropped = {node.node_id}
+        for planned in execution.plan.nodes:
+            if dropped.intersection(planned.upstream):
+                dropped.add(planned.node_id)
+        for node_id in dropped:
+            execution.cache_keys[node_id] = None
+        return None
 
     def _cached(
         self, execution: TaskExecution, node: PlannedNode, key: str | None

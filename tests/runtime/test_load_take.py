@@ -14,7 +14,10 @@ from PIL import Image
 
 from graph_runtime.canvas import CanvasGraph
 from graph_runtime.errors import GraphValidationError
+from graph_runtime.registry import TemplateRegistry
 from graph_runtime.tasks import TaskStatus
+from graph_runtime.templates import FunctionTemplate
+from nodes.builtin import TEMPLATES
 from tests.runtime.test_runner import run
 
 SHOT_A, SHOT_B = "ch01/sc01/sh010", "ch01/sc01/sh020"
@@ -136,3 +139,29 @@ def test_an_unknown_shot_take_or_output_fails_naming_the_input(
     assert (error["code"], error["field"], error["node_id"]) == (code, field, "prev")
     assert f"input '{field}'" in error["message"]
     assert two_takes.takes.list(SHOT_B) == []
+
+
+def test_a_take_moved_while_the_task_ran_is_not_cached_as_the_one_it_started_with(
+    runtime: Any, two_takes: Any
+) -> None:
+    """The cache key names take_002 (active when the task starts); the active take moves to
+    take_001 before the node reads it. The result (red) must not be cached as take_002's."""
+    project = two_takes
+    moves = ["take_001"]
+
+    def moving(t: FunctionTemplate) -> FunctionTemplate:
+        def fn(ctx: Any, inputs: Any) -> Any:
+            if moves:
+                project.takes.set_active(SHOT_A, moves.pop())
+            return t.fn(ctx, inputs)
+
+        return FunctionTemplate(**{**t.__dict__, "fn": fn}) if t.id == "load_take" else t
+
+    runtime.runner.registry = TemplateRegistry([moving(t) for t in TEMPLATES])
+    moved, _ = run(runtime, _reader(), project_id="demo", shot=SHOT_B)
+    assert _color(project, moved) == (255, 0, 0)  # what the node read when it ran
+
+    project.takes.set_active(SHOT_A, "take_002")  # back to the take the first key named
+    again, _ = run(runtime, _reader(), project_id="demo", shot=SHOT_B)
+    assert _color(project, again) == (0, 0, 255)
+    assert _take_json(project, again)["cached_nodes"] == []
