@@ -150,3 +150,34 @@ def test_a_bad_frame_count_is_refused_at_validation_naming_node_and_input(
         "node 'gen': input 'frames' must be 8k+1: 9, 17, 25, ..., got 16; try 9 or 17"
     )
     assert project.takes.list(SHOT_A) == []
+
+
+def test_the_demo_canvases_make_two_continuous_shots_that_assemble_into_the_scene(
+    video_runtime: Any, project: Any
+) -> None:
+    """``serve --demo``'s shot_video then next_shot (as saved), then the scene's cut."""
+    from graph_runtime.assembly import TEMPLATE_ID, AssemblyRequest, plan_assembly
+    from graph_runtime.canvas import single_node_graph
+
+    demo = Path(__file__).resolve().parents[2] / "server" / "demo" / "canvases"
+    for name in ("shot_video", "next_shot"):
+        graph = CanvasGraph.model_validate_json((demo / f"{name}.takeflow.json").read_text())
+        record, _ = run(video_runtime, graph, project_id="demo", shot=graph.context.shot)
+        assert record.status == TaskStatus.COMPLETED, record.error
+    (take_a,) = project.takes.list(SHOT_A)
+    (take_b,) = project.takes.list(SHOT_B)
+    frames_a, _ = _decode(Path(project.abs(take_a.outputs["video"].path)))
+    recorded = _take_json(project, take_b)
+    assert recorded["conditioning_image_sha256"] == image_content_hash(frames_a[-1])
+    assert recorded["source_take"]["take_id"] == take_a.take_id
+
+    plan = plan_assembly(project, AssemblyRequest(scene="ch01/sc01"))
+    assert [(s["shot"], s["take_id"]) for s in plan["shots"]] == [
+        (SHOT_A, take_a.take_id), (SHOT_B, take_b.take_id)
+    ]  # fmt: skip
+    record, _ = run(video_runtime, single_node_graph(TEMPLATE_ID, {"plan": plan}),
+                    project_id="demo", shot=plan["shot"])  # fmt: skip
+    assert record.status == TaskStatus.COMPLETED, record.error
+    (cut,) = project.takes.list("ch01/sc01/_cut")
+    frames, fps = _decode(Path(project.abs(cut.outputs["video"].path)))
+    assert (len(frames), fps) == (18, Fraction(8))  # 9 + 9 frames at the shots' 8 fps
