@@ -165,3 +165,39 @@ def test_a_take_moved_while_the_task_ran_is_not_cached_as_the_one_it_started_wit
     again, _ = run(runtime, _reader(), project_id="demo", shot=SHOT_B)
     assert _color(project, again) == (0, 0, 255)
     assert _take_json(project, again)["cached_nodes"] == []
+
+
+def test_a_video_take_gives_its_video_and_its_first_frame(runtime: Any, project: Any) -> None:
+    clip = _graph(
+        {"id": "plate", "template": "solid_image",
+         "inputs": {"width": _lit(16), "height": _lit(16), "color": _lit("#00ff00")}},
+        {"id": "clip", "template": "frames_to_video",
+         "inputs": {"images": {"kind": "link", "node": "plate", "output": "image"},
+                    "end_image": {"kind": "link", "node": "dark", "output": "image"},
+                    "frame_count": _lit(6), "fps": _lit(12.0)}},
+        {"id": "dark", "template": "solid_image",
+         "inputs": {"width": _lit(16), "height": _lit(16), "color": _lit("#000000")}},
+    )  # fmt: skip
+    record, _ = run(runtime, clip, project_id="demo", shot=SHOT_A)
+    assert record.status == TaskStatus.COMPLETED, record.error
+    record, _ = run(runtime, _reader(), project_id="demo", shot=SHOT_B)
+    assert record.status == TaskStatus.COMPLETED, record.error
+    red, green, blue = _color(project, record)  # the first frame: green, within the codec's 8
+    assert red < 8 and green > 247 and blue < 8
+    assert _take_json(project, record)["source_take"]["output"] == "video"
+
+    alone = _graph({"id": "prev", "template": "load_take", "inputs": {"shot": _lit(SHOT_A)}})
+    record, _ = run(runtime, alone, project_id="demo", shot=SHOT_B)  # the take, copied
+    assert record.status == TaskStatus.COMPLETED, record.error
+    copy = project.takes.list(task_id=record.task_id)[0]
+    facts = _take_json(project, record)["media"]["video"]
+    assert (facts["frame_count"], facts["fps"]) == (6, 12.0)
+    assert {"video", "video_poster", "image", "take_id"} <= set(copy.outputs)
+
+
+def test_an_image_take_alone_is_copied_without_a_video(runtime: Any, two_takes: Any) -> None:
+    alone = _graph({"id": "prev", "template": "load_take", "inputs": {"shot": _lit(SHOT_A)}})
+    record, _ = run(runtime, alone, project_id="demo", shot=SHOT_B)
+    assert record.status == TaskStatus.COMPLETED, record.error
+    copy = two_takes.takes.list(task_id=record.task_id)[0]
+    assert "video" not in copy.outputs and copy.outputs["image"].content_type == "image/png"
