@@ -36,6 +36,7 @@ from dagster_defs.asset_keys import (
 from dagster_defs.compiler import JobCompiler, run_config
 from dagster_defs.execution import execute_existing_run, execute_with_origin
 from dagster_defs.node_executor import NodeExecutor, TaskExecution
+from dagster_defs.take_lineage import source_takes
 from dagster_defs.take_recorder import RecordedTake, TakeRecorder
 from graph_runtime.tasks import TaskRecord
 from graph_runtime.validation import ExecutionPlan, PlannedNode
@@ -97,8 +98,15 @@ def take_materializations(
                 "content_type": stored.content_type,
                 "size": stored.size,
                 "seed": MetadataValue.json(recorded.seeds),
+                **_sources(take.metadata),
             },
         )
+
+
+def _sources(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """``source_takes``: the takes a take read through ``load_take`` (continuity lineage)."""
+    sources = source_takes(metadata)
+    return {"source_takes": MetadataValue.json(sources)} if sources else {}
 
 
 def node_materializations(

@@ -61,6 +61,7 @@ from dagster_defs.observability import RunnerMetrics, TaskTelemetry
 from dagster_defs.queue import queue_for
 from dagster_defs.scene_lineage import cut_lineage
 from dagster_defs.schedules import build_schedule, canvas_name, load_schedules
+from dagster_defs.take_lineage import load_take_deps, take_lineage
 from dagster_defs.take_recorder import take_output_names as recorded_output_names
 from graph_runtime.canvas import CanvasGraph
 from graph_runtime.errors import TakeflowError
@@ -139,12 +140,18 @@ class _SpecBuilder:
         return out
 
 
-def _canvas_specs(canvas: SavedCanvas, shots: Iterable[str], specs: _SpecBuilder) -> None:
+def _canvas_specs(
+    canvas: SavedCanvas,
+    shots: Iterable[str],
+    specs: _SpecBuilder,
+    project: ProjectStore | None = None,
+) -> None:
     pid, plan = canvas.project_id, canvas.plan
     group = group_name(pid)
     used_by = [f"{canvas.name} ({canvas.path.name})"]
     for node in plan.nodes:
         deps = [node_asset_key(pid, canvas.name, u) for u in node.upstream]
+        deps += load_take_deps(project, node)  # another shot's take read in (continuity)
         for port, value in node.literals.items():
             spec = node.template.input(port)
             if spec is not None and spec.type.value == "asset" and isinstance(value, str):
@@ -325,6 +332,30 @@ def load_canvases(source: DefinitionsSource, errors: list[str]) -> list[SavedCan
     return canvases
 
 
+def _continuity_specs(project: ProjectStore, specs: _SpecBuilder) -> None:
+    group = group_name(project.id)
+    for lineage in take_lineage(project):
+        for dep in lineage.deps:
+            shot = "/".join(dep.path[2:5])
+            specs.add(dep, description=f"Takes of shot {shot}", group=group, shot=shot)
+        specs.add(
+            lineage.key,
+            lineage.deps,
+            description=f"Takes of shot {lineage.shot}; {lineage.take_id} continues the "
+            "takes upstream (load_take)",
+            group=group,
+            shot=lineage.shot,
+            takes_folder=f"03_Renders/{lineage.shot}/takes",
+        )
+
+
+def _project_of(source: DefinitionsSource, project_id: str) -> ProjectStore | None:
+    try:
+        return source.projects.get(project_id)
+    except TakeflowError:
+        return None
+
+
 def build_definitions(source: DefinitionsSource) -> Definitions:
     """Jobs, schedules and asset specs for every saved canvas in the source's home (a
     ``Runtime`` or the location's own ``LocationSource``)."""
@@ -361,11 +392,12 @@ def build_definitions(source: DefinitionsSource) -> Definitions:
         except TakeflowError as exc:
             errors.append(f"{canvas.project_id}/{SOURCE_DIR}/{canvas.path.name}: {exc.message}")
             log.warning("skipping schedules of %s: %s", canvas.path, exc.message)
-        _canvas_specs(canvas, shots, specs)
+        _canvas_specs(canvas, shots, specs, _project_of(source, canvas.project_id))
     for plan in load_shapes(source, jobs):
         jobs[job_name(plan)] = _shape_job(source, plan)
     for project in source.projects.list():  # assembled cuts: shot takes -> scene cut
         _cut_specs(project, specs)
+        _continuity_specs(project, specs)  # shot takes -> the shot takes they continue
 
     return Definitions(
         jobs=list(jobs.values()),

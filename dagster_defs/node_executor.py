@@ -31,6 +31,7 @@ from graph_runtime.errors import (
 from graph_runtime.events import EventBus, EventPayload, NodeState, NodeStateChanged, TaskProgress
 from graph_runtime.mapping import element_fraction, element_message, map_elements, reports_element
 from graph_runtime.projects import ProjectAssets, ProjectStore
+from graph_runtime.take_sources import ProjectTakes
 from graph_runtime.takes import Take
 from graph_runtime.tasks import TaskRecord
 from graph_runtime.templates import Quality
@@ -189,11 +190,13 @@ class NodeExecutor:
     def metrics(self) -> RunnerMetrics:
         return self.telemetry.metrics
 
-    def cache_keys(self, plan: ExecutionPlan) -> dict[str, str | None]:
+    def cache_keys(
+        self, plan: ExecutionPlan, project: ProjectStore | None = None
+    ) -> dict[str, str | None]:
         if self.node_cache is None:
             return {}
         quality = {n.id: n.properties.quality.value for n in plan.graph.nodes}
-        return node_cache_keys(plan, quality)
+        return node_cache_keys(plan, quality, project)
 
     def _node_state(
         self, execution: TaskExecution, node_id: str, state: NodeState, **data: Any
@@ -222,6 +225,7 @@ class NodeExecutor:
         services = dict(self.services)
         if execution.project is not None:
             services["assets"] = ProjectAssets(execution.project)
+            services["takes"] = ProjectTakes(execution.project)
         reporter = NodeReporter(self.bus, execution, node, services)
         self._node_state(execution, node.node_id, NodeState.RUNNING, template=node.template.ref)
         started = time.perf_counter()
@@ -242,6 +246,8 @@ class NodeExecutor:
         execution.timings_ms[node.node_id] = round(duration, 3)
         if "seed" in outputs:
             execution.seeds[node.node_id] = outputs["seed"]
+        if key is not None and node.template.state_key is not None:
+            key = self._state_held(execution, node, key)
         if key is not None and self.node_cache is not None:
             self.node_cache.put(key, outputs)
         self._node_state(
@@ -252,6 +258,21 @@ class NodeExecutor:
             outputs={k: summarize(v) for k, v in outputs.items()},
         )
         return outputs
+
+    def _state_held(self, execution: TaskExecution, node: PlannedNode, key: str) -> str | None:
+        """``key`` if the outside state the node read (``FunctionTemplate.state_key``: e.g. the
+        active take) is still the one its key was made with; else None, and the keys of the
+        nodes below it are dropped too, so no result is cached under a state it was not made
+        from (the active take moved while the task ran)."""
+        if self.cache_keys(execution.plan, execution.project).get(node.node_id) == key:
+            return key
+        dropped = {node.node_id}
+        for planned in execution.plan.nodes:
+            if dropped.intersection(planned.upstream):
+                dropped.add(planned.node_id)
+        for node_id in dropped:
+            execution.cache_keys[node_id] = None
+        return None
 
     def _cached(
         self, execution: TaskExecution, node: PlannedNode, key: str | None

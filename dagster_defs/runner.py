@@ -310,7 +310,7 @@ class TaskRunner:
                 return False
             execution = TaskExecution(
                 record, plan, project, run_id, signal=signal,
-                cache_keys=self.executor.cache_keys(plan),
+                cache_keys=self.executor.cache_keys(plan, project),
             )  # fmt: skip
             self._track(execution)
             success, dagster_error = execute(execution)
@@ -345,7 +345,7 @@ class TaskRunner:
             project,
             context.run_id,
             adopted=True,
-            cache_keys=self.executor.cache_keys(adopted.plan),
+            cache_keys=self.executor.cache_keys(adopted.plan, project),
         )
         execution.error = error
         self._track(execution)

@@ -15,6 +15,7 @@ from dagster_defs.observability import TaskTelemetry
 from graph_runtime.errors import TakeflowError
 from graph_runtime.events import EventBus, TakeCreated
 from graph_runtime.takes import OutputFile, Take
+from graph_runtime.templates import PortType
 from graph_runtime.validation import ExecutionPlan
 from nodes.png_text import with_takeflow_graph
 from nodes.values import media_facts, to_output_files
@@ -82,6 +83,8 @@ class TakeRecorder:
         for name, (nid, port) in take_output_names(plan).items():
             spec = plan.node(nid).template.output(port)
             assert spec is not None  # the names come from the template's own outputs
+            if spec.type == PortType.VIDEO and terminal_outputs[nid][port] is None:
+                continue  # no video (load_take of an image take): no file, not a JSON null
             files.extend(to_output_files(name, spec.type, terminal_outputs[nid][port]))
             if (facts := media_facts(terminal_outputs[nid][port])) is not None:
                 media[name] = facts  # a video: fps, frame count, duration, codec

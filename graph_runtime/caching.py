@@ -20,13 +20,26 @@ def _uncacheable(node: PlannedNode) -> bool:
     return not node.template.cacheable or (isinstance(seed, int) and seed < 0)
 
 
-def node_cache_keys(plan: ExecutionPlan, quality: Mapping[str, str]) -> dict[str, str | None]:
+def _state(node: PlannedNode, project: Any) -> str | None:
+    """The node's outside state (``FunctionTemplate.state_key``), ``""`` when it has none,
+    ``None`` when it cannot be known now (no project, a linked input, nothing to read)."""
+    resolve = node.template.state_key
+    if resolve is None:
+        return ""
+    return None if project is None else resolve(project, node.literals)
+
+
+def node_cache_keys(
+    plan: ExecutionPlan, quality: Mapping[str, str], project: Any = None
+) -> dict[str, str | None]:
     """Cache key per node (``None``: never cached). Keys chain through links, so a change
-    anywhere upstream changes every key below it."""
+    anywhere upstream changes every key below it. ``project`` (the task's) resolves the state
+    of templates with a ``state_key`` (``load_take``: which take, its content hash)."""
     keys: dict[str, str | None] = {}
     salts: dict[str, str] = {}
     for node in plan.nodes:
-        if _uncacheable(node):
+        state = _state(node, project)
+        if _uncacheable(node) or state is None:
             keys[node.node_id] = None
             salts[node.node_id] = uuid.uuid4().hex  # descendants must not hit either
             continue
@@ -47,6 +60,7 @@ def node_cache_keys(plan: ExecutionPlan, quality: Mapping[str, str]) -> dict[str
                 if (spec := node.template.input(name)) is None or spec.affects_output
             },
             "links": links,
+            **({"state": state} if state else {}),
         }
         raw = json.dumps(body, sort_keys=True, default=str, separators=(",", ":"))
         keys[node.node_id] = hashlib.sha256(raw.encode()).hexdigest()

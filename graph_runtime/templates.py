@@ -81,6 +81,10 @@ class InputSpec:
     choices: tuple[Any, ...] | None = None
     multiline: bool = False
     multiple_of: int | None = None
+    # with ``multiple_of``: the value is ``multiple_of * k + multiple_offset`` (LTX frames: 8k+1)
+    multiple_offset: int = 0
+    # a regular expression a text value must match in full (the description says the form)
+    pattern: str | None = None
     affects_output: bool = True  # False: how it runs, not what it makes (left out of cache keys)
     # True: a list linked here arrives whole (collected); False: a list output linked here makes
     # the node run once per element (``graph_runtime/mapping.py``)
@@ -101,8 +105,13 @@ class InputSpec:
             schema["maximum"] = self.maximum
         if self.choices is not None:
             schema["enum"] = list(self.choices)
-        if self.multiple_of is not None:
+        if self.multiple_of is not None and not self.multiple_offset:
             schema["multipleOf"] = self.multiple_of
+        elif self.multiple_of is not None:  # JSON Schema's multipleOf has no remainder
+            schema["x-multiple-of"] = self.multiple_of
+            schema["x-multiple-offset"] = self.multiple_offset
+        if self.pattern is not None:
+            schema["pattern"] = self.pattern
         if self.multiline:
             schema["x-multiline"] = True
         return schema
@@ -180,6 +189,12 @@ class FunctionTemplate:
     aliases: tuple[str, ...] = ()
     timeout_s: float | None = None
     requires: tuple[str, ...] = ()  # service names (``graph_runtime.services``) it runs on
+    # What the outputs depend on outside the inputs (e.g. the take ``active`` names today), from
+    # the task's project and the node's literal inputs, when the task starts; it goes into the
+    # node's cache key. ``None`` from it (or no project): the node is not cached.
+    state_key: Callable[[Any, Mapping[str, Any]], str | None] | None = field(
+        default=None, compare=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         if not _ID_RE.fullmatch(self.id):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import graphlib
 import math
+import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -122,14 +123,37 @@ def _check_literal(node: CanvasNode, spec: InputSpec, value: Any) -> GraphIssue 
                 f"input '{spec.name}' is {value}, above the maximum {spec.maximum:g}",
             )
         step = spec.multiple_of
-        if step and isinstance(value, int) and value % step:
-            lower = value - value % step
-            return issue(
-                "not_a_multiple",
-                f"input '{spec.name}' is {value}, not a multiple of {step}; "
-                f"try {lower} or {lower + step}",
-            )
+        if step and isinstance(value, int) and (value - spec.multiple_offset) % step:
+            return issue("not_a_multiple", _multiple_message(node.id, spec, value, step))
+    pattern = spec.pattern
+    if pattern is not None and isinstance(value, str) and not re.fullmatch(pattern, value):
+        form = f" ({spec.description})" if spec.description else ""
+        return issue(
+            "invalid_format",
+            f"node '{node.id}': input '{spec.name}' is {_short(value)}, "
+            f"not of the form{form} /{pattern}/",
+        )
     return None
+
+
+def _multiple_message(node_id: str, spec: InputSpec, value: int, step: int) -> str:
+    """Why ``value`` breaks ``multiple_of`` (and ``multiple_offset``), with the two nearest."""
+    offset = spec.multiple_offset
+    lower = value - (value - offset) % step
+    if not offset:
+        return (
+            f"input '{spec.name}' is {value}, not a multiple of {step}; "
+            f"try {lower} or {lower + step}"
+        )
+    first = offset % step
+    if spec.minimum is not None and first < spec.minimum:
+        first += math.ceil((spec.minimum - first) / step) * step
+    examples = ", ".join(str(first + step * k) for k in range(3))
+    near = [n for n in (lower, lower + step) if spec.minimum is None or n >= spec.minimum]
+    return (
+        f"node '{node_id}': input '{spec.name}' must be {step}k+{offset}: {examples}, ..., "
+        f"got {value}; try {' or '.join(str(n) for n in near)}"
+    )
 
 
 MAX_INTEGER = 2**63 - 1  # what every consumer of an integer port (numpy, torch, SQLite) holds

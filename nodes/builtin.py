@@ -20,6 +20,7 @@ from nodes.animated import TEMPLATES as ANIMATED_TEMPLATES
 from nodes.assembly import TEMPLATES as ASSEMBLY_TEMPLATES
 from nodes.images import check_image_size, open_image
 from nodes.masks import TEMPLATES as MASK_TEMPLATES
+from nodes.take_io import TEMPLATES as TAKE_IO_TEMPLATES
 from nodes.video_templates import TEMPLATES as VIDEO_TEMPLATES
 
 T = PortType
@@ -280,3 +281,4 @@ TEMPLATES += MASK_TEMPLATES  # nodes.masks: load / image to / grow mask, pad for
 
 TEMPLATES += VIDEO_TEMPLATES  # nodes.video_templates: frames <-> video, trim, concat, ...
 TEMPLATES += ASSEMBLY_TEMPLATES  # nodes.assembly: a scene's shots cut into one MP4
+TEMPLATES += TAKE_IO_TEMPLATES  # nodes.take_io: load_take (shot continuity on the canvas)

@@ -4,7 +4,10 @@ and, when diffusers is installed, the demo diffusion model.
 The demo project starts with saved canvases, so that the editor and the Dagster UI have
 something to show on first start: ``poster`` (builtin CPU templates, with a sample schedule
 sidecar, stopped), ``dream`` (``image_generation`` with the demo model) and ``hires_fix``
-(generate, upscale with the demo upscale model, image to image at 0.5). They are committed
+(generate, upscale with the demo upscale model, image to image at 0.5), and two continuous
+shots on the demo video model: ``shot_video`` (text to video into ``ch01/sc01/sh010``) and
+``next_shot`` (``load_take`` of that shot's active take, its last frame, image to video into
+``sh020``), ready to be assembled in the scene view. They are committed
 to the project's repository like canvases the editor saves.
 """
 
@@ -34,6 +37,8 @@ EXAMPLE_FILES = (
     "hires_fix.takeflow.json",
     "controlnet.takeflow.json",
     "lora.takeflow.json",
+    "shot_video.takeflow.json",  # text_to_video on demo-video -> a take of ch01/sc01/sh010
+    "next_shot.takeflow.json",  # load_take(sh010) -> last frame -> image_to_video -> sh020
 )
 
 

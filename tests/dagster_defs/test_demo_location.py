@@ -31,6 +31,9 @@ def test_fresh_demo_home_lists_two_jobs_and_the_sample_schedule(demo_runtime: Ru
     assert {"controlnet", "dream", "hires_fix", "inpaint", "lora", "outpaint", "poster"} <= set(
         canvases
     )
+    continuity = [n.template.id for n in canvases["next_shot"].plan.nodes]  # two shots in a row
+    assert continuity == ["load_take", "extract_frame", "image_to_video"]
+    assert canvases["shot_video"].graph.context.shot == "ch01/sc01/sh010"
     guided = {n.template.id for n in canvases["controlnet"].plan.nodes}
     assert {"canny", "controlnet", "image_generation"} <= guided
     hires = [n.template.id for n in canvases["hires_fix"].plan.nodes]

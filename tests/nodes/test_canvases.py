@@ -16,6 +16,7 @@ from nodes.diffusion.controlnet import ensure_demo_controlnet
 from nodes.diffusion.demo_lora import ensure_demo_lora
 from nodes.diffusion.inpaint_demo import ensure_demo_inpaint_model
 from nodes.diffusion.upscale_demo import ensure_demo_upscale_model
+from nodes.diffusion.video_demo import ensure_demo_video_model
 from stores.home import TakeflowHome
 from tests.nodes.test_diffusion import run
 
@@ -27,6 +28,7 @@ CANVASES = sorted(
     [*ROOT.glob("examples/*.json"), *ROOT.glob("server/demo/canvases/*.takeflow.json")]
 )
 GENERATION = {"image_generation", "image_to_image"}
+SHOT_VIDEO = ROOT / "server" / "demo" / "canvases" / "shot_video.takeflow.json"
 
 
 @pytest.mark.parametrize("path", CANVASES, ids=lambda p: str(p.relative_to(ROOT)))
@@ -45,8 +47,16 @@ def test_example_canvas_validates_and_runs(
     for node in raw["nodes"]:
         if node["template"].split("@")[0] in GENERATION:  # few steps: the pipes, not the art
             node["inputs"]["steps"] = {"kind": "literal", "value": 2}
+    if "demo-video" in text:
+        ensure_demo_video_model(diffusion_home)
     graph = CanvasGraph.model_validate(raw)
     validate_graph(graph, diffusion_runtime.registry)
+    for node in raw["nodes"]:  # a continuity canvas reads a take of another shot: make it
+        if node["template"] == "load_take":
+            shot = node["inputs"]["shot"]["value"]
+            first = CanvasGraph.model_validate_json(SHOT_VIDEO.read_text())
+            made, _ = run(diffusion_runtime, first, project_id="demo", shot=shot)
+            assert made.status == TaskStatus.COMPLETED, made.error
     record, _ = run(diffusion_runtime, graph, project_id="demo", shot="ch01/sc01/sh010")
     assert record.status == TaskStatus.COMPLETED, record.error
     assert project.takes.list("ch01/sc01/sh010")

@@ -1,7 +1,7 @@
 """Generated video through the real runtime (Dagster, take store, git + LFS) on the tiny
 LTX-Video model: text_to_video and image_to_video takes decode back with the requested frame
 count and fps, and one shot's take continues into the next: its last frame, extracted on the
-canvas, is the conditioning frame the next shot's take records."""
+canvas, is the conditioning frame the next shot's take records (read with ``load_take``)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from graph_runtime.canvas import CanvasGraph
+from graph_runtime.errors import GraphValidationError
 from graph_runtime.tasks import TaskStatus
 from nodes.diffusion.video_demo import DEMO_VIDEO_MODEL, build_random_video_pipeline
 from nodes.diffusion.video_generation import image_content_hash
@@ -104,14 +105,11 @@ def test_text_to_video_then_image_to_video_from_the_takes_last_frame(
     assert len(previews) == 1  # step 2 of 3: a frame of the clip being denoised, as a JPEG
     assert Path(project.abs(previews[0])).read_bytes()[:2] == b"\xff\xd8"
 
-    # The take, brought in as an asset, feeds shot B: load -> extract_frame(last) -> i2v.
-    asset = project.path / "01_Assets" / "takes" / "sh010_take_001.mp4"
-    asset.parent.mkdir(parents=True, exist_ok=True)
-    asset.write_bytes(Path(project.abs(mp4_a.path)).read_bytes())
+    # Shot A's active take feeds shot B on the canvas: load_take -> extract_frame(last) -> i2v.
     shot_b = _graph(
         "shot b",
-        {"id": "prev", "template": "load_video",
-         "inputs": {"asset": _lit("asset://takes/sh010_take_001.mp4")}},
+        {"id": "prev", "template": "load_take",
+         "inputs": {"shot": _lit(SHOT_A), "take": _lit("active")}},
         {"id": "last", "template": "extract_frame",
          "inputs": {"video": _link("prev", "video"), "mode": _lit("last")}},
         {"id": "gen", "template": "image_to_video",
@@ -133,14 +131,53 @@ def test_text_to_video_then_image_to_video_from_the_takes_last_frame(
     first_frame = Image.open(project.abs(take_b.outputs["first_frame"].path))
     assert image_content_hash(first_frame) == last_of_a  # the PNG in the take, lossless
     assert image_content_hash(frames_a[0]) != last_of_a  # a frame that moved, not the first
+    assert recorded["source_take"] == {
+        "shot": SHOT_A, "take_id": "take_001", "output": "video", "sha256": mp4_a.sha256,
+        "file": mp4_a.path,
+    }  # fmt: skip
 
 
-def test_a_bad_frame_count_fails_the_task_naming_the_input(
+def test_a_bad_frame_count_is_refused_at_validation_naming_node_and_input(
     video_runtime: Any, project: Any
 ) -> None:
     graph = _graph("bad", {"id": "gen", "template": "text_to_video", "inputs": _inputs(
         prompt="x", frames=16, fps=12.0, seed=1)})  # fmt: skip
-    record, _ = run(video_runtime, graph, project_id="demo", shot=SHOT_A)
-    assert record.status == TaskStatus.FAILED
-    assert "input 'frames'" in str(record.error) and "8k+1" in str(record.error)
+    with pytest.raises(GraphValidationError) as caught:
+        video_runtime.runner.submit(graph, project_id="demo", shot=SHOT_A)
+    (issue,) = caught.value.issues
+    assert (issue.code, issue.node_id, issue.port) == ("not_a_multiple", "gen", "frames")
+    assert issue.message == (
+        "node 'gen': input 'frames' must be 8k+1: 9, 17, 25, ..., got 16; try 9 or 17"
+    )
     assert project.takes.list(SHOT_A) == []
+
+
+def test_the_demo_canvases_make_two_continuous_shots_that_assemble_into_the_scene(
+    video_runtime: Any, project: Any
+) -> None:
+    """``serve --demo``'s shot_video then next_shot (as saved), then the scene's cut."""
+    from graph_runtime.assembly import TEMPLATE_ID, AssemblyRequest, plan_assembly
+    from graph_runtime.canvas import single_node_graph
+
+    demo = Path(__file__).resolve().parents[2] / "server" / "demo" / "canvases"
+    for name in ("shot_video", "next_shot"):
+        graph = CanvasGraph.model_validate_json((demo / f"{name}.takeflow.json").read_text())
+        record, _ = run(video_runtime, graph, project_id="demo", shot=graph.context.shot)
+        assert record.status == TaskStatus.COMPLETED, record.error
+    (take_a,) = project.takes.list(SHOT_A)
+    (take_b,) = project.takes.list(SHOT_B)
+    frames_a, _ = _decode(Path(project.abs(take_a.outputs["video"].path)))
+    recorded = _take_json(project, take_b)
+    assert recorded["conditioning_image_sha256"] == image_content_hash(frames_a[-1])
+    assert recorded["source_take"]["take_id"] == take_a.take_id
+
+    plan = plan_assembly(project, AssemblyRequest(scene="ch01/sc01"))
+    assert [(s["shot"], s["take_id"]) for s in plan["shots"]] == [
+        (SHOT_A, take_a.take_id), (SHOT_B, take_b.take_id)
+    ]  # fmt: skip
+    record, _ = run(video_runtime, single_node_graph(TEMPLATE_ID, {"plan": plan}),
+                    project_id="demo", shot=plan["shot"])  # fmt: skip
+    assert record.status == TaskStatus.COMPLETED, record.error
+    (cut,) = project.takes.list("ch01/sc01/_cut")
+    frames, fps = _decode(Path(project.abs(cut.outputs["video"].path)))
+    assert (len(frames), fps) == (18, Fraction(8))  # 9 + 9 frames at the shots' 8 fps
