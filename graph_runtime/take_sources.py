@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from graph_runtime.assembly import media_output
+from graph_runtime.assembly import NoActiveTakeError, UnknownShotError, media_output
 from graph_runtime.canvas import SHOT_PATTERN
 from graph_runtime.errors import TakeflowError
 from graph_runtime.projects import ProjectStore
@@ -28,16 +28,8 @@ class TakeSourceError(TakeflowError):
     http_status = 422
 
 
-class UnknownShotError(TakeSourceError):
-    code = "unknown_shot"
-
-
 class UnknownTakeError(TakeSourceError):
     code = "unknown_take"
-
-
-class NoActiveTakeError(TakeSourceError):
-    code = "no_active_take"
 
 
 class UnknownTakeOutputError(TakeSourceError):

@@ -21,9 +21,9 @@ from graph_runtime.templates import (
     OutputSpec,
     PortType,
     ProgressReporter,
-    TemplateFn,
 )
 from nodes.video import MAX_FRAMES, PIXEL_FORMAT, Video, VideoWriter, check_size, new_video_path
+from nodes.video_templates import video_template
 
 if TYPE_CHECKING:
     from av.video.stream import VideoStream
@@ -234,23 +234,7 @@ def video_as_mp4(ctx: ProgressReporter, inputs: Inputs) -> dict[str, Any]:
                                 video.frame_count)}  # fmt: skip
 
 
-def _t(
-    fn: TemplateFn,
-    name: str,
-    description: str,
-    inputs: tuple[InputSpec, ...],
-    outputs: tuple[OutputSpec, ...],
-) -> FunctionTemplate:
-    return FunctionTemplate(
-        id=fn.__name__,
-        version="1.0.0",
-        name=name,
-        category="video",
-        description=description,
-        inputs=inputs,
-        outputs=outputs,
-        fn=fn,
-    )
+_t = video_template
 
 
 _IMAGES = InputSpec(

@@ -216,13 +216,14 @@ def load_video(ctx: ProgressReporter, inputs: Inputs) -> dict[str, Any]:
     return {"video": video, "frame_count": video.frame_count, "fps": float(video.fps)}
 
 
-def _t(
+def video_template(
     fn: TemplateFn,
     name: str,
     description: str,
     inputs: tuple[InputSpec, ...],
     outputs: tuple[OutputSpec, ...],
 ) -> FunctionTemplate:
+    """A version-1.0.0 template of category ``video``, its id the function's name."""
     return FunctionTemplate(
         id=fn.__name__,
         version="1.0.0",
@@ -235,6 +236,7 @@ def _t(
     )
 
 
+_t = video_template
 _VIDEO_IN = InputSpec("video", T.VIDEO, required=True)
 _VIDEO_OUT = OutputSpec("video", T.VIDEO, "H.264 MP4 (yuv420p)")
 _FPS = InputSpec("fps", T.FLOAT, "frames per second", default=24.0, minimum=0.01, maximum=240.0)
