@@ -160,3 +160,15 @@ def test_take_records_loras_and_whether_they_ran_fused(
     assert take.metadata["loras"] == [{"name": "style/a.safetensors", "sha256": sha,
                                        "strength_model": 0.7, "strength_clip": 0.3}]  # fmt: skip
     assert take.metadata["lora_fused"] is True  # the default policy: always
+
+
+def test_a_bad_lora_fuse_value_names_the_key() -> None:
+    from pydantic import ValidationError
+
+    from nodes.diffusion.config import DiffusionConfig
+
+    assert DiffusionConfig.model_validate({}).diffusion.lora_fuse == "always"
+    with pytest.raises(ValidationError) as bad:
+        DiffusionConfig.model_validate({"diffusion": {"lora_fuse": "sometimes"}})
+    assert bad.value.errors()[0]["loc"] == ("diffusion", "lora_fuse")
+    assert "'auto', 'always' or 'never'" in str(bad.value)
