@@ -24,12 +24,12 @@ same guard as every other use of the cached pipeline).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any
 
-FuseMode = Literal["auto", "always", "never"]
-FUSE_MODES: tuple[str, ...] = ("auto", "always", "never")
+log = logging.getLogger(__name__)
 Stack = tuple[tuple[str, float, float], ...]  # (adapter, strength_model, strength_clip)
 
 
@@ -101,19 +101,27 @@ def fuse(components: Iterable[Any], state: FuseState, stack: Stack) -> bool:
         if active is None:
             return False
         plans.append((parent, attr, wrapper, active))
-    with torch.no_grad():
-        for parent, attr, wrapper, active in plans:
-            base = wrapper.get_base_layer()
-            original = None
-            if active:
-                weight = base.weight
-                original = weight.detach().clone()
-                total = original.to(torch.float32)
-                for adapter, scale in active:
-                    total = total + _delta(wrapper, adapter, weight.shape) * scale
-                weight.copy_(total.to(weight.dtype))
-            setattr(parent, attr, base)
-            state.patches.append(_Patch(parent, attr, wrapper, base, original))
+    try:
+        with torch.no_grad():
+            for parent, attr, wrapper, active in plans:
+                base = wrapper.get_base_layer()
+                patch = _Patch(parent, attr, wrapper, base)
+                state.patches.append(patch)
+                setattr(parent, attr, base)
+                if active:
+                    weight = base.weight
+                    patch.original = weight.detach().clone()
+                    total = patch.original.to(torch.float32)
+                    for adapter, scale in active:
+                        total = total + _delta(wrapper, adapter, weight.shape) * scale
+                    weight.copy_(total.to(weight.dtype))
+    except torch.OutOfMemoryError:  # no room for the copies: this stack runs on peft's path
+        restore(state)
+        log.warning("not enough memory to fuse the LoRA stack; running it unfused")
+        return False
+    except BaseException:
+        restore(state)
+        raise
     state.stack = stack
     if stack:
         state.fuses += 1

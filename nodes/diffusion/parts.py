@@ -4,8 +4,9 @@
 (provenance) and rewrites ``embedding:name`` in prompts to the embedding's token. ``apply_parts``
 runs on the device thread before each batch: it loads what is missing onto the cached pipeline
 (each LoRA once per content hash, as a peft adapter through diffusers' adapter API; each VAE and
-embedding once) and activates the batch's set. The base weights are never copied or reloaded,
-so switching LoRA sets between batches costs an adapter switch, not a model load.
+embedding once) and activates the batch's set, fused into the weights per ``lora_fuse.py``.
+The base model is never reloaded: switching LoRA sets between batches costs an adapter switch
+(and a fuse), not a model load.
 
 torch and diffusers are imported on first use.
 """

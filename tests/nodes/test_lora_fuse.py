@@ -172,3 +172,30 @@ def test_a_bad_lora_fuse_value_names_the_key() -> None:
         DiffusionConfig.model_validate({"diffusion": {"lora_fuse": "sometimes"}})
     assert bad.value.errors()[0]["loc"] == ("diffusion", "lora_fuse")
     assert "'auto', 'always' or 'never'" in str(bad.value)
+
+
+def test_a_fuse_failing_halfway_leaves_the_base_weights_exact(
+    tiny_model_dir: Path, kohya_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nodes.diffusion import lora_fuse
+    from nodes.diffusion.folders import load_weights
+    from tests.nodes.test_lora import _fresh
+
+    pipe = _fresh(tiny_model_dir)
+    pipe.load_lora_weights(dict(load_weights(kohya_files["a"])), adapter_name="a")
+    before = _weights(pipe)
+    calls = {"n": 0}
+    real = lora_fuse._delta
+
+    def failing(*args: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise RuntimeError("device lost")
+        return real(*args)
+
+    monkeypatch.setattr(lora_fuse, "_delta", failing)
+    state = lora_fuse.FuseState()
+    with pytest.raises(RuntimeError, match="device lost"):
+        lora_fuse.fuse(lora_fuse.lora_components(pipe), state, (("a", 1.0, 1.0),))
+    assert state.stack is None and not state.patches and calls["n"] == 5
+    assert _same(before, _weights(pipe))
