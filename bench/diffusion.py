@@ -11,6 +11,7 @@ Usage:
     .venv/bin/python bench/diffusion.py --only upscale   # only the upscale tiles/s rows
     .venv/bin/python bench/diffusion.py --only previews  # only previews on vs off
     .venv/bin/python bench/diffusion.py --only toolbox   # LoRA, ControlNet, previews, upscale
+    .venv/bin/python bench/diffusion.py --only lora      # LoRA unfused vs fused vs none
 
 Every mode runs in this one process on the same loaded pipeline (the process's pipeline cache),
 one after another. Per-image figures are median / p95 in ms; the overhead ratio is
@@ -207,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window-ms", type=float, default=50.0)
     parser.add_argument(
         "--only",
-        choices=("upscale", "previews", "toolbox"),
+        choices=("upscale", "previews", "toolbox", "lora"),
         help="run only these rows (toolbox: LoRA, ControlNet, previews, upscale)",
     )
     args = parser.parse_args(argv)
@@ -248,6 +249,10 @@ def _run(args: argparse.Namespace, model: str, size: int, tmp: Path) -> int:
     service = diffusion_service(home, args.device, 1, 0)
     request = GenerationRequest(**{k: v for k, v in values.items()}, seed=0)
     service.generate(request, NullReporter())  # load + warm up
+    if args.only == "lora":  # bench/diffusion_lora.py only
+        lora_rows(args, home, folder, values, service)
+        service.close()
+        return 0
     if args.only == "toolbox":  # the image toolbox's rows only, in one run
         lora_rows(args, home, folder, values, service)  # bench/diffusion_lora.py
         controlnet_vs_none(args, home, folder, values)

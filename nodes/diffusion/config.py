@@ -34,7 +34,8 @@ class DiffusionSettings(BaseModel):
     batched even with a window of 0. ``memory_budget_gb`` caps the loaded pipelines (default: 80%
     of the GPU's memory, or half the RAM on CPU). ``clip_vocab``: the CLIP BPE merges file
     (``bpe_simple_vocab_16e6.txt.gz``) for single-file checkpoints, when no installed package
-    ships it.
+    ships it. ``lora_fuse``: when a LoRA stack is fused into the weights (``always``, ``auto``:
+    from its second consecutive batch, ``never``: peft's extra matmuls); docs/models.md.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -47,6 +48,7 @@ class DiffusionSettings(BaseModel):
     idle_exit_s: Annotated[float, Field(gt=0)] = 30.0
     clip_vocab: str | None = None
     preview_size: Annotated[int, Field(ge=16, le=2048)] = 512
+    lora_fuse: Literal["auto", "always", "never"] = "always"  # nodes/diffusion/lora_fuse.py
 
     @model_validator(mode="before")
     @classmethod

@@ -4,8 +4,9 @@
 (provenance) and rewrites ``embedding:name`` in prompts to the embedding's token. ``apply_parts``
 runs on the device thread before each batch: it loads what is missing onto the cached pipeline
 (each LoRA once per content hash, as a peft adapter through diffusers' adapter API; each VAE and
-embedding once) and activates the batch's set. The base weights are never copied or reloaded,
-so switching LoRA sets between batches costs an adapter switch, not a model load.
+embedding once) and activates the batch's set, fused into the weights per ``lora_fuse.py``.
+The base model is never reloaded: switching LoRA sets between batches costs an adapter switch
+(and a fuse), not a model load.
 
 torch and diffusers are imported on first use.
 """
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from graph_runtime.errors import ModelNotFoundError
 from nodes.diffusion.folders import KINDS, ModelFile, ModelFolders, load_weights
+from nodes.diffusion.lora_fuse import FuseState, fuse, lora_components, restore, wants_fuse
 from nodes.diffusion.requests import GenerationRequest, InvalidGenerationRequest, ModelLoadError
 
 if TYPE_CHECKING:
@@ -82,12 +84,15 @@ class ModelParts:
     vae_sha256: str | None = None
     clip_skip: int = 0
     embeddings: tuple[ResolvedEmbedding, ...] = ()
+    lora_fused: bool | None = None  # set by the device thread (nodes/diffusion/lora_fuse.py)
 
     def metadata(self) -> dict[str, Any]:
         """What the take records (only what was used)."""
         out: dict[str, Any] = {}
         if self.loras:
             out["loras"] = [lora.describe() for lora in self.loras]
+            if self.lora_fused is not None:
+                out["lora_fused"] = self.lora_fused
         if self.vae is not None:
             out["vae"] = {"name": self.vae.name, "sha256": self.vae_sha256}
         if self.clip_skip:
@@ -175,6 +180,7 @@ class _PartsState:
     base_vae: Any = None
     switches: int = 0  # adapter set changes (for tests and benchmarks)
     adapter_loads: int = 0
+    fuse: FuseState = field(default_factory=FuseState)  # the stack fused into the weights
 
 
 def state_of(entry: LoadedPipeline) -> _PartsState:
@@ -186,11 +192,11 @@ def state_of(entry: LoadedPipeline) -> _PartsState:
 
 
 def apply_parts(
-    entry: LoadedPipeline, pipe: Any, parts: Sequence[ModelParts | None]
+    entry: LoadedPipeline, pipe: Any, parts: Sequence[ModelParts | None], fuse_mode: str = "never"
 ) -> dict[str, Any]:
     """Make ``pipe`` (a variant of ``entry``'s pipeline) run with the batch's parts; the extra
     call arguments. All items of a batch share LoRAs, VAE and CLIP skip (the batch key);
-    their embeddings are all loaded."""
+    their embeddings are all loaded. ``fuse_mode``: ``diffusion.lora_fuse``."""
     first = parts[0] if parts else None
     state = state_of(entry)
     base = entry.pipe
@@ -200,9 +206,18 @@ def apply_parts(
                 _load_embedding(base, embedding)
                 state.embeddings.add(embedding.sha256)
     loras = first.loras if first is not None else ()
+    stack = tuple((lora.adapter, lora.strength_model, lora.strength_clip) for lora in loras)
+    fusing = state.fuse
+    want = wants_fuse(fuse_mode, fusing, stack, len(parts))
+    if fusing.stack is not None and (fusing.stack != stack or not want):
+        restore(fusing)  # before peft sees the model again: the wrappers go back in
     for lora in loras:
         _ensure_adapter(entry, state, lora, keep={x.adapter for x in loras})
-    _activate(base, state, loras)
+    if fusing.stack is None:
+        _activate(base, state, loras)
+        if want and state.adapters:
+            fuse(lora_components(base), fusing, stack)
+    fusing.previous = stack
     vae = state.base_vae
     if first is not None and first.vae is not None and first.vae_sha256 is not None:
         vae = state.vaes.get(first.vae_sha256)

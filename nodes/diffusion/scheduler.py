@@ -23,6 +23,7 @@ from graph_runtime.errors import TaskCancelledError
 from nodes.diffusion.config import DiffusionSettings
 from nodes.diffusion.controlnet import ControlNetCache
 from nodes.diffusion.controlnet import call_kwargs as control_kwargs
+from nodes.diffusion.lora_fuse import mark_fused
 from nodes.diffusion.models import ModelSpec
 from nodes.diffusion.parts import apply_parts
 from nodes.diffusion.pipeline_cache import PipelineCache
@@ -177,7 +178,9 @@ class BatchScheduler:
             entry = self.cache.get(items[0].spec, self._device())
             with entry.lock:
                 pipe = entry.pipeline_for(first.kind, first.scheduler, first.sigmas)
-                extra = apply_parts(entry, pipe, [i.parts for i in items])  # LoRAs, VAE, ...
+                extra = apply_parts(entry, pipe, [i.parts for i in items],
+                                    self.settings.lora_fuse)  # LoRAs, VAE, ...  # fmt: skip
+                mark_fused(entry, items)
                 if first.controls:  # the ControlNet variant shares the patched components
                     pipe = self.controlnets.pipeline(pipe, first.kind, first.controls)
                 images = pipe(**self._call_kwargs(pipe, items, record), **extra).images

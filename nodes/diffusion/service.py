@@ -129,7 +129,7 @@ class DiffusionService:
             raise
         if item.error is not None:
             raise item.error
-        return GenerationResult(item.image, seed, spec, item.batch_size, self.device, parts)
+        return GenerationResult(item.image, seed, spec, item.batch_size, self.device, item.parts)
 
     def _follow(self, item: WorkItem, ctx: ProgressReporter) -> None:
         """Report the item's steps from the calling thread until the device thread is done."""
