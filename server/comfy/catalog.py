@@ -179,7 +179,8 @@ def _models(catalog: Catalog) -> list[str]:
 
 
 def _input_files(catalog: Catalog) -> list[str]:
-    return catalog.input_files()
+    """LoadImage's choices: the input folder without its videos (LoadVideo lists those)."""
+    return [f for f in catalog.input_files() if not f.lower().endswith(VIDEO_FILES)]
 
 
 def _loras(catalog: Catalog) -> list[str]:

@@ -211,6 +211,8 @@ def test_an_uploaded_mp4_split_and_put_together_again(
     assert status == 200 and uploaded["name"] == "shot.mp4"
     _, info = client.get("/object_info/LoadVideo")
     assert "shot.mp4" in info["LoadVideo"]["input"]["required"]["file"][0]
+    _, info = client.get("/object_info/LoadImage")  # as ComfyUI: images only
+    assert "shot.mp4" not in info["LoadImage"]["input"]["required"]["image"][0]
     prompt: dict[str, Any] = {
         "1": {"class_type": "LoadVideo", "inputs": {"file": "shot.mp4"}},
         "2": {"class_type": "GetVideoComponents", "inputs": {"video": ["1", 0]}},
