@@ -277,6 +277,9 @@ def test_first_screen_opens_a_demo_canvas_in_one_click(browser: Any, demo_server
         first.wait_for()
         assert "add a node" in first.inner_text()
         assert page.get_by_test_id("project-select").input_value() == "demo"
+        for name in ("poster", "dream", "shot_video", "next_shot"):  # every demo canvas shows
+            assert first.get_by_test_id(f"first-open-{name}").count() == 1, name
+        assert first.get_by_test_id("first-more").count() == 0
         first.get_by_test_id("first-open-poster").click()  # one step
         page.get_by_test_id("notice").filter(has_text="Loaded poster").wait_for()
         assert page.locator(".svelte-flow__node").count() > 0
