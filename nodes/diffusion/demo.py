@@ -187,12 +187,20 @@ def build_random_pipeline(
     return folder
 
 
-def _is_current(folder: Path) -> bool:
+def read_marker(folder: Path, name: str = _MARKER) -> dict[str, Any]:
+    """A demo model folder's build marker (``{}`` when it is missing or unreadable)."""
     try:
-        marker = json.loads((folder / _MARKER).read_text())
+        marker = json.loads((folder / name).read_text())
     except (FileNotFoundError, ValueError):
-        return False
-    return marker.get("revision") == DEMO_REVISION and (folder / "model_index.json").is_file()
+        return {}
+    return marker if isinstance(marker, dict) else {}
+
+
+def _is_current(folder: Path) -> bool:
+    return (
+        read_marker(folder).get("revision") == DEMO_REVISION
+        and (folder / "model_index.json").is_file()
+    )
 
 
 def register_model(

@@ -18,6 +18,7 @@ from nodes.diffusion.demo import (
     DEMO_MODEL,
     _configs,
     build_random_pipeline,
+    read_marker,
     register_model,
 )
 from nodes.diffusion.demo import (
@@ -59,11 +60,7 @@ def build_random_inpaint_pipeline(folder: Path, seed: int = 0, base: Path | None
 
 
 def _is_current(folder: Path) -> bool:
-    try:
-        marker = json.loads((folder / _MARKER).read_text())
-    except (FileNotFoundError, ValueError):
-        return False
-    return marker.get("inpaint_revision") == DEMO_INPAINT_REVISION
+    return read_marker(folder).get("inpaint_revision") == DEMO_INPAINT_REVISION
 
 
 def ensure_demo_inpaint_model(home: EditableConfig) -> Path:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from nodes.diffusion.config import EditableConfig
+from nodes.diffusion.demo import read_marker
 
 DEMO_VIDEO_MODEL = "demo-video"
 DEMO_VIDEO_LABEL = (
@@ -116,11 +117,10 @@ def build_random_video_pipeline(folder: Path, seed: int = 0) -> Path:
 
 
 def _is_current(folder: Path) -> bool:
-    try:
-        marker = json.loads((folder / _MARKER).read_text())
-    except (FileNotFoundError, ValueError):
-        return False
-    return marker.get("revision") == DEMO_VIDEO_REVISION and (folder / "model_index.json").is_file()
+    return (
+        read_marker(folder, _MARKER).get("revision") == DEMO_VIDEO_REVISION
+        and (folder / "model_index.json").is_file()
+    )
 
 
 def _registered(home: EditableConfig, folder: Path) -> bool:
