@@ -24,8 +24,6 @@ at a time; the figure is the process's peak RSS (``VmHWM``), and the ratio 240 f
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -186,18 +184,12 @@ def memory_rows(args: argparse.Namespace) -> None:
 
 
 def assembly_rows(args: argparse.Namespace) -> None:
-    """The scene assembly rows, from ``bench/video_assembly.py`` (written separately)."""
-    if importlib.util.find_spec("bench.video_assembly") is None:
-        print("assembly: bench/video_assembly.py is not there yet; no rows", flush=True)
-        return
-    module = importlib.import_module("bench.video_assembly")
+    """The scene assembly rows, from ``bench/video_assembly.py``."""
+    from bench import video_assembly
+
     print("scene assembly (bench/video_assembly.py; ratio: of one stream-copy concat):",
           flush=True)  # fmt: skip
-    found = module.rows(args)
-    for row in found or ():
-        ratio = f"  x{row['ratio']:.2f} of concat" if row.get("ratio") is not None else ""
-        print(f"  {row['label']:<38} median {row['median_ms']:9.1f} ms   p95 "
-              f"{row['p95_ms']:9.1f} ms  ({row['frames']} frames){ratio}", flush=True)  # fmt: skip
+    video_assembly.print_rows(video_assembly.rows(args))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import statistics
 import sys
 import tempfile
 import time
@@ -34,16 +33,12 @@ if str(ROOT) not in sys.path:
 import av  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from bench.diffusion import stats  # noqa: E402
 from nodes.assembly import assemble  # noqa: E402
 from nodes.video import encode, probe  # noqa: E402
 
 SIZE = (512, 320)
 FPS = 24
-
-
-def stats(samples: list[float]) -> tuple[float, float]:
-    ordered = sorted(samples)
-    return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))]
 
 
 def _clip(path: Path, frames: int, size: tuple[int, int], fps: float, seed: int) -> None:

@@ -7,7 +7,6 @@ import io
 from pathlib import Path
 
 import av
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -23,6 +22,7 @@ from nodes.animated import (
 from nodes.builtin import TEMPLATES
 from nodes.values import media_facts, summarize, to_output_files
 from nodes.video import Video, probe
+from tests.nodes.test_video import clip_with_audio
 
 R = NullReporter()
 ANIMATED = {"format": "webp", "fps": 8.0, "loop": 0, "lossless": True, "quality": 80,
@@ -97,29 +97,8 @@ def test_frames_to_webm_decodes_back(codec: str, name: str) -> None:
     ]
 
 
-def _with_audio(path: Path) -> Video:
-    with av.open(str(path), "w", format="mp4") as out:
-        vstream = out.add_stream("libx264", rate=10)
-        vstream.width, vstream.height, vstream.pix_fmt = 32, 32, "yuv420p"
-        astream = out.add_stream("aac", rate=8000)
-        for i in range(10):
-            for packet in vstream.encode(av.VideoFrame.from_image(_frame(i, (32, 32)))):
-                out.mux(packet)
-        for packet in vstream.encode():
-            out.mux(packet)
-        for i in range(8):
-            samples = np.zeros((1, 1024), dtype=np.float32)
-            frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
-            frame.sample_rate, frame.pts = 8000, i * 1024
-            for packet in astream.encode(frame):
-                out.mux(packet)
-        for packet in astream.encode():
-            out.mux(packet)
-    return probe(path)
-
-
 def test_create_video_with_another_videos_audio(tmp_path: Path) -> None:
-    source = _with_audio(tmp_path / "source.mp4")
+    source = clip_with_audio(tmp_path / "source.mp4")
     frames = [_frame(i, (32, 32)) for i in range(5)]
     video = create_video(R, {"images": frames, "fps": 5.0, "audio": source})["video"]
     assert video.has_audio and probe(video.path).has_audio
@@ -131,7 +110,7 @@ def test_create_video_with_another_videos_audio(tmp_path: Path) -> None:
 
 
 def test_video_as_mp4_keeps_an_mp4_and_reencodes_a_webm(tmp_path: Path) -> None:
-    source = _with_audio(tmp_path / "source.mp4")
+    source = clip_with_audio(tmp_path / "source.mp4")
     assert video_as_mp4(R, {"video": source})["video"] is source
     webm = frames_to_webm(R, {"images": [_frame(i, (32, 32)) for i in range(3)],
                               "codec": "vp9", "fps": 6.0, "crf": 30.0})["video"]  # fmt: skip

@@ -9,6 +9,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 from PIL import Image, ImageChops
 
@@ -129,8 +130,8 @@ def test_trim_concat_resize_and_frame_rate() -> None:
     assert listed["frame_count"] == 2 and _max_diff(listed["images"][1], frames[9]) <= TOLERANCE
 
 
-def test_audio_is_carried_through_resize(tmp_path: Path) -> None:
-    path = tmp_path / "with_audio.mp4"
+def clip_with_audio(path: Path) -> Video:
+    """Ten 32x32 frames at 10 fps with 8 AAC frames (about 1 s) of mono silence at 8 kHz."""
     with av.open(str(path), "w", format="mp4") as out:
         vstream = out.add_stream("libx264", rate=10)
         vstream.width, vstream.height, vstream.pix_fmt = 32, 32, "yuv420p"
@@ -140,8 +141,6 @@ def test_audio_is_carried_through_resize(tmp_path: Path) -> None:
                 out.mux(packet)
         for packet in vstream.encode():
             out.mux(packet)
-        import numpy as np
-
         for i in range(8):
             samples = np.zeros((1, 1024), dtype=np.float32)
             frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
@@ -150,7 +149,12 @@ def test_audio_is_carried_through_resize(tmp_path: Path) -> None:
                 out.mux(packet)
         for packet in astream.encode():
             out.mux(packet)
-    source = probe(path)
+    return probe(path)
+
+
+def test_audio_is_carried_through_resize(tmp_path: Path) -> None:
+    path = tmp_path / "with_audio.mp4"
+    source = clip_with_audio(path)
     assert source.has_audio
     resized = resize_video(R, {"video": source, "width": 16, "height": 16, "resample": "nearest"})
     assert resized["video"].has_audio and probe(resized["video"].path).has_audio
