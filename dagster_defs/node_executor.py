@@ -234,15 +234,13 @@ class NodeExecutor:
                 node.template,
                 values,
                 node.mapped,
-                lambda index, count, element: self._element(
+                lambda index, count, element: self._call(
                     execution, node, reporter.for_element(index, count), element
                 ),
             )
-            duration = (time.perf_counter() - started) * 1000
         else:
             outputs = self._call(execution, node, reporter, values)
-            duration = (time.perf_counter() - started) * 1000
-            self.metrics.template_seconds.labels(node.template.id).observe(duration / 1000)
+        duration = (time.perf_counter() - started) * 1000
         execution.timings_ms[node.node_id] = round(duration, 3)
         if "seed" in outputs:
             execution.seeds[node.node_id] = outputs["seed"]
@@ -295,21 +293,6 @@ class NodeExecutor:
         )
         return cached
 
-    def _element(
-        self,
-        execution: TaskExecution,
-        node: PlannedNode,
-        reporter: NodeReporter,
-        values: dict[str, Any],
-    ) -> dict[str, Any]:
-        """One element of a mapped node (the template-time metric counts each call)."""
-        started = time.perf_counter()
-        outputs = self._call(execution, node, reporter, values)
-        self.metrics.template_seconds.labels(node.template.id).observe(
-            time.perf_counter() - started
-        )
-        return outputs
-
     def _call(
         self,
         execution: TaskExecution,
@@ -318,7 +301,8 @@ class NodeExecutor:
         values: dict[str, Any],
     ) -> dict[str, Any]:
         """The error boundary around template code (one element of a mapped node: its time
-        limit, its cancel check first): every failure becomes a TakeflowError."""
+        limit, its cancel check first): every failure becomes a TakeflowError. The
+        template-time metric counts each successful call (each element of a mapped node)."""
         element = reporter.element
         handle = self.limits.node_started(
             node.node_id, node.template.id, node.template.timeout_s, execution.signal
@@ -335,10 +319,14 @@ class NodeExecutor:
                 try:
                     if element is not None:
                         reporter.check_cancelled()  # cancel stops between elements
+                    started = time.perf_counter()
                     outputs = dict(node.template.fn(reporter, values))
                     missing = [o.name for o in node.template.outputs if o.name not in outputs]
                     if missing:
                         raise ValueError(f"returned no value for {missing}")
+                    self.metrics.template_seconds.labels(node.template.id).observe(
+                        time.perf_counter() - started
+                    )
                     if element is not None and reports_element(*element):
                         reporter.progress(1.0)
                     return outputs
